@@ -1,0 +1,341 @@
+//! `nestednet`: train, evaluate, export and inspect nested networks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use nestednet::burn::prelude::*;
+use nestednet::burn::tensor::Distribution;
+use nestednet::data::DatasetKind;
+use nestednet::models::{NestedClassifier, NestedMnistCnnConfig};
+use nestednet::schedule::{LevelSpec, check_level};
+use nestednet::train::{
+    Backend, BarProgress, ExportFormat, LrSchedule, OptimizerConfig, Report, RunDir, TrainJob,
+    TrainingConfig, build_report, evaluate, export_level, load_burnpack_level, load_safetensors_level,
+    run_job,
+};
+
+// Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
+// of mapping and zeroing new pages for each (a quarter of a training step with glibc's malloc).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Nested sparse networks: many networks in one set of weights.
+#[derive(Parser, Debug)]
+#[command(name = "nestednet", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train every level of a nested mnist-cnn jointly, then report each level.
+    Train(TrainArgs),
+    /// Evaluate the levels of a trained run on a data set.
+    Eval(EvalArgs),
+    /// Export one level as a compact standalone model (and verify it).
+    Export(ExportArgs),
+    /// Show a run's configuration, levels, checkpoint and report.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Data set: mnist, cifar10 or cifar100.
+    #[arg(long, default_value = "mnist")]
+    dataset: DatasetKind,
+    /// Folder holding the data set's files.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Run folder to create (or to continue with --resume).
+    #[arg(long)]
+    out: PathBuf,
+    /// Epochs.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Levels: width ratios (`0.25,0.5,1.0`) or channel counts (`conv1=8,16,32;conv2=16,32,64;fc1=32,64,128`).
+    #[arg(long, default_value = "0.25,0.5,1.0")]
+    levels: LevelSpec,
+    /// Backend: flex, ndarray, wgpu, tch or cuda (must be compiled in).
+    #[arg(long)]
+    device: Option<Backend>,
+    /// Seed of initialisation, data order and augmentation.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Optimizer: adam or sgd.
+    #[arg(long, default_value = "adam")]
+    optimizer: String,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Learning-rate schedule: constant, step:EVERY:GAMMA or cosine[:MIN_LR].
+    #[arg(long, default_value = "constant")]
+    lr_schedule: LrSchedule,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// L2 weight decay (default: 0 for Adam, 5e-4 for SGD).
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Weights of the level losses, core first (default: equal).
+    #[arg(long, value_delimiter = ',')]
+    loss_weights: Option<Vec<f64>>,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Continue the run in --out after its last completed epoch.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// Run folder.
+    #[arg(long)]
+    run: PathBuf,
+    /// Data set: mnist, cifar10 or cifar100.
+    #[arg(long, default_value = "mnist")]
+    dataset: DatasetKind,
+    /// Folder holding the data set's files.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Evaluate only this level (default: all).
+    #[arg(long)]
+    level: Option<usize>,
+    /// Backend (must be compiled in).
+    #[arg(long)]
+    device: Option<Backend>,
+    /// Also measure sizes and latencies and rewrite report.json and the plot.
+    #[arg(long)]
+    report: bool,
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Run folder.
+    #[arg(long)]
+    run: PathBuf,
+    /// Level to export (0 = core).
+    #[arg(long)]
+    level: usize,
+    /// Output file (`.bpk` for burnpack, `.safetensors` for safetensors).
+    #[arg(long)]
+    out: PathBuf,
+    /// Format (default: from the file extension).
+    #[arg(long)]
+    format: Option<ExportFormat>,
+    /// Backend (must be compiled in).
+    #[arg(long)]
+    device: Option<Backend>,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    /// Run folder.
+    #[arg(long)]
+    run: PathBuf,
+}
+
+fn backend(choice: Option<Backend>) -> Result<Backend> {
+    Ok(match choice {
+        Some(b) => b,
+        None => Backend::default_compiled()?,
+    })
+}
+
+fn cmd_train(a: TrainArgs) -> Result<()> {
+    let optimizer = match a.optimizer.as_str() {
+        "adam" => OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: a.weight_decay.unwrap_or(0.0),
+        },
+        "sgd" => OptimizerConfig::Sgd {
+            momentum: a.momentum,
+            nesterov: false,
+            weight_decay: a.weight_decay.unwrap_or(5e-4),
+        },
+        other => bail!("unknown optimizer `{other}` (use adam or sgd)"),
+    };
+    let run = RunDir::new(&a.out);
+    let config = if a.resume && run.exists() {
+        // The stored configuration rules; only the number of epochs may be extended.
+        run.load_config()?.with_epochs(a.epochs)
+    } else {
+        TrainingConfig::new(NestedMnistCnnConfig::new().with_levels(a.levels))
+            .with_dataset(a.dataset)
+            .with_optimizer(optimizer)
+            .with_learning_rate(a.lr)
+            .with_lr_schedule(a.lr_schedule)
+            .with_epochs(a.epochs)
+            .with_batch_size(a.batch_size)
+            .with_seed(a.seed)
+            .with_level_loss_weights(a.loss_weights)
+            .with_train_limit(a.train_limit)
+    };
+    let job = TrainJob { config, data_dir: a.data_dir, run, backend: backend(a.device)?, resume: a.resume };
+    let (_, report) = run_job(&job, &mut BarProgress::default())?;
+    println!("\n{}", report.table());
+    println!(
+        "run folder: {} (config.json, model.bpk, report.json, accuracy_vs_macs.png)",
+        job.run.path().display()
+    );
+    Ok(())
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let backend = backend(a.device)?;
+    let device = backend.device()?;
+    let run = RunDir::new(&a.run);
+    let (config, model) = run.load_model(&device)?;
+    if let Some(level) = a.level {
+        check_level(level, model.num_levels())?;
+    }
+    let (_, test) = a.dataset.load(&a.data_dir)?;
+    let test = Arc::new(test);
+    nestednet::train::check_compatible(
+        &model,
+        [config.model.in_channels, config.model.height, config.model.width],
+        &test,
+        "test",
+    )?;
+    let model = model.valid();
+    if a.report {
+        let report =
+            build_report(&model, "mnist-cnn", &a.dataset.to_string(), backend.name(), test, &device, None)?;
+        report.write_to_run(&run)?;
+        println!("{}", report.table());
+        return Ok(());
+    }
+    let tallies = evaluate(&model, test, 256, &device)?;
+    println!("| level | accuracy | loss | correct/total | params | MACs/sample |\n|---|---|---|---|---|---|");
+    for (level, t) in tallies.iter().enumerate().filter(|(k, _)| a.level.is_none_or(|l| l == *k)) {
+        let cost = model.level_cost(level);
+        println!(
+            "| {level} | {:.4} | {:.4} | {}/{} | {} | {} |",
+            t.accuracy(),
+            t.loss(),
+            t.correct,
+            t.total,
+            cost.params,
+            cost.macs
+        );
+    }
+    Ok(())
+}
+
+fn cmd_export(a: ExportArgs) -> Result<()> {
+    let device = backend(a.device)?.device()?;
+    let (_, model) = RunDir::new(&a.run).load_model(&device)?;
+    let model = model.valid();
+    let format = a.format.unwrap_or_else(|| ExportFormat::from_path(&a.out));
+    let info = export_level(&model, a.level, &a.out, format)?;
+    // Verify: reload the file and compare with the nested level on a random batch.
+    let (_, reloaded) = match format {
+        ExportFormat::Burnpack => load_burnpack_level(&a.out, &device)?,
+        ExportFormat::Safetensors => load_safetensors_level(&a.out, &device)?,
+    };
+    let [c, h, w] = model.input_shape;
+    device.seed(0);
+    let x = Tensor::<4>::random([16, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+    let diff = (reloaded.valid().forward(x.clone()) - model.forward_level(x, a.level))
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    if diff.is_nan() || diff > 1e-4 {
+        bail!(
+            "exported level {} differs from the nested level by {diff} (max abs logit difference)",
+            a.level
+        );
+    }
+    println!(
+        "exported level {} ({:?}) to {}: {} bytes, conv1/conv2/fc1/classes = {}/{}/{}/{}; verified: max |Δlogit| = {diff:.2e}",
+        a.level,
+        format,
+        info.path.display(),
+        info.bytes,
+        info.config.conv1_channels,
+        info.config.conv2_channels,
+        info.config.hidden,
+        info.config.num_classes
+    );
+    if let Some(p) = info.config_path {
+        println!("configuration: {}", p.display());
+    }
+    Ok(())
+}
+
+fn cmd_inspect(a: InspectArgs) -> Result<()> {
+    let run = RunDir::new(&a.run);
+    let config = run.load_config()?;
+    let schedule = config.model.schedule()?;
+    println!("run: {}", run.path().display());
+    println!(
+        "model: mnist-cnn, {} levels ({}), data set {}",
+        schedule.num_levels(),
+        config.model.levels,
+        config.dataset
+    );
+    println!(
+        "training: {:?}, lr {} ({:?}), {} epochs, batch {}, seed {}",
+        config.optimizer,
+        config.learning_rate,
+        config.lr_schedule,
+        config.epochs,
+        config.batch_size,
+        config.seed
+    );
+    println!("\nper-layer widths (core → full):");
+    for layer in schedule.layers() {
+        println!("  {:<6} {:?} of {}", layer.name, layer.widths, layer.channels);
+    }
+    // Costs need only the shapes: a model on the CPU is initialised lazily and not filled.
+    let device = Backend::default_compiled()?.device()?;
+    let model = config.model.try_init(&device)?;
+    println!("\n| level | params | MACs/sample |\n|---|---|---|");
+    for level in 0..model.num_levels() {
+        let cost = model.level_cost(level);
+        println!("| {level} | {} | {} |", cost.params, cost.macs);
+    }
+    match run.load_checkpoint_state()? {
+        Some(state) => {
+            println!(
+                "\ncheckpoint: {} of {} epochs completed ({} steps)",
+                state.epochs_completed, config.epochs, state.global_step
+            );
+            for m in &state.history {
+                let test = m
+                    .test_accuracy
+                    .as_ref()
+                    .map(|t| t.iter().map(|a| format!("{:.4}", a)).collect::<Vec<_>>().join(", "));
+                println!(
+                    "  epoch {}: {:.1} s, test accuracy per level: [{}]",
+                    m.epoch + 1,
+                    m.train_seconds,
+                    test.unwrap_or_default()
+                );
+            }
+        }
+        None => println!("\ncheckpoint: none (no epoch completed)"),
+    }
+    if run.report_path().is_file() {
+        let report = Report::read_json(&run.report_path()).context("reading report.json")?;
+        println!("\nreport ({}):\n{}", report.backend, report.table());
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Train(a) => cmd_train(a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Export(a) => cmd_export(a),
+        Command::Inspect(a) => cmd_inspect(a),
+    }
+}

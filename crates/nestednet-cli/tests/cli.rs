@@ -1,0 +1,151 @@
+//! The `nestednet` binary end to end, on the vendored real MNIST.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mnist_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist10k")
+}
+
+fn nestednet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nestednet")).args(args).output().expect("nestednet runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = nestednet(args);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "nestednet {args:?} failed:\n{text}");
+    text
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = nestednet(args);
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "nestednet {args:?} should fail");
+    assert!(!text.contains("panicked"), "nestednet {args:?} panicked:\n{text}");
+    text
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["train", "eval", "export", "inspect"] {
+        let text = ok(&[sub, "--help"]);
+        assert!(text.contains("Usage: nestednet"), "{text}");
+    }
+    assert!(ok(&["--help"]).contains("inspect"));
+}
+
+#[test]
+fn train_eval_export_inspect_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let (run_s, data) = (run.to_str().unwrap(), mnist_dir());
+    let text = ok(&[
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        run_s,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--levels",
+        "0.25,0.5,1.0",
+        "--device",
+        "flex",
+        "--seed",
+        "3",
+        "--train-limit",
+        "640",
+    ]);
+    assert!(text.contains("| level |"), "{text}");
+    for file in ["config.json", "model.bpk", "report.json", "accuracy_vs_macs.png", "checkpoint.json"] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    let levels = report["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 3);
+    for (k, l) in levels.iter().enumerate() {
+        assert_eq!(l["level"], k);
+        let acc = l["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+        for key in ["params", "macs", "export_bytes"] {
+            assert!(l[key].as_u64().unwrap() > 0, "{key}");
+        }
+        for key in ["latency_ms_b1", "latency_ms_b256"] {
+            assert!(l[key].as_f64().unwrap() > 0.0, "{key}");
+        }
+    }
+    assert!(levels[0]["macs"].as_u64().unwrap() * 10 < levels[2]["macs"].as_u64().unwrap());
+
+    let text = ok(&[
+        "eval",
+        "--run",
+        run_s,
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--level",
+        "1",
+    ]);
+    assert!(text.contains("| 1 |") && !text.contains("| 0 |"), "{text}");
+
+    let bpk = dir.path().join("core.bpk");
+    let text = ok(&["export", "--run", run_s, "--level", "0", "--out", bpk.to_str().unwrap()]);
+    assert!(text.contains("verified"), "{text}");
+    assert!(bpk.is_file() && dir.path().join("core.json").is_file());
+    let st = dir.path().join("full.safetensors");
+    let text = ok(&[
+        "export",
+        "--run",
+        run_s,
+        "--level",
+        "2",
+        "--out",
+        st.to_str().unwrap(),
+        "--format",
+        "safetensors",
+    ]);
+    assert!(text.contains("verified"), "{text}");
+
+    let text = ok(&["inspect", "--run", run_s]);
+    assert!(
+        text.contains("conv1") && text.contains("[8, 16, 32]") && text.contains("1 of 1 epochs"),
+        "{text}"
+    );
+
+    // Bad inputs are clear errors.
+    let err = fails(&["export", "--run", run_s, "--level", "5", "--out", bpk.to_str().unwrap()]);
+    assert!(err.contains("level 5 does not exist"), "{err}");
+    let err = fails(&["eval", "--run", run_s, "--data-dir", "/nonexistent/mnist"]);
+    assert!(
+        err.contains("/nonexistent/mnist/t10k-images-idx3-ubyte.gz") || err.contains("train-images"),
+        "{err}"
+    );
+    let err = fails(&["train", "--data-dir", data.to_str().unwrap(), "--out", run_s, "--epochs", "1"]);
+    assert!(err.contains("--resume"), "{err}");
+}
+
+#[test]
+fn invalid_arguments_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let data = mnist_dir();
+    let base = ["train", "--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--levels"];
+    let err = fails(&[&base[..], &["0.5,0.25,1.0"]].concat());
+    assert!(err.contains("level 1"), "{err}");
+    let err = fails(&[&base[..], &["conv1=0,16,32;conv2=16,32,64;fc1=32,64,128"]].concat());
+    assert!(err.contains("`conv1`, level 0"), "{err}");
+    let err = fails(&[&base[..], &["0.25,0.5,1.0"], &["--device", "cuda"][..]].concat());
+    assert!(err.contains("`cuda` is not compiled"), "{err}");
+    let err = fails(&["train", "--data-dir", "/no/such/dir", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("/no/such/dir/train-images-idx3-ubyte"), "{err}");
+    assert!(!out.join("model.bpk").exists());
+    let err = fails(&["inspect", "--run", dir.path().join("missing").to_str().unwrap()]);
+    assert!(err.contains("does not exist"), "{err}");
+}

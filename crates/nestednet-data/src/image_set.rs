@@ -1,0 +1,138 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{DataError, Result};
+
+/// Per-channel normalisation `(x / 255 - mean) / std`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    /// Mean of each channel, on the `[0, 1]` scale.
+    pub mean: Vec<f32>,
+    /// Standard deviation of each channel, on the `[0, 1]` scale.
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    /// MNIST's usual statistics.
+    pub fn mnist() -> Self {
+        Self { mean: vec![0.1307], std: vec![0.3081] }
+    }
+
+    /// CIFAR-10's usual statistics.
+    pub fn cifar10() -> Self {
+        Self { mean: vec![0.4914, 0.4822, 0.4465], std: vec![0.2470, 0.2435, 0.2616] }
+    }
+
+    /// CIFAR-100's usual statistics.
+    pub fn cifar100() -> Self {
+        Self { mean: vec![0.5071, 0.4865, 0.4409], std: vec![0.2673, 0.2564, 0.2762] }
+    }
+}
+
+/// A labelled image set held in memory as raw bytes.
+///
+/// Images are `u8`, `[channel, height, width]` per image, stored back to back; normalisation is
+/// applied when items are read, so the set stays 4× smaller than float storage.
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    /// Raw pixels of all images, `len = count · channels · height · width`.
+    pub pixels: Vec<u8>,
+    /// Fine label of every image.
+    pub labels: Vec<usize>,
+    /// Coarse label of every image, for hierarchical data sets (CIFAR-100 super-classes).
+    pub coarse_labels: Option<Vec<usize>>,
+    /// Channels per image.
+    pub channels: usize,
+    /// Image height.
+    pub height: usize,
+    /// Image width.
+    pub width: usize,
+    /// Number of fine classes.
+    pub num_classes: usize,
+    /// Number of coarse classes (0 when there are none).
+    pub num_coarse_classes: usize,
+    /// Normalisation applied when reading items.
+    pub normalization: Normalization,
+}
+
+impl ImageSet {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Bytes per image.
+    pub fn image_size(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Raw bytes of image `index`.
+    pub fn image(&self, index: usize) -> &[u8] {
+        let size = self.image_size();
+        &self.pixels[index * size..(index + 1) * size]
+    }
+
+    /// The first `n` images (all of them if `n` is larger), e.g. for quick runs and tests.
+    pub fn take(&self, n: usize) -> Self {
+        let n = n.min(self.len());
+        Self {
+            pixels: self.pixels[..n * self.image_size()].to_vec(),
+            labels: self.labels[..n].to_vec(),
+            coarse_labels: self.coarse_labels.as_ref().map(|c| c[..n].to_vec()),
+            ..self.clone_meta()
+        }
+    }
+
+    fn clone_meta(&self) -> Self {
+        Self {
+            pixels: Vec::new(),
+            labels: Vec::new(),
+            coarse_labels: None,
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            num_classes: self.num_classes,
+            num_coarse_classes: self.num_coarse_classes,
+            normalization: self.normalization.clone(),
+        }
+    }
+
+    /// Checks internal consistency: pixel count, normalisation per channel, label ranges.
+    pub fn validate(&self) -> Result<()> {
+        let expected = self.len() * self.image_size();
+        if self.pixels.len() != expected {
+            return Err(DataError::Invalid(format!(
+                "image set holds {} pixel bytes, expected {} ({} images of {}x{}x{})",
+                self.pixels.len(),
+                expected,
+                self.len(),
+                self.channels,
+                self.height,
+                self.width
+            )));
+        }
+        let n = &self.normalization;
+        if n.mean.len() != self.channels || n.std.len() != self.channels {
+            return Err(DataError::Invalid(format!(
+                "normalisation has {} means and {} stds for {} channels",
+                n.mean.len(),
+                n.std.len(),
+                self.channels
+            )));
+        }
+        if n.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
+            return Err(DataError::Invalid("normalisation std must be positive".into()));
+        }
+        if let Some((index, &label)) = self.labels.iter().enumerate().find(|(_, l)| **l >= self.num_classes) {
+            return Err(DataError::Invalid(format!(
+                "image {index} has label {label} but there are {} classes",
+                self.num_classes
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,348 @@
+//! `mnist-cnn`, the benchmark model of the project:
+//! conv 3×3 (32) → BN → ReLU → max-pool 2 → conv 3×3 (64) → BN → ReLU → max-pool 2 →
+//! linear (128) → ReLU → linear (classes). Convolutions are zero-padded by 1, so a 28×28 input
+//! gives 14×14 and then 7×7 feature maps.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
+use nestednet_nn::{
+    LevelBatchNorm, LevelBatchNormConfig, NestedConv2d, NestedConv2dConfig, NestedLinear, NestedLinearConfig,
+};
+use nestednet_schedule::{ChannelSchedule, LevelSpec, ScheduledLayer};
+
+// `Result` stays qualified: `#[derive(Config)]` expands to code naming the prelude's `Result`.
+use crate::{LevelCost, ModelError, NestedClassifier};
+
+/// Configuration of the nested `mnist-cnn`.
+#[derive(Config, Debug)]
+pub struct NestedMnistCnnConfig {
+    /// Image channels (never split across levels).
+    #[config(default = 1)]
+    pub in_channels: usize,
+    /// Image height.
+    #[config(default = 28)]
+    pub height: usize,
+    /// Image width.
+    #[config(default = 28)]
+    pub width: usize,
+    /// Output channels of the first convolution (full level).
+    #[config(default = 32)]
+    pub conv1_channels: usize,
+    /// Output channels of the second convolution (full level).
+    #[config(default = 64)]
+    pub conv2_channels: usize,
+    /// Hidden units of the first linear layer (full level).
+    #[config(default = 128)]
+    pub hidden: usize,
+    /// Classes predicted by the output layer.
+    #[config(default = 10)]
+    pub num_classes: usize,
+    /// The levels: ratios applied to `conv1`, `conv2`, `fc1` (and `fc2` when `split_output`),
+    /// or explicit channel counts for those layers.
+    #[config(default = "LevelSpec::default_ratios()")]
+    pub levels: LevelSpec,
+    /// Whether the output layer is split too (level `k` then predicts only its leading
+    /// classes). Off by default: every level predicts every class.
+    #[config(default = false)]
+    pub split_output: bool,
+}
+
+impl NestedMnistCnnConfig {
+    /// The layers this model schedules, in forward order.
+    pub fn scheduled_layers(&self) -> Vec<ScheduledLayer> {
+        let fc2 = if self.split_output {
+            ScheduledLayer::split("fc2", self.num_classes)
+        } else {
+            ScheduledLayer::whole("fc2", self.num_classes)
+        };
+        vec![
+            ScheduledLayer::split("conv1", self.conv1_channels),
+            ScheduledLayer::split("conv2", self.conv2_channels),
+            ScheduledLayer::split("fc1", self.hidden),
+            fc2,
+        ]
+    }
+
+    /// Validates the dimensions and the level specification and resolves every layer's
+    /// per-level widths. Nothing is allocated.
+    pub fn schedule(&self) -> crate::Result<ChannelSchedule> {
+        let dims = [
+            ("in_channels", self.in_channels),
+            ("conv1_channels", self.conv1_channels),
+            ("conv2_channels", self.conv2_channels),
+            ("hidden", self.hidden),
+            ("num_classes", self.num_classes),
+        ];
+        if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
+            return Err(ModelError::Invalid(format!("{name} must be at least 1")));
+        }
+        if self.height < 4 || self.width < 4 {
+            return Err(ModelError::Invalid(format!(
+                "images of {}x{} are too small for two 2x2 max-pools (need at least 4x4)",
+                self.height, self.width
+            )));
+        }
+        Ok(ChannelSchedule::new(&self.levels, &self.scheduled_layers())?)
+    }
+
+    /// Validates the configuration, then initializes the model on `device`.
+    pub fn try_init(&self, device: &Device) -> crate::Result<NestedMnistCnn> {
+        let s = self.schedule()?;
+        let n = s.num_levels();
+        let w = |name: &str| s.widths(name).expect("scheduled layer").to_vec();
+        let (c1, c2, h1, out) = (w("conv1"), w("conv2"), w("fc1"), w("fc2"));
+        let spatial = (self.height / 4) * (self.width / 4);
+        Ok(NestedMnistCnn {
+            conv1: NestedConv2dConfig::new(
+                [self.in_channels, self.conv1_channels],
+                [3, 3],
+                vec![self.in_channels; n],
+                c1.clone(),
+            )
+            .with_padding([1, 1])
+            .init(device),
+            bn1: LevelBatchNormConfig::new(c1.clone()).init(device),
+            conv2: NestedConv2dConfig::new(
+                [self.conv1_channels, self.conv2_channels],
+                [3, 3],
+                c1,
+                c2.clone(),
+            )
+            .with_padding([1, 1])
+            .init(device),
+            bn2: LevelBatchNormConfig::new(c2.clone()).init(device),
+            // Flattening [c, h, w] is channel-major, so level k's features are exactly the
+            // first c2_k · h · w rows of the full weight: the nesting carries through.
+            fc1: NestedLinearConfig::new(
+                self.conv2_channels * spatial,
+                self.hidden,
+                c2.iter().map(|c| c * spatial).collect(),
+                h1.clone(),
+            )
+            .init(device),
+            fc2: NestedLinearConfig::new(self.hidden, self.num_classes, h1, out).init(device),
+            input_shape: [self.in_channels, self.height, self.width],
+        })
+    }
+
+    /// Initializes the model on `device`, panicking with the validation error if the
+    /// configuration is invalid (use [`try_init`](Self::try_init) at I/O boundaries).
+    pub fn init(&self, device: &Device) -> NestedMnistCnn {
+        self.try_init(device).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// The nested `mnist-cnn`: one set of weights, `n` levels.
+#[derive(Module, Debug)]
+pub struct NestedMnistCnn {
+    /// First convolution (image input, never split on its input side).
+    pub conv1: NestedConv2d,
+    /// Per-level batch norm after `conv1`.
+    pub bn1: LevelBatchNorm,
+    /// Second convolution.
+    pub conv2: NestedConv2d,
+    /// Per-level batch norm after `conv2`.
+    pub bn2: LevelBatchNorm,
+    /// Hidden linear layer.
+    pub fc1: NestedLinear,
+    /// Output layer.
+    pub fc2: NestedLinear,
+    /// Expected input `[channels, height, width]`.
+    pub input_shape: [usize; 3],
+}
+
+fn pool(x: Tensor<4>) -> Tensor<4> {
+    max_pool2d(x, MaxPoolOptions::new([2, 2]))
+}
+
+impl NestedMnistCnn {
+    /// The standalone plain-Burn model of level `level`: compact copies of the level's slices
+    /// of every layer, and the configuration that rebuilds it.
+    pub fn extract_level(&self, level: usize) -> (MnistCnnConfig, MnistCnn) {
+        let [in_channels, height, width] = self.input_shape;
+        let config = MnistCnnConfig {
+            in_channels,
+            height,
+            width,
+            conv1_channels: self.conv1.level_dims(level).1,
+            conv2_channels: self.conv2.level_dims(level).1,
+            hidden: self.fc1.level_dims(level).1,
+            num_classes: self.fc2.level_dims(level).1,
+        };
+        let model = MnistCnn {
+            conv1: self.conv1.extract_level(level),
+            bn1: self.bn1.extract_level(level),
+            conv2: self.conv2.extract_level(level),
+            bn2: self.bn2.extract_level(level),
+            fc1: self.fc1.extract_level(level),
+            fc2: self.fc2.extract_level(level),
+        };
+        (config, model)
+    }
+}
+
+impl NestedClassifier for NestedMnistCnn {
+    fn num_levels(&self) -> usize {
+        self.conv1.num_levels()
+    }
+
+    fn forward_level(&self, images: Tensor<4>, level: usize) -> Tensor<2> {
+        let [_, c, h, w] = images.dims();
+        assert_eq!(
+            [c, h, w],
+            self.input_shape,
+            "NestedMnistCnn: expected images of [channels, height, width] = {:?}, got {:?}",
+            self.input_shape,
+            [c, h, w]
+        );
+        // relu(max-pool(x)) == max-pool(relu(x)) exactly (max is monotone), and pooling first
+        // runs the ReLU on 4x fewer values.
+        let x = relu(pool(self.bn1.forward(self.conv1.forward(images, level), level)));
+        let x = relu(pool(self.bn2.forward(self.conv2.forward(x, level), level))).flatten::<2>(1, 3);
+        let x = relu(self.fc1.forward(x, level));
+        self.fc2.forward(x, level)
+    }
+
+    fn level_cost(&self, level: usize) -> LevelCost {
+        let [_, h, w] = self.input_shape;
+        LevelCost {
+            params: self.conv1.level_num_params(level)
+                + self.bn1.level_num_params(level)
+                + self.conv2.level_num_params(level)
+                + self.bn2.level_num_params(level)
+                + self.fc1.level_num_params(level)
+                + self.fc2.level_num_params(level),
+            macs: self.conv1.level_macs(level, [h, w])
+                + self.conv2.level_macs(level, [h / 2, w / 2])
+                + self.fc1.level_macs(level)
+                + self.fc2.level_macs(level),
+        }
+    }
+
+    fn level_classes(&self, level: usize) -> usize {
+        self.fc2.level_dims(level).1
+    }
+}
+
+/// Configuration of a plain (non-nested) `mnist-cnn`, e.g. one exported level.
+#[derive(Config, Debug)]
+pub struct MnistCnnConfig {
+    /// Image channels.
+    pub in_channels: usize,
+    /// Image height.
+    pub height: usize,
+    /// Image width.
+    pub width: usize,
+    /// Output channels of the first convolution.
+    pub conv1_channels: usize,
+    /// Output channels of the second convolution.
+    pub conv2_channels: usize,
+    /// Hidden units.
+    pub hidden: usize,
+    /// Classes.
+    pub num_classes: usize,
+}
+
+impl MnistCnnConfig {
+    /// Initializes the plain model on `device`.
+    pub fn init(&self, device: &Device) -> MnistCnn {
+        let pad = || PaddingConfig2d::Explicit(1, 1, 1, 1);
+        let spatial = (self.height / 4) * (self.width / 4);
+        MnistCnn {
+            conv1: Conv2dConfig::new([self.in_channels, self.conv1_channels], [3, 3])
+                .with_padding(pad())
+                .init(device),
+            bn1: BatchNormConfig::new(self.conv1_channels).init(device),
+            conv2: Conv2dConfig::new([self.conv1_channels, self.conv2_channels], [3, 3])
+                .with_padding(pad())
+                .init(device),
+            bn2: BatchNormConfig::new(self.conv2_channels).init(device),
+            fc1: LinearConfig::new(self.conv2_channels * spatial, self.hidden).init(device),
+            fc2: LinearConfig::new(self.hidden, self.num_classes).init(device),
+        }
+    }
+}
+
+/// A plain `mnist-cnn` built from Burn's own layers: what an exported level loads into.
+#[derive(Module, Debug)]
+pub struct MnistCnn {
+    /// First convolution.
+    pub conv1: Conv2d,
+    /// Batch norm after `conv1`.
+    pub bn1: BatchNorm,
+    /// Second convolution.
+    pub conv2: Conv2d,
+    /// Batch norm after `conv2`.
+    pub bn2: BatchNorm,
+    /// Hidden linear layer.
+    pub fc1: Linear,
+    /// Output layer.
+    pub fc2: Linear,
+}
+
+impl MnistCnn {
+    /// Logits `[batch, classes]` for images `[batch, c, h, w]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = relu(pool(self.bn1.forward(self.conv1.forward(images))));
+        let x = relu(pool(self.bn2.forward(self.conv2.forward(x)))).flatten::<2>(1, 3);
+        self.fc2.forward(relu(self.fc1.forward(x)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    #[test]
+    fn default_levels_have_the_expected_costs() {
+        let device = Device::flex();
+        let model = NestedMnistCnnConfig::new().init(&device);
+        assert_eq!(model.num_levels(), 3);
+        let full = model.level_cost(2);
+        // conv1 320 + bn1 64 + conv2 18496 + bn2 128 + fc1 401536 + fc2 1290.
+        assert_eq!(full.params, 421_834);
+        assert_eq!(full.macs, 28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 3136 * 128 + 1280);
+        let core = model.level_cost(0);
+        assert_eq!(core.macs, 28 * 28 * 8 * 9 + 14 * 14 * 16 * 8 * 9 + 784 * 32 + 320);
+        assert!(full.macs as f64 / core.macs as f64 > 13.0);
+        // The full level holds exactly the parameters of the plain network. (Burn's
+        // `num_params` also counts the batch norms' running mean and variance.)
+        let plain = MnistCnnConfig::new(1, 28, 28, 32, 64, 128, 10).init(&device);
+        assert_eq!(plain.num_params(), full.params + 2 * (32 + 64));
+    }
+
+    #[test]
+    fn extracted_levels_equal_nested_levels() {
+        let device = Device::flex();
+        device.seed(0);
+        let model = NestedMnistCnnConfig::new().init(&device);
+        let x = Tensor::<4>::random([3, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+        for level in 0..3 {
+            let (config, plain) = model.extract_level(level);
+            let bn_buffers = 2 * (config.conv1_channels + config.conv2_channels);
+            assert_eq!(plain.num_params(), model.level_cost(level).params + bn_buffers);
+            assert_eq!(config.conv1_channels, [8, 16, 32][level]);
+            plain.forward(x.clone()).into_data().assert_approx_eq::<f32>(
+                &model.forward_level(x.clone(), level).into_data(),
+                Tolerance::absolute(1e-5),
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_specs_fail_before_allocation() {
+        let err = NestedMnistCnnConfig::new()
+            .with_levels("0.01,0.5,1.0".parse().unwrap())
+            .try_init(&Device::flex())
+            .unwrap_err();
+        assert!(err.to_string().contains("layer `conv1`, level 0"), "{err}");
+        let err = NestedMnistCnnConfig::new().with_height(3).schedule().unwrap_err();
+        assert!(err.to_string().contains("too small"), "{err}");
+    }
+}

@@ -1,0 +1,125 @@
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear};
+use burn::prelude::*;
+use burn::tensor::module::linear;
+
+use crate::compact_copy;
+use crate::widths::{assert_level, check_level_widths};
+
+/// Configuration of a [`NestedLinear`].
+#[derive(Config, Debug)]
+pub struct NestedLinearConfig {
+    /// Input features of the full layer.
+    pub d_input: usize,
+    /// Output features of the full layer.
+    pub d_output: usize,
+    /// Input features each level uses, core first. Use `[d_input; n]` when the input is not
+    /// split (for instance the image, or a layer after an unsplit one).
+    pub input_widths: Vec<usize>,
+    /// Output features each level uses, core first. Use `[d_output; n]` to leave the output
+    /// unsplit (for instance a classifier every level predicts all classes with).
+    pub output_widths: Vec<usize>,
+    /// Whether the layer has a bias.
+    #[config(default = true)]
+    pub bias: bool,
+    /// Initializer of the shared weight and bias. Fans are those of the full layer, as in
+    /// PyTorch's `nn.Linear` (uniform in ±1/√d_input).
+    #[config(default = "Initializer::KaimingUniform{gain: 0.5773502691896258, fan_out_only: false}")]
+    pub initializer: Initializer,
+}
+
+/// A linear layer whose levels use the leading input and output features of one shared weight.
+///
+/// Level `k` computes `x · weight[..in_k, ..out_k] + bias[..out_k]`.
+#[derive(Module, Debug)]
+pub struct NestedLinear {
+    /// Shared weight, `[d_input, d_output]` (Burn's layout: the transpose of PyTorch's).
+    pub weight: Param<Tensor<2>>,
+    /// Shared bias, `[d_output]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// Input features of each level.
+    pub input_widths: Vec<usize>,
+    /// Output features of each level.
+    pub output_widths: Vec<usize>,
+}
+
+impl NestedLinearConfig {
+    /// Initializes the layer on `device`. Panics if the widths are inconsistent (see
+    /// [`check_level_widths`]).
+    pub fn init(&self, device: &Device) -> NestedLinear {
+        check_level_widths("NestedLinear input", &self.input_widths, self.d_input);
+        check_level_widths("NestedLinear output", &self.output_widths, self.d_output);
+        assert_eq!(
+            self.input_widths.len(),
+            self.output_widths.len(),
+            "NestedLinear: input and output widths must describe the same number of levels"
+        );
+        let (fan_in, fan_out) = (Some(self.d_input), Some(self.d_output));
+        let weight = self.initializer.init_with([self.d_input, self.d_output], fan_in, fan_out, device);
+        let bias = self.bias.then(|| self.initializer.init_with([self.d_output], fan_in, fan_out, device));
+        NestedLinear {
+            weight,
+            bias,
+            input_widths: self.input_widths.clone(),
+            output_widths: self.output_widths.clone(),
+        }
+    }
+}
+
+impl NestedLinear {
+    /// Number of levels.
+    pub fn num_levels(&self) -> usize {
+        self.output_widths.len()
+    }
+
+    /// `(input, output)` features of `level`.
+    pub fn level_dims(&self, level: usize) -> (usize, usize) {
+        assert_level("NestedLinear", level, self.num_levels());
+        (self.input_widths[level], self.output_widths[level])
+    }
+
+    /// The level's block of the shared weight and bias. Slicing keeps the autodiff link, so
+    /// gradients flow back into the shared parameter (and are exactly zero outside the block).
+    fn level_tensors(&self, level: usize) -> (Tensor<2>, Option<Tensor<1>>) {
+        let (d_in, d_out) = self.level_dims(level);
+        let weight = self.weight.val();
+        let [full_in, full_out] = weight.dims();
+        let weight =
+            if (d_in, d_out) == (full_in, full_out) { weight } else { weight.slice(s![0..d_in, 0..d_out]) };
+        let bias = self.bias.as_ref().map(|b| {
+            let b = b.val();
+            if d_out == full_out { b } else { b.narrow(0, 0, d_out) }
+        });
+        (weight, bias)
+    }
+
+    /// Applies level `level` to `x` of shape `[..., in_level]`, giving `[..., out_level]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>, level: usize) -> Tensor<D> {
+        let (d_in, _) = self.level_dims(level);
+        let got = x.dims()[D - 1];
+        assert_eq!(got, d_in, "NestedLinear level {level}: expected {d_in} input features, got {got}");
+        let (weight, bias) = self.level_tensors(level);
+        linear(x, weight, bias)
+    }
+
+    /// Parameters level `level` uses (weight block plus bias block).
+    pub fn level_num_params(&self, level: usize) -> usize {
+        let (d_in, d_out) = self.level_dims(level);
+        d_in * d_out + if self.bias.is_some() { d_out } else { 0 }
+    }
+
+    /// Multiply-accumulates of level `level` per input row.
+    pub fn level_macs(&self, level: usize) -> usize {
+        let (d_in, d_out) = self.level_dims(level);
+        d_in * d_out
+    }
+
+    /// The plain Burn [`Linear`] of level `level`, holding compact copies of the level's block.
+    pub fn extract_level(&self, level: usize) -> Linear {
+        let (weight, bias) = self.level_tensors(level);
+        Linear {
+            weight: Param::from_tensor(compact_copy(weight)),
+            bias: bias.map(|b| Param::from_tensor(compact_copy(b))),
+        }
+    }
+}

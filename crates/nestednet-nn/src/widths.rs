@@ -1,0 +1,29 @@
+/// Checks a nested layer's per-level widths: at least one level, no zero width, never
+/// shrinking from one level to the next, never wider than the layer, and the last level using
+/// the whole layer.
+///
+/// Panics with a message naming `what` (the layer kind and dimension) and the level: layer
+/// constructors follow Burn's convention that invariant violations panic. User-facing input is
+/// validated earlier, with errors, by `nestednet_schedule::ChannelSchedule`.
+pub fn check_level_widths(what: &str, widths: &[usize], full: usize) {
+    assert!(!widths.is_empty(), "{what}: at least one level is required");
+    for (level, &w) in widths.iter().enumerate() {
+        assert!(w > 0, "{what}: level {level} has 0 channels");
+        assert!(w <= full, "{what}: level {level} uses {w} channels but the layer has {full}");
+        if level > 0 {
+            assert!(
+                w >= widths[level - 1],
+                "{what}: level {level} ({w}) is narrower than level {} ({})",
+                level - 1,
+                widths[level - 1]
+            );
+        }
+    }
+    let last = widths[widths.len() - 1];
+    assert!(last == full, "{what}: the full level must use all {full} channels, got {last}");
+}
+
+/// Panics with a clear message if `level` is not one of `num_levels` levels.
+pub(crate) fn assert_level(what: &str, level: usize, num_levels: usize) {
+    assert!(level < num_levels, "{what}: level {level} does not exist (levels 0..={})", num_levels - 1);
+}

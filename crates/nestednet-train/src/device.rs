@@ -1,0 +1,108 @@
+//! Choosing a backend at run time. Which backends exist is decided at compile time by this
+//! crate's Cargo features (`flex`, `ndarray`, `wgpu`, `tch`, `cuda`); asking for one that was
+//! not compiled in is a clear error that says how to rebuild.
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, TrainError};
+
+/// A backend nestednet can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Burn's pure-Rust CPU backend (the default).
+    Flex,
+    /// The ndarray CPU backend.
+    Ndarray,
+    /// WebGPU (Vulkan, Metal, DX12; Mesa's lavapipe on machines without a GPU).
+    Wgpu,
+    /// libtorch, on the CPU.
+    Tch,
+    /// CUDA, GPU 0.
+    Cuda,
+}
+
+impl Backend {
+    /// Every backend, compiled in or not.
+    pub const ALL: [Backend; 5] = [Self::Flex, Self::Ndarray, Self::Wgpu, Self::Tch, Self::Cuda];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Flex => "flex",
+            Self::Ndarray => "ndarray",
+            Self::Wgpu => "wgpu",
+            Self::Tch => "tch",
+            Self::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this build includes the backend.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            Self::Flex => cfg!(feature = "flex"),
+            Self::Ndarray => cfg!(feature = "ndarray"),
+            Self::Wgpu => cfg!(feature = "wgpu"),
+            Self::Tch => cfg!(feature = "tch"),
+            Self::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
+    /// The backends this build includes.
+    pub fn compiled() -> Vec<Backend> {
+        Self::ALL.into_iter().filter(|b| b.is_compiled()).collect()
+    }
+
+    /// The first compiled backend, in the order flex, ndarray, tch, wgpu, cuda.
+    pub fn default_compiled() -> Result<Backend> {
+        [Self::Flex, Self::Ndarray, Self::Tch, Self::Wgpu, Self::Cuda]
+            .into_iter()
+            .find(|b| b.is_compiled())
+            .ok_or_else(|| TrainError::Device("no backend is compiled in: build with --features flex".into()))
+    }
+
+    /// The (non-autodiff) device of this backend.
+    pub fn device(self) -> Result<Device> {
+        if !self.is_compiled() {
+            let compiled: Vec<&str> = Self::compiled().into_iter().map(Self::name).collect();
+            return Err(TrainError::Device(format!(
+                "backend `{}` is not compiled into this build (compiled: {}); rebuild with `--features {}`",
+                self.name(),
+                if compiled.is_empty() { "none".to_string() } else { compiled.join(", ") },
+                self.name()
+            )));
+        }
+        Ok(match self {
+            #[cfg(feature = "flex")]
+            Self::Flex => Device::flex(),
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)]
+            Self::Ndarray => Device::ndarray(),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+            #[cfg(feature = "tch")]
+            #[allow(deprecated)]
+            Self::Tch => Device::libtorch(),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => Device::cuda(0),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("checked by is_compiled"),
+        })
+    }
+}
+
+impl core::str::FromStr for Backend {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == s.to_ascii_lowercase()).ok_or_else(|| {
+            TrainError::Device(format!("unknown backend `{s}` (known: flex, ndarray, wgpu, tch, cuda)"))
+        })
+    }
+}
+
+impl core::fmt::Display for Backend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}

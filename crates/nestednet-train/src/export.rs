@@ -1,0 +1,245 @@
+//! Exporting one level as a compact standalone model.
+//!
+//! The exported tensors are copies of the level's blocks of the shared weights, so the file and
+//! the loaded model are physically the level's size. Two formats:
+//!
+//! - **burnpack** (`FILE`, Burn's record format) plus `FILE`-with-extension-`.json` holding the
+//!   [`MnistCnnConfig`]; loads into the plain Burn [`MnistCnn`].
+//! - **safetensors**, with PyTorch's names and layouts so that `torch.nn.Module.load_state_dict`
+//!   accepts it directly: `conv{1,2}.weight` `[out, in, kh, kw]`, `conv{1,2}.bias`,
+//!   `bn{1,2}.{weight,bias,running_mean,running_var,num_batches_tracked}`,
+//!   `fc{1,2}.weight` `[out, in]` (**transposed** from Burn's `[in, out]`), `fc{1,2}.bias`;
+//!   all `float32` except `num_batches_tracked` (`int64`, shape `[]`). The file's metadata holds
+//!   `format = pt`, the level, and the configuration as JSON under `nestednet.config`.
+//!   `scripts/load_exported.py` shows the PyTorch side.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Param, RunningState};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, Linear};
+use burn::prelude::*;
+use nestednet_models::{MnistCnn, MnistCnnConfig, NestedMnistCnn};
+use nestednet_schedule::check_level;
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, TrainError, load_record, record_bytes, write_atomic};
+
+/// File format of an exported level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// Burn's record format (`.bpk`), with a `.json` configuration beside it.
+    Burnpack,
+    /// safetensors with PyTorch names and layouts.
+    Safetensors,
+}
+
+impl ExportFormat {
+    /// The format a file name suggests: `.safetensors` → safetensors, anything else → burnpack.
+    pub fn from_path(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => Self::Safetensors,
+            _ => Self::Burnpack,
+        }
+    }
+}
+
+impl core::str::FromStr for ExportFormat {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "burnpack" | "bpk" => Ok(Self::Burnpack),
+            "safetensors" => Ok(Self::Safetensors),
+            other => Err(TrainError::Invalid(format!(
+                "unknown export format `{other}` (use burnpack or safetensors)"
+            ))),
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportInfo {
+    /// The model file.
+    pub path: PathBuf,
+    /// The configuration file written beside it (burnpack only).
+    pub config_path: Option<PathBuf>,
+    /// Bytes of the model file.
+    pub bytes: usize,
+    /// The exported level.
+    pub level: usize,
+    /// The standalone model's configuration.
+    pub config: MnistCnnConfig,
+}
+
+/// Exports level `level` of `model` to `path` in `format`.
+pub fn export_level(
+    model: &NestedMnistCnn,
+    level: usize,
+    path: &Path,
+    format: ExportFormat,
+) -> Result<ExportInfo> {
+    use nestednet_models::NestedClassifier;
+    check_level(level, model.num_levels())?;
+    let (config, plain) = model.extract_level(level);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
+    }
+    let (bytes, config_path) = match format {
+        ExportFormat::Burnpack => {
+            let bytes = record_bytes(&plain)?;
+            write_atomic(path, &bytes)?;
+            let config_path = burnpack_config_path(path);
+            write_atomic(&config_path, &serde_json::to_vec_pretty(&config).expect("config serializes"))?;
+            (bytes, Some(config_path))
+        }
+        ExportFormat::Safetensors => {
+            let bytes = safetensors_bytes(&plain, &config, level, path)?;
+            write_atomic(path, &bytes)?;
+            (bytes, None)
+        }
+    };
+    Ok(ExportInfo { path: path.to_path_buf(), config_path, bytes: bytes.len(), level, config })
+}
+
+/// `FILE.json` beside a burnpack export (`level0.bpk` → `level0.json`).
+pub fn burnpack_config_path(path: &Path) -> PathBuf {
+    path.with_extension("json")
+}
+
+/// Loads a burnpack export (and its `.json` configuration) on `device`.
+pub fn load_burnpack_level(path: &Path, device: &Device) -> Result<(MnistCnnConfig, MnistCnn)> {
+    let config_path = burnpack_config_path(path);
+    let text = std::fs::read(&config_path).map_err(TrainError::io(&config_path))?;
+    let config: MnistCnnConfig =
+        serde_json::from_slice(&text).map_err(|source| TrainError::Json { path: config_path, source })?;
+    let model = load_record(config.init(device), path)?;
+    Ok((config, model))
+}
+
+/// Little-endian bytes of a float tensor.
+fn f32_bytes<const D: usize>(t: Tensor<D>) -> Vec<u8> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 data")
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
+}
+
+fn safetensors_bytes(
+    model: &MnistCnn,
+    config: &MnistCnnConfig,
+    level: usize,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let mut tensors: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = Vec::new();
+    let mut push = |name: String, shape: Vec<usize>, dtype: Dtype, data: Vec<u8>| {
+        tensors.push((name, shape, dtype, data))
+    };
+    let mut conv = |name: &str, c: &Conv2d| {
+        push(format!("{name}.weight"), c.weight.dims().to_vec(), Dtype::F32, f32_bytes(c.weight.val()));
+        if let Some(b) = &c.bias {
+            push(format!("{name}.bias"), b.dims().to_vec(), Dtype::F32, f32_bytes(b.val()));
+        }
+    };
+    conv("conv1", &model.conv1);
+    conv("conv2", &model.conv2);
+    let mut bn = |name: &str, n: &BatchNorm| {
+        let w = n.gamma.dims().to_vec();
+        push(format!("{name}.weight"), w.clone(), Dtype::F32, f32_bytes(n.gamma.val()));
+        push(format!("{name}.bias"), w.clone(), Dtype::F32, f32_bytes(n.beta.val()));
+        push(format!("{name}.running_mean"), w.clone(), Dtype::F32, f32_bytes(n.running_mean.value_sync()));
+        push(format!("{name}.running_var"), w, Dtype::F32, f32_bytes(n.running_var.value_sync()));
+        push(format!("{name}.num_batches_tracked"), vec![], Dtype::I64, 0i64.to_le_bytes().to_vec());
+    };
+    bn("bn1", &model.bn1);
+    bn("bn2", &model.bn2);
+    let mut linear = |name: &str, l: &Linear| {
+        // Burn stores [in, out]; PyTorch's nn.Linear stores [out, in].
+        let weight = l.weight.val().transpose();
+        push(format!("{name}.weight"), weight.dims().to_vec(), Dtype::F32, f32_bytes(weight));
+        if let Some(b) = &l.bias {
+            push(format!("{name}.bias"), b.dims().to_vec(), Dtype::F32, f32_bytes(b.val()));
+        }
+    };
+    linear("fc1", &model.fc1);
+    linear("fc2", &model.fc2);
+
+    let views = tensors
+        .iter()
+        .map(|(name, shape, dtype, data)| {
+            TensorView::new(*dtype, shape.clone(), data).map(|v| (name.clone(), v))
+        })
+        .collect::<core::result::Result<Vec<_>, _>>()
+        .map_err(|e| TrainError::Safetensors { path: path.to_path_buf(), message: e.to_string() })?;
+    let metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("nestednet.level".to_string(), level.to_string()),
+        ("nestednet.model".to_string(), "mnist-cnn".to_string()),
+        ("nestednet.config".to_string(), serde_json::to_string(config).expect("config serializes")),
+    ]);
+    safetensors::tensor::serialize(views, Some(metadata))
+        .map_err(|e| TrainError::Safetensors { path: path.to_path_buf(), message: e.to_string() })
+}
+
+/// Loads a safetensors export (PyTorch layout) into the plain Burn model on `device`.
+pub fn load_safetensors_level(path: &Path, device: &Device) -> Result<(MnistCnnConfig, MnistCnn)> {
+    let err = |message: String| TrainError::Safetensors { path: path.to_path_buf(), message };
+    let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(e.to_string()))?;
+    let config_json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("nestednet.config"))
+        .ok_or_else(|| err("no `nestednet.config` metadata: not a nestednet export".into()))?;
+    let config: MnistCnnConfig =
+        serde_json::from_str(config_json).map_err(|e| err(format!("bad nestednet.config: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
+    let tensor = |name: &str, shape: Vec<usize>| -> Result<TensorData> {
+        let view = st.tensor(name).map_err(|e| err(format!("tensor `{name}`: {e}")))?;
+        if view.dtype() != Dtype::F32 || view.shape() != shape.as_slice() {
+            return Err(err(format!(
+                "tensor `{name}` is {:?} {:?}, expected F32 {shape:?}",
+                view.dtype(),
+                view.shape()
+            )));
+        }
+        let values: Vec<f32> =
+            view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        Ok(TensorData::new(values, shape))
+    };
+    let param = |data: TensorData| -> Tensor<1> { Tensor::from_data(data, device) };
+    let mut model = config.init(device);
+    let c = &config;
+    let spatial = (c.height / 4) * (c.width / 4);
+    let conv_shapes =
+        [("conv1", c.conv1_channels, c.in_channels), ("conv2", c.conv2_channels, c.conv1_channels)];
+    for (name, out, inp) in conv_shapes {
+        let conv = if name == "conv1" { &mut model.conv1 } else { &mut model.conv2 };
+        conv.weight = Param::from_tensor(Tensor::from_data(
+            tensor(&format!("{name}.weight"), vec![out, inp, 3, 3])?,
+            device,
+        ));
+        conv.bias = Some(Param::from_tensor(param(tensor(&format!("{name}.bias"), vec![out])?)));
+    }
+    for (name, width) in [("bn1", c.conv1_channels), ("bn2", c.conv2_channels)] {
+        let norm = if name == "bn1" { &mut model.bn1 } else { &mut model.bn2 };
+        norm.gamma = Param::from_tensor(param(tensor(&format!("{name}.weight"), vec![width])?));
+        norm.beta = Param::from_tensor(param(tensor(&format!("{name}.bias"), vec![width])?));
+        norm.running_mean = RunningState::new(param(tensor(&format!("{name}.running_mean"), vec![width])?));
+        norm.running_var = RunningState::new(param(tensor(&format!("{name}.running_var"), vec![width])?));
+    }
+    let linear_shapes = [("fc1", c.hidden, c.conv2_channels * spatial), ("fc2", c.num_classes, c.hidden)];
+    for (name, out, inp) in linear_shapes {
+        let linear = if name == "fc1" { &mut model.fc1 } else { &mut model.fc2 };
+        let w: Tensor<2> = Tensor::from_data(tensor(&format!("{name}.weight"), vec![out, inp])?, device);
+        linear.weight = Param::from_tensor(w.transpose());
+        linear.bias = Some(Param::from_tensor(param(tensor(&format!("{name}.bias"), vec![out])?)));
+    }
+    Ok((config, model))
+}

@@ -1,0 +1,36 @@
+//! Training, evaluation, checkpoints, per-level reports and export for nestednet.
+//!
+//! - [`train`] trains every level jointly (paper, Eq. 5): each batch runs every level, the
+//!   loss is the weighted mean of the level losses, and one `backward()` updates the shared
+//!   weights. Adam or SGD with momentum and weight decay, constant, step or cosine learning
+//!   rate, everything seeded.
+//! - [`RunDir`] is the run folder: one atomic checkpoint for all levels per epoch, resumable.
+//! - [`build_report`] measures every level: accuracy, parameters, MACs, exported bytes and
+//!   latency at batch 1 and 256; [`Report`] writes `report.json`, a table and a plot.
+//! - [`export_level`] writes one level as a compact standalone model (burnpack or safetensors).
+//! - [`Backend`] picks a compiled-in backend at run time.
+#![warn(missing_docs)]
+
+mod config;
+mod device;
+mod error;
+mod export;
+mod job;
+mod metrics;
+mod plot;
+mod report;
+mod run;
+mod trainer;
+
+pub use config::{FORMAT_VERSION, LrSchedule, OptimizerConfig, TrainingConfig};
+pub use device::Backend;
+pub use error::{Result, TrainError};
+pub use export::{
+    ExportFormat, ExportInfo, burnpack_config_path, export_level, load_burnpack_level, load_safetensors_level,
+};
+pub use job::{TrainJob, run_job};
+pub use metrics::{BarProgress, EpochMetrics, LevelTally, Progress, QuietProgress, format_levels};
+pub use plot::plot_accuracy_vs_macs;
+pub use report::{LevelReport, Report, build_report, measure_latency};
+pub use run::{CheckpointState, RunDir, load_record, record_bytes, write_atomic};
+pub use trainer::{TrainOutcome, check_compatible, evaluate, seeded_model, train, train_step};

@@ -1,0 +1,234 @@
+//! The run folder: one checkpoint for all levels, written so that a crash never leaves a
+//! half-written file behind.
+//!
+//! ```text
+//! RUN/
+//!   config.json              TrainingConfig (with format_version)
+//!   model.bpk                the latest completed model: every level, one record
+//!   checkpoint.json          the last completed epoch and its metrics history
+//!   checkpoints/epoch-NNNN/  model.bpk + optimizer.bpk of that epoch (resume point)
+//!   report.json              per-level report (accuracy, params, MACs, bytes, latency)
+//!   accuracy_vs_macs.png     the report as a plot
+//! ```
+//!
+//! Every file is written to a temporary name, flushed to disk and renamed over its target, and
+//! a checkpoint folder is renamed into place only once complete; `checkpoint.json` is renamed
+//! last, so it always names a complete checkpoint.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use nestednet_models::NestedMnistCnn;
+use serde::{Deserialize, Serialize};
+
+use crate::{EpochMetrics, Result, TrainError, TrainingConfig};
+
+/// Writes `bytes` to `path` atomically: temporary file in the same folder, `fsync`, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| TrainError::Invalid(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        TrainError::Io { path: path.to_path_buf(), source: e }
+    })
+}
+
+/// The state saved with every completed epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// Number of completed epochs.
+    pub epochs_completed: usize,
+    /// Optimizer steps taken so far.
+    pub global_step: usize,
+    /// Folder (relative to the run folder) holding this epoch's records.
+    pub dir: String,
+    /// Metrics of every completed epoch.
+    pub history: Vec<EpochMetrics>,
+}
+
+/// A run folder.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// The run folder at `path` (not created yet).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `config.json`.
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join("config.json")
+    }
+
+    /// `model.bpk`, the latest model with all levels.
+    pub fn model_path(&self) -> PathBuf {
+        self.path.join("model.bpk")
+    }
+
+    /// `checkpoint.json`.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.path.join("checkpoint.json")
+    }
+
+    /// `report.json`.
+    pub fn report_path(&self) -> PathBuf {
+        self.path.join("report.json")
+    }
+
+    /// `accuracy_vs_macs.png`.
+    pub fn plot_path(&self) -> PathBuf {
+        self.path.join("accuracy_vs_macs.png")
+    }
+
+    fn run_error(&self, reason: impl Into<String>) -> TrainError {
+        TrainError::Run { path: self.path.clone(), reason: reason.into() }
+    }
+
+    /// Whether the folder already holds a run (a `config.json`).
+    pub fn exists(&self) -> bool {
+        self.config_path().is_file()
+    }
+
+    /// Creates the folder and writes `config.json`.
+    pub fn create(&self, config: &TrainingConfig) -> Result<()> {
+        fs::create_dir_all(&self.path).map_err(TrainError::io(&self.path))?;
+        let json = serde_json::to_vec_pretty(config).expect("config serializes");
+        write_atomic(&self.config_path(), &json)
+    }
+
+    /// Reads `config.json`.
+    pub fn load_config(&self) -> Result<TrainingConfig> {
+        let path = self.config_path();
+        if !self.path.is_dir() {
+            return Err(self.run_error("does not exist"));
+        }
+        if !path.is_file() {
+            return Err(self.run_error("has no config.json: it is not a nestednet run folder"));
+        }
+        let text = fs::read(&path).map_err(TrainError::io(&path))?;
+        let config: TrainingConfig =
+            serde_json::from_slice(&text).map_err(|source| TrainError::Json { path, source })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads `checkpoint.json`, if a checkpoint has been completed.
+    pub fn load_checkpoint_state(&self) -> Result<Option<CheckpointState>> {
+        let path = self.checkpoint_path();
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = fs::read(&path).map_err(TrainError::io(&path))?;
+        serde_json::from_slice(&text).map(Some).map_err(|source| TrainError::Json { path, source })
+    }
+
+    /// Loads the configuration and the latest model (all levels) on `device`.
+    pub fn load_model(&self, device: &Device) -> Result<(TrainingConfig, NestedMnistCnn)> {
+        let config = self.load_config()?;
+        let path = self.model_path();
+        if !path.is_file() {
+            return Err(self.run_error("has no model.bpk: no epoch has completed yet"));
+        }
+        let model = load_record(config.model.try_init(device)?, &path)?;
+        Ok((config, model))
+    }
+
+    /// Saves one completed epoch: records into `checkpoints/epoch-NNNN/`, then
+    /// `checkpoint.json`, then `model.bpk`; older checkpoints are removed afterwards.
+    pub fn save_checkpoint(
+        &self,
+        model: &NestedMnistCnn,
+        optim: &ModuleOptimizer,
+        state: &CheckpointState,
+    ) -> Result<()> {
+        let root = self.path.join("checkpoints");
+        fs::create_dir_all(&root).map_err(TrainError::io(&root))?;
+        let final_dir = self.path.join(&state.dir);
+        let tmp_dir = root.join(format!(".{}.tmp", state.epochs_completed));
+        let _ = fs::remove_dir_all(&tmp_dir);
+        fs::create_dir_all(&tmp_dir).map_err(TrainError::io(&tmp_dir))?;
+        let model_bytes = record_bytes(model)?;
+        write_atomic(&tmp_dir.join("model.bpk"), &model_bytes)?;
+        let optim_bytes = optim.into_bytes().map_err(TrainError::record(tmp_dir.join("optimizer.bpk")))?;
+        write_atomic(&tmp_dir.join("optimizer.bpk"), &optim_bytes)?;
+        let _ = fs::remove_dir_all(&final_dir);
+        fs::rename(&tmp_dir, &final_dir).map_err(TrainError::io(&final_dir))?;
+        let json = serde_json::to_vec_pretty(state).expect("state serializes");
+        write_atomic(&self.checkpoint_path(), &json)?;
+        write_atomic(&self.model_path(), &model_bytes)?;
+        // Only now is the previous checkpoint unreferenced.
+        if let Ok(entries) = fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                if entry.path() != final_dir {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the model and optimizer of the latest completed checkpoint.
+    pub fn load_checkpoint(
+        &self,
+        config: &TrainingConfig,
+        device: &Device,
+    ) -> Result<Option<(CheckpointState, NestedMnistCnn, ModuleOptimizer)>> {
+        let Some(state) = self.load_checkpoint_state()? else {
+            return Ok(None);
+        };
+        let dir = self.path.join(&state.dir);
+        let model = load_record(config.model.try_init(device)?, &dir.join("model.bpk"))?;
+        let optim_path = dir.join("optimizer.bpk");
+        let bytes = fs::read(&optim_path).map_err(TrainError::io(&optim_path))?;
+        let optim = config
+            .optimizer
+            .init()
+            .from_bytes(Bytes::from_bytes_vec(bytes))
+            .map_err(TrainError::record(&optim_path))?;
+        Ok(Some((state, model, optim)))
+    }
+}
+
+/// The burnpack bytes of a module's record.
+pub fn record_bytes<M: Module>(module: &M) -> Result<Vec<u8>> {
+    let bytes = module.clone().into_record().into_bytes().map_err(TrainError::record("<in memory>"))?;
+    Ok(bytes.to_vec())
+}
+
+/// Applies the record at `path` to `module`, with a clear error if the file is missing, not a
+/// record, or does not fit (missing, unused or mis-shaped tensors).
+pub fn load_record<M: Module>(module: M, path: &Path) -> Result<M> {
+    if !path.is_file() {
+        return Err(TrainError::Record { path: path.to_path_buf(), message: "file not found".into() });
+    }
+    let record = ModuleRecord::load(path).map_err(TrainError::record(path))?;
+    module.try_load_record(record).map_err(TrainError::record(path))
+}

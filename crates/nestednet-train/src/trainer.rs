@@ -1,0 +1,304 @@
+//! Joint training of all levels (paper, Eq. 5) and per-level evaluation.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use nestednet_data::{ImageSet, epoch_loader};
+use nestednet_heads::{JointLoss, correct_count, cross_entropy};
+use nestednet_models::{NestedClassifier, NestedMnistCnn, NestedMnistCnnConfig};
+
+use crate::{
+    CheckpointState, EpochMetrics, LevelTally, Progress, Result, RunDir, TrainError, TrainingConfig,
+};
+
+/// Checks that a data set fits a model: image shape, and that every level predicts as many
+/// classes as the data set has labels.
+pub fn check_compatible<M: NestedClassifier>(
+    model: &M,
+    input_shape: [usize; 3],
+    set: &ImageSet,
+    what: &str,
+) -> Result<()> {
+    let shape = [set.channels, set.height, set.width];
+    if shape != input_shape {
+        return Err(TrainError::Invalid(format!(
+            "the {what} set has images of {}x{}x{} (channels x height x width) but the model expects {}x{}x{}",
+            shape[0], shape[1], shape[2], input_shape[0], input_shape[1], input_shape[2]
+        )));
+    }
+    for level in 0..model.num_levels() {
+        let classes = model.level_classes(level);
+        if classes != set.num_classes {
+            return Err(TrainError::Invalid(format!(
+                "level {level} predicts {classes} classes but the {what} set has {} (a split output layer needs per-level labels)",
+                set.num_classes
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a finished training run returns.
+pub struct TrainOutcome {
+    /// The trained model, in evaluation mode on the plain (non-autodiff) device.
+    pub model: NestedMnistCnn,
+    /// Metrics of every epoch, including epochs done before a resume.
+    pub history: Vec<EpochMetrics>,
+}
+
+/// One optimizer step on a batch: every level's forward pass, the joint loss, **one**
+/// backward pass, one optimizer step. Returns the model and each level's (mean loss, correct).
+pub fn train_step<M: NestedClassifier>(
+    model: M,
+    optim: &mut ModuleOptimizer,
+    joint: &JointLoss,
+    images: Tensor<4>,
+    labels: Tensor<1, Int>,
+    learning_rate: f64,
+) -> (M, Vec<(f64, usize)>) {
+    let logits = model.forward_all(images);
+    let losses: Vec<Tensor<1>> = logits.iter().map(|l| cross_entropy(l.clone(), labels.clone())).collect();
+    let correct: Vec<Tensor<1, Int>> =
+        logits.into_iter().map(|l| correct_count(l.detach(), labels.clone())).collect();
+    // Read the scalars through one transfer each, before the graph is consumed.
+    let loss_values = Tensor::cat(losses.iter().map(|l| l.clone().detach()).collect(), 0);
+    let loss = joint.combine(losses);
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let model = optim.step(learning_rate, model, grads);
+    let loss_values = loss_values.into_data().convert::<f64>().try_to_vec::<f64>().expect("f64 losses");
+    let correct = Tensor::cat(correct, 0).into_data().convert::<i64>().try_to_vec::<i64>().expect("counts");
+    (model, loss_values.into_iter().zip(correct.into_iter().map(|c| c as usize)).collect())
+}
+
+/// Trains `config` on `train` (evaluating on `test` after each epoch when given) into `run`.
+///
+/// A fresh run requires an empty run folder; with `resume`, training continues after the last
+/// completed epoch of the run folder, whose configuration then rules. Every epoch ends with an
+/// atomic checkpoint, so a killed run loses at most the epoch in progress.
+pub fn train(
+    config: &TrainingConfig,
+    train: Arc<ImageSet>,
+    test: Option<Arc<ImageSet>>,
+    device: &Device,
+    run: &RunDir,
+    resume: bool,
+    progress: &mut dyn Progress,
+) -> Result<TrainOutcome> {
+    config.validate()?;
+    let train = match config.train_limit {
+        Some(n) => Arc::new(train.take(n)),
+        None => train,
+    };
+    if train.is_empty() {
+        return Err(TrainError::Invalid("the training set is empty".into()));
+    }
+    let train_device = device.clone().autodiff();
+    let num_levels = config.model.levels.num_levels();
+    let joint = JointLoss::new(num_levels, config.level_loss_weights.as_deref())?;
+
+    let (mut model, mut optim, mut state) = match (run.exists(), resume) {
+        (true, true) => {
+            let stored = run.load_config()?;
+            let json = |c: &TrainingConfig| serde_json::to_value(&c.model).expect("config serializes");
+            if json(&stored) != json(config) || stored.seed != config.seed || stored.dataset != config.dataset
+            {
+                return Err(TrainError::Run {
+                    path: run.path().to_path_buf(),
+                    reason: "holds a run with a different model, data set or seed; resume it with its own config.json".into(),
+                });
+            }
+            run.create(config)?;
+            match run.load_checkpoint(config, &train_device)? {
+                Some((state, model, optim)) => {
+                    progress.message(&format!(
+                        "resuming after epoch {} of {}",
+                        state.epochs_completed, config.epochs
+                    ));
+                    (model, optim, state)
+                }
+                None => fresh(config, &train_device),
+            }
+        }
+        (true, false) => {
+            return Err(TrainError::Run {
+                path: run.path().to_path_buf(),
+                reason: "already holds a training run; pass --resume to continue it, or choose another output folder".into(),
+            });
+        }
+        (false, _) => {
+            run.create(config)?;
+            fresh(config, &train_device)
+        }
+    };
+    check_compatible(
+        &model,
+        [config.model.in_channels, config.model.height, config.model.width],
+        &train,
+        "training",
+    )?;
+    if let Some(test) = &test {
+        check_compatible(
+            &model,
+            [config.model.in_channels, config.model.height, config.model.width],
+            test,
+            "test",
+        )?;
+    }
+
+    let batches_per_epoch = train.len().div_ceil(config.batch_size);
+    let total_steps = batches_per_epoch * config.epochs;
+    let augment = config.dataset.train_augment();
+    for epoch in state.epochs_completed..config.epochs {
+        progress.epoch_start(epoch, config.epochs, batches_per_epoch);
+        let loader = epoch_loader(
+            train.clone(),
+            config.batch_size,
+            config.seed,
+            epoch as u64,
+            true,
+            augment,
+            &train_device,
+        )?;
+        let mut tallies = vec![LevelTally::default(); num_levels];
+        let mut lr = config.learning_rate;
+        let start = Instant::now();
+        for batch in loader.iter() {
+            let batch =
+                batch.map_err(|e| TrainError::Invalid(format!("loading a training batch failed: {e}")))?;
+            lr =
+                config.lr_schedule.learning_rate(config.learning_rate, epoch, state.global_step, total_steps);
+            let [n, _, _, _] = batch.images.dims();
+            let (next, stats) = train_step(model, &mut optim, &joint, batch.images, batch.labels, lr);
+            model = next;
+            for (tally, (loss, correct)) in tallies.iter_mut().zip(stats) {
+                if !loss.is_finite() {
+                    return Err(TrainError::Invalid(format!(
+                        "the training loss diverged (not finite) at epoch {}, step {}; lower the learning rate",
+                        epoch + 1,
+                        state.global_step
+                    )));
+                }
+                tally.add(loss, correct, n);
+            }
+            state.global_step += 1;
+            progress.batch_done(&tallies);
+        }
+        let train_seconds = start.elapsed().as_secs_f64();
+        let test_accuracy = match &test {
+            Some(test) => {
+                let eval_model = model.valid();
+                let accs = evaluate(&eval_model, test.clone(), 256, &device.clone().inner())?;
+                Some(accs.iter().map(LevelTally::accuracy).collect())
+            }
+            None => None,
+        };
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: tallies.iter().map(LevelTally::loss).collect(),
+            train_accuracy: tallies.iter().map(LevelTally::accuracy).collect(),
+            test_accuracy,
+            train_seconds,
+            learning_rate: lr,
+        };
+        state.epochs_completed = epoch + 1;
+        state.dir = format!("checkpoints/epoch-{:04}", epoch + 1);
+        state.history.push(metrics.clone());
+        // `valid()` first folds the batch norms' pending running-statistics updates into their
+        // values (a record of the training model would miss the last batch's update).
+        run.save_checkpoint(&model.valid(), &optim, &state)?;
+        progress.epoch_end(&metrics);
+    }
+    Ok(TrainOutcome { model: model.valid(), history: state.history })
+}
+
+/// Draws every parameter of `module` now. Burn initializes parameters lazily, on first use,
+/// from the device's random generator; drawing them all right after seeding makes the weights
+/// a function of the seed alone, whatever else later uses the generator.
+struct Materialize;
+
+impl ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+/// Serialises "seed the device, draw the weights" across threads: the device's generator is
+/// shared by everything in the process (parallel tests, several trainers).
+static SEEDED_INIT: Mutex<()> = Mutex::new(());
+
+/// A freshly initialized model whose weights depend only on `seed`.
+pub fn seeded_model(config: &NestedMnistCnnConfig, seed: u64, device: &Device) -> NestedMnistCnn {
+    let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    let model = config.init(device);
+    model.visit(&mut Materialize);
+    model
+}
+
+fn fresh(
+    config: &TrainingConfig,
+    train_device: &Device,
+) -> (NestedMnistCnn, ModuleOptimizer, CheckpointState) {
+    let model = seeded_model(&config.model, config.seed, train_device);
+    let state =
+        CheckpointState { epochs_completed: 0, global_step: 0, dir: String::new(), history: Vec::new() };
+    (model, config.optimizer.init(), state)
+}
+
+/// Accuracy (and mean loss) of every level of `model` on `set`, in batches of `batch_size`.
+/// `model` should be in evaluation mode (`valid()`) and `device` a plain device.
+pub fn evaluate<M: NestedClassifier>(
+    model: &M,
+    set: Arc<ImageSet>,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<LevelTally>> {
+    let loader = epoch_loader(set, batch_size, 0, 0, false, None, device)?;
+    let mut tallies = vec![LevelTally::default(); model.num_levels()];
+    for batch in loader.iter() {
+        let batch = batch.map_err(|e| TrainError::Invalid(format!("loading a test batch failed: {e}")))?;
+        let [n, _, _, _] = batch.images.dims();
+        for (level, tally) in tallies.iter_mut().enumerate() {
+            let logits = model.forward_level(batch.images.clone(), level);
+            let loss = cross_entropy(logits.clone(), batch.labels.clone()).into_scalar::<f64>();
+            let correct = correct_count(logits, batch.labels.clone()).into_scalar::<i64>() as usize;
+            tally.add(loss, correct, n);
+        }
+    }
+    Ok(tallies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nestednet_data::{ImageSet, Normalization};
+
+    fn set(channels: usize, side: usize, classes: usize) -> ImageSet {
+        ImageSet {
+            pixels: vec![0; 4 * channels * side * side],
+            labels: vec![0; 4],
+            coarse_labels: None,
+            channels,
+            height: side,
+            width: side,
+            num_classes: classes,
+            num_coarse_classes: 0,
+            normalization: Normalization { mean: vec![0.5; channels], std: vec![0.5; channels] },
+        }
+    }
+
+    #[test]
+    fn data_that_does_not_fit_the_model_is_a_clear_error() {
+        let device = Device::flex();
+        let model = NestedMnistCnnConfig::new().init(&device);
+        let shape = [1, 28, 28];
+        check_compatible(&model, shape, &set(1, 28, 10), "test").unwrap();
+        let err = check_compatible(&model, shape, &set(3, 32, 10), "test").unwrap_err().to_string();
+        assert!(err.contains("3x32x32") && err.contains("1x28x28"), "{err}");
+        let err = check_compatible(&model, shape, &set(1, 28, 100), "training").unwrap_err().to_string();
+        assert!(err.contains("level 0 predicts 10 classes but the training set has 100"), "{err}");
+    }
+}

@@ -1,0 +1,225 @@
+//! Joint training on real MNIST: it learns, it is reproducible, it resumes exactly, and its
+//! checkpoints reload bit for bit.
+
+mod common;
+
+use std::sync::Arc;
+
+use nestednet::burn::module::{Module, ModuleVisitor, Param};
+use nestednet::burn::prelude::*;
+use nestednet::data::epoch_loader;
+use nestednet::models::{NestedClassifier, NestedMnistCnn, NestedMnistCnnConfig};
+use nestednet::train::{
+    LrSchedule, OptimizerConfig, QuietProgress, RunDir, TrainingConfig, evaluate, record_bytes, seeded_model,
+    train,
+};
+
+fn quick_config(epochs: usize, limit: usize) -> TrainingConfig {
+    TrainingConfig::new(NestedMnistCnnConfig::new())
+        .with_epochs(epochs)
+        .with_train_limit(Some(limit))
+        .with_seed(7)
+}
+
+/// Every float parameter and running statistic, in visiting order. (Record bytes would not do:
+/// they also hold each parameter's random id.)
+fn weights(model: &NestedMnistCnn) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.extend(param.val().into_data().iter::<f32>());
+        }
+    }
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
+}
+
+fn assert_same_weights(a: &NestedMnistCnn, b: &NestedMnistCnn, what: &str) {
+    let (a, b) = (weights(a), weights(b));
+    assert_eq!(a.len(), b.len());
+    let differing = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+    assert_eq!(differing, 0, "{what}: {differing} of {} values differ", a.len());
+}
+
+fn logits_of_every_level(model: &NestedMnistCnn, images: Tensor<4>) -> Vec<TensorData> {
+    model.forward_all(images).into_iter().map(|l| l.into_data()).collect()
+}
+
+#[test]
+fn joint_training_learns_every_level_on_real_mnist() {
+    let (train_set, test_set) = common::mnist();
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let config = quick_config(1, 3000);
+    let outcome = train(
+        &config,
+        train_set,
+        Some(test_set.clone()),
+        &device,
+        &RunDir::new(dir.path().join("run")),
+        false,
+        &mut QuietProgress,
+    )
+    .unwrap();
+    let accuracy = evaluate(&outcome.model, test_set, 500, &device).unwrap();
+    for (level, t) in accuracy.iter().enumerate() {
+        // 47 steps on 3,000 digits: every level is far above chance (0.1) already.
+        assert!(t.accuracy() > 0.78, "level {level} reached only {:.3}", t.accuracy());
+    }
+    let history = &outcome.history[0];
+    assert_eq!(history.test_accuracy.as_ref().unwrap().len(), 3);
+    // Below chance level (ln 10 = 2.30) and wider levels fit better.
+    let loss = &history.train_loss;
+    assert!(loss.iter().all(|l| l.is_finite() && *l < 2.3), "{loss:?}");
+    assert!(loss[2] < loss[0], "{loss:?}");
+}
+
+#[test]
+fn same_seed_same_model_and_sgd_cosine_also_train() {
+    let (train_set, _) = common::mnist();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let config = quick_config(1, 256)
+        .with_optimizer(OptimizerConfig::sgd())
+        .with_learning_rate(0.05)
+        .with_lr_schedule(LrSchedule::Cosine { min_lr: 0.0 });
+    let run = |name: &str| {
+        train(
+            &config,
+            train_set.clone(),
+            None,
+            &device,
+            &RunDir::new(dir.path().join(name)),
+            false,
+            &mut QuietProgress,
+        )
+        .unwrap()
+    };
+    let (a, b) = (run("a"), run("b"));
+    assert_same_weights(&a.model, &b.model, "two runs with the same seed");
+    let untrained = seeded_model(&config.model, config.seed, &device.clone().autodiff()).valid();
+    assert_ne!(weights(&a.model), weights(&untrained), "training did not change the weights");
+    let other = train(
+        &config.clone().with_seed(8),
+        train_set,
+        None,
+        &device,
+        &RunDir::new(dir.path().join("c")),
+        false,
+        &mut QuietProgress,
+    )
+    .unwrap();
+    assert_ne!(weights(&a.model), weights(&other.model));
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_model() {
+    let (train_set, test_set) = common::mnist();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let straight = train(
+        &quick_config(2, 384),
+        train_set.clone(),
+        None,
+        &device,
+        &RunDir::new(dir.path().join("straight")),
+        false,
+        &mut QuietProgress,
+    )
+    .unwrap();
+
+    // "Killed" after epoch 1: the run folder holds epoch 1's checkpoint, plus the debris a crash
+    // mid-way through epoch 2's checkpoint would leave (a half-written temporary folder and
+    // file). Resuming must ignore them.
+    let run = RunDir::new(dir.path().join("killed"));
+    train(&quick_config(1, 384), train_set.clone(), None, &device, &run, false, &mut QuietProgress).unwrap();
+    std::fs::create_dir_all(run.path().join("checkpoints/.2.tmp")).unwrap();
+    std::fs::write(run.path().join("checkpoints/.2.tmp/model.bpk"), b"half").unwrap();
+    std::fs::write(run.path().join(".model.bpk.tmp-999"), b"half").unwrap();
+    let err = train(&quick_config(2, 384), train_set.clone(), None, &device, &run, false, &mut QuietProgress)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("--resume"), "{err}");
+    let resumed =
+        train(&quick_config(2, 384), train_set, None, &device, &run, true, &mut QuietProgress).unwrap();
+    assert_eq!(resumed.history.len(), 2);
+    assert_same_weights(&resumed.model, &straight.model, "resumed vs uninterrupted run");
+
+    // The checkpoint on disk reloads bit for bit, every level.
+    let (_, reloaded) = run.load_model(&device).unwrap();
+    let reloaded = reloaded.valid();
+    let images = epoch_loader(test_set, 128, 0, 0, false, None, &device)
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap()
+        .unwrap()
+        .images;
+    let expected = logits_of_every_level(&resumed.model, images.clone());
+    for (level, (a, b)) in expected.iter().zip(logits_of_every_level(&reloaded, images)).enumerate() {
+        a.assert_eq(&b, true);
+        assert_eq!(a.num_elements(), 128 * 10, "level {level}");
+    }
+    assert!(!run.path().join("checkpoints/.2.tmp").exists(), "stale temporary checkpoint left behind");
+    let left: Vec<_> =
+        std::fs::read_dir(run.path().join("checkpoints")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("epoch-0002")]);
+}
+
+#[test]
+fn broken_run_folders_are_clear_errors() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let err = RunDir::new(dir.path().join("nothing")).load_model(&device).unwrap_err().to_string();
+    assert!(err.contains("does not exist"), "{err}");
+    let run = RunDir::new(dir.path().join("run"));
+    run.create(&quick_config(1, 64)).unwrap();
+    let err = run.load_model(&device).unwrap_err().to_string();
+    assert!(err.contains("no model.bpk"), "{err}");
+    std::fs::write(run.model_path(), b"not a burnpack").unwrap();
+    let err = run.load_model(&device).unwrap_err().to_string();
+    assert!(err.contains("model.bpk"), "{err}");
+    // A record of a different architecture does not load silently.
+    let other = NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()).init(&device);
+    std::fs::write(run.model_path(), record_bytes(&other).unwrap()).unwrap();
+    let err = run.load_model(&device).unwrap_err().to_string();
+    assert!(err.contains("model.bpk") && err.contains("shape mismatch"), "{err}");
+    std::fs::write(run.config_path(), b"{ not json").unwrap();
+    let err = run.load_config().unwrap_err().to_string();
+    assert!(err.contains("config.json") && err.contains("JSON"), "{err}");
+}
+
+#[test]
+fn only_the_trained_levels_blocks_move_for_a_single_level_loss() {
+    // With loss weights (1, 0, 0) only the core is trained: every weight outside the core's
+    // blocks must stay exactly at its initial value (Adam with zero gradients never moves them).
+    let (train_set, _) = common::mnist();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let config = quick_config(1, 128).with_level_loss_weights(Some(vec![1.0, 0.0, 0.0]));
+    let before = seeded_model(&config.model, config.seed, &device.clone().autodiff()).valid();
+    let after = train(
+        &config,
+        Arc::clone(&train_set),
+        None,
+        &device,
+        &RunDir::new(dir.path().join("r")),
+        false,
+        &mut QuietProgress,
+    )
+    .unwrap()
+    .model;
+    let w0 = before.conv2.weight.val().into_data().try_to_vec::<f32>().unwrap();
+    let w1 = after.conv2.weight.val().into_data().try_to_vec::<f32>().unwrap();
+    let mut moved_inside = false;
+    for (i, (a, b)) in w0.iter().zip(&w1).enumerate() {
+        let (out, inp) = (i / (32 * 9), (i / 9) % 32);
+        if out < 16 && inp < 8 {
+            moved_inside |= a != b;
+        } else {
+            assert_eq!(a, b, "conv2 weight [{out}, {inp}] outside the core moved");
+        }
+    }
+    assert!(moved_inside);
+}
