@@ -51,8 +51,8 @@ fn main() {
     let model = model.valid();
     let mut b256 = Vec::new();
     for level in 0..model.num_levels() {
-        let b1 = measure_latency(&model, level, model.input_shape, 1, &device, 50, 300.0);
-        let b = measure_latency(&model, level, model.input_shape, 256, &device, 10, 1000.0);
+        let b1 = measure_latency(&model, level, 1, &device, 50, 300.0);
+        let b = measure_latency(&model, level, 256, &device, 10, 1000.0);
         let cost = model.level_cost(level);
         println!("level {level}: {:>9} MACs/sample, latency b1 {b1:.3} ms, b256 {b:.2} ms", cost.macs);
         b256.push(b);

@@ -193,18 +193,13 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     let backend = backend(a.device)?;
     let device = backend.device()?;
     let run = RunDir::new(&a.run);
-    let (config, model) = run.load_model(&device)?;
+    let (_, model) = run.load_model(&device)?;
     if let Some(level) = a.level {
         check_level(level, model.num_levels())?;
     }
     let (_, test) = a.dataset.load(&a.data_dir)?;
     let test = Arc::new(test);
-    nestednet::train::check_compatible(
-        &model,
-        [config.model.in_channels, config.model.height, config.model.width],
-        &test,
-        "test",
-    )?;
+    nestednet::train::check_compatible(&model, &test, "test")?;
     let model = model.valid();
     if a.report {
         let report =

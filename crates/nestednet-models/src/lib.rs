@@ -44,4 +44,7 @@ pub trait NestedClassifier: Module {
 
     /// Number of classes level `level` predicts.
     fn level_classes(&self, level: usize) -> usize;
+
+    /// The images the model takes, `[channels, height, width]`.
+    fn input_shape(&self) -> [usize; 3];
 }

@@ -237,6 +237,10 @@ impl NestedClassifier for NestedMnistCnn {
     fn level_classes(&self, level: usize) -> usize {
         self.fc2.level_dims(level).1
     }
+
+    fn input_shape(&self) -> [usize; 3] {
+        self.input_shape
+    }
 }
 
 /// Configuration of a plain (non-nested) `mnist-cnn`, e.g. one exported level.

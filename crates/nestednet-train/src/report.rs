@@ -61,13 +61,12 @@ pub struct Report {
 pub fn measure_latency<M: NestedClassifier>(
     model: &M,
     level: usize,
-    input_shape: [usize; 3],
     batch: usize,
     device: &Device,
     min_runs: usize,
     min_ms: f64,
 ) -> f64 {
-    let [c, h, w] = input_shape;
+    let [c, h, w] = model.input_shape();
     let x = Tensor::<4>::random([batch, c, h, w], Distribution::Normal(0.0, 1.0), device);
     for _ in 0..3 {
         let _ = model.forward_level(x.clone(), level).into_data();
@@ -112,8 +111,8 @@ pub fn build_report(
             density: cost.params as f64 / full_params as f64,
             macs: cost.macs,
             export_bytes: record_bytes(&exported)?.len(),
-            latency_ms_b1: measure_latency(model, level, model.input_shape, 1, device, 30, 200.0),
-            latency_ms_b256: measure_latency(model, level, model.input_shape, 256, device, 5, 500.0),
+            latency_ms_b1: measure_latency(model, level, 1, device, 30, 200.0),
+            latency_ms_b256: measure_latency(model, level, 256, device, 5, 500.0),
             widths: vec![
                 ("conv1".into(), model.conv1.level_dims(level).1),
                 ("conv2".into(), model.conv2.level_dims(level).1),

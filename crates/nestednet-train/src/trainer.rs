@@ -16,12 +16,8 @@ use crate::{
 
 /// Checks that a data set fits a model: image shape, and that every level predicts as many
 /// classes as the data set has labels.
-pub fn check_compatible<M: NestedClassifier>(
-    model: &M,
-    input_shape: [usize; 3],
-    set: &ImageSet,
-    what: &str,
-) -> Result<()> {
+pub fn check_compatible<M: NestedClassifier>(model: &M, set: &ImageSet, what: &str) -> Result<()> {
+    let input_shape = model.input_shape();
     let shape = [set.channels, set.height, set.width];
     if shape != input_shape {
         return Err(TrainError::Invalid(format!(
@@ -133,19 +129,9 @@ pub fn train(
             fresh(config, &train_device)
         }
     };
-    check_compatible(
-        &model,
-        [config.model.in_channels, config.model.height, config.model.width],
-        &train,
-        "training",
-    )?;
+    check_compatible(&model, &train, "training")?;
     if let Some(test) = &test {
-        check_compatible(
-            &model,
-            [config.model.in_channels, config.model.height, config.model.width],
-            test,
-            "test",
-        )?;
+        check_compatible(&model, test, "test")?;
     }
 
     let batches_per_epoch = train.len().div_ceil(config.batch_size);
@@ -294,11 +280,10 @@ mod tests {
     fn data_that_does_not_fit_the_model_is_a_clear_error() {
         let device = Device::flex();
         let model = NestedMnistCnnConfig::new().init(&device);
-        let shape = [1, 28, 28];
-        check_compatible(&model, shape, &set(1, 28, 10), "test").unwrap();
-        let err = check_compatible(&model, shape, &set(3, 32, 10), "test").unwrap_err().to_string();
+        check_compatible(&model, &set(1, 28, 10), "test").unwrap();
+        let err = check_compatible(&model, &set(3, 32, 10), "test").unwrap_err().to_string();
         assert!(err.contains("3x32x32") && err.contains("1x28x28"), "{err}");
-        let err = check_compatible(&model, shape, &set(1, 28, 100), "training").unwrap_err().to_string();
+        let err = check_compatible(&model, &set(1, 28, 100), "training").unwrap_err().to_string();
         assert!(err.contains("level 0 predicts 10 classes but the training set has 100"), "{err}");
     }
 }
