@@ -1,36 +1,61 @@
-//! The main job: adaptive deep compression by channel scheduling.
+//! The main job: adaptive deep compression on MNIST, the paper's Table 1 protocol.
 //!
-//! Trains the 3 levels (width 0.25 / 0.5 / 1.0) of `mnist-cnn` jointly on the repository's
-//! vendored real MNIST (`data/mnist10k`, 8,000 train / 2,000 test digits) with the reference
-//! recipe (2 epochs, batch 64, Adam 1e-3), then reports every level: test accuracy, parameters,
-//! MACs, exported size and latency at batch 1 and 256. The run folder gets `config.json`,
-//! `model.bpk` (all levels, one checkpoint), `report.json` and `accuracy_vs_macs.png`.
+//! Trains `mnist-cnn` on the repository's vendored real MNIST (`data/mnist10k`, 8,000 train /
+//! 2,000 test digits) in five ways, every one with the same budget of passes over the data
+//! (`3 × stage_epochs + epochs`, 5 by default), batch 64, Adam 1e-3 with a cosine decay and
+//! the same seed, then prints a Table-1-style comparison (method, compression, accuracy, the
+//! unpruned network's accuracy):
+//!
+//! - `weights`: NestedNet's weight connection learning, 3 levels at 3×, 2× and 1× compression
+//!   (densities 1/3, 1/2, 1), nested unstructured masks learned from the full level down to
+//!   the core (one stage each), then all levels trained jointly with the fixed masks;
+//! - `weights-10x`: the same with 2 levels at 10× and 1×;
+//! - `channels`: NestedNet's channel scheduling, 2 levels at 2× (width 1/√2) and 1×;
+//! - `random`: random nested masks of the same densities as `weights` (the paper's ablation);
+//! - `magnitude`: Han et al.'s magnitude pruning, one network per density: dense training,
+//!   one-shot pruning, fine-tuning. Its density-1 network is the unpruned baseline.
+//!
+//! Every run folder (`runs/adaptive_compression/<method>/`) gets `config.json`, `model.bpk`
+//! (all levels, one checkpoint), `report.json` and a plot; the comparison is written to
+//! `runs/adaptive_compression/table1.md`.
 //!
 //! ```text
 //! cargo run --release --example adaptive_compression
-//! cargo run --release --example adaptive_compression -- --levels 0.5,1.0 --epochs 3 --out runs/two
+//! cargo run --release --example adaptive_compression -- --methods weights,magnitude --seed 43
 //! ```
 
-use std::path::PathBuf;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Parser;
 use nestednet::models::NestedMnistCnnConfig;
+use nestednet::prune::MaskTargets;
 use nestednet::schedule::LevelSpec;
-use nestednet::train::{Backend, BarProgress, RunDir, TrainJob, TrainingConfig, run_job};
+use nestednet::train::{
+    Backend, BarProgress, LrSchedule, MaskMethod, MaskingConfig, Report, RunDir, TrainJob, TrainingConfig,
+    run_job, run_magnitude_jobs,
+};
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
 // of mapping and zeroing new pages for each (a quarter of a training step with glibc's malloc).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Adaptive deep compression with channel-scheduled nested levels on MNIST.
+const METHODS: [&str; 5] = ["weights", "weights-10x", "channels", "random", "magnitude"];
+
+/// Adaptive deep compression on MNIST: NestedNet (weights, channels) against random masks
+/// and magnitude pruning, the paper's Table 1 protocol.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Levels as width ratios (core first) or explicit channel counts.
-    #[arg(long, default_value = "0.25,0.5,1.0")]
-    levels: LevelSpec,
-    /// Epochs.
+    /// Methods to run (weights, weights-10x, channels, random, magnitude).
+    #[arg(long, value_delimiter = ',', default_value = "weights,weights-10x,channels,random,magnitude")]
+    methods: Vec<String>,
+    /// Epochs of each mask-learning stage (weights) and of dense training before pruning
+    /// (magnitude: 3 × this).
+    #[arg(long, default_value_t = 1)]
+    stage_epochs: usize,
+    /// Epochs of joint training after the mask stages (and of fine-tuning after pruning).
     #[arg(long, default_value_t = 2)]
     epochs: usize,
     /// Batch size.
@@ -42,7 +67,7 @@ struct Args {
     /// Data folder (MNIST idx files); defaults to the vendored copy.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Run folder. A previous run of this example in it is replaced.
+    /// Output folder. Previous runs of this example in it are replaced.
     #[arg(long, default_value = "runs/adaptive_compression")]
     out: PathBuf,
     /// Backend (flex by default).
@@ -50,39 +75,141 @@ struct Args {
     device: Option<Backend>,
 }
 
+/// One finished method: its report, and what each level was asked to compress.
+struct Outcome {
+    method: &'static str,
+    label: &'static str,
+    report: Report,
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
-    let run = RunDir::new(&args.out);
-    if run.exists() {
-        println!("replacing the previous run in {}", args.out.display());
-        std::fs::remove_dir_all(&args.out)?;
+    if let Some(bad) = args.methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
+        bail!("unknown method `{bad}` (use {})", METHODS.join(", "));
     }
-    let config = TrainingConfig::new(NestedMnistCnnConfig::new().with_levels(args.levels))
-        .with_epochs(args.epochs)
-        .with_batch_size(args.batch_size)
-        .with_seed(args.seed);
-    let job = TrainJob {
-        config,
-        data_dir: args.data_dir.unwrap_or_else(nestednet::vendored_mnist_dir),
-        run,
-        backend: args.device.map_or_else(Backend::default_compiled, Ok)?,
-        resume: false,
+    let backend = args.device.map_or_else(Backend::default_compiled, Ok)?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(nestednet::vendored_mnist_dir);
+    // Every method gets the same number of passes over the data.
+    let budget = 3 * args.stage_epochs + args.epochs;
+    let base = |levels: LevelSpec, masked: bool| {
+        let masked_layers = if masked { vec!["conv2".to_string(), "fc1".to_string()] } else { Vec::new() };
+        TrainingConfig::new(NestedMnistCnnConfig::new().with_levels(levels).with_masked_layers(masked_layers))
+            .with_batch_size(args.batch_size)
+            .with_seed(args.seed)
+            .with_lr_schedule(LrSchedule::Cosine { min_lr: 0.0 })
     };
-    let (outcome, report) = run_job(&job, &mut BarProgress::default())?;
-    println!("\n{}", report.table());
-    if let Some(per_epoch) = report.train_seconds_per_epoch {
-        println!(
-            "training: {per_epoch:.2} s per epoch ({} epochs, all levels jointly)",
-            outcome.history.len()
-        );
+    let masking = |method: MaskMethod, densities: &[f64]| MaskingConfig {
+        stage_epochs: args.stage_epochs,
+        ..MaskingConfig::new(method, MaskTargets::Densities(densities.to_vec()))
+    };
+    let thirds = [1.0 / 3.0, 0.5, 1.0];
+    let mut outcomes = Vec::new();
+    for method in METHODS.iter().copied().filter(|m| args.methods.iter().any(|a| a == m)) {
+        let (label, config) = match method {
+            "weights" => (
+                "NestedNet, learned weight masks",
+                base("1,1,1".parse()?, true)
+                    .with_masking(Some(masking(MaskMethod::Learned, &thirds)))
+                    .with_epochs(args.epochs),
+            ),
+            "weights-10x" => (
+                "NestedNet, learned weight masks",
+                base("1,1".parse()?, true)
+                    .with_masking(Some(masking(MaskMethod::Learned, &[0.1, 1.0])))
+                    .with_epochs(budget - 2 * args.stage_epochs),
+            ),
+            "channels" => (
+                "NestedNet, channel scheduling",
+                // Width 1/√2 of conv1, conv2 and fc1: half the parameters.
+                base(LevelSpec::Ratios(vec![std::f64::consts::FRAC_1_SQRT_2, 1.0]), false)
+                    .with_epochs(budget),
+            ),
+            "random" => (
+                "random nested masks (ablation)",
+                base("1,1,1".parse()?, true)
+                    .with_masking(Some(masking(MaskMethod::Random, &thirds)))
+                    .with_epochs(budget),
+            ),
+            "magnitude" => (
+                "magnitude pruning + retraining (Han et al.)",
+                base("1,1,1".parse()?, true)
+                    .with_masking(Some(MaskingConfig {
+                        stage_epochs: 3 * args.stage_epochs,
+                        ..masking(MaskMethod::Magnitude, &thirds)
+                    }))
+                    .with_epochs(args.epochs),
+            ),
+            _ => unreachable!("checked above"),
+        };
+        let out = args.out.join(method);
+        replace_previous(&out)?;
+        println!("\n== {method}: {label}");
+        let job =
+            TrainJob { config, data_dir: data_dir.clone(), run: RunDir::new(&out), backend, resume: false };
+        let report = if method == "magnitude" {
+            run_magnitude_jobs(&job, &mut BarProgress::default())?
+        } else {
+            run_job(&job, &mut BarProgress::default())?.1
+        };
+        println!("\n{}", report.table());
+        outcomes.push(Outcome { method, label, report });
     }
-    let (core, full) = (&report.levels[0], &report.levels[report.levels.len() - 1]);
-    println!(
-        "core level: {:.1}x fewer MACs, {:.1}x fewer parameters, {:.2}x faster at batch 256 than the full level",
-        full.macs as f64 / core.macs as f64,
-        full.params as f64 / core.params as f64,
-        full.latency_ms_b256 / core.latency_ms_b256
-    );
-    println!("run folder: {}", job.run.path().display());
+    let table = table1(&outcomes, budget);
+    println!("\n{table}");
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("table1.md"), &table)?;
+    println!("run folders and table1.md in {}", args.out.display());
     Ok(())
+}
+
+/// Removes a previous run of this example (a folder holding `config.json` or `report.json`).
+fn replace_previous(path: &Path) -> Result<()> {
+    if path.join("config.json").is_file() || path.join("report.json").is_file() {
+        println!("replacing the previous run in {}", path.display());
+        std::fs::remove_dir_all(path)?;
+    }
+    Ok(())
+}
+
+/// The Table-1-style comparison: one line per level of every method, with the unpruned
+/// network's accuracy (the magnitude baseline's density-1 network, trained alone with the same
+/// budget) and, for masks, the magnitude-pruned network of the same density.
+fn table1(outcomes: &[Outcome], budget: usize) -> String {
+    let magnitude = outcomes.iter().find(|o| o.method == "magnitude");
+    let baseline = magnitude.and_then(|m| m.report.levels.iter().find(|l| (l.density - 1.0).abs() < 1e-9));
+    let magnitude_at = |params: usize| {
+        magnitude.and_then(|m| {
+            m.report.levels.iter().find(|l| (l.params as f64 / params as f64 - 1.0).abs() < 0.01)
+        })
+    };
+    let pct = |a: f64| format!("{:.2}", 100.0 * a);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Table 1 protocol on mnist10k (mnist-cnn, {budget} passes over the data per method, Adam 1e-3 cosine, batch 64)\n"
+    );
+    let _ = writeln!(
+        out,
+        "| method | run | compression | params | accuracy (%) | unpruned baseline (%) | magnitude pruning, same compression (%) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for o in outcomes {
+        let full = o.report.levels.iter().map(|l| l.params).max().unwrap_or(1).max(1);
+        for l in o.report.levels.iter().rev() {
+            let compression = full as f64 / l.params.max(1) as f64;
+            let same = if o.method == "magnitude" { None } else { magnitude_at(l.params) };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.2}x | {} | {} | {} | {} |",
+                o.label,
+                o.method,
+                compression,
+                l.params,
+                pct(l.accuracy),
+                baseline.map_or("-".into(), |b| pct(b.accuracy)),
+                same.map_or("-".into(), |m| pct(m.accuracy)),
+            );
+        }
+    }
+    out
 }

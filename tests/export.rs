@@ -46,7 +46,9 @@ fn exported_levels_match_the_nested_levels_on_real_mnist() {
             assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, info.bytes);
             let (config, plain) = match format {
                 ExportFormat::Burnpack => load_burnpack_level(&path, &device).unwrap(),
-                ExportFormat::Safetensors => load_safetensors_level(&path, &device).unwrap(),
+                ExportFormat::Safetensors | ExportFormat::SparseSafetensors => {
+                    load_safetensors_level(&path, &device).unwrap()
+                }
             };
             let plain = plain.valid();
             // Physically the level's size: the standalone model has exactly the level's

@@ -8,12 +8,13 @@ use clap::{Args, Parser, Subcommand};
 use nestednet::burn::prelude::*;
 use nestednet::burn::tensor::Distribution;
 use nestednet::data::DatasetKind;
-use nestednet::models::{NestedClassifier, NestedMnistCnnConfig};
+use nestednet::models::{MNIST_CNN_LAYERS, NestedClassifier, NestedMnistCnnConfig};
+use nestednet::prune::MaskTargets;
 use nestednet::schedule::{LevelSpec, check_level};
 use nestednet::train::{
-    Backend, BarProgress, ExportFormat, LrSchedule, OptimizerConfig, Report, RunDir, TrainJob,
-    TrainingConfig, build_report, evaluate, export_level, load_burnpack_level, load_safetensors_level,
-    run_job,
+    Backend, BarProgress, ExportFormat, LrSchedule, MaskMethod, MaskingConfig, OptimizerConfig, Report,
+    ReportContext, RunDir, TrainJob, TrainingConfig, build_report, evaluate, export_level, export_sizes,
+    layer_densities, load_burnpack_level, load_safetensors_level, run_job, run_magnitude_jobs,
 };
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
@@ -32,7 +33,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train every level of a nested mnist-cnn jointly, then report each level.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate the levels of a trained run on a data set.
     Eval(EvalArgs),
     /// Export one level as a compact standalone model (and verify it).
@@ -43,6 +44,33 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct TrainArgs {
+    /// Task: compression (adaptive deep compression: channel-scheduled or masked levels).
+    #[arg(long, default_value = "compression")]
+    task: String,
+    /// How the levels are made: channels (channel scheduling), weights (NestedNet's learned
+    /// nested masks), random (random nested masks) or magnitude (Han et al.: one network per
+    /// density, pruned by magnitude and fine-tuned, each in OUT/density-D/).
+    #[arg(long, default_value = "channels")]
+    method: String,
+    /// Fraction of parameters each level keeps, core first (e.g. 0.33,0.5,1.0).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["compression", "thresholds"])]
+    densities: Option<Vec<f64>>,
+    /// Compression ratio of each level, core first (e.g. 3,2,1 = densities 1/3, 1/2, 1).
+    #[arg(long, value_delimiter = ',', conflicts_with = "thresholds")]
+    compression: Option<Vec<f64>>,
+    /// Global magnitude threshold of each level, core first (method weights only; e.g.
+    /// 0.03,0.015,0).
+    #[arg(long, value_delimiter = ',')]
+    thresholds: Option<Vec<f64>>,
+    /// Layers that keep all their weights (comma-separated; `none` to mask every layer).
+    #[arg(long, default_value = "conv1,fc2")]
+    dense_layers: String,
+    /// Epochs of each mask-learning stage (weights) or of dense pre-training (magnitude).
+    #[arg(long, default_value_t = 1)]
+    stage_epochs: usize,
+    /// Slope γ of the relaxed mask tanh(γ·relu(|w|−τ)).
+    #[arg(long, default_value_t = 1e5)]
+    gamma: f64,
     /// Data set: mnist, cifar10 or cifar100.
     #[arg(long, default_value = "mnist")]
     dataset: DatasetKind,
@@ -59,8 +87,9 @@ struct TrainArgs {
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Levels: width ratios (`0.25,0.5,1.0`) or channel counts (`conv1=8,16,32;conv2=16,32,64;fc1=32,64,128`).
-    #[arg(long, default_value = "0.25,0.5,1.0")]
-    levels: LevelSpec,
+    /// Default: 0.25,0.5,1.0 for channels; full width at every level for masks.
+    #[arg(long)]
+    levels: Option<LevelSpec>,
     /// Backend: flex, ndarray, wgpu, tch or cuda (must be compiled in).
     #[arg(long)]
     device: Option<Backend>,
@@ -123,10 +152,11 @@ struct ExportArgs {
     /// Level to export (0 = core).
     #[arg(long)]
     level: usize,
-    /// Output file (`.bpk` for burnpack, `.safetensors` for safetensors).
+    /// Output file (`.bpk` for burnpack, `.safetensors` for safetensors, `.sparse.safetensors`
+    /// for safetensors with the masked weights in compressed sparse form).
     #[arg(long)]
     out: PathBuf,
-    /// Format (default: from the file extension).
+    /// Format: burnpack, safetensors or sparse (default: from the file name).
     #[arg(long)]
     format: Option<ExportFormat>,
     /// Backend (must be compiled in).
@@ -163,12 +193,56 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         },
         other => bail!("unknown optimizer `{other}` (use adam or sgd)"),
     };
+    if a.task != "compression" {
+        bail!("unknown task `{}` (this build trains: compression)", a.task);
+    }
+    let method = match a.method.as_str() {
+        "channels" => None,
+        other => Some(other.parse::<MaskMethod>()?),
+    };
+    let targets = match (&a.densities, &a.compression, &a.thresholds) {
+        (Some(d), _, _) => Some(MaskTargets::Densities(d.clone())),
+        (_, Some(c), _) => Some(MaskTargets::from_compression(c)?),
+        (_, _, Some(t)) => Some(MaskTargets::Thresholds(t.clone())),
+        _ => None,
+    };
+    let masking = match (method, targets) {
+        (None, None) => None,
+        (None, Some(_)) => bail!(
+            "--densities, --compression and --thresholds need a mask method (--method weights, random or magnitude)"
+        ),
+        (Some(_), None) => bail!("--method {} needs --densities, --compression or --thresholds", a.method),
+        (Some(m), Some(targets)) => Some(MaskingConfig {
+            gamma: a.gamma,
+            stage_epochs: a.stage_epochs,
+            ..MaskingConfig::new(m, targets)
+        }),
+    };
+    let levels = match (&a.levels, &masking) {
+        (Some(levels), _) => levels.clone(),
+        (None, Some(m)) => LevelSpec::Ratios(vec![1.0; m.targets.num_levels()]),
+        (None, None) => LevelSpec::default_ratios(),
+    };
+    let masked_layers: Vec<String> = match &masking {
+        None => Vec::new(),
+        Some(_) => {
+            let dense: Vec<&str> =
+                a.dense_layers.split(',').map(str::trim).filter(|s| !s.is_empty() && *s != "none").collect();
+            if let Some(bad) = dense.iter().find(|d| !MNIST_CNN_LAYERS.contains(d)) {
+                bail!(
+                    "unknown layer `{bad}` in --dense-layers (mnist-cnn has {})",
+                    MNIST_CNN_LAYERS.join(", ")
+                );
+            }
+            MNIST_CNN_LAYERS.iter().filter(|l| !dense.contains(l)).map(|l| l.to_string()).collect()
+        }
+    };
     let run = RunDir::new(&a.out);
     let config = if a.resume && run.exists() {
         // The stored configuration rules; only the number of epochs may be extended.
         run.load_config()?.with_epochs(a.epochs)
     } else {
-        TrainingConfig::new(NestedMnistCnnConfig::new().with_levels(a.levels))
+        TrainingConfig::new(NestedMnistCnnConfig::new().with_levels(levels).with_masked_layers(masked_layers))
             .with_dataset(a.dataset)
             .with_optimizer(optimizer)
             .with_learning_rate(a.lr)
@@ -178,8 +252,19 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             .with_seed(a.seed)
             .with_level_loss_weights(a.loss_weights)
             .with_train_limit(a.train_limit)
+            .with_masking(masking)
     };
     let job = TrainJob { config, data_dir: a.data_dir, run, backend: backend(a.device)?, resume: a.resume };
+    if job.config.masking.as_ref().is_some_and(|m| m.method == MaskMethod::Magnitude) {
+        let report = run_magnitude_jobs(&job, &mut BarProgress::default())?;
+        println!("\n{}", report.table());
+        println!(
+            "one network per density in {}/density-*/; side-by-side report in {}",
+            job.run.path().display(),
+            job.run.report_path().display()
+        );
+        return Ok(());
+    }
     let (_, report) = run_job(&job, &mut BarProgress::default())?;
     println!("\n{}", report.table());
     println!(
@@ -193,7 +278,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     let backend = backend(a.device)?;
     let device = backend.device()?;
     let run = RunDir::new(&a.run);
-    let (_, model) = run.load_model(&device)?;
+    let (config, model) = run.load_model(&device)?;
     if let Some(level) = a.level {
         check_level(level, model.num_levels())?;
     }
@@ -202,8 +287,14 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     nestednet::train::check_compatible(&model, &test, "test")?;
     let model = model.valid();
     if a.report {
-        let report =
-            build_report(&model, "mnist-cnn", &a.dataset.to_string(), backend.name(), test, &device, None)?;
+        let context = ReportContext {
+            model: "mnist-cnn",
+            dataset: &a.dataset.to_string(),
+            backend: backend.name(),
+            method: &config.method_name(),
+            train_seconds_per_epoch: None,
+        };
+        let report = build_report(&model, context, test, &device)?;
         report.write_to_run(&run)?;
         println!("{}", report.table());
         return Ok(());
@@ -234,7 +325,9 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
     // Verify: reload the file and compare with the nested level on a random batch.
     let (_, reloaded) = match format {
         ExportFormat::Burnpack => load_burnpack_level(&a.out, &device)?,
-        ExportFormat::Safetensors => load_safetensors_level(&a.out, &device)?,
+        ExportFormat::Safetensors | ExportFormat::SparseSafetensors => {
+            load_safetensors_level(&a.out, &device)?
+        }
     };
     let [c, h, w] = model.input_shape;
     device.seed(0);
@@ -290,28 +383,73 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
     for layer in schedule.layers() {
         println!("  {:<6} {:?} of {}", layer.name, layer.widths, layer.channels);
     }
-    // Costs need only the shapes: a model on the CPU is initialised lazily and not filled.
+    if let Some(m) = &config.masking {
+        println!(
+            "\nmasks: {} on layers {} (γ = {}, {} epoch(s) per stage)",
+            config.method_name(),
+            config.model.masked_layers.join(", "),
+            m.gamma,
+            m.stage_epochs
+        );
+    }
+    // Without masks, costs need only the shapes (a model on the CPU is initialised lazily and
+    // not filled); masked levels are measured on the trained masks.
     let device = Backend::default_compiled()?.device()?;
-    let model = config.model.try_init(&device)?;
-    println!("\n| level | params | MACs/sample |\n|---|---|---|");
+    let trained = run.model_path().is_file();
+    let model = if trained { run.load_model(&device)?.1 } else { config.model.try_init(&device)? };
+    println!("\n| level | params | density | compression | MACs/sample |\n|---|---|---|---|---|");
+    let full = model.level_cost(model.num_levels() - 1).params.max(1);
     for level in 0..model.num_levels() {
         let cost = model.level_cost(level);
-        println!("| {level} | {} | {} |", cost.params, cost.macs);
+        println!(
+            "| {level} | {} | {:.4} | {:.2}x | {} |",
+            cost.params,
+            cost.params as f64 / full as f64,
+            full as f64 / cost.params.max(1) as f64,
+            cost.macs
+        );
+    }
+    if config.masking.is_some() && trained {
+        let names: Vec<&str> = model.weight_layers().iter().map(|(n, _)| *n).collect();
+        println!(
+            "\nper-layer weight density, and the level exported dense vs sparse (safetensors):\n\
+             | level | {} | dense bytes | sparse bytes | sparse / dense |\n|---|{}---|---|---|",
+            names.join(" | "),
+            "---|".repeat(names.len())
+        );
+        for level in 0..model.num_levels() {
+            let layers: Vec<String> = layer_densities(&model, level)
+                .iter()
+                .map(|d| format!("{:.3} ({}/{})", d.kept as f64 / d.total.max(1) as f64, d.kept, d.total))
+                .collect();
+            let (dense, sparse) = export_sizes(&model, level)?;
+            println!(
+                "| {level} | {} | {dense} | {sparse} | {:.3} |",
+                layers.join(" | "),
+                sparse as f64 / dense.max(1) as f64
+            );
+        }
     }
     match run.load_checkpoint_state()? {
         Some(state) => {
             println!(
                 "\ncheckpoint: {} of {} epochs completed ({} steps)",
-                state.epochs_completed, config.epochs, state.global_step
+                state.epochs_completed,
+                config.epoch_plan().len(),
+                state.global_step
             );
+            for (level, tau) in &state.thresholds {
+                println!("  level {level}'s mask binarised at tau = {tau:.6}");
+            }
             for m in &state.history {
                 let test = m
                     .test_accuracy
                     .as_ref()
                     .map(|t| t.iter().map(|a| format!("{:.4}", a)).collect::<Vec<_>>().join(", "));
                 println!(
-                    "  epoch {}: {:.1} s, test accuracy per level: [{}]",
+                    "  epoch {} ({}): {:.1} s, test accuracy per level: [{}]",
                     m.epoch + 1,
+                    m.phase,
                     m.train_seconds,
                     test.unwrap_or_default()
                 );
@@ -328,7 +466,7 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Train(a) => cmd_train(a),
+        Command::Train(a) => cmd_train(*a),
         Command::Eval(a) => cmd_eval(a),
         Command::Export(a) => cmd_export(a),
         Command::Inspect(a) => cmd_inspect(a),

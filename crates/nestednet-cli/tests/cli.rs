@@ -149,3 +149,65 @@ fn invalid_arguments_are_named() {
     let err = fails(&["inspect", "--run", dir.path().join("missing").to_str().unwrap()]);
     assert!(err.contains("does not exist"), "{err}");
 }
+
+#[test]
+fn compression_with_learned_masks_exports_sparse_and_inspects() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("masked");
+    let (run_s, data) = (run.to_str().unwrap(), mnist_dir());
+    let text = ok(&[
+        "train",
+        "--task",
+        "compression",
+        "--method",
+        "weights",
+        "--densities",
+        "0.33,1.0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        run_s,
+        "--epochs",
+        "1",
+        "--train-limit",
+        "256",
+    ]);
+    assert!(text.contains("total density") && text.contains("3.0"), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    let density = report["levels"][0]["density"].as_f64().unwrap();
+    assert!((density - 0.33).abs() < 0.01, "{density}");
+    let sparse = dir.path().join("core.sparse.safetensors");
+    let text = ok(&["export", "--run", run_s, "--level", "0", "--out", sparse.to_str().unwrap()]);
+    assert!(text.contains("verified"), "{text}");
+    let text = ok(&["inspect", "--run", run_s]);
+    assert!(text.contains("per-layer weight density") && text.contains("sparse / dense"), "{text}");
+    assert!(text.contains("binarised at tau"), "{text}");
+}
+
+#[test]
+fn invalid_compression_requests_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let data = mnist_dir();
+    let base = ["train", "--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let err = fails(&[&base[..], &["--densities", "0.5,1.0"]].concat());
+    assert!(err.contains("need a mask method"), "{err}");
+    let err = fails(&[&base[..], &["--method", "weights"]].concat());
+    assert!(err.contains("needs --densities"), "{err}");
+    let err = fails(&[&base[..], &["--method", "weights", "--densities", "0,1"]].concat());
+    assert!(err.contains("density of level 0 is 0"), "{err}");
+    let err = fails(&[&base[..], &["--method", "weights", "--densities", "0.5,1.5"]].concat());
+    assert!(err.contains("density of level 1 is 1.5"), "{err}");
+    let err = fails(&[&base[..], &["--method", "weights", "--thresholds", "0.01,0.02"]].concat());
+    assert!(err.contains("thresholds must not grow"), "{err}");
+    let err = fails(&[&base[..], &["--method", "pruning", "--densities", "0.5,1"]].concat());
+    assert!(err.contains("unknown mask method `pruning`"), "{err}");
+    let err = fails(
+        &[&base[..], &["--method", "weights", "--densities", "0.5,1", "--dense-layers", "conv9"]].concat(),
+    );
+    assert!(err.contains("unknown layer `conv9`"), "{err}");
+    let err = fails(&[&base[..], &["--task", "hierarchy"]].concat());
+    assert!(err.contains("unknown task `hierarchy`"), "{err}");
+    assert!(!out.join("model.bpk").exists());
+}

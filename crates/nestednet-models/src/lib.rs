@@ -10,7 +10,10 @@ mod error;
 mod mnist_cnn;
 
 pub use error::{ModelError, Result};
-pub use mnist_cnn::{MnistCnn, MnistCnnConfig, NestedMnistCnn, NestedMnistCnnConfig};
+pub use mnist_cnn::{
+    LAYERS as MNIST_CNN_LAYERS, MnistCnn, MnistCnnConfig, NestedMnistCnn, NestedMnistCnnConfig,
+};
+pub use nestednet_nn::Maskable;
 
 use burn::module::Module;
 use burn::prelude::*;
@@ -47,4 +50,11 @@ pub trait NestedClassifier: Module {
 
     /// The images the model takes, `[channels, height, width]`.
     fn input_shape(&self) -> [usize; 3];
+
+    /// Every layer holding a weight tensor that could be masked, by name, in forward order
+    /// (masked or not: see [`Maskable::mask`]).
+    fn weight_layers(&self) -> Vec<(&'static str, &dyn Maskable)>;
+
+    /// The same layers, mutably.
+    fn weight_layers_mut(&mut self) -> Vec<(&'static str, &mut dyn Maskable)>;
 }

@@ -11,7 +11,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use nestednet_nn::{
-    LevelBatchNorm, LevelBatchNormConfig, NestedConv2d, NestedConv2dConfig, NestedLinear, NestedLinearConfig,
+    LevelBatchNorm, LevelBatchNormConfig, Maskable, NestedConv2d, NestedConv2dConfig, NestedLinear,
+    NestedLinearConfig,
 };
 use nestednet_schedule::{ChannelSchedule, LevelSpec, ScheduledLayer};
 
@@ -50,9 +51,18 @@ pub struct NestedMnistCnnConfig {
     /// classes). Off by default: every level predicts every class.
     #[config(default = false)]
     pub split_output: bool,
+    /// Layers whose weights carry a nested unstructured mask (weight connection learning),
+    /// by name (`conv1`, `conv2`, `fc1`, `fc2`). Empty: channel scheduling only.
+    #[config(default = "Vec::new()")]
+    pub masked_layers: Vec<String>,
 }
 
 impl NestedMnistCnnConfig {
+    /// Whether layer `name` carries a nested mask.
+    pub fn is_masked(&self, name: &str) -> bool {
+        self.masked_layers.iter().any(|n| n == name)
+    }
+
     /// The layers this model schedules, in forward order.
     pub fn scheduled_layers(&self) -> Vec<ScheduledLayer> {
         let fc2 = if self.split_output {
@@ -81,13 +91,20 @@ impl NestedMnistCnnConfig {
         if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
             return Err(ModelError::Invalid(format!("{name} must be at least 1")));
         }
+        if let Some(name) = self.masked_layers.iter().find(|n| !LAYERS.contains(&n.as_str())) {
+            return Err(ModelError::Invalid(format!(
+                "unknown layer `{name}` among the masked layers (mnist-cnn has {})",
+                LAYERS.join(", ")
+            )));
+        }
         if self.height < 4 || self.width < 4 {
             return Err(ModelError::Invalid(format!(
                 "images of {}x{} are too small for two 2x2 max-pools (need at least 4x4)",
                 self.height, self.width
             )));
         }
-        Ok(ChannelSchedule::new(&self.levels, &self.scheduled_layers())?)
+        let masked = !self.masked_layers.is_empty();
+        Ok(ChannelSchedule::new_with(&self.levels, &self.scheduled_layers(), masked)?)
     }
 
     /// Validates the configuration, then initializes the model on `device`.
@@ -105,6 +122,7 @@ impl NestedMnistCnnConfig {
                 c1.clone(),
             )
             .with_padding([1, 1])
+            .with_masked(self.is_masked("conv1"))
             .init(device),
             bn1: LevelBatchNormConfig::new(c1.clone()).init(device),
             conv2: NestedConv2dConfig::new(
@@ -114,6 +132,7 @@ impl NestedMnistCnnConfig {
                 c2.clone(),
             )
             .with_padding([1, 1])
+            .with_masked(self.is_masked("conv2"))
             .init(device),
             bn2: LevelBatchNormConfig::new(c2.clone()).init(device),
             // Flattening [c, h, w] is channel-major, so level k's features are exactly the
@@ -124,8 +143,11 @@ impl NestedMnistCnnConfig {
                 c2.iter().map(|c| c * spatial).collect(),
                 h1.clone(),
             )
+            .with_masked(self.is_masked("fc1"))
             .init(device),
-            fc2: NestedLinearConfig::new(self.hidden, self.num_classes, h1, out).init(device),
+            fc2: NestedLinearConfig::new(self.hidden, self.num_classes, h1, out)
+                .with_masked(self.is_masked("fc2"))
+                .init(device),
             input_shape: [self.in_channels, self.height, self.width],
         })
     }
@@ -136,6 +158,9 @@ impl NestedMnistCnnConfig {
         self.try_init(device).unwrap_or_else(|e| panic!("{e}"))
     }
 }
+
+/// The layers of `mnist-cnn` that hold weights, in forward order.
+pub const LAYERS: [&str; 4] = ["conv1", "conv2", "fc1", "fc2"];
 
 /// The nested `mnist-cnn`: one set of weights, `n` levels.
 #[derive(Module, Debug)]
@@ -240,6 +265,19 @@ impl NestedClassifier for NestedMnistCnn {
 
     fn input_shape(&self) -> [usize; 3] {
         self.input_shape
+    }
+
+    fn weight_layers(&self) -> Vec<(&'static str, &dyn Maskable)> {
+        vec![("conv1", &self.conv1), ("conv2", &self.conv2), ("fc1", &self.fc1), ("fc2", &self.fc2)]
+    }
+
+    fn weight_layers_mut(&mut self) -> Vec<(&'static str, &mut dyn Maskable)> {
+        vec![
+            ("conv1", &mut self.conv1),
+            ("conv2", &mut self.conv2),
+            ("fc1", &mut self.fc1),
+            ("fc2", &mut self.fc2),
+        ]
     }
 }
 

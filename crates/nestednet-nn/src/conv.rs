@@ -5,8 +5,10 @@ use burn::prelude::*;
 use burn::tensor::module::{conv2d, unfold4d};
 use burn::tensor::ops::{ConvOptions, UnfoldOptions};
 
-use crate::compact_copy;
-use crate::widths::{assert_level, check_level_widths};
+use nestednet_prune::NestedMask;
+
+use crate::widths::{assert_level, channel_levels, check_level_widths};
+use crate::{Maskable, compact_copy};
 
 /// Configuration of a [`NestedConv2d`].
 #[derive(Config, Debug)]
@@ -33,6 +35,10 @@ pub struct NestedConv2dConfig {
     /// `nn.Conv2d`).
     #[config(default = "Initializer::KaimingUniform{gain: 0.5773502691896258, fan_out_only: false}")]
     pub initializer: Initializer,
+    /// Whether the weight carries a nested unstructured mask (weight connection learning).
+    /// It starts dense: every level uses every weight of its block.
+    #[config(default = false)]
+    pub masked: bool,
 }
 
 /// A 2-D convolution whose levels use the leading input and output channels of one shared
@@ -51,6 +57,9 @@ pub struct NestedConv2d {
     pub stride: [usize; 2],
     /// Symmetric padding.
     pub padding: [usize; 2],
+    /// Nested unstructured mask of the weight, if the layer is pruned: level `k` then uses
+    /// the weights of its block whose map value is `<= k`.
+    pub mask: Option<NestedMask>,
 }
 
 impl NestedConv2dConfig {
@@ -68,14 +77,19 @@ impl NestedConv2dConfig {
         let (fan_in, fan_out) = (Some(c_in * kh * kw), Some(c_out * kh * kw));
         let weight = self.initializer.init_with([c_out, c_in, kh, kw], fan_in, fan_out, device);
         let bias = self.bias.then(|| self.initializer.init_with([c_out], fan_in, fan_out, device));
-        NestedConv2d {
+        let mut layer = NestedConv2d {
             weight,
             bias,
             input_widths: self.input_widths.clone(),
             output_widths: self.output_widths.clone(),
             stride: self.stride,
             padding: self.padding,
+            mask: None,
+        };
+        if self.masked {
+            layer.mask = Some(layer.dense_mask(device));
         }
+        layer
     }
 }
 
@@ -112,6 +126,13 @@ impl NestedConv2d {
             weight
         } else {
             weight.slice(s![0..c_out, 0..c_in, .., ..])
+        };
+        let weight = match &self.mask {
+            Some(mask) => {
+                let [_, _, kh, kw] = weight.dims();
+                mask.apply_block(weight, level, [0..c_out, 0..c_in, 0..kh, 0..kw])
+            }
+            None => weight,
         };
         let bias = self.bias.as_ref().map(|b| {
             let b = b.val();
@@ -150,11 +171,39 @@ impl NestedConv2d {
         out.reshape([batch, c_out, ho, wo])
     }
 
-    /// Parameters level `level` uses.
+    /// Parameters level `level` uses: the weights of its block (those its mask keeps, when
+    /// masked) plus its bias block.
     pub fn level_num_params(&self, level: usize) -> usize {
         let (c_in, c_out) = self.level_dims(level);
         let [kh, kw] = self.kernel_size();
-        c_out * c_in * kh * kw + if self.bias.is_some() { c_out } else { 0 }
+        let weights = match &self.mask {
+            Some(mask) => mask.count_block(level, [0..c_out, 0..c_in, 0..kh, 0..kw]),
+            None => c_out * c_in * kh * kw,
+        };
+        weights + if self.bias.is_some() { c_out } else { 0 }
+    }
+
+    /// A mask in which every level uses its whole block: each weight's map value is the
+    /// lowest level whose block contains it.
+    pub fn dense_mask(&self, device: &Device) -> NestedMask {
+        let (outs, ins) = (channel_levels(&self.output_widths), channel_levels(&self.input_widths));
+        let [c_out, c_in, kh, kw] = self.weight.dims();
+        let map: Vec<i64> = outs
+            .iter()
+            .flat_map(|&o| ins.iter().flat_map(move |&i| std::iter::repeat_n(o.max(i) as i64, kh * kw)))
+            .collect();
+        let mut mask =
+            NestedMask::dense(&[c_out, c_in, kh, kw], self.num_levels(), device).expect("at least one level");
+        mask.set_level_map_values(map).expect("channel levels are valid levels");
+        mask
+    }
+
+    /// Turns the nested mask on (dense: see [`dense_mask`](Self::dense_mask)) if it is off.
+    pub fn with_mask(mut self) -> Self {
+        if self.mask.is_none() {
+            self.mask = Some(self.dense_mask(&self.weight.device()));
+        }
+        self
     }
 
     /// Multiply-accumulates of level `level` for one input of spatial size `input_size`.
@@ -184,5 +233,32 @@ impl NestedConv2d {
         conv.weight = Param::from_tensor(compact_copy(weight));
         conv.bias = bias.map(|b| Param::from_tensor(compact_copy(b)));
         conv
+    }
+}
+
+impl Maskable for NestedConv2d {
+    fn mask(&self) -> Option<&NestedMask> {
+        self.mask.as_ref()
+    }
+
+    fn mask_mut(&mut self) -> Option<&mut NestedMask> {
+        self.mask.as_mut()
+    }
+
+    fn weight_values(&self) -> Vec<f32> {
+        crate::host_values(self.weight.val())
+    }
+
+    fn block_weights(&self, level: usize) -> usize {
+        let (c_in, c_out) = self.level_dims(level);
+        let [kh, kw] = self.kernel_size();
+        c_out * c_in * kh * kw
+    }
+
+    fn zero_pruned(&mut self) {
+        if let Some(mask) = &self.mask {
+            let keep = mask.level_mask::<4>(self.num_levels() - 1).expect("rank-4 mask");
+            self.weight = self.weight.clone().map(|w| crate::zero_where(w, keep.bool_not()));
+        }
     }
 }

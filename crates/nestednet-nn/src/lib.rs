@@ -13,6 +13,11 @@
 //!   running statistics per level (the activations of different widths have different
 //!   statistics, as Slimmable Networks showed).
 //!
+//! [`NestedLinear`] and [`NestedConv2d`] can also carry a [`NestedMask`] (weight connection
+//! learning): level `k` then uses only the weights of its block whose map value is `<= k`, so
+//! a level can be both narrower and sparser. The [`Maskable`] trait is what mask learning sees
+//! of a layer.
+//!
 //! Each layer can also be turned into the plain Burn layer of one level with `extract_level`,
 //! whose tensors are compact copies of the level's block (used for export).
 #![warn(missing_docs)]
@@ -28,7 +33,29 @@ mod tests;
 pub use batch_norm::{LevelBatchNorm, LevelBatchNormConfig};
 pub use conv::{NestedConv2d, NestedConv2dConfig};
 pub use linear::{NestedLinear, NestedLinearConfig};
+pub use nestednet_prune::NestedMask;
 pub use widths::check_level_widths;
+
+/// A layer whose weight can carry a nested unstructured mask: what mask learning, pruning and
+/// sparse export need to see of it.
+pub trait Maskable {
+    /// The mask, if the layer is masked.
+    fn mask(&self) -> Option<&NestedMask>;
+    /// The mask, mutably.
+    fn mask_mut(&mut self) -> Option<&mut NestedMask>;
+    /// The full shared weight as host values (flat, row-major, the mask's order).
+    fn weight_values(&self) -> Vec<f32>;
+    /// Weights in level `level`'s channel block (what the level would use unmasked).
+    fn block_weights(&self, level: usize) -> usize;
+    /// Sets the weights no level uses to exactly zero (they get no gradient once masked, but
+    /// keep their old values until then).
+    fn zero_pruned(&mut self);
+}
+
+/// Host values of a float tensor.
+pub(crate) fn host_values<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 tensor data")
+}
 
 /// Makes a compact, standalone copy of a (sliced) tensor: fresh storage of exactly the slice's
 /// size, detached from any autodiff graph. Exports go through this so that an exported level is
@@ -36,4 +63,18 @@ pub use widths::check_level_widths;
 pub fn compact_copy<const D: usize>(tensor: burn::tensor::Tensor<D>) -> burn::tensor::Tensor<D> {
     let device = tensor.device().inner();
     burn::tensor::Tensor::from_data(tensor.into_data(), &device)
+}
+
+/// `weight` with the entries where `drop` is true set to zero, as a fresh leaf that requires a
+/// gradient exactly when `weight` did (so it stays a trainable parameter).
+pub(crate) fn zero_where<const D: usize>(
+    weight: burn::tensor::Tensor<D>,
+    drop: burn::tensor::Tensor<D, burn::tensor::Bool>,
+) -> burn::tensor::Tensor<D> {
+    let autodiff = weight.is_autodiff();
+    let require_grad = weight.is_require_grad();
+    let weight = weight.inner();
+    let drop = drop.inner().to_device(&weight.device());
+    let zeroed = weight.mask_fill(drop, 0.0);
+    if autodiff { zeroed.autodiff().set_require_grad(require_grad) } else { zeroed }
 }

@@ -3,8 +3,10 @@ use burn::nn::{Initializer, Linear};
 use burn::prelude::*;
 use burn::tensor::module::linear;
 
-use crate::compact_copy;
-use crate::widths::{assert_level, check_level_widths};
+use nestednet_prune::NestedMask;
+
+use crate::widths::{assert_level, channel_levels, check_level_widths};
+use crate::{Maskable, compact_copy};
 
 /// Configuration of a [`NestedLinear`].
 #[derive(Config, Debug)]
@@ -26,6 +28,10 @@ pub struct NestedLinearConfig {
     /// PyTorch's `nn.Linear` (uniform in ±1/√d_input).
     #[config(default = "Initializer::KaimingUniform{gain: 0.5773502691896258, fan_out_only: false}")]
     pub initializer: Initializer,
+    /// Whether the weight carries a nested unstructured mask (weight connection learning).
+    /// It starts dense: every level uses every weight of its block.
+    #[config(default = false)]
+    pub masked: bool,
 }
 
 /// A linear layer whose levels use the leading input and output features of one shared weight.
@@ -41,6 +47,9 @@ pub struct NestedLinear {
     pub input_widths: Vec<usize>,
     /// Output features of each level.
     pub output_widths: Vec<usize>,
+    /// Nested unstructured mask of the weight, if the layer is pruned: level `k` then uses
+    /// the weights of its block whose map value is `<= k`.
+    pub mask: Option<NestedMask>,
 }
 
 impl NestedLinearConfig {
@@ -57,12 +66,17 @@ impl NestedLinearConfig {
         let (fan_in, fan_out) = (Some(self.d_input), Some(self.d_output));
         let weight = self.initializer.init_with([self.d_input, self.d_output], fan_in, fan_out, device);
         let bias = self.bias.then(|| self.initializer.init_with([self.d_output], fan_in, fan_out, device));
-        NestedLinear {
+        let mut layer = NestedLinear {
             weight,
             bias,
             input_widths: self.input_widths.clone(),
             output_widths: self.output_widths.clone(),
+            mask: None,
+        };
+        if self.masked {
+            layer.mask = Some(layer.dense_mask(device));
         }
+        layer
     }
 }
 
@@ -86,6 +100,10 @@ impl NestedLinear {
         let [full_in, full_out] = weight.dims();
         let weight =
             if (d_in, d_out) == (full_in, full_out) { weight } else { weight.slice(s![0..d_in, 0..d_out]) };
+        let weight = match &self.mask {
+            Some(mask) => mask.apply_block(weight, level, [0..d_in, 0..d_out]),
+            None => weight,
+        };
         let bias = self.bias.as_ref().map(|b| {
             let b = b.val();
             if d_out == full_out { b } else { b.narrow(0, 0, d_out) }
@@ -102,10 +120,27 @@ impl NestedLinear {
         linear(x, weight, bias)
     }
 
-    /// Parameters level `level` uses (weight block plus bias block).
+    /// Parameters level `level` uses: the weights of its block (those its mask keeps, when
+    /// masked) plus its bias block.
     pub fn level_num_params(&self, level: usize) -> usize {
         let (d_in, d_out) = self.level_dims(level);
-        d_in * d_out + if self.bias.is_some() { d_out } else { 0 }
+        let weights = match &self.mask {
+            Some(mask) => mask.count_block(level, [0..d_in, 0..d_out]),
+            None => d_in * d_out,
+        };
+        weights + if self.bias.is_some() { d_out } else { 0 }
+    }
+
+    /// A mask in which every level uses its whole block: each weight's map value is the
+    /// lowest level whose block contains it.
+    pub fn dense_mask(&self, device: &Device) -> NestedMask {
+        let (rows, cols) = (channel_levels(&self.input_widths), channel_levels(&self.output_widths));
+        let map: Vec<i64> = rows.iter().flat_map(|&r| cols.iter().map(move |&c| r.max(c) as i64)).collect();
+        let [d_in, d_out] = self.weight.dims();
+        let mut mask =
+            NestedMask::dense(&[d_in, d_out], self.num_levels(), device).expect("at least one level");
+        mask.set_level_map_values(map).expect("channel levels are valid levels");
+        mask
     }
 
     /// Multiply-accumulates of level `level` per input row.
@@ -114,12 +149,46 @@ impl NestedLinear {
         d_in * d_out
     }
 
+    /// Turns the nested mask on (dense: see [`dense_mask`](Self::dense_mask)) if it is off.
+    pub fn with_mask(mut self) -> Self {
+        if self.mask.is_none() {
+            self.mask = Some(self.dense_mask(&self.weight.device()));
+        }
+        self
+    }
+
     /// The plain Burn [`Linear`] of level `level`, holding compact copies of the level's block.
     pub fn extract_level(&self, level: usize) -> Linear {
         let (weight, bias) = self.level_tensors(level);
         Linear {
             weight: Param::from_tensor(compact_copy(weight)),
             bias: bias.map(|b| Param::from_tensor(compact_copy(b))),
+        }
+    }
+}
+
+impl Maskable for NestedLinear {
+    fn mask(&self) -> Option<&NestedMask> {
+        self.mask.as_ref()
+    }
+
+    fn mask_mut(&mut self) -> Option<&mut NestedMask> {
+        self.mask.as_mut()
+    }
+
+    fn weight_values(&self) -> Vec<f32> {
+        crate::host_values(self.weight.val())
+    }
+
+    fn block_weights(&self, level: usize) -> usize {
+        let (d_in, d_out) = self.level_dims(level);
+        d_in * d_out
+    }
+
+    fn zero_pruned(&mut self) {
+        if let Some(mask) = &self.mask {
+            let keep = mask.level_mask::<2>(self.num_levels() - 1).expect("rank-2 mask");
+            self.weight = self.weight.clone().map(|w| crate::zero_where(w, keep.bool_not()));
         }
     }
 }

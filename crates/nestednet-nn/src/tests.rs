@@ -306,3 +306,63 @@ fn untracked_input_convolution_matches_conv2d() {
         .into_data()
         .assert_approx_eq::<f32>(&w.grad(&grads2).unwrap().into_data(), Tolerance::absolute(1e-4));
 }
+
+/// A masked layer's channel map says which level's block each weight belongs to, and a level
+/// that is both narrower and sparser computes with exactly its block times its mask.
+fn masked_levels_are_narrower_and_sparser(device: &Device) {
+    device.seed(5);
+    let mut conv = conv_cfg().with_masked(true).init(device);
+    let mut linear = linear_cfg().with_masked(true).init(device);
+    // Channel map: linear weight (i, o) belongs to the lowest level whose block holds both.
+    let map = linear.mask.as_ref().unwrap().level_map_values();
+    assert_eq!(map[0], 0); // (0, 0)
+    assert_eq!(map[3], 1); // (0, 3): output 3 is first used by level 1
+    assert_eq!(map[2 * 12], 1); // (2, 0): input 2 is first used by level 1
+    assert_eq!(map[7 * 12 + 11], 2);
+    for level in 0..3 {
+        assert_eq!(linear.level_num_params(level), [2 * 3, 4 * 6, 8 * 12][level] + [3, 6, 12][level]);
+    }
+    // Prune: drop every weight with a negative value from level 1 (and so from level 0).
+    let weights = linear.weight_values();
+    let dropped = linear.mask.as_mut().unwrap().drop_from_level(1, |i| weights[i] >= 0.0).unwrap();
+    assert!(dropped > 0);
+    let conv_weights = conv.weight_values();
+    conv.mask.as_mut().unwrap().drop_from_level(2, |i| conv_weights[i].abs() > 0.5).unwrap();
+    conv.zero_pruned();
+    for level in 0..3 {
+        let (d_in, d_out) = linear.level_dims(level);
+        let keep = linear.mask.as_ref().unwrap().level_mask::<2>(level).unwrap();
+        let manual = linear.weight.val().mask_fill(keep.bool_not(), 0.0).slice(s![0..d_in, 0..d_out]);
+        let x = random([4, d_in], device);
+        let expected =
+            x.clone().matmul(manual) + linear.bias.as_ref().unwrap().val().narrow(0, 0, d_out).unsqueeze();
+        linear
+            .forward(x, level)
+            .into_data()
+            .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));
+        // The extracted plain layer holds the masked block.
+        let plain = linear.extract_level(level);
+        let zeros = plain.weight.val().equal_elem(0.0).int().sum().into_scalar::<i64>() as usize;
+        assert_eq!(d_in * d_out - zeros, linear.level_num_params(level) - d_out);
+        // Nesting: every weight level k uses, level k + 1 uses too.
+        if level < 2 {
+            let mask = linear.mask.as_ref().unwrap();
+            let lower = mask.level_mask::<2>(level).unwrap();
+            let upper = mask.level_mask::<2>(level + 1).unwrap();
+            assert_eq!(lower.bool_and(upper.bool_not()).int().sum().into_scalar::<i64>(), 0);
+        }
+    }
+    // Weights no level uses are exactly zero after `zero_pruned`.
+    let full_mask = conv.mask.as_ref().unwrap().level_mask::<4>(2).unwrap();
+    let leaked = conv.weight.val().mask_fill(full_mask, 0.0).abs().sum().into_scalar::<f32>();
+    assert_eq!(leaked, 0.0);
+    let (c_in, c_out) = conv.level_dims(2);
+    let x = random([2, c_in, 5, 5], device);
+    let plain = conv.extract_level(2);
+    plain
+        .forward(x.clone())
+        .into_data()
+        .assert_approx_eq::<f32>(&conv.forward(x, 2).into_data(), Tolerance::absolute(1e-5));
+    assert_eq!(c_out, 8);
+}
+per_device!(masked_levels_are_narrower_and_sparser);

@@ -27,3 +27,9 @@ pub fn check_level_widths(what: &str, widths: &[usize], full: usize) {
 pub(crate) fn assert_level(what: &str, level: usize, num_levels: usize) {
     assert!(level < num_levels, "{what}: level {level} does not exist (levels 0..={})", num_levels - 1);
 }
+
+/// For each channel of a layer with per-level `widths`, the lowest level that uses it.
+pub(crate) fn channel_levels(widths: &[usize]) -> Vec<usize> {
+    let full = widths.last().copied().unwrap_or(0);
+    (0..full).map(|c| widths.iter().position(|&w| c < w).unwrap_or(widths.len())).collect()
+}

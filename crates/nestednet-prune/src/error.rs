@@ -1,6 +1,6 @@
 use thiserror::Error;
 
-/// Errors raised when building or applying nested masks.
+/// Errors raised when building, learning, applying or storing nested masks.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum PruneError {
     /// No level was given.
@@ -49,6 +49,67 @@ pub enum PruneError {
         /// The threshold of the level below.
         previous: f64,
     },
+    /// A threshold is negative or not a number.
+    #[error("threshold of level {level} is {value}: thresholds must be finite and ≥ 0")]
+    InvalidThreshold {
+        /// The level.
+        level: usize,
+        /// The bad value.
+        value: f64,
+    },
+    /// A density is not in (0, 1].
+    #[error("density of level {level} is {value}: a density is the fraction of weights kept, in (0, 1]")]
+    InvalidDensity {
+        /// The level.
+        level: usize,
+        /// The bad value.
+        value: f64,
+    },
+    /// A compression ratio is below 1.
+    #[error("compression of level {level} is {value}: a compression ratio is ≥ 1 (1 = dense)")]
+    InvalidCompression {
+        /// The level.
+        level: usize,
+        /// The bad value.
+        value: f64,
+    },
+    /// Densities shrink from the core towards the full level.
+    #[error(
+        "density of level {level} ({density}) is smaller than level {}'s ({previous}): \
+         densities must not shrink from the core (sparsest) to the full level",
+        level - 1
+    )]
+    DensitiesNotIncreasing {
+        /// The level whose density is too small.
+        level: usize,
+        /// Its density.
+        density: f64,
+        /// The density of the level below.
+        previous: f64,
+    },
+    /// The number of per-level targets differs from the number of levels.
+    #[error("{what} gives {found} values but the model has {expected} levels")]
+    LevelCountMismatch {
+        /// What was given (densities, thresholds).
+        what: String,
+        /// Levels of the model.
+        expected: usize,
+        /// Values given.
+        found: usize,
+    },
+    /// A density cannot be reached because the layers that stay dense already exceed it.
+    #[error(
+        "density {density} of level {level} cannot be reached: the parameters that are never \
+         pruned (dense layers, biases, batch norms) alone make {minimum:.4} of the level"
+    )]
+    DensityUnreachable {
+        /// The level.
+        level: usize,
+        /// The requested density.
+        density: f64,
+        /// The smallest reachable density.
+        minimum: f64,
+    },
     /// A level index is out of range.
     #[error("level {level} does not exist: the mask has levels 0..={}", num_levels - 1)]
     LevelOutOfRange {
@@ -56,6 +117,14 @@ pub enum PruneError {
         level: usize,
         /// Number of levels.
         num_levels: usize,
+    },
+    /// A sparse (CSR/CSC) tensor is malformed.
+    #[error("corrupt sparse tensor `{name}`: {reason}")]
+    CorruptSparse {
+        /// The tensor's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
     },
 }
 

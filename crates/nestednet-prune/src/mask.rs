@@ -1,7 +1,7 @@
 use burn::module::{Module, Param, ParamId};
 use burn::prelude::*;
 
-use crate::{PruneError, Result};
+use crate::{PruneError, Result, SoftThreshold};
 
 /// Nested unstructured masks of one weight tensor, stored as a level map.
 ///
@@ -17,6 +17,10 @@ pub struct NestedMask {
     pub shape: Vec<usize>,
     /// Number of levels.
     pub num_levels: usize,
+    /// While level `soft.level`'s connections are being learned, its forward pass also
+    /// multiplies by the relaxed mask (paper, Eq. 3). Training state, never recorded.
+    #[module(skip)]
+    pub soft: Option<SoftThreshold>,
 }
 
 impl NestedMask {
@@ -34,7 +38,102 @@ impl NestedMask {
             level_map: Param::initialized(ParamId::new(), map).set_require_grad(false),
             shape: shape.to_vec(),
             num_levels,
+            soft: None,
         }
+    }
+
+    /// The level map as host integers (flat, row-major).
+    pub fn level_map_values(&self) -> Vec<i64> {
+        int_values(self.level_map.val())
+    }
+
+    /// Replaces the level map by `values` (flat, row-major), keeping the parameter's identity.
+    /// Checks the length and that every value is a level or the "pruned" marker.
+    pub fn set_level_map_values(&mut self, values: Vec<i64>) -> Result<()> {
+        let n = self.shape.iter().product::<usize>();
+        if values.len() != n {
+            return Err(PruneError::ShapeMismatch {
+                what: "level map".into(),
+                expected: vec![n],
+                found: vec![values.len()],
+            });
+        }
+        let num_levels = self.num_levels;
+        if let Some(&value) = values.iter().find(|&&v| v < 0 || v > num_levels as i64) {
+            return Err(PruneError::LevelMapOutOfRange { value, num_levels });
+        }
+        let device = self.level_map.val().device();
+        let map = Tensor::<1, Int>::from_data(TensorData::new(values, [n]), &device);
+        self.level_map = Param::initialized(self.level_map.id, map).set_require_grad(false);
+        Ok(())
+    }
+
+    /// Drops, from level `level` (and so from every lower level), the weights it uses that
+    /// `keep` rejects: their map value becomes `level + 1`. `keep` is called with the flat
+    /// index of each weight level `level` uses. Returns how many weights were dropped.
+    /// Nesting is preserved by construction: a weight only ever moves up the levels.
+    pub fn drop_from_level(&mut self, level: usize, mut keep: impl FnMut(usize) -> bool) -> Result<usize> {
+        self.check_level(level)?;
+        let mut map = self.level_map_values();
+        let mut dropped = 0;
+        for (i, v) in map.iter_mut().enumerate() {
+            if *v <= level as i64 && !keep(i) {
+                *v = level as i64 + 1;
+                dropped += 1;
+            }
+        }
+        self.set_level_map_values(map)?;
+        Ok(dropped)
+    }
+
+    /// Random nested masks (the paper's ablation): starting from this map (which may already
+    /// hold a channel schedule's levels), each weight level `k` uses is kept at `k` with
+    /// probability `densities[k]`, independently of its value, and the draws nest: one uniform
+    /// number `u` per weight, kept at `k` when `u < densities[k]`. Densities are core first
+    /// and must not shrink; `seed` makes the draw reproducible.
+    pub fn randomize(&mut self, densities: &[f64], seed: u64) -> Result<()> {
+        crate::MaskTargets::Densities(densities.to_vec()).validate(self.num_levels)?;
+        let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+        let mut map = self.level_map_values();
+        for v in map.iter_mut() {
+            // SplitMix64: a fixed, portable generator, so the masks depend only on the seed.
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let u = (z ^ (z >> 31)) as f64 / u64::MAX as f64;
+            let first = (*v as usize..self.num_levels).find(|&k| u < densities[k]);
+            *v = first.unwrap_or(self.num_levels) as i64;
+        }
+        self.set_level_map_values(map)
+    }
+
+    /// `weight_block` (the block `ranges` of the masked weight) as level `level` uses it: the
+    /// weights the level does not use are zero, and while the level's connections are being
+    /// learned (`soft`), the rest is multiplied by the relaxed mask.
+    pub fn apply_block<const D: usize>(
+        &self,
+        weight_block: Tensor<D>,
+        level: usize,
+        ranges: [core::ops::Range<usize>; D],
+    ) -> Tensor<D> {
+        let shape: [usize; D] = core::array::from_fn(|i| self.shape[i]);
+        let full = ranges.iter().zip(shape.iter()).all(|(r, &n)| r.start == 0 && r.end == n);
+        let map = self.level_map.val().reshape(shape);
+        let map = if full { map } else { map.slice(ranges) };
+        let dropped = map.greater_elem(level as i64).to_device(&weight_block.device());
+        let weight = match self.soft.filter(|s| s.level == level && s.tau.is_finite()) {
+            Some(soft) => weight_block.clone() * soft.mask(weight_block),
+            None => weight_block,
+        };
+        weight.mask_fill(dropped, 0.0)
+    }
+
+    /// Number of weights level `level` uses within the block `ranges`.
+    pub fn count_block<const D: usize>(&self, level: usize, ranges: [core::ops::Range<usize>; D]) -> usize {
+        let shape: [usize; D] = core::array::from_fn(|i| self.shape[i]);
+        let map = self.level_map.val().reshape(shape).slice(ranges);
+        int_values(map.lower_equal_elem(level as i64).int().sum())[0] as usize
     }
 
     /// Builds the mask from a level map, checking that every value is a level or the "pruned"
@@ -101,7 +200,7 @@ impl NestedMask {
         Self::from_masks(masks)
     }
 
-    fn check_level(&self, level: usize) -> Result<()> {
+    pub(crate) fn check_level(&self, level: usize) -> Result<()> {
         if level < self.num_levels {
             Ok(())
         } else {
@@ -221,5 +320,77 @@ mod tests {
         let loaded = fresh.load_record(ModuleRecord::from_bytes(bytes).unwrap());
         loaded.level_map.val().into_data().assert_eq(&mask.level_map.val().into_data(), true);
         assert_eq!(loaded.count(0).unwrap(), mask.count(0).unwrap());
+    }
+}
+
+#[cfg(test)]
+mod learning_tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn nested(mask: &NestedMask) -> bool {
+        (0..mask.num_levels - 1).all(|k| {
+            let lower = mask.level_mask::<2>(k).unwrap();
+            let upper = mask.level_mask::<2>(k + 1).unwrap();
+            int_values(lower.bool_and(upper.bool_not()).int().sum())[0] == 0
+        })
+    }
+
+    #[test]
+    fn dropping_from_a_level_keeps_the_masks_nested() {
+        let device = Device::flex();
+        device.seed(4);
+        let w = Tensor::<2>::random([40, 30], Distribution::Normal(0.0, 1.0), &device);
+        let values = w.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let mut mask = NestedMask::dense(&[40, 30], 3, &device).unwrap();
+        // Full level to core, growing thresholds, as weight connection learning does.
+        for (level, tau) in [(2, 0.2f32), (1, 0.6), (0, 1.2)] {
+            mask.drop_from_level(level, |i| values[i].abs() > tau).unwrap();
+            assert!(nested(&mask), "after the stage of level {level}");
+        }
+        let expected = NestedMask::from_thresholds(w, &[1.2, 0.6, 0.2]).unwrap();
+        assert_eq!(mask.level_map_values(), expected.level_map_values());
+        assert!(matches!(mask.drop_from_level(3, |_| true), Err(PruneError::LevelOutOfRange { .. })));
+    }
+
+    #[test]
+    fn random_masks_reach_their_densities_and_nest() {
+        let device = Device::flex();
+        let mut mask = NestedMask::dense(&[200, 100], 3, &device).unwrap();
+        mask.randomize(&[0.2, 0.5, 1.0], 7).unwrap();
+        assert!(nested(&mask));
+        for (level, d) in [(0, 0.2), (1, 0.5), (2, 1.0)] {
+            assert!((mask.density(level).unwrap() - d).abs() < 0.01, "level {level}");
+        }
+        let mut again = NestedMask::dense(&[200, 100], 3, &device).unwrap();
+        again.randomize(&[0.2, 0.5, 1.0], 7).unwrap();
+        assert_eq!(again.level_map_values(), mask.level_map_values());
+        assert!(matches!(
+            mask.randomize(&[0.5, 0.2, 1.0], 7),
+            Err(PruneError::DensitiesNotIncreasing { .. })
+        ));
+        assert!(matches!(
+            mask.randomize(&[0.0, 0.5, 1.0], 7),
+            Err(PruneError::InvalidDensity { level: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn soft_threshold_applies_to_its_level_only() {
+        let device = Device::flex();
+        let w = Tensor::<2>::from_floats([[0.1, -0.5], [0.9, 0.02]], &device);
+        let mut mask = NestedMask::dense(&[2, 2], 2, &device).unwrap();
+        mask.soft = Some(SoftThreshold { level: 0, tau: 0.3, gamma: 1e5 });
+        let core = mask.apply_block(w.clone(), 0, [0..2, 0..2]);
+        core.into_data().assert_approx_eq::<f32>(
+            &TensorData::from([[0.0f32, -0.5], [0.9, 0.0]]),
+            burn::tensor::Tolerance::absolute(1e-6),
+        );
+        let full = mask.apply_block(w.clone(), 1, [0..2, 0..2]);
+        full.into_data().assert_eq(&w.clone().into_data(), true);
+        // A block of the weight, as a channel-scheduled level uses it.
+        let block = mask.apply_block(w.slice(s![0..1, 0..2]), 0, [0..1, 0..2]);
+        assert_eq!(block.dims(), [1, 2]);
+        assert_eq!(mask.count_block(1, [0..1, 0..2]), 2);
     }
 }

@@ -59,6 +59,12 @@ impl ChannelSchedule {
     /// that shrink, a full level that does not use every channel, an unknown or missing layer,
     /// or two consecutive levels that are the same network.
     pub fn new(spec: &LevelSpec, layers: &[ScheduledLayer]) -> Result<Self> {
+        Self::new_with(spec, layers, false)
+    }
+
+    /// [`new`](Self::new), optionally accepting consecutive levels of equal widths (for
+    /// models whose levels also differ by their weight masks).
+    pub fn new_with(spec: &LevelSpec, layers: &[ScheduledLayer], allow_equal_levels: bool) -> Result<Self> {
         spec.validate()?;
         let num_levels = spec.num_levels();
         let resolved = match spec {
@@ -106,7 +112,7 @@ impl ChannelSchedule {
             check_widths(layer)?;
         }
         for level in 1..num_levels {
-            if resolved.iter().all(|l| l.widths[level] == l.widths[level - 1]) {
+            if !allow_equal_levels && resolved.iter().all(|l| l.widths[level] == l.widths[level - 1]) {
                 return Err(ScheduleError::DuplicateLevel { level });
             }
         }
@@ -276,5 +282,10 @@ mod tests {
         let dup: LevelSpec = "conv1=8,8,32;conv2=16,16,64;fc1=32,32,128".parse().unwrap();
         let err = ChannelSchedule::new(&dup, &mnist_layers()).unwrap_err();
         assert_eq!(err, ScheduleError::DuplicateLevel { level: 1 });
+        // Levels that differ by their masks only may share their widths.
+        let same: LevelSpec = "1,1,1".parse().unwrap();
+        assert!(ChannelSchedule::new(&same, &mnist_layers()).is_err());
+        let s = ChannelSchedule::new_with(&same, &mnist_layers(), true).unwrap();
+        assert_eq!(s.widths("conv1").unwrap(), &[32, 32, 32]);
     }
 }

@@ -16,9 +16,9 @@ pub enum ScheduleError {
         /// Its ratio.
         ratio: f64,
     },
-    /// Width ratios are not strictly increasing from the core to the full level.
+    /// Width ratios shrink from the core to the full level.
     #[error(
-        "level {level}: width ratio {ratio} is not larger than level {}'s ratio {previous} \
+        "level {level}: width ratio {ratio} is smaller than level {}'s ratio {previous} \
          (levels go from the core, smallest, to the full network, largest)",
         level - 1
     )]
@@ -127,7 +127,11 @@ pub enum ScheduleError {
         layer: String,
     },
     /// Two consecutive levels are the same network.
-    #[error("level {level} uses exactly the same channels as level {} in every layer", level - 1)]
+    #[error(
+        "level {level} uses exactly the same channels as level {} in every layer \
+         (levels of equal width must differ by their weight masks: mask some layers)",
+        level - 1
+    )]
     DuplicateLevel {
         /// The level that repeats the one below.
         level: usize,

@@ -26,8 +26,9 @@ pub struct LayerChannels {
 #[serde(rename_all = "snake_case")]
 pub enum LevelSpec {
     /// One width ratio per level, applied to every scheduled layer: level `k` of a layer with
-    /// `c` channels uses `round(ratio_k · c)` leading channels. Ratios must be strictly
-    /// increasing, in `(0, 1]`, and the last must be `1.0` (the full network).
+    /// `c` channels uses `round(ratio_k · c)` leading channels. Ratios must not decrease, lie
+    /// in `(0, 1]`, and the last must be `1.0` (the full network). Equal ratios are only
+    /// accepted by models whose levels also differ by their weight masks.
     Ratios(Vec<f64>),
     /// Explicit channel counts for every scheduled layer.
     Channels(Vec<LayerChannels>),
@@ -48,7 +49,7 @@ impl LevelSpec {
     }
 
     /// Checks the parts of the specification that do not depend on the model: at least one
-    /// level; ratios in `(0, 1]`, strictly increasing, ending at `1.0`; explicit counts with
+    /// level; ratios in `(0, 1]`, never decreasing, ending at `1.0`; explicit counts with
     /// the same number of levels for every layer and no layer listed twice.
     pub fn validate(&self) -> Result<()> {
         match self {
@@ -61,7 +62,7 @@ impl LevelSpec {
                     if !(ratio > 0.0 && ratio <= 1.0) {
                         return Err(ScheduleError::RatioOutOfRange { level, ratio });
                     }
-                    if level > 0 && ratio <= ratios[level - 1] {
+                    if level > 0 && ratio < ratios[level - 1] {
                         return Err(ScheduleError::RatiosNotIncreasing {
                             level,
                             ratio,

@@ -9,7 +9,7 @@ use nestednet_models::NestedMnistCnnConfig;
 use serde::{Deserialize, Serialize};
 
 // `Result` stays qualified: `#[derive(Config)]` expands to code naming the prelude's `Result`.
-use crate::TrainError;
+use crate::{MaskingConfig, Phase, TrainError};
 
 /// Version of the run-folder layout and record paths; bumped whenever an old run folder could
 /// no longer be loaded.
@@ -197,7 +197,8 @@ pub struct TrainingConfig {
     /// Learning-rate schedule.
     #[config(default = "LrSchedule::Constant")]
     pub lr_schedule: LrSchedule,
-    /// Number of epochs.
+    /// Number of epochs of joint training (after the mask stages or dense pre-training, when
+    /// masks are learned or pruned: see [`epoch_plan`](Self::epoch_plan)).
     #[config(default = 2)]
     pub epochs: usize,
     /// Batch size.
@@ -210,6 +211,9 @@ pub struct TrainingConfig {
     pub level_loss_weights: Option<Vec<f64>>,
     /// Use only the first `train_limit` training images (quick runs and tests).
     pub train_limit: Option<usize>,
+    /// Nested unstructured masks (weight connection learning or a baseline); `None` for
+    /// channel scheduling alone. The masked layers are named in the model configuration.
+    pub masking: Option<MaskingConfig>,
     /// Layout version of the run folder.
     #[config(default = 1)]
     pub format_version: u32,
@@ -234,6 +238,14 @@ impl TrainingConfig {
         if self.batch_size == 0 {
             return Err(TrainError::Invalid("batch size must be at least 1".into()));
         }
+        if let Some(masking) = &self.masking {
+            masking.validate(self.model.levels.num_levels())?;
+            if self.model.masked_layers.is_empty() {
+                return Err(TrainError::Invalid(
+                    "masks were requested but the model masks no layer (set masked_layers)".into(),
+                ));
+            }
+        }
         if self.format_version != FORMAT_VERSION {
             return Err(TrainError::Invalid(format!(
                 "run format version {} is not supported (this build reads version {FORMAT_VERSION})",
@@ -241,6 +253,27 @@ impl TrainingConfig {
             )));
         }
         Ok(())
+    }
+
+    /// How the levels are made, for reports: `channels`, or the mask method and its targets
+    /// (e.g. `weights, densities 0.33,0.5,1`).
+    pub fn method_name(&self) -> String {
+        match &self.masking {
+            None => "channels".into(),
+            Some(m) => {
+                let method = match m.method {
+                    crate::MaskMethod::Learned => "weights",
+                    crate::MaskMethod::Random => "random",
+                    crate::MaskMethod::Magnitude => "magnitude",
+                };
+                format!("{method}, {}", m.targets)
+            }
+        }
+    }
+
+    /// The phase of every epoch of the run, in order.
+    pub fn epoch_plan(&self) -> Vec<Phase> {
+        crate::epoch_plan(self.masking.as_ref(), self.model.levels.num_levels(), self.epochs)
     }
 }
 

@@ -17,6 +17,9 @@ pub enum TrainError {
     /// Level-loss weights are invalid.
     #[error(transparent)]
     Head(#[from] nestednet_heads::HeadError),
+    /// A mask request or mask operation is invalid.
+    #[error(transparent)]
+    Prune(#[from] nestednet_prune::PruneError),
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

@@ -12,6 +12,11 @@
 //!   all `float32` except `num_batches_tracked` (`int64`, shape `[]`). The file's metadata holds
 //!   `format = pt`, the level, and the configuration as JSON under `nestednet.config`.
 //!   `scripts/load_exported.py` shows the PyTorch side.
+//! - **sparse safetensors** (`FILE.sparse.safetensors`): the same, except that each masked
+//!   weight `W` (each convolution or linear weight that is smaller so) is stored in compressed sparse form as `W.values` (`float32`), `W.indices` and
+//!   `W.pointers` (`uint8`, `uint16` or `uint32`, the smallest the shape allows), with the
+//!   layout (dense shape in PyTorch's layout, split axis, `csr` or `csc`) as JSON in the
+//!   metadata under `nestednet.sparse.W`. See [`nestednet_prune::SparseTensor`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +26,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::prelude::*;
 use nestednet_models::{MnistCnn, MnistCnnConfig, NestedMnistCnn};
+use nestednet_prune::{IndexArray, SparseLayout, SparseTensor};
 use nestednet_schedule::check_level;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
@@ -35,14 +41,21 @@ pub enum ExportFormat {
     Burnpack,
     /// safetensors with PyTorch names and layouts.
     Safetensors,
+    /// safetensors with the masked weights in compressed sparse form.
+    SparseSafetensors,
 }
 
 impl ExportFormat {
-    /// The format a file name suggests: `.safetensors` → safetensors, anything else → burnpack.
+    /// The format a file name suggests: `.sparse.safetensors` → sparse safetensors,
+    /// `.safetensors` → safetensors, anything else → burnpack.
     pub fn from_path(path: &Path) -> Self {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("safetensors") => Self::Safetensors,
-            _ => Self::Burnpack,
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.ends_with(".sparse.safetensors") {
+            Self::SparseSafetensors
+        } else if name.ends_with(".safetensors") {
+            Self::Safetensors
+        } else {
+            Self::Burnpack
         }
     }
 }
@@ -53,8 +66,9 @@ impl core::str::FromStr for ExportFormat {
         match s {
             "burnpack" | "bpk" => Ok(Self::Burnpack),
             "safetensors" => Ok(Self::Safetensors),
+            "sparse" | "sparse-safetensors" => Ok(Self::SparseSafetensors),
             other => Err(TrainError::Invalid(format!(
-                "unknown export format `{other}` (use burnpack or safetensors)"
+                "unknown export format `{other}` (use burnpack, safetensors or sparse)"
             ))),
         }
     }
@@ -96,8 +110,9 @@ pub fn export_level(
             write_atomic(&config_path, &serde_json::to_vec_pretty(&config).expect("config serializes"))?;
             (bytes, Some(config_path))
         }
-        ExportFormat::Safetensors => {
-            let bytes = safetensors_bytes(&plain, &config, level, path)?;
+        ExportFormat::Safetensors | ExportFormat::SparseSafetensors => {
+            let sparse = format == ExportFormat::SparseSafetensors;
+            let bytes = safetensors_bytes(&plain, &config, level, path, sparse)?;
             write_atomic(path, &bytes)?;
             (bytes, None)
         }
@@ -131,13 +146,12 @@ fn f32_bytes<const D: usize>(t: Tensor<D>) -> Vec<u8> {
         .collect()
 }
 
-fn safetensors_bytes(
-    model: &MnistCnn,
-    config: &MnistCnnConfig,
-    level: usize,
-    path: &Path,
-) -> Result<Vec<u8>> {
-    let mut tensors: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = Vec::new();
+/// One tensor to write: name, shape, dtype, little-endian bytes.
+type NamedTensor = (String, Vec<usize>, Dtype, Vec<u8>);
+
+/// The level's tensors with PyTorch's names and layouts.
+fn pytorch_tensors(model: &MnistCnn) -> Vec<NamedTensor> {
+    let mut tensors: Vec<NamedTensor> = Vec::new();
     let mut push = |name: String, shape: Vec<usize>, dtype: Dtype, data: Vec<u8>| {
         tensors.push((name, shape, dtype, data))
     };
@@ -169,7 +183,83 @@ fn safetensors_bytes(
     };
     linear("fc1", &model.fc1);
     linear("fc2", &model.fc2);
+    tensors
+}
 
+fn index_dtype(indices: &IndexArray) -> Dtype {
+    match indices {
+        IndexArray::U8(_) => Dtype::U8,
+        IndexArray::U16(_) => Dtype::U16,
+        IndexArray::U32(_) => Dtype::U32,
+    }
+}
+
+/// Replaces every `*.weight` of a convolution or linear layer by its sparse arrays; returns
+/// the layouts for the metadata.
+fn sparsify(tensors: Vec<NamedTensor>) -> (Vec<NamedTensor>, Vec<(String, SparseLayout)>) {
+    let mut out = Vec::new();
+    let mut layouts = Vec::new();
+    for (name, shape, dtype, data) in tensors {
+        let is_weight = (name.starts_with("conv") || name.starts_with("fc")) && name.ends_with(".weight");
+        if !is_weight {
+            out.push((name, shape, dtype, data));
+            continue;
+        }
+        let values: Vec<f32> =
+            data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let sparse = SparseTensor::from_dense(&values, &shape);
+        if sparse.bytes() >= data.len() {
+            // A dense (unmasked) weight is smaller stored densely.
+            out.push((name, shape, dtype, data));
+            continue;
+        }
+        let nnz = sparse.nnz();
+        out.push((format!("{name}.values"), vec![nnz], Dtype::F32, f32_slice_bytes(&sparse.values)));
+        out.push((
+            format!("{name}.indices"),
+            vec![sparse.indices.len()],
+            index_dtype(&sparse.indices),
+            sparse.indices.to_le_bytes(),
+        ));
+        out.push((
+            format!("{name}.pointers"),
+            vec![sparse.pointers.len()],
+            index_dtype(&sparse.pointers),
+            sparse.pointers.to_le_bytes(),
+        ));
+        layouts.push((name, sparse.layout));
+    }
+    (out, layouts)
+}
+
+fn f32_slice_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn safetensors_bytes(
+    model: &MnistCnn,
+    config: &MnistCnnConfig,
+    level: usize,
+    path: &Path,
+    sparse: bool,
+) -> Result<Vec<u8>> {
+    let mut metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("nestednet.level".to_string(), level.to_string()),
+        ("nestednet.model".to_string(), "mnist-cnn".to_string()),
+        ("nestednet.config".to_string(), serde_json::to_string(config).expect("config serializes")),
+    ]);
+    let mut tensors = pytorch_tensors(model);
+    if sparse {
+        let (sparse_tensors, layouts) = sparsify(tensors);
+        tensors = sparse_tensors;
+        for (name, layout) in layouts {
+            metadata.insert(
+                format!("{SPARSE_PREFIX}{name}"),
+                serde_json::to_string(&layout).expect("layout serializes"),
+            );
+        }
+    }
     let views = tensors
         .iter()
         .map(|(name, shape, dtype, data)| {
@@ -177,40 +267,82 @@ fn safetensors_bytes(
         })
         .collect::<core::result::Result<Vec<_>, _>>()
         .map_err(|e| TrainError::Safetensors { path: path.to_path_buf(), message: e.to_string() })?;
-    let metadata = HashMap::from([
-        ("format".to_string(), "pt".to_string()),
-        ("nestednet.level".to_string(), level.to_string()),
-        ("nestednet.model".to_string(), "mnist-cnn".to_string()),
-        ("nestednet.config".to_string(), serde_json::to_string(config).expect("config serializes")),
-    ]);
     safetensors::tensor::serialize(views, Some(metadata))
         .map_err(|e| TrainError::Safetensors { path: path.to_path_buf(), message: e.to_string() })
 }
 
-/// Loads a safetensors export (PyTorch layout) into the plain Burn model on `device`.
+/// Metadata key prefix of a sparse tensor's layout.
+const SPARSE_PREFIX: &str = "nestednet.sparse.";
+
+/// Bytes of level `level` of `model` exported as dense and as sparse safetensors (computed in
+/// memory, nothing is written).
+pub fn export_sizes(model: &NestedMnistCnn, level: usize) -> Result<(usize, usize)> {
+    let (config, plain) = model.extract_level(level);
+    let path = Path::new("<in memory>");
+    let dense = safetensors_bytes(&plain, &config, level, path, false)?.len();
+    let sparse = safetensors_bytes(&plain, &config, level, path, true)?.len();
+    Ok((dense, sparse))
+}
+
+/// Loads a safetensors export (PyTorch layout, dense or sparse) into the plain Burn model on
+/// `device`. Sparse tensors are checked (pointers, index ranges and order) before use.
 pub fn load_safetensors_level(path: &Path, device: &Device) -> Result<(MnistCnnConfig, MnistCnn)> {
     let err = |message: String| TrainError::Safetensors { path: path.to_path_buf(), message };
     let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(e.to_string()))?;
-    let config_json = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("nestednet.config"))
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    let config_json = metadata
+        .get("nestednet.config")
         .ok_or_else(|| err("no `nestednet.config` metadata: not a nestednet export".into()))?;
     let config: MnistCnnConfig =
         serde_json::from_str(config_json).map_err(|e| err(format!("bad nestednet.config: {e}")))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
-    let tensor = |name: &str, shape: Vec<usize>| -> Result<TensorData> {
+    let raw = |name: &str, dtypes: &[Dtype]| -> Result<(Vec<usize>, Dtype, &[u8])> {
         let view = st.tensor(name).map_err(|e| err(format!("tensor `{name}`: {e}")))?;
-        if view.dtype() != Dtype::F32 || view.shape() != shape.as_slice() {
-            return Err(err(format!(
-                "tensor `{name}` is {:?} {:?}, expected F32 {shape:?}",
-                view.dtype(),
-                view.shape()
-            )));
+        if !dtypes.contains(&view.dtype()) {
+            return Err(err(format!("tensor `{name}` is {:?}, expected one of {dtypes:?}", view.dtype())));
         }
-        let values: Vec<f32> =
-            view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        Ok((view.shape().to_vec(), view.dtype(), view.data()))
+    };
+    let floats = |data: &[u8]| -> Vec<f32> {
+        data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    };
+    let tensor = |name: &str, shape: Vec<usize>| -> Result<TensorData> {
+        let values = match metadata.get(&format!("{SPARSE_PREFIX}{name}")) {
+            Some(layout) => {
+                let layout: SparseLayout = serde_json::from_str(layout)
+                    .map_err(|e| err(format!("bad sparse layout of `{name}`: {e}")))?;
+                if layout.shape != shape {
+                    return Err(err(format!(
+                        "sparse tensor `{name}` has shape {:?}, expected {shape:?}",
+                        layout.shape
+                    )));
+                }
+                let index = |suffix: &str| -> Result<IndexArray> {
+                    let (_, dtype, data) =
+                        raw(&format!("{name}.{suffix}"), &[Dtype::U8, Dtype::U16, Dtype::U32])?;
+                    let width = dtype.bitsize() / 8;
+                    IndexArray::from_le_bytes(data, width)
+                        .ok_or_else(|| err(format!("`{name}.{suffix}` is not an index array")))
+                };
+                let (_, _, values) = raw(&format!("{name}.values"), &[Dtype::F32])?;
+                let sparse = SparseTensor {
+                    layout,
+                    pointers: index("pointers")?,
+                    indices: index("indices")?,
+                    values: floats(values),
+                };
+                sparse.validate(name)?;
+                sparse.to_dense()
+            }
+            None => {
+                let (found, _, data) = raw(name, &[Dtype::F32])?;
+                if found != shape {
+                    return Err(err(format!("tensor `{name}` is F32 {found:?}, expected F32 {shape:?}")));
+                }
+                floats(data)
+            }
+        };
         Ok(TensorData::new(values, shape))
     };
     let param = |data: TensorData| -> Tensor<1> { Tensor::from_data(data, device) };

@@ -11,6 +11,7 @@
 //! - [`Backend`] picks a compiled-in backend at run time.
 #![warn(missing_docs)]
 
+mod compression;
 mod config;
 mod device;
 mod error;
@@ -22,15 +23,20 @@ mod report;
 mod run;
 mod trainer;
 
+pub use compression::{
+    LayerDensity, MaskMethod, MaskingConfig, Phase, binarise_level, check_reachable, epoch_plan,
+    layer_densities, level_threshold, prune_by_magnitude, randomize_masks, set_soft_threshold,
+};
 pub use config::{FORMAT_VERSION, LrSchedule, OptimizerConfig, TrainingConfig};
 pub use device::Backend;
 pub use error::{Result, TrainError};
 pub use export::{
-    ExportFormat, ExportInfo, burnpack_config_path, export_level, load_burnpack_level, load_safetensors_level,
+    ExportFormat, ExportInfo, burnpack_config_path, export_level, export_sizes, load_burnpack_level,
+    load_safetensors_level,
 };
-pub use job::{TrainJob, run_job};
+pub use job::{TrainJob, run_job, run_magnitude_jobs};
 pub use metrics::{BarProgress, EpochMetrics, LevelTally, Progress, QuietProgress, format_levels};
 pub use plot::plot_accuracy_vs_macs;
-pub use report::{LevelReport, Report, build_report, measure_latency};
+pub use report::{LevelReport, Report, ReportContext, build_report, measure_latency};
 pub use run::{CheckpointState, RunDir, load_record, record_bytes, write_atomic};
 pub use trainer::{TrainOutcome, check_compatible, evaluate, seeded_model, train, train_step};

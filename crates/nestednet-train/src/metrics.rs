@@ -51,6 +51,16 @@ pub struct EpochMetrics {
     pub train_seconds: f64,
     /// Learning rate at the end of the epoch.
     pub learning_rate: f64,
+    /// What the epoch trained.
+    #[serde(default = "joint_phase")]
+    pub phase: crate::Phase,
+    /// The levels whose losses it trained (the others' training figures are empty).
+    #[serde(default)]
+    pub trained_levels: Vec<usize>,
+}
+
+fn joint_phase() -> crate::Phase {
+    crate::Phase::Joint
 }
 
 /// Receives training progress.
@@ -87,6 +97,7 @@ pub fn format_levels(levels: &[LevelTally]) -> String {
     levels
         .iter()
         .enumerate()
+        .filter(|(_, t)| t.total > 0)
         .map(|(k, t)| format!("L{k} loss {:.3} acc {:.1}%", t.loss(), 100.0 * t.accuracy()))
         .collect::<Vec<_>>()
         .join(" | ")
@@ -126,7 +137,11 @@ impl Progress for BarProgress {
                     .test_accuracy
                     .as_ref()
                     .map_or(String::new(), |t| format!(", test {:.2}%", 100.0 * t[k]));
-                format!("L{k}: loss {loss:.4}, train {:.2}%{test}", 100.0 * acc)
+                if m.trained_levels.is_empty() || m.trained_levels.contains(&k) {
+                    format!("L{k}: loss {loss:.4}, train {:.2}%{test}", 100.0 * acc)
+                } else {
+                    format!("L{k}: not trained{test}")
+                }
             })
             .collect::<Vec<_>>()
             .join(" | ");

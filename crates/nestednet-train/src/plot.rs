@@ -20,7 +20,9 @@ fn register_font() {
     });
 }
 
-/// Draws test accuracy against MACs per sample, one labelled point per level.
+/// Draws test accuracy against MACs per sample, one labelled point per level. When every
+/// level has the same MACs (levels that differ by their weight masks only, which the dense
+/// kernels do not skip), the x axis is the parameter count instead.
 pub fn plot_accuracy_vs_macs(report: &Report, path: &Path) -> Result<()> {
     register_font();
     let err = |e: String| TrainError::Plot { path: path.to_path_buf(), message: e };
@@ -28,14 +30,17 @@ pub fn plot_accuracy_vs_macs(report: &Report, path: &Path) -> Result<()> {
     if levels.is_empty() {
         return Err(err("the report has no level".into()));
     }
-    let max_macs = levels.iter().map(|l| l.macs).max().unwrap_or(1) as f64;
+    let by_params = levels.len() > 1 && levels.iter().all(|l| l.macs == levels[0].macs);
+    let x_of = |l: &crate::LevelReport| if by_params { l.params } else { l.macs } as f64;
+    let (what, unit) = if by_params { ("parameters", "parameters") } else { ("MACs", "MACs per sample") };
+    let max_macs = levels.iter().map(|l| x_of(l) as usize).max().unwrap_or(1) as f64;
     let min_acc = levels.iter().map(|l| l.accuracy).fold(1.0, f64::min);
     let y_low = ((min_acc * 100.0 - 2.0).floor()).max(0.0);
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("{} on {}: accuracy vs MACs per level", report.model, report.dataset),
+            format!("{} on {}: accuracy vs {what} per level", report.model, report.dataset),
             ("sans-serif", 24),
         )
         .margin(20)
@@ -46,12 +51,12 @@ pub fn plot_accuracy_vs_macs(report: &Report, path: &Path) -> Result<()> {
         .map_err(|e| err(e.to_string()))?;
     chart
         .configure_mesh()
-        .x_desc("MACs per sample (millions)")
+        .x_desc(format!("{unit} (millions)"))
         .y_desc("test accuracy (%)")
         .label_style(("sans-serif", 16))
         .draw()
         .map_err(|e| err(e.to_string()))?;
-    let points: Vec<(f64, f64)> = levels.iter().map(|l| (l.macs as f64 / 1e6, l.accuracy * 100.0)).collect();
+    let points: Vec<(f64, f64)> = levels.iter().map(|l| (x_of(l) / 1e6, l.accuracy * 100.0)).collect();
     chart
         .draw_series(LineSeries::new(points.clone(), BLUE.stroke_width(2)))
         .map_err(|e| err(e.to_string()))?;
@@ -90,6 +95,9 @@ mod tests {
             latency_ms_b1: 0.1,
             latency_ms_b256: 1.0,
             widths: vec![],
+            layers: vec![],
+            dense_bytes: 0,
+            sparse_bytes: 0,
         };
         let report = Report {
             model: "mnist-cnn".into(),
@@ -97,6 +105,7 @@ mod tests {
             backend: "flex".into(),
             levels: vec![level(0, 0.95, 300_000), level(1, 0.97, 4_000_000)],
             train_seconds_per_epoch: None,
+            method: "channels".into(),
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plot.png");

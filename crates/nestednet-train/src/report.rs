@@ -9,7 +9,10 @@ use nestednet_data::ImageSet;
 use nestednet_models::{NestedClassifier, NestedMnistCnn};
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, RunDir, TrainError, evaluate, record_bytes, write_atomic};
+use crate::{
+    LayerDensity, Result, RunDir, TrainError, evaluate, export_sizes, layer_densities, record_bytes,
+    write_atomic,
+};
 
 /// One level's line of the report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -38,6 +41,15 @@ pub struct LevelReport {
     pub latency_ms_b256: f64,
     /// Output channels of every scheduled layer at this level.
     pub widths: Vec<(String, usize)>,
+    /// Weights the level uses in each layer, of those in its channel block (masks applied).
+    #[serde(default)]
+    pub layers: Vec<LayerDensity>,
+    /// Bytes of the level exported as dense safetensors (pruned weights stored as zeros).
+    #[serde(default)]
+    pub dense_bytes: usize,
+    /// Bytes of the level exported as sparse safetensors (masked weights compressed).
+    #[serde(default)]
+    pub sparse_bytes: usize,
 }
 
 /// The report of a run, written as `report.json`.
@@ -53,6 +65,9 @@ pub struct Report {
     pub levels: Vec<LevelReport>,
     /// Mean training seconds per epoch, when the report follows a training run.
     pub train_seconds_per_epoch: Option<f64>,
+    /// How the levels were made: `channels`, or the mask method and its targets.
+    #[serde(default)]
+    pub method: String,
 }
 
 /// Median wall-clock milliseconds of `forward_level` at `batch` on random inputs, after warm-up.
@@ -85,15 +100,27 @@ pub fn measure_latency<M: NestedClassifier>(
     times[times.len() / 2]
 }
 
+/// What a report says about where its figures come from.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportContext<'a> {
+    /// Model name (`mnist-cnn`).
+    pub model: &'a str,
+    /// Data set name.
+    pub dataset: &'a str,
+    /// Backend the latencies are measured on.
+    pub backend: &'a str,
+    /// How the levels were made (see `TrainingConfig::method_name`).
+    pub method: &'a str,
+    /// Mean training seconds per joint epoch, when the report follows a training run.
+    pub train_seconds_per_epoch: Option<f64>,
+}
+
 /// Builds the report of `model` (evaluation mode, plain device) on `test`.
 pub fn build_report(
     model: &NestedMnistCnn,
-    model_name: &str,
-    dataset: &str,
-    backend: &str,
+    context: ReportContext<'_>,
     test: Arc<ImageSet>,
     device: &Device,
-    train_seconds_per_epoch: Option<f64>,
 ) -> Result<Report> {
     let accuracies = evaluate(model, test, 256, device)?;
     let full_params = model.level_cost(model.num_levels() - 1).params;
@@ -101,6 +128,7 @@ pub fn build_report(
     for (level, tally) in accuracies.iter().enumerate() {
         let cost = model.level_cost(level);
         let (_, exported) = model.extract_level(level);
+        let (dense_bytes, sparse_bytes) = export_sizes(model, level)?;
         levels.push(LevelReport {
             level,
             accuracy: tally.accuracy(),
@@ -119,14 +147,18 @@ pub fn build_report(
                 ("fc1".into(), model.fc1.level_dims(level).1),
                 ("fc2".into(), model.fc2.level_dims(level).1),
             ],
+            layers: layer_densities(model, level),
+            dense_bytes,
+            sparse_bytes,
         });
     }
     Ok(Report {
-        model: model_name.into(),
-        dataset: dataset.into(),
-        backend: backend.into(),
+        model: context.model.into(),
+        dataset: context.dataset.into(),
+        backend: context.backend.into(),
         levels,
-        train_seconds_per_epoch,
+        train_seconds_per_epoch: context.train_seconds_per_epoch,
+        method: context.method.into(),
     })
 }
 
@@ -148,6 +180,7 @@ impl Report {
             "| level | widths (conv1/conv2/fc1) | accuracy | params | density | MACs/sample | export bytes | latency b1 (ms) | latency b256 (ms) |\n\
              |---|---|---|---|---|---|---|---|---|\n",
         );
+        let masked = self.levels.iter().any(|l| l.sparse_bytes < l.dense_bytes);
         for l in &self.levels {
             let widths = l.widths.iter().take(3).map(|(_, w)| w.to_string()).collect::<Vec<_>>().join("/");
             out.push_str(&format!(
@@ -161,6 +194,39 @@ impl Report {
                 l.export_bytes,
                 l.latency_ms_b1,
                 l.latency_ms_b256
+            ));
+        }
+        if masked {
+            out.push_str(&self.sparsity_table());
+        }
+        out
+    }
+
+    /// Per-level weight density of every layer and the dense vs sparse export sizes.
+    pub fn sparsity_table(&self) -> String {
+        let names: Vec<&str> = self
+            .levels
+            .first()
+            .map(|l| l.layers.iter().map(|d| d.name.as_str()).collect())
+            .unwrap_or_default();
+        let mut out = format!(
+            "\n| level | {} | total density | compression | dense bytes | sparse bytes | sparse / dense |\n|---|{}---|---|---|---|---|\n",
+            names.join(" | "),
+            "---|".repeat(names.len())
+        );
+        let full = self.levels.last().map_or(1, |l| l.params.max(1));
+        for l in &self.levels {
+            let layers: Vec<String> =
+                l.layers.iter().map(|d| format!("{:.3}", d.kept as f64 / d.total.max(1) as f64)).collect();
+            out.push_str(&format!(
+                "| {} | {} | {:.4} | {:.2}x | {} | {} | {:.3} |\n",
+                l.level,
+                layers.join(" | "),
+                l.density,
+                full as f64 / l.params.max(1) as f64,
+                l.dense_bytes,
+                l.sparse_bytes,
+                l.sparse_bytes as f64 / l.dense_bytes.max(1) as f64
             ));
         }
         out

@@ -64,6 +64,9 @@ pub struct CheckpointState {
     pub dir: String,
     /// Metrics of every completed epoch.
     pub history: Vec<EpochMetrics>,
+    /// `(level, τ)` at which each learned or pruned mask was binarised, in order.
+    #[serde(default)]
+    pub thresholds: Vec<(usize, f64)>,
 }
 
 /// A run folder.

@@ -10,8 +10,12 @@ use nestednet_data::{ImageSet, epoch_loader};
 use nestednet_heads::{JointLoss, correct_count, cross_entropy};
 use nestednet_models::{NestedClassifier, NestedMnistCnn, NestedMnistCnnConfig};
 
+use nestednet_prune::{MaskTargets, SoftThreshold};
+
 use crate::{
-    CheckpointState, EpochMetrics, LevelTally, Progress, Result, RunDir, TrainError, TrainingConfig,
+    CheckpointState, EpochMetrics, LevelTally, MaskMethod, Phase, Progress, Result, RunDir, TrainError,
+    TrainingConfig, binarise_level, check_reachable, level_threshold, prune_by_magnitude, randomize_masks,
+    set_soft_threshold,
 };
 
 /// Checks that a data set fits a model: image shape, and that every level predicts as many
@@ -55,7 +59,22 @@ pub fn train_step<M: NestedClassifier>(
     labels: Tensor<1, Int>,
     learning_rate: f64,
 ) -> (M, Vec<(f64, usize)>) {
-    let logits = model.forward_all(images);
+    let levels: Vec<usize> = (0..model.num_levels()).collect();
+    train_step_levels(model, optim, joint, images, labels, learning_rate, &levels)
+}
+
+/// [`train_step`] on some of the levels only (`joint` weighs their losses, in the order
+/// given): a mask-learning stage trains one level alone.
+pub fn train_step_levels<M: NestedClassifier>(
+    model: M,
+    optim: &mut ModuleOptimizer,
+    joint: &JointLoss,
+    images: Tensor<4>,
+    labels: Tensor<1, Int>,
+    learning_rate: f64,
+    levels: &[usize],
+) -> (M, Vec<(f64, usize)>) {
+    let logits: Vec<Tensor<2>> = levels.iter().map(|&k| model.forward_level(images.clone(), k)).collect();
     let losses: Vec<Tensor<1>> = logits.iter().map(|l| cross_entropy(l.clone(), labels.clone())).collect();
     let correct: Vec<Tensor<1, Int>> =
         logits.into_iter().map(|l| correct_count(l.detach(), labels.clone())).collect();
@@ -99,11 +118,14 @@ pub fn train(
         (true, true) => {
             let stored = run.load_config()?;
             let json = |c: &TrainingConfig| serde_json::to_value(&c.model).expect("config serializes");
-            if json(&stored) != json(config) || stored.seed != config.seed || stored.dataset != config.dataset
+            if json(&stored) != json(config)
+                || stored.seed != config.seed
+                || stored.dataset != config.dataset
+                || stored.masking != config.masking
             {
                 return Err(TrainError::Run {
                     path: run.path().to_path_buf(),
-                    reason: "holds a run with a different model, data set or seed; resume it with its own config.json".into(),
+                    reason: "holds a run with a different model, data set, seed or masks; resume it with its own config.json".into(),
                 });
             }
             run.create(config)?;
@@ -111,11 +133,12 @@ pub fn train(
                 Some((state, model, optim)) => {
                     progress.message(&format!(
                         "resuming after epoch {} of {}",
-                        state.epochs_completed, config.epochs
+                        state.epochs_completed,
+                        config.epoch_plan().len()
                     ));
                     (model, optim, state)
                 }
-                None => fresh(config, &train_device),
+                None => fresh(config, &train_device)?,
             }
         }
         (true, false) => {
@@ -126,7 +149,7 @@ pub fn train(
         }
         (false, _) => {
             run.create(config)?;
-            fresh(config, &train_device)
+            fresh(config, &train_device)?
         }
     };
     check_compatible(&model, &train, "training")?;
@@ -134,11 +157,47 @@ pub fn train(
         check_compatible(&model, test, "test")?;
     }
 
+    if let Some(masking) = &config.masking {
+        check_reachable(&model, masking)?;
+    }
+
+    let plan = config.epoch_plan();
     let batches_per_epoch = train.len().div_ceil(config.batch_size);
-    let total_steps = batches_per_epoch * config.epochs;
+    let total_steps = batches_per_epoch * plan.len();
     let augment = config.dataset.train_augment();
-    for epoch in state.epochs_completed..config.epochs {
-        progress.epoch_start(epoch, config.epochs, batches_per_epoch);
+    for epoch in state.epochs_completed..plan.len() {
+        let phase = plan[epoch];
+        let starts_phase = epoch == 0 || plan[epoch - 1] != phase;
+        let ends_phase = epoch + 1 == plan.len() || plan[epoch + 1] != phase;
+        if starts_phase {
+            progress.message(&format!("epoch {}: {phase}", epoch + 1));
+            if epoch > 0 {
+                // Each phase optimises a different objective: its own optimizer state.
+                optim = config.optimizer.init();
+            }
+        }
+        let masking = config.masking.as_ref();
+        if let (Some(m), Phase::Joint, true) = (masking, phase, starts_phase)
+            && m.method == MaskMethod::Magnitude
+            && epoch > 0
+        {
+            prune_by_magnitude(&mut model, m)?;
+            progress.message(&format!("pruned by magnitude to {}", m.targets));
+        }
+        let mut soft = match (masking, phase) {
+            (Some(m), Phase::Mask(level)) => {
+                let soft = SoftThreshold { level, tau: level_threshold(&model, m, level)?, gamma: m.gamma };
+                set_soft_threshold(&mut model, Some(soft));
+                Some(soft)
+            }
+            _ => None,
+        };
+        let levels = phase.levels(num_levels);
+        let phase_joint = match phase {
+            Phase::Mask(_) => JointLoss::new(1, None)?,
+            _ => joint.clone(),
+        };
+        progress.epoch_start(epoch, plan.len(), batches_per_epoch);
         let loader = epoch_loader(
             train.clone(),
             config.batch_size,
@@ -157,9 +216,10 @@ pub fn train(
             lr =
                 config.lr_schedule.learning_rate(config.learning_rate, epoch, state.global_step, total_steps);
             let [n, _, _, _] = batch.images.dims();
-            let (next, stats) = train_step(model, &mut optim, &joint, batch.images, batch.labels, lr);
+            let (next, stats) =
+                train_step_levels(model, &mut optim, &phase_joint, batch.images, batch.labels, lr, &levels);
             model = next;
-            for (tally, (loss, correct)) in tallies.iter_mut().zip(stats) {
+            for (&level, (loss, correct)) in levels.iter().zip(stats) {
                 if !loss.is_finite() {
                     return Err(TrainError::Invalid(format!(
                         "the training loss diverged (not finite) at epoch {}, step {}; lower the learning rate",
@@ -167,10 +227,33 @@ pub fn train(
                         state.global_step
                     )));
                 }
-                tally.add(loss, correct, n);
+                tallies[level].add(loss, correct, n);
             }
             state.global_step += 1;
+            // With density targets, τ follows the weights as they move.
+            if let (Some(m), Some(s)) = (masking, soft.as_mut())
+                && matches!(m.targets, MaskTargets::Densities(_))
+                && state.global_step.is_multiple_of(m.recalibrate_every)
+            {
+                s.tau = level_threshold(&model, m, s.level)?;
+                set_soft_threshold(&mut model, Some(*s));
+            }
             progress.batch_done(&tallies);
+        }
+        if let (Some(m), Some(mut s), true) = (masking, soft, ends_phase) {
+            if matches!(m.targets, MaskTargets::Densities(_)) {
+                s.tau = level_threshold(&model, m, s.level)?;
+            }
+            let dropped = binarise_level(&mut model, s)?;
+            if s.tau.is_finite() {
+                progress.message(&format!(
+                    "level {}: binarised the mask at tau = {:.6} ({dropped} weights dropped)",
+                    s.level, s.tau
+                ));
+                state.thresholds.push((s.level, s.tau));
+            } else {
+                progress.message(&format!("level {}: every weight kept (density 1)", s.level));
+            }
         }
         let train_seconds = start.elapsed().as_secs_f64();
         let test_accuracy = match &test {
@@ -188,6 +271,8 @@ pub fn train(
             test_accuracy,
             train_seconds,
             learning_rate: lr,
+            phase,
+            trained_levels: levels,
         };
         state.epochs_completed = epoch + 1;
         state.dir = format!("checkpoints/epoch-{:04}", epoch + 1);
@@ -227,11 +312,19 @@ pub fn seeded_model(config: &NestedMnistCnnConfig, seed: u64, device: &Device) -
 fn fresh(
     config: &TrainingConfig,
     train_device: &Device,
-) -> (NestedMnistCnn, ModuleOptimizer, CheckpointState) {
-    let model = seeded_model(&config.model, config.seed, train_device);
-    let state =
-        CheckpointState { epochs_completed: 0, global_step: 0, dir: String::new(), history: Vec::new() };
-    (model, config.optimizer.init(), state)
+) -> Result<(NestedMnistCnn, ModuleOptimizer, CheckpointState)> {
+    let mut model = seeded_model(&config.model, config.seed, train_device);
+    if let Some(m) = config.masking.as_ref().filter(|m| m.method == MaskMethod::Random) {
+        randomize_masks(&mut model, m, config.seed)?;
+    }
+    let state = CheckpointState {
+        epochs_completed: 0,
+        global_step: 0,
+        dir: String::new(),
+        history: Vec::new(),
+        thresholds: Vec::new(),
+    };
+    Ok((model, config.optimizer.init(), state))
 }
 
 /// Accuracy (and mean loss) of every level of `model` on `set`, in batches of `batch_size`.

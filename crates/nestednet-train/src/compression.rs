@@ -1,0 +1,329 @@
+//! Weight connection learning and its baselines: how the nested unstructured masks of a run
+//! are made (paper, Sec. 4.1 and Table 1).
+//!
+//! - [`MaskMethod::Learned`] (NestedNet): one mask-learning stage per level, **from the full
+//!   level down to the core**. Stage `s` trains level `s` alone with the relaxed mask
+//!   `tanh(γ · relu(|w| − τ_s))` (Eq. 3) on the weights level `s + 1` kept, then binarises it
+//!   ([`BINARY_MASK_THRESHOLD`](nestednet_prune::BINARY_MASK_THRESHOLD)); the weights it drops
+//!   move up to level `s + 1` in the level map, so the masks nest by construction. Stage
+//!   `s − 1` then starts from these weights. The shared weights outside level `s`'s mask are
+//!   *not* zeroed (higher levels still use them); they simply get no gradient in later stages.
+//!   After the last (core) stage, every level is trained jointly with the fixed masks (Eq. 5).
+//!   With **density** targets, τ_s is the global magnitude threshold that keeps the requested
+//!   fraction, re-derived at the start of every epoch, every `recalibrate_every` steps and
+//!   once more just before binarising, so the measured density matches the request; with
+//!   **threshold** targets, τ_s is used as given (one global value per level, as in the paper).
+//! - [`MaskMethod::Random`] (the paper's ablation): random nested masks of the same densities,
+//!   drawn once at initialisation, then joint training.
+//! - [`MaskMethod::Magnitude`] (Han et al.): dense training for `stage_epochs`, one-shot
+//!   magnitude pruning to each level's density, then fine-tuning with the masks fixed. With a
+//!   single level this is exactly Han et al.'s prune-and-retrain, one network per ratio.
+//!
+//! Densities count every trainable parameter of a level (as compression ratios do): the
+//! weights of the layers that stay dense, biases and batch norms are never pruned, and the
+//! masked weights make up the rest.
+
+use nestednet_models::NestedClassifier;
+use nestednet_prune::{MaskTargets, PruneError, SoftThreshold, threshold_keeping};
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, TrainError};
+
+/// How a run's masks are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskMethod {
+    /// NestedNet's weight connection learning (relaxed masks, full level to core).
+    Learned,
+    /// Random nested masks of the same densities (ablation).
+    Random,
+    /// Magnitude pruning after dense training, then fine-tuning (Han et al.).
+    Magnitude,
+}
+
+impl core::str::FromStr for MaskMethod {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "learned" | "weights" => Ok(Self::Learned),
+            "random" => Ok(Self::Random),
+            "magnitude" => Ok(Self::Magnitude),
+            other => Err(TrainError::Invalid(format!(
+                "unknown mask method `{other}` (use weights, random or magnitude)"
+            ))),
+        }
+    }
+}
+
+/// The weight-mask part of a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaskingConfig {
+    /// How the masks are made.
+    pub method: MaskMethod,
+    /// What each level must reach (densities or thresholds), core first.
+    pub targets: MaskTargets,
+    /// Slope γ of the relaxed mask.
+    pub gamma: f64,
+    /// Epochs of each mask-learning stage (`Learned`) or of dense pre-training (`Magnitude`).
+    pub stage_epochs: usize,
+    /// With density targets, steps between re-derivations of τ during a stage.
+    pub recalibrate_every: usize,
+}
+
+impl MaskingConfig {
+    /// Masks made by `method` for `targets`, with the paper's γ, one epoch per stage and τ
+    /// re-derived every 25 steps.
+    pub fn new(method: MaskMethod, targets: MaskTargets) -> Self {
+        Self {
+            method,
+            targets,
+            gamma: nestednet_prune::DEFAULT_GAMMA,
+            stage_epochs: 1,
+            recalibrate_every: 25,
+        }
+    }
+
+    /// Checks the settings against a model of `num_levels` levels.
+    pub fn validate(&self, num_levels: usize) -> Result<()> {
+        self.targets.validate(num_levels)?;
+        if !(self.gamma.is_finite() && self.gamma > 0.0) {
+            return Err(TrainError::Invalid(format!(
+                "mask slope gamma must be positive, got {}",
+                self.gamma
+            )));
+        }
+        if self.method != MaskMethod::Random && self.stage_epochs == 0 {
+            return Err(TrainError::Invalid("mask stages need at least 1 epoch (stage_epochs)".into()));
+        }
+        if self.recalibrate_every == 0 {
+            return Err(TrainError::Invalid("recalibrate_every must be at least 1 step".into()));
+        }
+        if self.method != MaskMethod::Learned && !matches!(self.targets, MaskTargets::Densities(_)) {
+            return Err(TrainError::Invalid(
+                "random and magnitude masks are given by densities, not thresholds".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What an epoch of a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", content = "level", rename_all = "lowercase")]
+pub enum Phase {
+    /// Learn level `level`'s mask: that level alone, with the relaxed mask.
+    Mask(usize),
+    /// Dense training before magnitude pruning.
+    Dense,
+    /// Every level jointly with fixed masks (Eq. 5).
+    Joint,
+}
+
+impl Phase {
+    /// The levels whose losses this phase trains.
+    pub fn levels(&self, num_levels: usize) -> Vec<usize> {
+        match *self {
+            Self::Mask(level) => vec![level],
+            Self::Dense | Self::Joint => (0..num_levels).collect(),
+        }
+    }
+}
+
+impl core::fmt::Display for Phase {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Mask(level) => write!(f, "learning level {level}'s mask"),
+            Self::Dense => write!(f, "dense pre-training"),
+            Self::Joint => write!(f, "joint training"),
+        }
+    }
+}
+
+/// The phase of every epoch of a run: mask stages (full level first) or dense pre-training,
+/// then `joint_epochs` of joint training.
+pub fn epoch_plan(masking: Option<&MaskingConfig>, num_levels: usize, joint_epochs: usize) -> Vec<Phase> {
+    let mut plan = Vec::new();
+    match masking {
+        Some(m) if m.method == MaskMethod::Learned => {
+            for level in (0..num_levels).rev() {
+                plan.extend(std::iter::repeat_n(Phase::Mask(level), m.stage_epochs));
+            }
+        }
+        Some(m) if m.method == MaskMethod::Magnitude => {
+            plan.extend(std::iter::repeat_n(Phase::Dense, m.stage_epochs));
+        }
+        _ => {}
+    }
+    plan.extend(std::iter::repeat_n(Phase::Joint, joint_epochs));
+    plan
+}
+
+/// The weights of the masked layers, and how many weights a level must keep in them.
+struct MaskBudget {
+    /// Host magnitudes of each masked layer's weights (flat).
+    magnitudes: Vec<Vec<f32>>,
+    /// Each masked layer's level map (flat).
+    maps: Vec<Vec<i64>>,
+}
+
+fn masked_budget<M: NestedClassifier>(model: &M) -> MaskBudget {
+    let mut magnitudes = Vec::new();
+    let mut maps = Vec::new();
+    for (_, layer) in model.weight_layers() {
+        if let Some(mask) = layer.mask() {
+            magnitudes.push(layer.weight_values().into_iter().map(f32::abs).collect());
+            maps.push(mask.level_map_values());
+        }
+    }
+    MaskBudget { magnitudes, maps }
+}
+
+/// How many masked weights level `level` must keep to reach `density` of its parameters.
+fn weights_to_keep<M: NestedClassifier>(model: &M, level: usize, density: f64) -> Result<usize> {
+    let mut kept = 0;
+    let mut block = 0;
+    for (_, layer) in model.weight_layers() {
+        if let Some(mask) = layer.mask() {
+            kept += mask.count(level)?;
+            block += layer.block_weights(level);
+        }
+    }
+    // Parameters of the level's channel block, and those that are never pruned.
+    let cost = model.level_cost(level).params;
+    let total = cost - kept + block;
+    let fixed = cost - kept;
+    let wanted = density * total as f64;
+    if wanted + 0.5 < fixed as f64 {
+        return Err(
+            PruneError::DensityUnreachable { level, density, minimum: fixed as f64 / total as f64 }.into()
+        );
+    }
+    Ok(((wanted - fixed as f64).round().max(0.0) as usize).min(block))
+}
+
+/// Checks, before any training, that every density target can be reached.
+pub fn check_reachable<M: NestedClassifier>(model: &M, masking: &MaskingConfig) -> Result<()> {
+    if !model.weight_layers().iter().any(|(_, l)| l.mask().is_some()) {
+        return Err(TrainError::Invalid("masks were requested but no layer of the model is masked".into()));
+    }
+    if let MaskTargets::Densities(densities) = &masking.targets {
+        for (level, &d) in densities.iter().enumerate() {
+            weights_to_keep(model, level, d)?;
+        }
+    }
+    Ok(())
+}
+
+/// τ for level `level`: the given threshold, or the global magnitude threshold that keeps the
+/// requested density among the weights level `level` currently uses.
+pub fn level_threshold<M: NestedClassifier>(model: &M, masking: &MaskingConfig, level: usize) -> Result<f64> {
+    match &masking.targets {
+        MaskTargets::Thresholds(t) => Ok(t[level]),
+        MaskTargets::Densities(d) => {
+            let keep = weights_to_keep(model, level, d[level])?;
+            let budget = masked_budget(model);
+            let mut eligible: Vec<f32> = budget
+                .magnitudes
+                .iter()
+                .zip(&budget.maps)
+                .flat_map(|(m, map)| m.iter().zip(map).filter(|(_, v)| **v <= level as i64).map(|(m, _)| *m))
+                .collect();
+            Ok(threshold_keeping(&mut eligible, keep, masking.gamma))
+        }
+    }
+}
+
+/// Turns the relaxed mask of `level` on in every masked layer.
+pub fn set_soft_threshold<M: NestedClassifier>(model: &mut M, soft: Option<SoftThreshold>) {
+    for (_, layer) in model.weight_layers_mut() {
+        if let Some(mask) = layer.mask_mut() {
+            mask.soft = soft;
+        }
+    }
+}
+
+/// Binarises level `level`'s relaxed mask: the weights it uses whose magnitude falls below
+/// `τ + atanh(0.5)/γ` move up to level `level + 1`. Weights no level uses any more are set to
+/// zero. Returns the number of weights dropped.
+pub fn binarise_level<M: NestedClassifier>(model: &mut M, soft: SoftThreshold) -> Result<usize> {
+    let mut dropped = 0;
+    for (_, layer) in model.weight_layers_mut() {
+        let magnitudes: Vec<f32> = match layer.mask() {
+            Some(_) => layer.weight_values().into_iter().map(f32::abs).collect(),
+            None => continue,
+        };
+        let mask = layer.mask_mut().expect("masked layer");
+        mask.soft = None;
+        dropped += mask.drop_from_level(soft.level, |i| soft.keeps(magnitudes[i]))?;
+        layer.zero_pruned();
+    }
+    Ok(dropped)
+}
+
+/// One-shot magnitude pruning of every level to its density (nested, because a larger
+/// density means a lower global threshold).
+pub fn prune_by_magnitude<M: NestedClassifier>(model: &mut M, masking: &MaskingConfig) -> Result<()> {
+    for level in (0..model.num_levels()).rev() {
+        let tau = level_threshold(model, masking, level)?;
+        binarise_level(model, SoftThreshold { level, tau, gamma: masking.gamma })?;
+    }
+    Ok(())
+}
+
+/// Random nested masks of the requested densities. Each masked layer keeps the same fraction
+/// of its block at every level (`seed` + layer index make the draws).
+pub fn randomize_masks<M: NestedClassifier>(model: &mut M, masking: &MaskingConfig, seed: u64) -> Result<()> {
+    let MaskTargets::Densities(densities) = &masking.targets else {
+        return Err(TrainError::Invalid("random masks are given by densities".into()));
+    };
+    // Per level, the fraction of the masked weights to keep so that the level's parameters
+    // reach the requested density.
+    let mut fractions = Vec::new();
+    for (level, &d) in densities.iter().enumerate() {
+        let block: usize = model
+            .weight_layers()
+            .iter()
+            .filter(|(_, l)| l.mask().is_some())
+            .map(|(_, l)| l.block_weights(level))
+            .sum();
+        fractions.push((weights_to_keep(model, level, d)? as f64 / block.max(1) as f64).min(1.0));
+    }
+    // Rounding can make a fraction shrink by an ulp; keep them non-decreasing.
+    for k in 1..fractions.len() {
+        fractions[k] = fractions[k].max(fractions[k - 1]);
+    }
+    if let Some(last) = fractions.last_mut() {
+        *last = if *last >= 1.0 - 1e-12 { 1.0 } else { *last };
+    }
+    for (index, (_, layer)) in model.weight_layers_mut().into_iter().enumerate() {
+        if let Some(mask) = layer.mask_mut() {
+            mask.randomize(&fractions, seed.wrapping_add(index as u64))?;
+            layer.zero_pruned();
+        }
+    }
+    Ok(())
+}
+
+/// One masked layer's share of a level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerDensity {
+    /// Layer name.
+    pub name: String,
+    /// Weights the level uses.
+    pub kept: usize,
+    /// Weights in the level's channel block.
+    pub total: usize,
+}
+
+/// Per-layer weight densities of `level` (layers without a mask are dense).
+pub fn layer_densities<M: NestedClassifier>(model: &M, level: usize) -> Vec<LayerDensity> {
+    model
+        .weight_layers()
+        .into_iter()
+        .map(|(name, layer)| {
+            let total = layer.block_weights(level);
+            let kept = layer.mask().map_or(total, |m| m.count(level).expect("valid level"));
+            LayerDensity { name: name.into(), kept, total }
+        })
+        .collect()
+}

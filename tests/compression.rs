@@ -1,0 +1,212 @@
+//! Weight connection learning on real MNIST: the masks nest after every stage and after a
+//! reload, reach the requested densities, and export to a sparse file that computes what the
+//! nested level computes; the baselines reach their densities too; bad requests are clear
+//! errors.
+
+mod common;
+
+use std::sync::Arc;
+
+use nestednet::burn::module::Module;
+use nestednet::burn::prelude::*;
+use nestednet::data::epoch_loader;
+use nestednet::models::{NestedClassifier, NestedMnistCnn, NestedMnistCnnConfig};
+use nestednet::prune::MaskTargets;
+use nestednet::train::{
+    EpochMetrics, ExportFormat, LevelTally, MaskMethod, MaskingConfig, Phase, Progress, QuietProgress,
+    RunDir, TrainingConfig, export_level, export_sizes, load_safetensors_level, train,
+};
+
+fn masked_config(method: MaskMethod, densities: &[f64]) -> TrainingConfig {
+    let model = NestedMnistCnnConfig::new()
+        .with_levels(nestednet::schedule::LevelSpec::Ratios(vec![1.0; densities.len()]))
+        .with_masked_layers(vec!["conv2".into(), "fc1".into()]);
+    let masking = MaskingConfig {
+        recalibrate_every: 3,
+        ..MaskingConfig::new(method, MaskTargets::Densities(densities.to_vec()))
+    };
+    TrainingConfig::new(model).with_epochs(1).with_train_limit(Some(320)).with_masking(Some(masking))
+}
+
+/// Whether every level's mask is contained in the next level's, in every masked layer.
+fn masks_nest(model: &NestedMnistCnn) -> bool {
+    model.weight_layers().iter().filter_map(|(_, l)| l.mask()).all(|mask| {
+        let map = mask.level_map_values();
+        (0..mask.num_levels - 1).all(|k| {
+            // Level k keeps `map <= k`; level k + 1 keeps `map <= k + 1`, a superset.
+            let lower = map.iter().filter(|&&v| v <= k as i64).count();
+            let upper = map.iter().filter(|&&v| v <= k as i64 + 1).count();
+            lower <= upper
+        }) && map.iter().all(|&v| v >= 0 && v <= mask.num_levels as i64)
+    })
+}
+
+/// Measured density of every level: its parameters over the full level's.
+fn densities(model: &NestedMnistCnn) -> Vec<f64> {
+    let full = model.level_cost(model.num_levels() - 1).params as f64;
+    (0..model.num_levels()).map(|k| model.level_cost(k).params as f64 / full).collect()
+}
+
+/// Loads the checkpoint after every epoch and checks the masks there.
+struct CheckEveryStage {
+    run: RunDir,
+    stages_checked: Vec<Phase>,
+}
+
+impl Progress for CheckEveryStage {
+    fn epoch_start(&mut self, _: usize, _: usize, _: usize) {}
+    fn batch_done(&mut self, _: &[LevelTally]) {}
+    fn epoch_end(&mut self, metrics: &EpochMetrics) {
+        let (_, model) = self.run.load_model(&Device::flex()).unwrap();
+        assert!(
+            masks_nest(&model),
+            "masks do not nest after epoch {} ({})",
+            metrics.epoch + 1,
+            metrics.phase
+        );
+        if let Phase::Mask(level) = metrics.phase {
+            // Right after its stage, the level is at its requested density.
+            let d = densities(&model)[level];
+            let want = [0.33, 0.5, 1.0][level];
+            assert!((d - want).abs() < 0.01, "level {level} at {d} after its stage, asked {want}");
+        }
+        self.stages_checked.push(metrics.phase);
+    }
+    fn message(&mut self, _: &str) {}
+}
+
+#[test]
+fn learned_masks_nest_reach_their_densities_survive_reload_and_export_sparse() {
+    let (train_set, test_set) = common::mnist();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::new(dir.path().join("run"));
+    let config = masked_config(MaskMethod::Learned, &[0.33, 0.5, 1.0]);
+    assert_eq!(config.epoch_plan(), vec![Phase::Mask(2), Phase::Mask(1), Phase::Mask(0), Phase::Joint]);
+    let mut progress = CheckEveryStage { run: run.clone(), stages_checked: Vec::new() };
+    let model =
+        train(&config, train_set, Some(test_set.clone()), &device, &run, false, &mut progress).unwrap().model;
+    assert_eq!(progress.stages_checked.len(), 4);
+
+    // Densities as requested (within 1 point), nesting, and the full level is dense.
+    let measured = densities(&model);
+    for (level, want) in [0.33, 0.5, 1.0].into_iter().enumerate() {
+        assert!((measured[level] - want).abs() < 0.01, "level {level}: {} vs {want}", measured[level]);
+    }
+    assert!(masks_nest(&model));
+    assert!(measured[0] < measured[1] && measured[1] < measured[2]);
+
+    // The level maps are in the checkpoint and survive a reload.
+    let (_, reloaded) = run.load_model(&device).unwrap();
+    for ((_, a), (_, b)) in model.weight_layers().iter().zip(reloaded.weight_layers().iter()) {
+        assert_eq!(a.mask().map(|m| m.level_map_values()), b.mask().map(|m| m.level_map_values()));
+    }
+    assert!(masks_nest(&reloaded));
+    assert_eq!(densities(&reloaded), measured);
+
+    // Sparse export: same outputs as the nested level, far fewer bytes at 1/3 density.
+    let images: Vec<_> = epoch_loader(test_set, 200, 0, 0, false, None, &device)
+        .unwrap()
+        .iter()
+        .take(2)
+        .map(|b| b.unwrap().images)
+        .collect();
+    for level in 0..3 {
+        let path = dir.path().join(format!("level{level}.sparse.safetensors"));
+        assert_eq!(ExportFormat::from_path(&path), ExportFormat::SparseSafetensors);
+        let info = export_level(&model, level, &path, ExportFormat::SparseSafetensors).unwrap();
+        let (_, plain) = load_safetensors_level(&path, &device).unwrap();
+        let plain = plain.valid();
+        for x in &images {
+            let diff = (plain.forward(x.clone()) - model.forward_level(x.clone(), level))
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(diff <= 1e-5, "level {level}: max |Δ| = {diff}");
+        }
+        let (dense, sparse) = export_sizes(&model, level).unwrap();
+        assert_eq!(sparse, info.bytes);
+        if level == 0 {
+            let ratio = sparse as f64 / dense as f64;
+            assert!(ratio <= 0.45, "sparse / dense bytes at density 1/3: {ratio}");
+        }
+    }
+    // A corrupt sparse file is a clear error naming the tensor.
+    let path = dir.path().join("level0.sparse.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let header =
+        String::from_utf8_lossy(&bytes[8..8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize])
+            .to_string();
+    let patched = header.replacen("csc", "csr", 1);
+    assert_ne!(patched, header, "expected a column-compressed tensor");
+    bytes.splice(8..8 + header.len(), patched.into_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let err = load_safetensors_level(&path, &device).unwrap_err().to_string();
+    assert!(err.contains("corrupt sparse tensor") && err.contains(".weight"), "{err}");
+}
+
+#[test]
+fn random_and_magnitude_masks_reach_their_densities_and_nest() {
+    let (train_set, _) = common::mnist();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, method) in [MaskMethod::Random, MaskMethod::Magnitude].into_iter().enumerate() {
+        let config = masked_config(method, &[0.2, 0.5, 1.0]).with_train_limit(Some(128));
+        let run = RunDir::new(dir.path().join(format!("run{i}")));
+        let model =
+            train(&config, train_set.clone(), None, &device, &run, false, &mut QuietProgress).unwrap().model;
+        let measured = densities(&model);
+        for (level, want) in [0.2, 0.5, 1.0].into_iter().enumerate() {
+            assert!((measured[level] - want).abs() < 0.01, "{method:?} level {level}: {}", measured[level]);
+        }
+        assert!(masks_nest(&model), "{method:?}");
+    }
+}
+
+#[test]
+fn bad_mask_requests_are_clear_errors() {
+    let err = |config: TrainingConfig| config.validate().unwrap_err().to_string();
+    let e = err(masked_config(MaskMethod::Learned, &[0.0, 1.0]));
+    assert!(e.contains("density of level 0 is 0"), "{e}");
+    let e = err(masked_config(MaskMethod::Learned, &[0.5, 1.2]));
+    assert!(e.contains("density of level 1 is 1.2"), "{e}");
+    let e = err(masked_config(MaskMethod::Learned, &[0.6, 0.5]));
+    assert!(e.contains("must not shrink"), "{e}");
+    let mut thresholds = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
+    thresholds.masking.as_mut().unwrap().targets = MaskTargets::Thresholds(vec![0.01, 0.02]);
+    let e = err(thresholds);
+    assert!(e.contains("thresholds must not grow"), "{e}");
+    let mut random_thresholds = masked_config(MaskMethod::Random, &[0.5, 1.0]);
+    random_thresholds.masking.as_mut().unwrap().targets = MaskTargets::Thresholds(vec![0.02, 0.0]);
+    assert!(err(random_thresholds).contains("given by densities"));
+    let mut unmasked = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
+    unmasked.model.masked_layers.clear();
+    assert!(err(unmasked.clone()).contains("must differ by their weight masks"));
+    unmasked.model.levels = "0.5,1.0".parse().unwrap();
+    assert!(err(unmasked).contains("masks no layer"));
+    let mut unknown = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
+    unknown.model.masked_layers.push("conv9".into());
+    assert!(err(unknown).contains("unknown layer `conv9`"));
+    let e =
+        err(masked_config(MaskMethod::Learned, &[0.5, 1.0, 1.0]).with_level_loss_weights(Some(vec![1.0])));
+    assert!(e.contains("weights"), "{e}");
+    let mut wrong_count = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
+    wrong_count.masking.as_mut().unwrap().targets = MaskTargets::Densities(vec![1.0]);
+    assert!(err(wrong_count).contains("gives 1 values but the model has 2 levels"));
+
+    // Unreachable: conv1, fc2, biases and batch norms stay dense and alone exceed 0.1%.
+    let (train_set, _) = common::mnist();
+    let dir = tempfile::tempdir().unwrap();
+    let config = masked_config(MaskMethod::Learned, &[0.001, 1.0]);
+    let result = train(
+        &config,
+        Arc::clone(&train_set),
+        None,
+        &Device::flex(),
+        &RunDir::new(dir.path().join("run")),
+        false,
+        &mut QuietProgress,
+    );
+    let e = result.err().expect("unreachable density").to_string();
+    assert!(e.contains("density 0.001 of level 0 cannot be reached"), "{e}");
+}
