@@ -21,8 +21,12 @@
 //!
 //! ```text
 //! cargo run --release --example adaptive_compression
-//! cargo run --release --example adaptive_compression -- --methods weights,magnitude --seed 43
+//! cargo run --release --example adaptive_compression -- --methods weights,magnitude --seeds 43
+//! cargo run --release --example adaptive_compression -- --methods weights,random,magnitude --seeds 42,43,44
 //! ```
+//!
+//! With several seeds, every method runs once per seed (in `<out>/seed-S/<method>/`) and the
+//! table gives the mean accuracy ± the standard deviation over the seeds.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -61,9 +65,9 @@ struct Args {
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Seed.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// Seeds; with several, accuracies are averaged over them.
+    #[arg(long, value_delimiter = ',', default_value = "42")]
+    seeds: Vec<u64>,
     /// Data folder (MNIST idx files); defaults to the vendored copy.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -75,11 +79,11 @@ struct Args {
     device: Option<Backend>,
 }
 
-/// One finished method: its report, and what each level was asked to compress.
+/// One finished method: its report for every seed.
 struct Outcome {
     method: &'static str,
     label: &'static str,
-    report: Report,
+    reports: Vec<Report>,
 }
 
 fn main() -> Result<()> {
@@ -91,11 +95,39 @@ fn main() -> Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(nestednet::vendored_mnist_dir);
     // Every method gets the same number of passes over the data.
     let budget = 3 * args.stage_epochs + args.epochs;
+    if args.seeds.is_empty() {
+        bail!("give at least one seed");
+    }
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for &seed in &args.seeds {
+        let out =
+            if args.seeds.len() == 1 { args.out.clone() } else { args.out.join(format!("seed-{seed}")) };
+        run_methods(&args, seed, &out, backend, &data_dir, &mut outcomes)?;
+    }
+    let table = table1(&outcomes, budget, &args.seeds);
+    println!("\n{table}");
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("table1.md"), &table)?;
+    println!("run folders and table1.md in {}", args.out.display());
+    Ok(())
+}
+
+/// Runs every requested method with `seed` into `out/<method>/`, adding the reports to
+/// `outcomes`.
+fn run_methods(
+    args: &Args,
+    seed: u64,
+    out: &Path,
+    backend: Backend,
+    data_dir: &Path,
+    outcomes: &mut Vec<Outcome>,
+) -> Result<()> {
+    let budget = 3 * args.stage_epochs + args.epochs;
     let base = |levels: LevelSpec, masked: bool| {
         let masked_layers = if masked { vec!["conv2".to_string(), "fc1".to_string()] } else { Vec::new() };
         TrainingConfig::new(NestedMnistCnnConfig::new().with_levels(levels).with_masked_layers(masked_layers))
             .with_batch_size(args.batch_size)
-            .with_seed(args.seed)
+            .with_seed(seed)
             .with_lr_schedule(LrSchedule::Cosine { min_lr: 0.0 })
     };
     let masking = |method: MaskMethod, densities: &[f64]| MaskingConfig {
@@ -103,7 +135,6 @@ fn main() -> Result<()> {
         ..MaskingConfig::new(method, MaskTargets::Densities(densities.to_vec()))
     };
     let thirds = [1.0 / 3.0, 0.5, 1.0];
-    let mut outcomes = Vec::new();
     for method in METHODS.iter().copied().filter(|m| args.methods.iter().any(|a| a == m)) {
         let (label, config) = match method {
             "weights" => (
@@ -141,24 +172,27 @@ fn main() -> Result<()> {
             ),
             _ => unreachable!("checked above"),
         };
-        let out = args.out.join(method);
+        let out = out.join(method);
         replace_previous(&out)?;
-        println!("\n== {method}: {label}");
-        let job =
-            TrainJob { config, data_dir: data_dir.clone(), run: RunDir::new(&out), backend, resume: false };
+        println!("\n== {method} (seed {seed}): {label}");
+        let job = TrainJob {
+            config,
+            data_dir: data_dir.to_path_buf(),
+            run: RunDir::new(&out),
+            backend,
+            resume: false,
+        };
         let report = if method == "magnitude" {
             run_magnitude_jobs(&job, &mut BarProgress::default())?
         } else {
             run_job(&job, &mut BarProgress::default())?.1
         };
         println!("\n{}", report.table());
-        outcomes.push(Outcome { method, label, report });
+        match outcomes.iter_mut().find(|o| o.method == method) {
+            Some(o) => o.reports.push(report),
+            None => outcomes.push(Outcome { method, label, reports: vec![report] }),
+        }
     }
-    let table = table1(&outcomes, budget);
-    println!("\n{table}");
-    std::fs::create_dir_all(&args.out)?;
-    std::fs::write(args.out.join("table1.md"), &table)?;
-    println!("run folders and table1.md in {}", args.out.display());
     Ok(())
 }
 
@@ -171,43 +205,56 @@ fn replace_previous(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Mean and standard deviation (over the seeds) of the accuracy of level `level`.
+fn accuracy_stats(reports: &[Report], level: usize) -> (f64, f64) {
+    let values: Vec<f64> = reports.iter().map(|r| 100.0 * r.levels[level].accuracy).collect();
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len().max(2) - 1) as f64;
+    (mean, if values.len() > 1 { var.sqrt() } else { 0.0 })
+}
+
 /// The Table-1-style comparison: one line per level of every method, with the unpruned
 /// network's accuracy (the magnitude baseline's density-1 network, trained alone with the same
-/// budget) and, for masks, the magnitude-pruned network of the same density.
-fn table1(outcomes: &[Outcome], budget: usize) -> String {
-    let magnitude = outcomes.iter().find(|o| o.method == "magnitude");
-    let baseline = magnitude.and_then(|m| m.report.levels.iter().find(|l| (l.density - 1.0).abs() < 1e-9));
-    let magnitude_at = |params: usize| {
-        magnitude.and_then(|m| {
-            m.report.levels.iter().find(|l| (l.params as f64 / params as f64 - 1.0).abs() < 0.01)
-        })
+/// budget) and, for masks, the magnitude-pruned network of the same density. Accuracies are
+/// means over the seeds (± standard deviation when there are several).
+fn table1(outcomes: &[Outcome], budget: usize, seeds: &[u64]) -> String {
+    let fmt = |(mean, std): (f64, f64)| {
+        if seeds.len() > 1 { format!("{mean:.2} ± {std:.2}") } else { format!("{mean:.2}") }
     };
-    let pct = |a: f64| format!("{:.2}", 100.0 * a);
+    let magnitude = outcomes.iter().find(|o| o.method == "magnitude");
+    let level_at = |o: &Outcome, params: usize| {
+        o.reports[0].levels.iter().position(|l| (l.params as f64 / params as f64 - 1.0).abs() < 0.01)
+    };
     let mut out = String::new();
+    let seeds_text = seeds.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
     let _ = writeln!(
         out,
-        "Table 1 protocol on mnist10k (mnist-cnn, {budget} passes over the data per method, Adam 1e-3 cosine, batch 64)\n"
+        "Table 1 protocol on mnist10k (mnist-cnn, {budget} passes over the data per method, Adam 1e-3 cosine, batch 64, seeds {seeds_text})\n"
     );
     let _ = writeln!(
         out,
         "| method | run | compression | params | accuracy (%) | unpruned baseline (%) | magnitude pruning, same compression (%) |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let full_params = |o: &Outcome| o.reports[0].levels.iter().map(|l| l.params).max().unwrap_or(1).max(1);
+    let baseline =
+        magnitude.and_then(|m| level_at(m, full_params(m)).map(|k| fmt(accuracy_stats(&m.reports, k))));
     for o in outcomes {
-        let full = o.report.levels.iter().map(|l| l.params).max().unwrap_or(1).max(1);
-        for l in o.report.levels.iter().rev() {
-            let compression = full as f64 / l.params.max(1) as f64;
-            let same = if o.method == "magnitude" { None } else { magnitude_at(l.params) };
+        let full = full_params(o);
+        for (k, l) in o.reports[0].levels.iter().enumerate().rev() {
+            let same = magnitude
+                .filter(|_| o.method != "magnitude")
+                .and_then(|m| level_at(m, l.params).map(|j| fmt(accuracy_stats(&m.reports, j))));
             let _ = writeln!(
                 out,
                 "| {} | {} | {:.2}x | {} | {} | {} | {} |",
                 o.label,
                 o.method,
-                compression,
+                full as f64 / l.params.max(1) as f64,
                 l.params,
-                pct(l.accuracy),
-                baseline.map_or("-".into(), |b| pct(b.accuracy)),
-                same.map_or("-".into(), |m| pct(m.accuracy)),
+                fmt(accuracy_stats(&o.reports, k)),
+                baseline.clone().unwrap_or_else(|| "-".into()),
+                same.unwrap_or_else(|| "-".into()),
             );
         }
     }

@@ -210,3 +210,55 @@ fn bad_mask_requests_are_clear_errors() {
     let e = result.err().expect("unreachable density").to_string();
     assert!(e.contains("density 0.001 of level 0 cannot be reached"), "{e}");
 }
+
+#[test]
+fn a_level_can_be_narrower_and_sparser() {
+    let (train_set, test_set) = common::mnist();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = masked_config(MaskMethod::Learned, &[0.5, 1.0]).with_train_limit(Some(128));
+    config.model.levels = "0.5,1.0".parse().unwrap();
+    let run = RunDir::new(dir.path().join("run"));
+    let model = train(&config, train_set, None, &device, &run, false, &mut QuietProgress).unwrap().model;
+    assert!(masks_nest(&model));
+    // Level 0 uses half the channels, and half of the parameters of its channel block.
+    assert_eq!(model.conv2.level_dims(0), (16, 32));
+    let unmasked = NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()).init(&device);
+    let block = unmasked.level_cost(0).params as f64;
+    let density = model.level_cost(0).params as f64 / block;
+    assert!((density - 0.5).abs() < 0.01, "{density}");
+    assert_eq!(model.level_cost(1).params, unmasked.level_cost(1).params);
+    // Its sparse export is level-sized and computes what the nested level computes.
+    let path = dir.path().join("core.sparse.safetensors");
+    export_level(&model, 0, &path, ExportFormat::SparseSafetensors).unwrap();
+    let (config, plain) = load_safetensors_level(&path, &device).unwrap();
+    assert_eq!((config.conv2_channels, config.hidden), (32, 64));
+    let x = epoch_loader(test_set, 100, 0, 0, false, None, &device)
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap()
+        .unwrap()
+        .images;
+    let diff =
+        (plain.valid().forward(x.clone()) - model.forward_level(x, 0)).abs().max().into_scalar::<f32>();
+    assert!(diff <= 1e-5, "{diff}");
+}
+
+#[test]
+fn global_thresholds_are_used_as_given() {
+    let (train_set, _) = common::mnist();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = masked_config(MaskMethod::Learned, &[0.5, 1.0]).with_train_limit(Some(64));
+    config.masking.as_mut().unwrap().targets = MaskTargets::Thresholds(vec![0.02, 0.0]);
+    let run = RunDir::new(dir.path().join("run"));
+    let model = train(&config, train_set, None, &device, &run, false, &mut QuietProgress).unwrap().model;
+    let state = run.load_checkpoint_state().unwrap().unwrap();
+    assert_eq!(state.thresholds, vec![(1, 0.0), (0, 0.02)]);
+    // fc1's weights start uniform in ±1/√3136 ≈ ±0.018, so τ = 0.02 removes most of them from
+    // the core, and τ = 0 (the full level) almost none.
+    let d = densities(&model);
+    assert!(d[0] < 0.2 && d[1] > 0.999, "{d:?}");
+    assert!(masks_nest(&model));
+}
