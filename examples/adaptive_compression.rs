@@ -10,7 +10,8 @@
 //!   (densities 1/3, 1/2, 1), nested unstructured masks learned from the full level down to
 //!   the core (one stage each), then all levels trained jointly with the fixed masks;
 //! - `weights-10x`: the same with 2 levels at 10× and 1×;
-//! - `channels`: NestedNet's channel scheduling, 2 levels at 2× (width 1/√2) and 1×;
+//! - `channels`: NestedNet's channel scheduling, 2 levels at 2× (the widths that hold half the
+//!   parameters, ≈ 1/√2) and 1×;
 //! - `random`: random nested masks of the same densities as `weights` (the paper's ablation);
 //! - `magnitude`: Han et al.'s magnitude pruning, one network per density: dense training,
 //!   one-shot pruning, fine-tuning. Its density-1 network is the unpruned baseline.
@@ -151,9 +152,12 @@ fn run_methods(
             ),
             "channels" => (
                 "NestedNet, channel scheduling",
-                // Width 1/√2 of conv1, conv2 and fc1: half the parameters.
-                base(LevelSpec::Ratios(vec![std::f64::consts::FRAC_1_SQRT_2, 1.0]), false)
-                    .with_epochs(budget),
+                // The widths of conv1, conv2 and fc1 that hold half the parameters.
+                base(
+                    NestedMnistCnnConfig::new().ratios_for_densities(&[0.5, 1.0], &backend.device()?)?,
+                    false,
+                )
+                .with_epochs(budget),
             ),
             "random" => (
                 "random nested masks (ablation)",

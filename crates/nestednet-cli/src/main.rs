@@ -52,7 +52,8 @@ struct TrainArgs {
     /// density, pruned by magnitude and fine-tuned, each in OUT/density-D/).
     #[arg(long, default_value = "channels")]
     method: String,
-    /// Fraction of parameters each level keeps, core first (e.g. 0.33,0.5,1.0).
+    /// Fraction of parameters each level keeps, core first (e.g. 0.33,0.5,1.0). With
+    /// --method channels, the widths are chosen to hold these fractions.
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["compression", "thresholds"])]
     densities: Option<Vec<f64>>,
     /// Compression ratio of each level, core first (e.g. 3,2,1 = densities 1/3, 1/2, 1).
@@ -206,11 +207,22 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         (_, _, Some(t)) => Some(MaskTargets::Thresholds(t.clone())),
         _ => None,
     };
+    let mut channel_densities = None;
     let masking = match (method, targets) {
         (None, None) => None,
-        (None, Some(_)) => bail!(
-            "--densities, --compression and --thresholds need a mask method (--method weights, random or magnitude)"
-        ),
+        (None, Some(MaskTargets::Densities(d))) => {
+            // Channel scheduling by parameter budget.
+            if a.levels.is_some() {
+                bail!("--method channels takes either --levels or --densities/--compression, not both");
+            }
+            channel_densities = Some(d);
+            None
+        }
+        (None, Some(MaskTargets::Thresholds(_))) => {
+            bail!(
+                "--thresholds needs a mask method (--method weights); channel levels take --levels or --densities"
+            )
+        }
         (Some(_), None) => bail!("--method {} needs --densities, --compression or --thresholds", a.method),
         (Some(m), Some(targets)) => Some(MaskingConfig {
             gamma: a.gamma,
@@ -218,10 +230,13 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             ..MaskingConfig::new(m, targets)
         }),
     };
-    let levels = match (&a.levels, &masking) {
-        (Some(levels), _) => levels.clone(),
-        (None, Some(m)) => LevelSpec::Ratios(vec![1.0; m.targets.num_levels()]),
-        (None, None) => LevelSpec::default_ratios(),
+    let levels = match (&a.levels, &masking, &channel_densities) {
+        (Some(levels), _, _) => levels.clone(),
+        (None, Some(m), _) => LevelSpec::Ratios(vec![1.0; m.targets.num_levels()]),
+        (None, None, Some(d)) => {
+            NestedMnistCnnConfig::new().ratios_for_densities(d, &Backend::default_compiled()?.device()?)?
+        }
+        (None, None, None) => LevelSpec::default_ratios(),
     };
     let masked_layers: Vec<String> = match &masking {
         None => Vec::new(),

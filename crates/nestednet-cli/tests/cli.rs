@@ -191,8 +191,12 @@ fn invalid_compression_requests_are_named() {
     let out = dir.path().join("r");
     let data = mnist_dir();
     let base = ["train", "--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap()];
-    let err = fails(&[&base[..], &["--densities", "0.5,1.0"]].concat());
-    assert!(err.contains("need a mask method"), "{err}");
+    let err = fails(&[&base[..], &["--thresholds", "0.5,0"]].concat());
+    assert!(err.contains("needs a mask method"), "{err}");
+    let err = fails(&[&base[..], &["--densities", "0.5,1.0", "--levels", "0.5,1"]].concat());
+    assert!(err.contains("not both"), "{err}");
+    let err = fails(&[&base[..], &["--densities", "0.5,0.9"]].concat());
+    assert!(err.contains("full (last) level has density 1"), "{err}");
     let err = fails(&[&base[..], &["--method", "weights"]].concat());
     assert!(err.contains("needs --densities"), "{err}");
     let err = fails(&[&base[..], &["--method", "weights", "--densities", "0,1"]].concat());

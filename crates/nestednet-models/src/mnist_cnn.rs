@@ -107,6 +107,66 @@ impl NestedMnistCnnConfig {
         Ok(ChannelSchedule::new_with(&self.levels, &self.scheduled_layers(), masked)?)
     }
 
+    /// Channel scheduling by parameter budget: width ratios (one per level, core first) whose
+    /// levels hold, as nearly as whole channels allow, the fractions `densities` of the full
+    /// level's parameters (`0.5, 1.0` = "2 levels at 2× and 1× compression"). Densities must lie
+    /// in (0, 1], grow strictly and end at 1. Only shapes are used: `device` allocates nothing
+    /// on backends that initialise lazily.
+    pub fn ratios_for_densities(&self, densities: &[f64], device: &Device) -> crate::Result<LevelSpec> {
+        let bad = |m: String| Err(ModelError::Invalid(m));
+        if densities.is_empty() {
+            return bad("give at least one density".into());
+        }
+        for (level, &d) in densities.iter().enumerate() {
+            if !(d > 0.0 && d <= 1.0) {
+                return bad(format!("density of level {level} is {d}: it must be in (0, 1]"));
+            }
+            if level > 0 && d <= densities[level - 1] {
+                return bad(format!(
+                    "density of level {level} ({d}) is not larger than level {}'s ({}): channel levels must grow",
+                    level - 1,
+                    densities[level - 1]
+                ));
+            }
+        }
+        if densities[densities.len() - 1] != 1.0 {
+            return bad("the full (last) level has density 1".into());
+        }
+        let unmasked = self.clone().with_masked_layers(Vec::new());
+        // Parameters of the core of a 2-level model at ratio r (None if r leaves a layer empty).
+        let params = |r: f64| {
+            unmasked
+                .clone()
+                .with_levels(LevelSpec::Ratios(vec![r, 1.0]))
+                .try_init(device)
+                .ok()
+                .map(|m| m.level_cost(0).params as f64)
+        };
+        let full =
+            unmasked.clone().with_levels(LevelSpec::Ratios(vec![1.0])).try_init(device)?.level_cost(0).params
+                as f64;
+        let mut ratios = Vec::new();
+        for &d in &densities[..densities.len() - 1] {
+            // The level's parameters grow with r: bisect for the smallest r reaching d.
+            let (mut lo, mut hi) = (0.0f64, 1.0f64);
+            for _ in 0..50 {
+                let mid = 0.5 * (lo + hi);
+                match params(mid) {
+                    Some(p) if p / full >= d => hi = mid,
+                    _ => lo = mid,
+                }
+            }
+            // Whole channels: take whichever neighbour of the crossing is closer to d.
+            let below = params(lo).map_or(f64::INFINITY, |p| (p / full - d).abs());
+            let above = params(hi).map_or(f64::INFINITY, |p| (p / full - d).abs());
+            ratios.push(if below < above { lo } else { hi });
+        }
+        ratios.push(1.0);
+        let spec = LevelSpec::Ratios(ratios);
+        self.clone().with_levels(spec.clone()).schedule()?;
+        Ok(spec)
+    }
+
     /// Validates the configuration, then initializes the model on `device`.
     pub fn try_init(&self, device: &Device) -> crate::Result<NestedMnistCnn> {
         let s = self.schedule()?;
@@ -395,6 +455,22 @@ mod tests {
             let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
             let expected = max_pool2d(x.clone(), MaxPoolOptions::new([2, 2])).into_data();
             pool(x).into_data().assert_eq(&expected, true);
+        }
+    }
+
+    #[test]
+    fn channel_levels_from_parameter_budgets() {
+        let device = Device::flex();
+        let config = NestedMnistCnnConfig::new();
+        let spec = config.ratios_for_densities(&[0.25, 0.5, 1.0], &device).unwrap();
+        let model = config.clone().with_levels(spec).init(&device);
+        let full = model.level_cost(2).params as f64;
+        for (level, d) in [(0, 0.25), (1, 0.5)] {
+            let got = model.level_cost(level).params as f64 / full;
+            assert!((got - d).abs() < 0.01, "level {level}: {got}");
+        }
+        for bad in [&[0.5, 0.5, 1.0][..], &[0.0, 1.0], &[0.5, 0.9], &[]] {
+            assert!(config.ratios_for_densities(bad, &device).is_err(), "{bad:?}");
         }
     }
 
