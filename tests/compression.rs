@@ -262,3 +262,60 @@ fn global_thresholds_are_used_as_given() {
     assert!(d[0] < 0.2 && d[1] > 0.999, "{d:?}");
     assert!(masks_nest(&model));
 }
+
+/// Stops the run (by panicking) once epoch `after` is checkpointed, as a kill would.
+struct KillAfter(usize);
+
+impl Progress for KillAfter {
+    fn epoch_start(&mut self, _: usize, _: usize, _: usize) {}
+    fn batch_done(&mut self, _: &[LevelTally]) {}
+    fn epoch_end(&mut self, metrics: &EpochMetrics) {
+        if metrics.epoch + 1 == self.0 {
+            panic!("killed after epoch {}", self.0);
+        }
+    }
+    fn message(&mut self, _: &str) {}
+}
+
+fn float_values(model: &NestedMnistCnn) -> Vec<u32> {
+    use nestednet::burn::module::{ModuleVisitor, Param};
+    struct Collect(Vec<u32>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.extend(param.val().into_data().iter::<f32>().map(f32::to_bits));
+        }
+    }
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
+}
+
+#[test]
+fn a_run_killed_in_the_middle_of_a_mask_stage_resumes_exactly() {
+    let (train_set, _) = common::mnist();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = masked_config(MaskMethod::Learned, &[0.33, 0.5, 1.0]).with_train_limit(Some(192));
+    config.masking.as_mut().unwrap().stage_epochs = 2;
+    assert_eq!(config.epoch_plan().len(), 7);
+    let straight_run = RunDir::new(dir.path().join("straight"));
+    let straight = train(&config, train_set.clone(), None, &device, &straight_run, false, &mut QuietProgress)
+        .unwrap()
+        .model;
+    // Killed after epoch 3: the first of level 1's two stage epochs.
+    let run = RunDir::new(dir.path().join("killed"));
+    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train(&config, train_set.clone(), None, &device, &run, false, &mut KillAfter(3))
+    }));
+    assert!(killed.is_err());
+    assert_eq!(run.load_checkpoint_state().unwrap().unwrap().epochs_completed, 3);
+    let resumed = train(&config, train_set, None, &device, &run, true, &mut QuietProgress).unwrap().model;
+    assert_eq!(float_values(&resumed), float_values(&straight), "weights differ after the resume");
+    for ((_, a), (_, b)) in resumed.weight_layers().iter().zip(straight.weight_layers().iter()) {
+        assert_eq!(a.mask().map(|m| m.level_map_values()), b.mask().map(|m| m.level_map_values()));
+    }
+    assert_eq!(
+        run.load_checkpoint_state().unwrap().unwrap().thresholds,
+        straight_run.load_checkpoint_state().unwrap().unwrap().thresholds
+    );
+}
