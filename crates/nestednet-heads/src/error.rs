@@ -19,6 +19,9 @@ pub enum HeadError {
         /// Its weight.
         weight: f64,
     },
+    /// A class hierarchy is invalid or does not fit the data.
+    #[error("invalid class hierarchy: {0}")]
+    Hierarchy(String),
     /// All loss weights are zero.
     #[error("level-loss weights sum to zero: at least one level must be trained")]
     ZeroWeights,
