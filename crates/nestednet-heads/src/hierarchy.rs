@@ -478,13 +478,8 @@ mod tests {
         let cifar = Hierarchy::cifar100();
         assert_eq!((cifar.num_classes(0), cifar.num_fine()), (20, 100));
         // Every super-class holds exactly 5 classes.
-        for c in 0..20 {
-            assert_eq!(
-                cifar.depths[0].of_fine.iter().filter(|&&x| x == c).count(),
-                5,
-                "{}",
-                CIFAR100_COARSE[c]
-            );
+        for (c, name) in CIFAR100_COARSE.iter().enumerate() {
+            assert_eq!(cifar.depths[0].of_fine.iter().filter(|&&x| x == c).count(), 5, "{name}");
         }
         assert_eq!(cifar.depths[0].classes[cifar.depths[0].of_fine[30]], "aquatic_mammals"); // dolphin
         assert!(cifar.check_classes(100).is_ok());
