@@ -14,9 +14,10 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::Parser;
 use nestednet::data::Mnist;
+use nestednet::models::NestedClassifier;
 use nestednet::models::NestedMnistCnnConfig;
 use nestednet::schedule::LevelSpec;
-use nestednet::train::{Backend, QuietProgress, RunDir, TrainingConfig, evaluate, train};
+use nestednet::train::{Backend, LevelLabels, QuietProgress, RunDir, TrainingConfig, evaluate, train};
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
 // of mapping and zeroing new pages for each (a quarter of a training step with glibc's malloc).
@@ -63,7 +64,11 @@ fn main() -> Result<()> {
         let run = RunDir::new(scratch.path().join(format!("nested-{seed}")));
         let out = train(&config, train_set.clone(), None, &device, &run, false, &mut QuietProgress)?;
         nested_secs += out.history.iter().map(|m| m.train_seconds).sum::<f64>();
-        for (k, t) in evaluate(&out.model, test_set.clone(), 500, &device)?.iter().enumerate() {
+        for (k, t) in
+            evaluate(&out.model, test_set.clone(), 500, &device, &LevelLabels::fine(out.model.num_levels()))?
+                .iter()
+                .enumerate()
+        {
             nested[k] += t.accuracy() / args.seeds.len() as f64;
         }
         for (k, &ratio) in args.ratios.iter().enumerate() {
@@ -77,8 +82,15 @@ fn main() -> Result<()> {
             let run = RunDir::new(scratch.path().join(format!("alone-{seed}-{k}")));
             let out = train(&config, train_set.clone(), None, &device, &run, false, &mut QuietProgress)?;
             alone_secs += out.history.iter().map(|m| m.train_seconds).sum::<f64>();
-            alone[k] +=
-                evaluate(&out.model, test_set.clone(), 500, &device)?[0].accuracy() / args.seeds.len() as f64;
+            alone[k] += evaluate(
+                &out.model,
+                test_set.clone(),
+                500,
+                &device,
+                &LevelLabels::fine(out.model.num_levels()),
+            )?[0]
+                .accuracy()
+                / args.seeds.len() as f64;
         }
         println!("seed {seed} done");
     }

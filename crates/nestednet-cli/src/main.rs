@@ -8,13 +8,15 @@ use clap::{Args, Parser, Subcommand};
 use nestednet::burn::prelude::*;
 use nestednet::burn::tensor::Distribution;
 use nestednet::data::DatasetKind;
+use nestednet::heads::Hierarchy;
 use nestednet::models::{MNIST_CNN_LAYERS, NestedClassifier, NestedMnistCnnConfig};
 use nestednet::prune::MaskTargets;
 use nestednet::schedule::{LevelSpec, check_level};
 use nestednet::train::{
-    Backend, BarProgress, ExportFormat, LrSchedule, MaskMethod, MaskingConfig, OptimizerConfig, Report,
-    ReportContext, RunDir, TrainJob, TrainingConfig, build_report, evaluate, export_level, export_sizes,
-    layer_densities, load_burnpack_level, load_safetensors_level, run_job, run_magnitude_jobs,
+    Backend, BarProgress, ExportFormat, HierarchyConfig, LrSchedule, MaskMethod, MaskingConfig,
+    OptimizerConfig, Report, ReportContext, RunDir, TrainJob, TrainingConfig, build_report, evaluate,
+    export_level, export_sizes, layer_densities, load_burnpack_level, load_safetensors_level, run_job,
+    run_magnitude_jobs,
 };
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
@@ -44,9 +46,14 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct TrainArgs {
-    /// Task: compression (adaptive deep compression: channel-scheduled or masked levels).
+    /// Task: compression (adaptive deep compression: channel-scheduled or masked levels) or
+    /// hierarchy (coarse-to-fine: level k predicts depth k of a class hierarchy).
     #[arg(long, default_value = "compression")]
     task: String,
+    /// Class hierarchy file (.json or .csv) for --task hierarchy; default: the data set's
+    /// built-in one (MNIST: digits by shape; CIFAR-100: its 20 super-classes).
+    #[arg(long)]
+    hierarchy: Option<PathBuf>,
     /// How the levels are made: channels (channel scheduling), weights (NestedNet's learned
     /// nested masks), random (random nested masks) or magnitude (Han et al.: one network per
     /// density, pruned by magnitude and fine-tuned, each in OUT/density-D/).
@@ -194,9 +201,28 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         },
         other => bail!("unknown optimizer `{other}` (use adam or sgd)"),
     };
-    if a.task != "compression" {
-        bail!("unknown task `{}` (this build trains: compression)", a.task);
-    }
+    let hierarchy = match a.task.as_str() {
+        "compression" => {
+            if a.hierarchy.is_some() {
+                bail!("--hierarchy needs --task hierarchy");
+            }
+            None
+        }
+        "hierarchy" => Some(match &a.hierarchy {
+            Some(path) => Hierarchy::load(path)?,
+            None => match a.dataset {
+                DatasetKind::Mnist => Hierarchy::mnist_shapes(),
+                DatasetKind::Cifar100 => {
+                    let (train, _) = a.dataset.load(&a.data_dir)?;
+                    let coarse =
+                        train.coarse_labels.as_deref().context("CIFAR-100 data without coarse labels")?;
+                    Hierarchy::cifar100_from_labels(coarse, &train.labels)?
+                }
+                DatasetKind::Cifar10 => bail!("CIFAR-10 has no built-in hierarchy: give --hierarchy FILE"),
+            },
+        }),
+        other => bail!("unknown task `{other}` (use compression or hierarchy)"),
+    };
     let method = match a.method.as_str() {
         "channels" => None,
         other => Some(other.parse::<MaskMethod>()?),
@@ -232,6 +258,11 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     };
     let levels = match (&a.levels, &masking, &channel_densities) {
         (Some(levels), _, _) => levels.clone(),
+        // One level per depth, each twice as wide as the one below.
+        (None, None, None) if hierarchy.is_some() => {
+            let depths = hierarchy.as_ref().map_or(1, Hierarchy::num_depths);
+            LevelSpec::Ratios((0..depths).map(|k| 0.5f64.powi((depths - 1 - k) as i32)).collect())
+        }
         (None, Some(m), _) => LevelSpec::Ratios(vec![1.0; m.targets.num_levels()]),
         (None, None, Some(d)) => {
             NestedMnistCnnConfig::new().ratios_for_densities(d, &Backend::default_compiled()?.device()?)?
@@ -252,12 +283,39 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             MNIST_CNN_LAYERS.iter().filter(|l| !dense.contains(l)).map(|l| l.to_string()).collect()
         }
     };
+    let (channels, side, classes) = match a.dataset {
+        DatasetKind::Mnist => (1, 28, 10),
+        DatasetKind::Cifar10 => (3, 32, 10),
+        DatasetKind::Cifar100 => (3, 32, 100),
+    };
+    let hierarchy = match hierarchy {
+        Some(h) => {
+            h.check_classes(classes)?;
+            if levels.num_levels() != h.num_depths() {
+                bail!(
+                    "--task hierarchy trains one level per depth: the hierarchy has {} depths but --levels gives {} levels",
+                    h.num_depths(),
+                    levels.num_levels()
+                );
+            }
+            Some(HierarchyConfig::one_level_per_depth(h))
+        }
+        None => None,
+    };
+    let model = NestedMnistCnnConfig::new()
+        .with_in_channels(channels)
+        .with_height(side)
+        .with_width(side)
+        .with_num_classes(classes)
+        .with_levels(levels)
+        .with_masked_layers(masked_layers)
+        .with_level_classes(hierarchy.as_ref().map(HierarchyConfig::level_classes).unwrap_or_default());
     let run = RunDir::new(&a.out);
     let config = if a.resume && run.exists() {
         // The stored configuration rules; only the number of epochs may be extended.
         run.load_config()?.with_epochs(a.epochs)
     } else {
-        TrainingConfig::new(NestedMnistCnnConfig::new().with_levels(levels).with_masked_layers(masked_layers))
+        TrainingConfig::new(model)
             .with_dataset(a.dataset)
             .with_optimizer(optimizer)
             .with_learning_rate(a.lr)
@@ -268,6 +326,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             .with_level_loss_weights(a.loss_weights)
             .with_train_limit(a.train_limit)
             .with_masking(masking)
+            .with_hierarchy(hierarchy)
     };
     let job = TrainJob { config, data_dir: a.data_dir, run, backend: backend(a.device)?, resume: a.resume };
     if job.config.masking.as_ref().is_some_and(|m| m.method == MaskMethod::Magnitude) {
@@ -299,7 +358,8 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     }
     let (_, test) = a.dataset.load(&a.data_dir)?;
     let test = Arc::new(test);
-    nestednet::train::check_compatible(&model, &test, "test")?;
+    let labels = config.level_labels();
+    nestednet::train::check_compatible(&model, &test, &labels, "test")?;
     let model = model.valid();
     if a.report {
         let context = ReportContext {
@@ -308,13 +368,14 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             backend: backend.name(),
             method: &config.method_name(),
             train_seconds_per_epoch: None,
+            labels: &labels,
         };
         let report = build_report(&model, context, test, &device)?;
         report.write_to_run(&run)?;
         println!("{}", report.table());
         return Ok(());
     }
-    let tallies = evaluate(&model, test, 256, &device)?;
+    let tallies = evaluate(&model, test, 256, &device, &labels)?;
     println!("| level | accuracy | loss | correct/total | params | MACs/sample |\n|---|---|---|---|---|---|");
     for (level, t) in tallies.iter().enumerate().filter(|(k, _)| a.level.is_none_or(|l| l == *k)) {
         let cost = model.level_cost(level);

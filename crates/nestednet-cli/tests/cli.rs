@@ -211,7 +211,46 @@ fn invalid_compression_requests_are_named() {
         &[&base[..], &["--method", "weights", "--densities", "0.5,1", "--dense-layers", "conv9"]].concat(),
     );
     assert!(err.contains("unknown layer `conv9`"), "{err}");
-    let err = fails(&[&base[..], &["--task", "hierarchy"]].concat());
-    assert!(err.contains("unknown task `hierarchy`"), "{err}");
+    let err = fails(&[&base[..], &["--task", "distillation"]].concat());
+    assert!(err.contains("unknown task `distillation`"), "{err}");
+    let err = fails(&[&base[..], &["--hierarchy", "h.csv"]].concat());
+    assert!(err.contains("--hierarchy needs --task hierarchy"), "{err}");
     assert!(!out.join("model.bpk").exists());
+}
+
+#[test]
+fn hierarchy_task_trains_coarse_and_fine_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("h");
+    let (run_s, data) = (run.to_str().unwrap(), mnist_dir());
+    let data_s = data.to_str().unwrap();
+    ok(&[
+        "train",
+        "--task",
+        "hierarchy",
+        "--data-dir",
+        data_s,
+        "--out",
+        run_s,
+        "--epochs",
+        "1",
+        "--train-limit",
+        "256",
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["levels"][0]["classes"], 3);
+    assert_eq!(report["levels"][1]["classes"], 10);
+    let text = ok(&["eval", "--run", run_s, "--data-dir", data_s]);
+    assert!(text.contains("| 1 |"), "{text}");
+    // A hierarchy file that does not fit the data set, and one that is malformed.
+    let file = dir.path().join("h.csv");
+    std::fs::write(&file, "label,kind,digit\n0,a,zero\n1,b,one\n").unwrap();
+    let base = ["train", "--task", "hierarchy", "--data-dir", data_s, "--out"];
+    let out = dir.path().join("bad");
+    let err = fails(&[&base[..], &[out.to_str().unwrap(), "--hierarchy", file.to_str().unwrap()]].concat());
+    assert!(err.contains("2 fine classes but the data set has 10"), "{err}");
+    std::fs::write(&file, "label,kind,digit\n0,a,zero\n0,b,one\n").unwrap();
+    let err = fails(&[&base[..], &[out.to_str().unwrap(), "--hierarchy", file.to_str().unwrap()]].concat());
+    assert!(err.contains("h.csv") && err.contains("mapped twice"), "{err}");
 }

@@ -304,6 +304,15 @@ impl Hierarchy {
             .expect("built-in hierarchy is valid")
     }
 
+    /// CIFAR-100's hierarchy as its data files give it: read off the (coarse, fine) label pairs,
+    /// with the published names when the pairs follow the published mapping (generated names
+    /// otherwise).
+    pub fn cifar100_from_labels(coarse: &[usize], fine: &[usize]) -> Result<Self> {
+        let read = Self::from_label_pairs(coarse, fine, 100)?;
+        let published = Self::cifar100();
+        Ok(if read.depths[0].of_fine == published.depths[0].of_fine { published } else { read })
+    }
+
     /// A two-depth hierarchy read off a data set's (coarse, fine) label pairs (CIFAR-100's files
     /// carry both), with generated names; errors if a fine class appears under two coarse ones.
     pub fn from_label_pairs(coarse: &[usize], fine: &[usize], num_fine: usize) -> Result<Self> {
@@ -536,5 +545,7 @@ mod tests {
         let pairs = Hierarchy::from_label_pairs(&CIFAR100_COARSE_OF_FINE, &fine, 100).unwrap();
         assert_eq!(pairs.depths[0].of_fine.len(), 100);
         assert_eq!(pairs.num_classes(0), 20);
+        let named = Hierarchy::cifar100_from_labels(&CIFAR100_COARSE_OF_FINE, &fine).unwrap();
+        assert_eq!(named, Hierarchy::cifar100());
     }
 }

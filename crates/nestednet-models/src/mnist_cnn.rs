@@ -3,7 +3,7 @@
 //! linear (128) → ReLU → linear (classes). Convolutions are zero-padded by 1, so a 28×28 input
 //! gives 14×14 and then 7×7 feature maps.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -12,7 +12,7 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use nestednet_nn::{
     LevelBatchNorm, LevelBatchNormConfig, Maskable, NestedConv2d, NestedConv2dConfig, NestedLinear,
-    NestedLinearConfig,
+    NestedLinearConfig, compact_copy,
 };
 use nestednet_schedule::{ChannelSchedule, LevelSpec, ScheduledLayer};
 
@@ -55,6 +55,12 @@ pub struct NestedMnistCnnConfig {
     /// by name (`conv1`, `conv2`, `fc1`, `fc2`). Empty: channel scheduling only.
     #[config(default = "Vec::new()")]
     pub masked_layers: Vec<String>,
+    /// Coarse-to-fine heads: the number of classes each level predicts, core first (e.g.
+    /// `[3, 10]`: shape groups at the core, digits at the full level). Each level then has its
+    /// own output layer on its hidden units instead of the shared `fc2`; the last entry must
+    /// be `num_classes`. Empty: every level predicts the `num_classes` classes through `fc2`.
+    #[config(default = "Vec::new()")]
+    pub level_classes: Vec<usize>,
 }
 
 impl NestedMnistCnnConfig {
@@ -96,6 +102,30 @@ impl NestedMnistCnnConfig {
                 "unknown layer `{name}` among the masked layers (mnist-cnn has {})",
                 LAYERS.join(", ")
             )));
+        }
+        if !self.level_classes.is_empty() {
+            let n = self.levels.num_levels();
+            if self.level_classes.len() != n {
+                return Err(ModelError::Invalid(format!(
+                    "level_classes gives {} class counts for {n} levels",
+                    self.level_classes.len()
+                )));
+            }
+            if let Some(level) = self.level_classes.iter().position(|&c| c == 0) {
+                return Err(ModelError::Invalid(format!("level {level} predicts 0 classes")));
+            }
+            if self.level_classes[n - 1] != self.num_classes {
+                return Err(ModelError::Invalid(format!(
+                    "the full level predicts {} classes but num_classes is {}",
+                    self.level_classes[n - 1],
+                    self.num_classes
+                )));
+            }
+            if self.split_output || self.is_masked("fc2") {
+                return Err(ModelError::Invalid(
+                    "per-level heads replace fc2: it cannot also be split or masked".into(),
+                ));
+            }
         }
         if self.height < 4 || self.width < 4 {
             return Err(ModelError::Invalid(format!(
@@ -205,9 +235,17 @@ impl NestedMnistCnnConfig {
             )
             .with_masked(self.is_masked("fc1"))
             .init(device),
-            fc2: NestedLinearConfig::new(self.hidden, self.num_classes, h1, out)
-                .with_masked(self.is_masked("fc2"))
-                .init(device),
+            fc2: self.level_classes.is_empty().then(|| {
+                NestedLinearConfig::new(self.hidden, self.num_classes, h1.clone(), out)
+                    .with_masked(self.is_masked("fc2"))
+                    .init(device)
+            }),
+            heads: self
+                .level_classes
+                .iter()
+                .zip(&h1)
+                .map(|(&classes, &hidden)| LinearConfig::new(hidden, classes).init(device))
+                .collect(),
             input_shape: [self.in_channels, self.height, self.width],
         })
     }
@@ -235,8 +273,11 @@ pub struct NestedMnistCnn {
     pub bn2: LevelBatchNorm,
     /// Hidden linear layer.
     pub fc1: NestedLinear,
-    /// Output layer.
-    pub fc2: NestedLinear,
+    /// Output layer shared by every level (absent with per-level heads).
+    pub fc2: Option<NestedLinear>,
+    /// Per-level output layers (coarse-to-fine heads): level `k` classifies its own hidden
+    /// units into its own classes. Empty when `fc2` is used.
+    pub heads: Vec<Linear>,
     /// Expected input `[channels, height, width]`.
     pub input_shape: [usize; 3],
 }
@@ -256,6 +297,28 @@ pub(crate) fn pool(x: Tensor<4>) -> Tensor<4> {
 }
 
 impl NestedMnistCnn {
+    /// Parameters of level `level`'s output layer.
+    fn output_params(&self, level: usize) -> usize {
+        match &self.fc2 {
+            Some(fc2) => fc2.level_num_params(level),
+            None => {
+                let [d_in, d_out] = self.heads[level].weight.dims();
+                d_in * d_out + if self.heads[level].bias.is_some() { d_out } else { 0 }
+            }
+        }
+    }
+
+    /// Multiply-accumulates of level `level`'s output layer per sample.
+    fn output_macs(&self, level: usize) -> usize {
+        match &self.fc2 {
+            Some(fc2) => fc2.level_macs(level),
+            None => {
+                let [d_in, d_out] = self.heads[level].weight.dims();
+                d_in * d_out
+            }
+        }
+    }
+
     /// The standalone plain-Burn model of level `level`: compact copies of the level's slices
     /// of every layer, and the configuration that rebuilds it.
     pub fn extract_level(&self, level: usize) -> (MnistCnnConfig, MnistCnn) {
@@ -267,7 +330,7 @@ impl NestedMnistCnn {
             conv1_channels: self.conv1.level_dims(level).1,
             conv2_channels: self.conv2.level_dims(level).1,
             hidden: self.fc1.level_dims(level).1,
-            num_classes: self.fc2.level_dims(level).1,
+            num_classes: self.level_classes(level),
         };
         let model = MnistCnn {
             conv1: self.conv1.extract_level(level),
@@ -275,7 +338,16 @@ impl NestedMnistCnn {
             conv2: self.conv2.extract_level(level),
             bn2: self.bn2.extract_level(level),
             fc1: self.fc1.extract_level(level),
-            fc2: self.fc2.extract_level(level),
+            fc2: match &self.fc2 {
+                Some(fc2) => fc2.extract_level(level),
+                None => {
+                    let head = &self.heads[level];
+                    Linear {
+                        weight: Param::from_tensor(compact_copy(head.weight.val())),
+                        bias: head.bias.as_ref().map(|b| Param::from_tensor(compact_copy(b.val()))),
+                    }
+                }
+            },
         };
         (config, model)
     }
@@ -300,7 +372,10 @@ impl NestedClassifier for NestedMnistCnn {
         let x = relu(pool(self.bn1.forward(self.conv1.forward(images, level), level)));
         let x = relu(pool(self.bn2.forward(self.conv2.forward(x, level), level))).flatten::<2>(1, 3);
         let x = relu(self.fc1.forward(x, level));
-        self.fc2.forward(x, level)
+        match &self.fc2 {
+            Some(fc2) => fc2.forward(x, level),
+            None => self.heads[level].forward(x),
+        }
     }
 
     fn level_cost(&self, level: usize) -> LevelCost {
@@ -311,16 +386,19 @@ impl NestedClassifier for NestedMnistCnn {
                 + self.conv2.level_num_params(level)
                 + self.bn2.level_num_params(level)
                 + self.fc1.level_num_params(level)
-                + self.fc2.level_num_params(level),
+                + self.output_params(level),
             macs: self.conv1.level_macs(level, [h, w])
                 + self.conv2.level_macs(level, [h / 2, w / 2])
                 + self.fc1.level_macs(level)
-                + self.fc2.level_macs(level),
+                + self.output_macs(level),
         }
     }
 
     fn level_classes(&self, level: usize) -> usize {
-        self.fc2.level_dims(level).1
+        match &self.fc2 {
+            Some(fc2) => fc2.level_dims(level).1,
+            None => self.heads[level].weight.dims()[1],
+        }
     }
 
     fn input_shape(&self) -> [usize; 3] {
@@ -328,16 +406,21 @@ impl NestedClassifier for NestedMnistCnn {
     }
 
     fn weight_layers(&self) -> Vec<(&'static str, &dyn Maskable)> {
-        vec![("conv1", &self.conv1), ("conv2", &self.conv2), ("fc1", &self.fc1), ("fc2", &self.fc2)]
+        let mut layers: Vec<(&'static str, &dyn Maskable)> =
+            vec![("conv1", &self.conv1), ("conv2", &self.conv2), ("fc1", &self.fc1)];
+        if let Some(fc2) = &self.fc2 {
+            layers.push(("fc2", fc2));
+        }
+        layers
     }
 
     fn weight_layers_mut(&mut self) -> Vec<(&'static str, &mut dyn Maskable)> {
-        vec![
-            ("conv1", &mut self.conv1),
-            ("conv2", &mut self.conv2),
-            ("fc1", &mut self.fc1),
-            ("fc2", &mut self.fc2),
-        ]
+        let mut layers: Vec<(&'static str, &mut dyn Maskable)> =
+            vec![("conv1", &mut self.conv1), ("conv2", &mut self.conv2), ("fc1", &mut self.fc1)];
+        if let Some(fc2) = &mut self.fc2 {
+            layers.push(("fc2", fc2));
+        }
+        layers
     }
 }
 
@@ -456,6 +539,34 @@ mod tests {
             let expected = max_pool2d(x.clone(), MaxPoolOptions::new([2, 2])).into_data();
             pool(x).into_data().assert_eq(&expected, true);
         }
+    }
+
+    #[test]
+    fn per_level_heads_predict_their_own_classes_and_export() {
+        let device = Device::flex();
+        device.seed(4);
+        let config = NestedMnistCnnConfig::new()
+            .with_levels("0.5,1.0".parse().unwrap())
+            .with_level_classes(vec![3, 10]);
+        let model = config.init(&device);
+        assert!(model.fc2.is_none());
+        assert_eq!((model.level_classes(0), model.level_classes(1)), (3, 10));
+        let x = Tensor::<4>::random([2, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+        assert_eq!(model.forward_level(x.clone(), 0).dims(), [2, 3]);
+        // The core's head sits on its 64 hidden units: 64·3 + 3 parameters.
+        let base = NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()).init(&device);
+        assert_eq!(model.level_cost(0).params, base.level_cost(0).params - (64 * 10 + 10) + 64 * 3 + 3);
+        let (plain_config, plain) = model.extract_level(0);
+        assert_eq!(plain_config.num_classes, 3);
+        plain
+            .forward(x.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&model.forward_level(x, 0).into_data(), Tolerance::absolute(1e-5));
+        for bad in [vec![3], vec![3, 9], vec![0, 10]] {
+            let err = config.clone().with_level_classes(bad.clone()).schedule().unwrap_err();
+            assert!(matches!(err, ModelError::Invalid(_)), "{bad:?}: {err}");
+        }
+        assert!(config.clone().with_split_output(true).schedule().is_err());
     }
 
     #[test]

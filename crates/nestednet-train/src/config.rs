@@ -9,7 +9,7 @@ use nestednet_models::NestedMnistCnnConfig;
 use serde::{Deserialize, Serialize};
 
 // `Result` stays qualified: `#[derive(Config)]` expands to code naming the prelude's `Result`.
-use crate::{MaskingConfig, Phase, TrainError};
+use crate::{HierarchyConfig, LevelLabels, MaskingConfig, Phase, TrainError};
 
 /// Version of the run-folder layout and record paths; bumped whenever an old run folder could
 /// no longer be loaded.
@@ -214,6 +214,10 @@ pub struct TrainingConfig {
     /// Nested unstructured masks (weight connection learning or a baseline); `None` for
     /// channel scheduling alone. The masked layers are named in the model configuration.
     pub masking: Option<MaskingConfig>,
+    /// Coarse-to-fine classification: the class hierarchy and the depth each level predicts
+    /// (the model's `level_classes` must match it). `None`: every level predicts the data
+    /// set's labels.
+    pub hierarchy: Option<HierarchyConfig>,
     /// Layout version of the run folder.
     #[config(default = 1)]
     pub format_version: u32,
@@ -246,6 +250,16 @@ impl TrainingConfig {
                 ));
             }
         }
+        if let Some(h) = &self.hierarchy {
+            h.validate(self.model.levels.num_levels())?;
+            if self.model.level_classes != h.level_classes() {
+                return Err(TrainError::Invalid(format!(
+                    "the hierarchy gives the levels {:?} classes but the model's level_classes are {:?}",
+                    h.level_classes(),
+                    self.model.level_classes
+                )));
+            }
+        }
         if self.format_version != FORMAT_VERSION {
             return Err(TrainError::Invalid(format!(
                 "run format version {} is not supported (this build reads version {FORMAT_VERSION})",
@@ -268,6 +282,14 @@ impl TrainingConfig {
                 };
                 format!("{method}, {}", m.targets)
             }
+        }
+    }
+
+    /// What each level is trained and scored against.
+    pub fn level_labels(&self) -> LevelLabels {
+        match &self.hierarchy {
+            Some(h) => LevelLabels::from_hierarchy(h),
+            None => LevelLabels::fine(self.model.levels.num_levels()),
         }
     }
 

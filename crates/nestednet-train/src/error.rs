@@ -14,7 +14,7 @@ pub enum TrainError {
     /// A level specification or level index is invalid.
     #[error(transparent)]
     Schedule(#[from] nestednet_schedule::ScheduleError),
-    /// Level-loss weights are invalid.
+    /// Level-loss weights or a class hierarchy are invalid.
     #[error(transparent)]
     Head(#[from] nestednet_heads::HeadError),
     /// A mask request or mask operation is invalid.

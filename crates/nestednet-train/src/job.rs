@@ -51,6 +51,7 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<(TrainOutc
             backend: job.backend.name(),
             method: &job.config.method_name(),
             train_seconds_per_epoch: per_epoch,
+            labels: &job.config.level_labels(),
         },
         test_set,
         &device,

@@ -17,6 +17,7 @@ mod device;
 mod error;
 mod export;
 mod job;
+mod labels;
 mod metrics;
 mod plot;
 mod report;
@@ -35,6 +36,7 @@ pub use export::{
     load_safetensors_level,
 };
 pub use job::{TrainJob, run_job, run_magnitude_jobs};
+pub use labels::{HierarchyConfig, LevelLabels};
 pub use metrics::{BarProgress, EpochMetrics, LevelTally, Progress, QuietProgress, format_levels};
 pub use plot::plot_accuracy_vs_macs;
 pub use report::{LevelReport, Report, ReportContext, build_report, measure_latency};

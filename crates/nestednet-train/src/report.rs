@@ -10,8 +10,8 @@ use nestednet_models::{NestedClassifier, NestedMnistCnn};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    LayerDensity, Result, RunDir, TrainError, evaluate, export_sizes, layer_densities, record_bytes,
-    write_atomic,
+    LayerDensity, LevelLabels, Result, RunDir, TrainError, evaluate, export_sizes, layer_densities,
+    record_bytes, write_atomic,
 };
 
 /// One level's line of the report.
@@ -19,6 +19,9 @@ use crate::{
 pub struct LevelReport {
     /// Level index (0 = core).
     pub level: usize,
+    /// Number of classes the level predicts (its granularity of the hierarchy, if any).
+    #[serde(default)]
+    pub classes: usize,
     /// Test accuracy as a fraction.
     pub accuracy: f64,
     /// Mean test cross-entropy.
@@ -113,6 +116,8 @@ pub struct ReportContext<'a> {
     pub method: &'a str,
     /// Mean training seconds per joint epoch, when the report follows a training run.
     pub train_seconds_per_epoch: Option<f64>,
+    /// What each level is scored against.
+    pub labels: &'a LevelLabels,
 }
 
 /// Builds the report of `model` (evaluation mode, plain device) on `test`.
@@ -122,7 +127,7 @@ pub fn build_report(
     test: Arc<ImageSet>,
     device: &Device,
 ) -> Result<Report> {
-    let accuracies = evaluate(model, test, 256, device)?;
+    let accuracies = evaluate(model, test, 256, device, context.labels)?;
     let full_params = model.level_cost(model.num_levels() - 1).params;
     let mut levels = Vec::new();
     for (level, tally) in accuracies.iter().enumerate() {
@@ -131,6 +136,7 @@ pub fn build_report(
         let (dense_bytes, sparse_bytes) = export_sizes(model, level)?;
         levels.push(LevelReport {
             level,
+            classes: model.level_classes(level),
             accuracy: tally.accuracy(),
             loss: tally.loss(),
             correct: tally.correct,
@@ -145,7 +151,7 @@ pub fn build_report(
                 ("conv1".into(), model.conv1.level_dims(level).1),
                 ("conv2".into(), model.conv2.level_dims(level).1),
                 ("fc1".into(), model.fc1.level_dims(level).1),
-                ("fc2".into(), model.fc2.level_dims(level).1),
+                ("fc2".into(), model.level_classes(level)),
             ],
             layers: layer_densities(model, level),
             dense_bytes,

@@ -13,14 +13,19 @@ use nestednet_models::{NestedClassifier, NestedMnistCnn, NestedMnistCnnConfig};
 use nestednet_prune::{MaskTargets, SoftThreshold};
 
 use crate::{
-    CheckpointState, EpochMetrics, LevelTally, MaskMethod, Phase, Progress, Result, RunDir, TrainError,
-    TrainingConfig, binarise_level, check_reachable, level_threshold, prune_by_magnitude, randomize_masks,
-    set_soft_threshold,
+    CheckpointState, EpochMetrics, LevelLabels, LevelTally, MaskMethod, Phase, Progress, Result, RunDir,
+    TrainError, TrainingConfig, binarise_level, check_reachable, level_threshold, prune_by_magnitude,
+    randomize_masks, set_soft_threshold,
 };
 
 /// Checks that a data set fits a model: image shape, and that every level predicts as many
-/// classes as the data set has labels.
-pub fn check_compatible<M: NestedClassifier>(model: &M, set: &ImageSet, what: &str) -> Result<()> {
+/// classes as its labels have (the data set's, or its depth's of the hierarchy).
+pub fn check_compatible<M: NestedClassifier>(
+    model: &M,
+    set: &ImageSet,
+    labels: &LevelLabels,
+    what: &str,
+) -> Result<()> {
     let input_shape = model.input_shape();
     let shape = [set.channels, set.height, set.width];
     if shape != input_shape {
@@ -29,13 +34,28 @@ pub fn check_compatible<M: NestedClassifier>(model: &M, set: &ImageSet, what: &s
             shape[0], shape[1], shape[2], input_shape[0], input_shape[1], input_shape[2]
         )));
     }
+    if labels.num_levels() != model.num_levels() {
+        return Err(TrainError::Invalid(format!(
+            "labels are given for {} levels but the model has {}",
+            labels.num_levels(),
+            model.num_levels()
+        )));
+    }
     for level in 0..model.num_levels() {
         let classes = model.level_classes(level);
-        if classes != set.num_classes {
-            return Err(TrainError::Invalid(format!(
-                "level {level} predicts {classes} classes but the {what} set has {} (a split output layer needs per-level labels)",
-                set.num_classes
-            )));
+        match labels.classes(level) {
+            None if classes != set.num_classes => {
+                return Err(TrainError::Invalid(format!(
+                    "level {level} predicts {classes} classes but the {what} set has {} (a split output layer needs per-level labels)",
+                    set.num_classes
+                )));
+            }
+            Some(expected) if expected != classes => {
+                return Err(TrainError::Invalid(format!(
+                    "level {level} predicts {classes} classes but its depth of the hierarchy has {expected}"
+                )));
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -60,24 +80,28 @@ pub fn train_step<M: NestedClassifier>(
     learning_rate: f64,
 ) -> (M, Vec<(f64, usize)>) {
     let levels: Vec<usize> = (0..model.num_levels()).collect();
+    let labels = vec![labels; levels.len()];
     train_step_levels(model, optim, joint, images, labels, learning_rate, &levels)
 }
 
-/// [`train_step`] on some of the levels only (`joint` weighs their losses, in the order
-/// given): a mask-learning stage trains one level alone.
+/// [`train_step`] on some of the levels only, each with its own labels (`labels[i]` for
+/// `levels[i]`; `joint` weighs their losses in that order): a mask-learning stage trains one
+/// level alone, and coarse-to-fine levels each have their own granularity.
 pub fn train_step_levels<M: NestedClassifier>(
     model: M,
     optim: &mut ModuleOptimizer,
     joint: &JointLoss,
     images: Tensor<4>,
-    labels: Tensor<1, Int>,
+    labels: Vec<Tensor<1, Int>>,
     learning_rate: f64,
     levels: &[usize],
 ) -> (M, Vec<(f64, usize)>) {
+    assert_eq!(labels.len(), levels.len(), "one label tensor per trained level");
     let logits: Vec<Tensor<2>> = levels.iter().map(|&k| model.forward_level(images.clone(), k)).collect();
-    let losses: Vec<Tensor<1>> = logits.iter().map(|l| cross_entropy(l.clone(), labels.clone())).collect();
+    let losses: Vec<Tensor<1>> =
+        logits.iter().zip(&labels).map(|(l, y)| cross_entropy(l.clone(), y.clone())).collect();
     let correct: Vec<Tensor<1, Int>> =
-        logits.into_iter().map(|l| correct_count(l.detach(), labels.clone())).collect();
+        logits.into_iter().zip(&labels).map(|(l, y)| correct_count(l.detach(), y.clone())).collect();
     // Read the scalars through one transfer each, before the graph is consumed.
     let loss_values = Tensor::cat(losses.iter().map(|l| l.clone().detach()).collect(), 0);
     let loss = joint.combine(losses);
@@ -152,9 +176,10 @@ pub fn train(
             fresh(config, &train_device)?
         }
     };
-    check_compatible(&model, &train, "training")?;
+    let level_labels = config.level_labels();
+    check_compatible(&model, &train, &level_labels, "training")?;
     if let Some(test) = &test {
-        check_compatible(&model, test, "test")?;
+        check_compatible(&model, test, &level_labels, "test")?;
     }
 
     if let Some(masking) = &config.masking {
@@ -216,8 +241,9 @@ pub fn train(
             lr =
                 config.lr_schedule.learning_rate(config.learning_rate, epoch, state.global_step, total_steps);
             let [n, _, _, _] = batch.images.dims();
+            let labels = levels.iter().map(|&k| level_labels.labels(&batch.labels, k)).collect();
             let (next, stats) =
-                train_step_levels(model, &mut optim, &phase_joint, batch.images, batch.labels, lr, &levels);
+                train_step_levels(model, &mut optim, &phase_joint, batch.images, labels, lr, &levels);
             model = next;
             for (&level, (loss, correct)) in levels.iter().zip(stats) {
                 if !loss.is_finite() {
@@ -259,7 +285,7 @@ pub fn train(
         let test_accuracy = match &test {
             Some(test) => {
                 let eval_model = model.valid();
-                let accs = evaluate(&eval_model, test.clone(), 256, &device.clone().inner())?;
+                let accs = evaluate(&eval_model, test.clone(), 256, &device.clone().inner(), &level_labels)?;
                 Some(accs.iter().map(LevelTally::accuracy).collect())
             }
             None => None,
@@ -327,13 +353,15 @@ fn fresh(
     Ok((model, config.optimizer.init(), state))
 }
 
-/// Accuracy (and mean loss) of every level of `model` on `set`, in batches of `batch_size`.
-/// `model` should be in evaluation mode (`valid()`) and `device` a plain device.
+/// Accuracy (and mean loss) of every level of `model` on `set`, in batches of `batch_size`,
+/// each level against its own labels. `model` should be in evaluation mode (`valid()`) and
+/// `device` a plain device.
 pub fn evaluate<M: NestedClassifier>(
     model: &M,
     set: Arc<ImageSet>,
     batch_size: usize,
     device: &Device,
+    labels: &LevelLabels,
 ) -> Result<Vec<LevelTally>> {
     let loader = epoch_loader(set, batch_size, 0, 0, false, None, device)?;
     let mut tallies = vec![LevelTally::default(); model.num_levels()];
@@ -342,8 +370,9 @@ pub fn evaluate<M: NestedClassifier>(
         let [n, _, _, _] = batch.images.dims();
         for (level, tally) in tallies.iter_mut().enumerate() {
             let logits = model.forward_level(batch.images.clone(), level);
-            let loss = cross_entropy(logits.clone(), batch.labels.clone()).into_scalar::<f64>();
-            let correct = correct_count(logits, batch.labels.clone()).into_scalar::<i64>() as usize;
+            let y = labels.labels(&batch.labels, level);
+            let loss = cross_entropy(logits.clone(), y.clone()).into_scalar::<f64>();
+            let correct = correct_count(logits, y).into_scalar::<i64>() as usize;
             tally.add(loss, correct, n);
         }
     }
@@ -373,10 +402,11 @@ mod tests {
     fn data_that_does_not_fit_the_model_is_a_clear_error() {
         let device = Device::flex();
         let model = NestedMnistCnnConfig::new().init(&device);
-        check_compatible(&model, &set(1, 28, 10), "test").unwrap();
-        let err = check_compatible(&model, &set(3, 32, 10), "test").unwrap_err().to_string();
+        let fine = LevelLabels::fine(3);
+        check_compatible(&model, &set(1, 28, 10), &fine, "test").unwrap();
+        let err = check_compatible(&model, &set(3, 32, 10), &fine, "test").unwrap_err().to_string();
         assert!(err.contains("3x32x32") && err.contains("1x28x28"), "{err}");
-        let err = check_compatible(&model, &set(1, 28, 100), "training").unwrap_err().to_string();
+        let err = check_compatible(&model, &set(1, 28, 100), &fine, "training").unwrap_err().to_string();
         assert!(err.contains("level 0 predicts 10 classes but the training set has 100"), "{err}");
     }
 }
