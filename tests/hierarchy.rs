@@ -51,3 +51,60 @@ fn a_hierarchy_that_does_not_fit_is_a_clear_error() {
     let err = three_levels.validate().unwrap_err().to_string();
     assert!(err.contains("2 levels but the model has 3"), "{err}");
 }
+
+/// CIFAR-100 records in the published binary layout: coarse byte, fine byte, R, G, B planes.
+fn cifar100_records(pairs: &[(u8, u8)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, &(coarse, fine)) in pairs.iter().enumerate() {
+        out.extend([coarse, fine]);
+        out.extend((0..3072u32).map(|p| (p as u8).wrapping_mul(7).wrapping_add(fine).wrapping_add(i as u8)));
+    }
+    out
+}
+
+#[test]
+fn cifar100_hierarchy_is_read_from_the_data_files() {
+    use nestednet::data::Cifar100;
+    use nestednet::heads::CIFAR100_COARSE_OF_FINE;
+    let dir = tempfile::tempdir().unwrap();
+    // Every fine class once in the training file, under its published super-class.
+    let pairs: Vec<(u8, u8)> = (0..100).map(|f| (CIFAR100_COARSE_OF_FINE[f] as u8, f as u8)).collect();
+    std::fs::write(dir.path().join("train.bin"), cifar100_records(&pairs)).unwrap();
+    std::fs::write(dir.path().join("test.bin"), cifar100_records(&pairs[..20])).unwrap();
+    let (train_set, test_set) = Cifar100::load(dir.path()).unwrap();
+    let coarse = train_set.coarse_labels.clone().unwrap();
+    let hierarchy = Hierarchy::cifar100_from_labels(&coarse, &train_set.labels).unwrap();
+    assert_eq!(hierarchy, Hierarchy::cifar100());
+    assert_eq!(hierarchy.depths[0].classes[hierarchy.depths[0].of_fine[3]], "large_carnivores"); // bear
+
+    // A coarse/fine split of CIFAR-100 trains: 20 super-classes at the core, 100 classes at the
+    // full level, on 3x32x32 images.
+    let config = HierarchyConfig::one_level_per_depth(hierarchy.clone());
+    let model = NestedMnistCnnConfig::new()
+        .with_in_channels(3)
+        .with_height(32)
+        .with_width(32)
+        .with_num_classes(100)
+        .with_levels("0.5,1.0".parse().unwrap())
+        .with_level_classes(config.level_classes());
+    let training = TrainingConfig::new(model).with_epochs(1).with_batch_size(50).with_hierarchy(Some(config));
+    let device = Device::flex();
+    let run = RunDir::new(dir.path().join("run"));
+    let (train_set, test_set) = (std::sync::Arc::new(train_set), std::sync::Arc::new(test_set));
+    let trained = train(&training, train_set, None, &device, &run, false, &mut QuietProgress).unwrap().model;
+    assert_eq!((trained.level_classes(0), trained.level_classes(1)), (20, 100));
+    let tallies = evaluate(&trained, test_set, 20, &device, &training.level_labels()).unwrap();
+    assert_eq!(tallies.len(), 2);
+    assert_eq!(tallies[0].total, 20);
+
+    // A fine class filed under two super-classes is named.
+    let mut wrong = pairs.clone();
+    wrong[5].0 = (wrong[5].0 + 1) % 20;
+    wrong.push(pairs[5]);
+    std::fs::write(dir.path().join("train.bin"), cifar100_records(&wrong)).unwrap();
+    let (bad_set, _) = Cifar100::load(dir.path()).unwrap();
+    let err = Hierarchy::cifar100_from_labels(bad_set.coarse_labels.as_deref().unwrap(), &bad_set.labels)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fine class 5 appears under coarse classes"), "{err}");
+}

@@ -223,3 +223,15 @@ fn only_the_trained_levels_blocks_move_for_a_single_level_loss() {
     }
     assert!(moved_inside);
 }
+
+#[test]
+fn a_run_folder_of_an_older_format_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::new(dir.path());
+    let mut config = serde_json::to_value(quick_config(1, 64)).unwrap();
+    config["format_version"] = 1.into();
+    config["model"].as_object_mut().unwrap().remove("level_classes");
+    std::fs::write(run.config_path(), serde_json::to_vec(&config).unwrap()).unwrap();
+    let err = run.load_config().unwrap_err().to_string();
+    assert!(err.contains("run format version 1") && err.contains("reads version 2"), "{err}");
+}

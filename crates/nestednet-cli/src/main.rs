@@ -13,10 +13,10 @@ use nestednet::models::{MNIST_CNN_LAYERS, NestedClassifier, NestedMnistCnnConfig
 use nestednet::prune::MaskTargets;
 use nestednet::schedule::{LevelSpec, check_level};
 use nestednet::train::{
-    Backend, BarProgress, ExportFormat, HierarchyConfig, LrSchedule, MaskMethod, MaskingConfig,
-    OptimizerConfig, Report, ReportContext, RunDir, TrainJob, TrainingConfig, build_report, evaluate,
-    export_level, export_sizes, layer_densities, load_burnpack_level, load_safetensors_level, run_job,
-    run_magnitude_jobs,
+    Backend, BarProgress, ExportFormat, HierarchyConfig, LevelReport, LrSchedule, MaskMethod, MaskingConfig,
+    OptimizerConfig, Report, ReportContext, RunDir, TrainJob, TrainingConfig, anytime_figures, build_report,
+    evaluate, export_level, export_sizes, layer_densities, level_outputs, load_burnpack_level,
+    load_safetensors_level, plot_early_exit, run_job, run_magnitude_jobs,
 };
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
@@ -150,6 +150,11 @@ struct EvalArgs {
     /// Also measure sizes and latencies and rewrite report.json and the plot.
     #[arg(long)]
     report: bool,
+    /// Anytime inference: run the core level first and go up a level only while the level's
+    /// top probability is below this threshold; prints accuracy and mean MACs per sample at
+    /// this threshold and a sweep, and plots the sweep to RUN/early_exit.png.
+    #[arg(long)]
+    early_exit: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -369,13 +374,14 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             method: &config.method_name(),
             train_seconds_per_epoch: None,
             labels: &labels,
+            hierarchy: config.hierarchy.as_ref(),
         };
         let report = build_report(&model, context, test, &device)?;
         report.write_to_run(&run)?;
         println!("{}", report.table());
         return Ok(());
     }
-    let tallies = evaluate(&model, test, 256, &device, &labels)?;
+    let tallies = evaluate(&model, test.clone(), 256, &device, &labels)?;
     println!("| level | accuracy | loss | correct/total | params | MACs/sample |\n|---|---|---|---|---|---|");
     for (level, t) in tallies.iter().enumerate().filter(|(k, _)| a.level.is_none_or(|l| l == *k)) {
         let cost = model.level_cost(level);
@@ -388,6 +394,61 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             cost.params,
             cost.macs
         );
+    }
+    // What the levels give together: hierarchy metrics, consensus, early exit.
+    let outputs = level_outputs(&model, test, 256, &device)?;
+    let mut together = anytime_figures(&model, &outputs, config.hierarchy.as_ref())?;
+    let full_macs = model.level_cost(model.num_levels() - 1).macs;
+    if let Some(threshold) = a.early_exit {
+        let macs: Vec<usize> = (0..model.num_levels()).map(|k| model.level_cost(k).macs).collect();
+        let chosen = outputs.early_exit(threshold, &macs)?;
+        let full = tallies.last().map_or(0.0, |t| t.accuracy());
+        println!(
+            "\nearly exit at {threshold}: accuracy {:.4} (full level {full:.4}, {:+.2} points), mean MACs/sample {:.0} = {:.3} of the full level's; answered by each level: {}",
+            chosen.accuracy,
+            100.0 * (chosen.accuracy - full),
+            chosen.mean_macs,
+            chosen.mean_macs / full_macs.max(1) as f64,
+            chosen.exit_fractions.iter().map(|f| format!("{f:.3}")).collect::<Vec<_>>().join(" / ")
+        );
+        if !together.early_exit.iter().any(|e| e.threshold == threshold) {
+            together.early_exit.push(chosen);
+            together.early_exit.sort_by(|x, y| x.threshold.total_cmp(&y.threshold));
+        }
+    } else {
+        together.early_exit.clear();
+    }
+    print!("{}", together.table(full_macs));
+    if a.early_exit.is_some() {
+        // Plot the sweep next to the levels alone.
+        let report = Report {
+            model: "mnist-cnn".into(),
+            dataset: a.dataset.to_string(),
+            backend: backend.name().into(),
+            levels: tallies
+                .iter()
+                .enumerate()
+                .map(|(level, t)| LevelReport {
+                    level,
+                    classes: model.level_classes(level),
+                    accuracy: t.accuracy(),
+                    loss: t.loss(),
+                    correct: t.correct,
+                    total: t.total,
+                    params: model.level_cost(level).params,
+                    macs: model.level_cost(level).macs,
+                    ..LevelReport::default()
+                })
+                .collect(),
+            train_seconds_per_epoch: None,
+            method: config.method_name(),
+            hierarchy: None,
+            consensus: Vec::new(),
+            early_exit: together.early_exit,
+        };
+        let path = run.path().join("early_exit.png");
+        plot_early_exit(&report, &path)?;
+        println!("early-exit plot: {}", path.display());
     }
     Ok(())
 }

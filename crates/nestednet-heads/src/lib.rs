@@ -12,8 +12,10 @@ mod classification;
 mod error;
 mod hierarchy;
 mod joint;
+mod metrics;
 
 pub use classification::{correct_count, cross_entropy};
 pub use error::{HeadError, Result};
 pub use hierarchy::{CIFAR100_COARSE, CIFAR100_COARSE_OF_FINE, CIFAR100_FINE, Hierarchy, HierarchyDepth};
 pub use joint::JointLoss;
+pub use metrics::{HierarchyLevelMetrics, hierarchy_metrics};

@@ -13,7 +13,11 @@ use crate::{HierarchyConfig, LevelLabels, MaskingConfig, Phase, TrainError};
 
 /// Version of the run-folder layout and record paths; bumped whenever an old run folder could
 /// no longer be loaded.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: channel scheduling only.
+/// - 2: weight masks (`masked_layers`, `masking`, level maps in the records), coarse-to-fine
+///   heads (`level_classes`, `hierarchy`), `fc2` optional.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The optimizer and its hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,7 +223,7 @@ pub struct TrainingConfig {
     /// set's labels.
     pub hierarchy: Option<HierarchyConfig>,
     /// Layout version of the run folder.
-    #[config(default = 1)]
+    #[config(default = 2)]
     pub format_version: u32,
 }
 

@@ -52,6 +52,7 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<(TrainOutc
             method: &job.config.method_name(),
             train_seconds_per_epoch: per_epoch,
             labels: &job.config.level_labels(),
+            hierarchy: job.config.hierarchy.as_ref(),
         },
         test_set,
         &device,

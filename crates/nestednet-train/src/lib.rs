@@ -11,6 +11,7 @@
 //! - [`Backend`] picks a compiled-in backend at run time.
 #![warn(missing_docs)]
 
+mod anytime;
 mod compression;
 mod config;
 mod device;
@@ -24,6 +25,7 @@ mod report;
 mod run;
 mod trainer;
 
+pub use anytime::{EarlyExit, LevelOutputs, level_outputs};
 pub use compression::{
     LayerDensity, MaskMethod, MaskingConfig, Phase, binarise_level, check_reachable, epoch_plan,
     layer_densities, level_threshold, prune_by_magnitude, randomize_masks, set_soft_threshold,
@@ -38,7 +40,10 @@ pub use export::{
 pub use job::{TrainJob, run_job, run_magnitude_jobs};
 pub use labels::{HierarchyConfig, LevelLabels};
 pub use metrics::{BarProgress, EpochMetrics, LevelTally, Progress, QuietProgress, format_levels};
-pub use plot::plot_accuracy_vs_macs;
-pub use report::{LevelReport, Report, ReportContext, build_report, measure_latency};
+pub use plot::{plot_accuracy_vs_macs, plot_early_exit};
+pub use report::{
+    EARLY_EXIT_SWEEP, LevelReport, LevelsTogether, Report, ReportContext, anytime_figures, build_report,
+    measure_latency,
+};
 pub use run::{CheckpointState, RunDir, load_record, record_bytes, write_atomic};
 pub use trainer::{TrainOutcome, check_compatible, evaluate, seeded_model, train, train_step};

@@ -75,6 +75,55 @@ pub fn plot_accuracy_vs_macs(report: &Report, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Draws the early-exit sweep: accuracy against mean MACs per sample, one point per threshold,
+/// with every level alone for reference.
+pub fn plot_early_exit(report: &Report, path: &Path) -> Result<()> {
+    register_font();
+    let err = |e: String| TrainError::Plot { path: path.to_path_buf(), message: e };
+    if report.early_exit.is_empty() || report.levels.is_empty() {
+        return Err(err("the report has no early-exit sweep".into()));
+    }
+    let levels: Vec<(f64, f64)> =
+        report.levels.iter().map(|l| (l.macs as f64 / 1e6, l.accuracy * 100.0)).collect();
+    let sweep: Vec<(f64, f64)> =
+        report.early_exit.iter().map(|e| (e.mean_macs / 1e6, e.accuracy * 100.0)).collect();
+    let max_x = levels.iter().chain(&sweep).map(|p| p.0).fold(0.0, f64::max);
+    let min_y = levels.iter().chain(&sweep).map(|p| p.1).fold(100.0, f64::min);
+    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{} on {}: early exit", report.model, report.dataset), ("sans-serif", 24))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_x * 1.3, (min_y - 1.0).floor().max(0.0)..100.0)
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("mean MACs per sample (millions)")
+        .y_desc("test accuracy (%)")
+        .label_style(("sans-serif", 16))
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    chart.draw_series(LineSeries::new(sweep.clone(), RED.stroke_width(2))).map_err(|e| err(e.to_string()))?;
+    chart
+        .draw_series(report.early_exit.iter().zip(&sweep).map(|(e, &(x, y))| {
+            EmptyElement::at((x, y))
+                + Circle::new((0, 0), 4, RED.filled())
+                + Text::new(format!("t={}", e.threshold), (6, -14), ("sans-serif", 13))
+        }))
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .draw_series(report.levels.iter().zip(&levels).map(|(l, &(x, y))| {
+            EmptyElement::at((x, y))
+                + Circle::new((0, 0), 6, BLUE.filled())
+                + Text::new(format!("level {} alone", l.level), (8, 6), ("sans-serif", 14))
+        }))
+        .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +156,9 @@ mod tests {
             levels: vec![level(0, 0.95, 300_000), level(1, 0.97, 4_000_000)],
             train_seconds_per_epoch: None,
             method: "channels".into(),
+            hierarchy: None,
+            consensus: Vec::new(),
+            early_exit: Vec::new(),
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plot.png");

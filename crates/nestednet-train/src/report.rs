@@ -9,13 +9,15 @@ use nestednet_data::ImageSet;
 use nestednet_models::{NestedClassifier, NestedMnistCnn};
 use serde::{Deserialize, Serialize};
 
+use nestednet_heads::{HierarchyLevelMetrics, hierarchy_metrics};
+
 use crate::{
-    LayerDensity, LevelLabels, Result, RunDir, TrainError, evaluate, export_sizes, layer_densities,
-    record_bytes, write_atomic,
+    EarlyExit, HierarchyConfig, LayerDensity, LevelLabels, LevelOutputs, Result, RunDir, TrainError,
+    evaluate, export_sizes, layer_densities, level_outputs, record_bytes, write_atomic,
 };
 
 /// One level's line of the report.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LevelReport {
     /// Level index (0 = core).
     pub level: usize,
@@ -71,7 +73,21 @@ pub struct Report {
     /// How the levels were made: `channels`, or the mask method and its targets.
     #[serde(default)]
     pub method: String,
+    /// Coarse-to-fine metrics per level (accuracy at its own granularity, the full level's
+    /// accuracy at that granularity, consistency, mistake severity), with a hierarchy.
+    #[serde(default)]
+    pub hierarchy: Option<Vec<HierarchyLevelMetrics>>,
+    /// Accuracy of the consensus of all levels, by method (`average` = NestedNet-A).
+    #[serde(default)]
+    pub consensus: Vec<(String, f64)>,
+    /// Early exit (core first, up a level while unsure) at a sweep of thresholds, when every
+    /// level predicts the same classes.
+    #[serde(default)]
+    pub early_exit: Vec<EarlyExit>,
 }
+
+/// The thresholds of the early-exit sweep in reports.
+pub const EARLY_EXIT_SWEEP: [f64; 8] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999];
 
 /// Median wall-clock milliseconds of `forward_level` at `batch` on random inputs, after warm-up.
 /// Each measured call ends with a read of the output, so asynchronous backends are timed to
@@ -118,6 +134,8 @@ pub struct ReportContext<'a> {
     pub train_seconds_per_epoch: Option<f64>,
     /// What each level is scored against.
     pub labels: &'a LevelLabels,
+    /// The hierarchy of coarse-to-fine levels, if any.
+    pub hierarchy: Option<&'a HierarchyConfig>,
 }
 
 /// Builds the report of `model` (evaluation mode, plain device) on `test`.
@@ -127,7 +145,10 @@ pub fn build_report(
     test: Arc<ImageSet>,
     device: &Device,
 ) -> Result<Report> {
-    let accuracies = evaluate(model, test, 256, device, context.labels)?;
+    let accuracies = evaluate(model, test.clone(), 256, device, context.labels)?;
+    let outputs = level_outputs(model, test, 256, device)?;
+    let LevelsTogether { hierarchy, consensus, early_exit } =
+        anytime_figures(model, &outputs, context.hierarchy)?;
     let full_params = model.level_cost(model.num_levels() - 1).params;
     let mut levels = Vec::new();
     for (level, tally) in accuracies.iter().enumerate() {
@@ -165,7 +186,93 @@ pub fn build_report(
         levels,
         train_seconds_per_epoch: context.train_seconds_per_epoch,
         method: context.method.into(),
+        hierarchy,
+        consensus,
+        early_exit,
     })
+}
+
+/// What the levels give together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevelsTogether {
+    /// Coarse-to-fine metrics, with a hierarchy.
+    pub hierarchy: Option<Vec<HierarchyLevelMetrics>>,
+    /// Consensus accuracy by method.
+    pub consensus: Vec<(String, f64)>,
+    /// The early-exit sweep, when every level predicts the same classes.
+    pub early_exit: Vec<EarlyExit>,
+}
+
+/// What the levels give together: hierarchy metrics, consensus accuracy and the early-exit sweep
+/// (each where it applies to the model's levels).
+pub fn anytime_figures<M: NestedClassifier>(
+    model: &M,
+    outputs: &LevelOutputs,
+    hierarchy: Option<&HierarchyConfig>,
+) -> Result<LevelsTogether> {
+    let n = outputs.len().max(1) as f64;
+    let levels = model.num_levels();
+    let metrics = match hierarchy {
+        Some(h) => {
+            let preds: Vec<Vec<usize>> =
+                (0..levels).map(|k| outputs.predictions(k).into_iter().map(|(c, _)| c).collect()).collect();
+            Some(hierarchy_metrics(&h.hierarchy, &h.level_depths, &preds, &outputs.fine_labels)?)
+        }
+        None => None,
+    };
+    let same_classes = (0..levels).all(|k| model.level_classes(k) == model.level_classes(0));
+    let mut consensus = Vec::new();
+    if levels > 1 && (hierarchy.is_some() || same_classes) {
+        let preds = outputs.consensus_average(hierarchy)?;
+        let correct = preds.iter().zip(&outputs.fine_labels).filter(|(p, l)| p == l).count();
+        consensus.push(("average".to_string(), correct as f64 / n));
+    }
+    let mut early_exit = Vec::new();
+    if levels > 1 && same_classes {
+        let macs: Vec<usize> = (0..levels).map(|k| model.level_cost(k).macs).collect();
+        for t in EARLY_EXIT_SWEEP {
+            early_exit.push(outputs.early_exit(t, &macs)?);
+        }
+    }
+    Ok(LevelsTogether { hierarchy: metrics, consensus, early_exit })
+}
+
+impl LevelsTogether {
+    /// Markdown tables of what there is; `full_macs` is the full level's MACs per sample.
+    pub fn table(&self, full_macs: usize) -> String {
+        let mut out = String::new();
+        if let Some(h) = &self.hierarchy {
+            out.push_str(
+                "\n| level | depth | accuracy (own granularity) | full level at this granularity | consistency with the full level | mistake severity |\n|---|---|---|---|---|---|\n",
+            );
+            for m in h {
+                out.push_str(&format!(
+                    "| {} | {} | {:.4} | {:.4} | {:.4} | {:.3} |\n",
+                    m.level, m.depth, m.accuracy, m.full_level_accuracy, m.consistency, m.mistake_severity
+                ));
+            }
+        }
+        for (method, accuracy) in &self.consensus {
+            out.push_str(&format!("\nconsensus of all levels ({method}): accuracy {accuracy:.4}\n"));
+        }
+        if !self.early_exit.is_empty() {
+            out.push_str(
+                "\n| early-exit threshold | accuracy | mean MACs/sample | of the full level's | answered by each level |\n|---|---|---|---|---|\n",
+            );
+            for e in &self.early_exit {
+                let exits: Vec<String> = e.exit_fractions.iter().map(|f| format!("{f:.2}")).collect();
+                out.push_str(&format!(
+                    "| {} | {:.4} | {:.0} | {:.3} | {} |\n",
+                    e.threshold,
+                    e.accuracy,
+                    e.mean_macs,
+                    e.mean_macs / full_macs.max(1) as f64,
+                    exits.join(" / ")
+                ));
+            }
+        }
+        out
+    }
 }
 
 impl Report {
@@ -205,7 +312,18 @@ impl Report {
         if masked {
             out.push_str(&self.sparsity_table());
         }
+        out.push_str(&self.levels_together_table());
         out
+    }
+
+    /// Hierarchy metrics, consensus and early exit, as far as the report has them.
+    pub fn levels_together_table(&self) -> String {
+        let together = LevelsTogether {
+            hierarchy: self.hierarchy.clone(),
+            consensus: self.consensus.clone(),
+            early_exit: self.early_exit.clone(),
+        };
+        together.table(self.levels.last().map_or(1, |l| l.macs))
     }
 
     /// Per-level weight density of every layer and the dense vs sparse export sizes.
@@ -238,9 +356,14 @@ impl Report {
         out
     }
 
-    /// Writes `report.json` and the accuracy-vs-MACs plot into the run folder.
+    /// Writes `report.json`, the accuracy-vs-MACs plot and, when the report has an early-exit
+    /// sweep, `early_exit.png` into the run folder.
     pub fn write_to_run(&self, run: &RunDir) -> Result<()> {
         self.write_json(&run.report_path())?;
-        crate::plot::plot_accuracy_vs_macs(self, &run.plot_path())
+        crate::plot::plot_accuracy_vs_macs(self, &run.plot_path())?;
+        if !self.early_exit.is_empty() {
+            crate::plot::plot_early_exit(self, &run.path().join("early_exit.png"))?;
+        }
+        Ok(())
     }
 }

@@ -137,8 +137,19 @@ impl RunDir {
             return Err(self.run_error("has no config.json: it is not a nestednet run folder"));
         }
         let text = fs::read(&path).map_err(TrainError::io(&path))?;
+        // The version first: an older layout lacks fields, which would read as a bare JSON error.
+        let value: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|source| TrainError::Json { path: path.clone(), source })?;
+        let version = value.get("format_version").and_then(serde_json::Value::as_u64);
+        if version != Some(u64::from(crate::FORMAT_VERSION)) {
+            return Err(self.run_error(format!(
+                "was written in run format version {} and this build reads version {} only: retrain it, or use the nestednet release that wrote it",
+                version.map_or("?".to_string(), |v| v.to_string()),
+                crate::FORMAT_VERSION
+            )));
+        }
         let config: TrainingConfig =
-            serde_json::from_slice(&text).map_err(|source| TrainError::Json { path, source })?;
+            serde_json::from_value(value).map_err(|source| TrainError::Json { path, source })?;
         config.validate()?;
         Ok(config)
     }

@@ -1,0 +1,218 @@
+//! Using the levels together: consensus of all levels (NestedNet-A) and anytime inference with
+//! early exit, computed from every level's softmax outputs on a data set.
+
+use std::sync::Arc;
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use nestednet_data::{ImageSet, epoch_loader};
+use nestednet_models::NestedClassifier;
+use serde::{Deserialize, Serialize};
+
+use crate::{HierarchyConfig, Result, TrainError};
+
+/// Every level's class probabilities on a data set, on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevelOutputs {
+    /// Per level, `[samples × classes_k]` softmax probabilities, row-major.
+    pub probs: Vec<Vec<f32>>,
+    /// Classes of every level.
+    pub classes: Vec<usize>,
+    /// The data set's labels.
+    pub fine_labels: Vec<usize>,
+}
+
+/// Runs every level of `model` (evaluation mode) on `set` and keeps the probabilities.
+pub fn level_outputs<M: NestedClassifier>(
+    model: &M,
+    set: Arc<ImageSet>,
+    batch_size: usize,
+    device: &Device,
+) -> Result<LevelOutputs> {
+    let n = model.num_levels();
+    let mut probs = vec![Vec::new(); n];
+    let mut fine_labels = Vec::new();
+    for batch in epoch_loader(set, batch_size, 0, 0, false, None, device)?.iter() {
+        let batch = batch.map_err(|e| TrainError::Invalid(format!("loading a batch failed: {e}")))?;
+        fine_labels.extend(
+            batch
+                .labels
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .expect("labels")
+                .iter()
+                .map(|&l| l as usize),
+        );
+        for (level, out) in probs.iter_mut().enumerate() {
+            let p = softmax(model.forward_level(batch.images.clone(), level), 1);
+            out.extend(p.into_data().convert::<f32>().try_to_vec::<f32>().expect("probabilities"));
+        }
+    }
+    Ok(LevelOutputs { probs, classes: (0..n).map(|k| model.level_classes(k)).collect(), fine_labels })
+}
+
+impl LevelOutputs {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.fine_labels.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.fine_labels.is_empty()
+    }
+
+    fn row(&self, level: usize, i: usize) -> &[f32] {
+        let c = self.classes[level];
+        &self.probs[level][i * c..(i + 1) * c]
+    }
+
+    /// Level `level`'s predicted class and its probability for every sample.
+    pub fn predictions(&self, level: usize) -> Vec<(usize, f32)> {
+        (0..self.len()).map(|i| argmax(self.row(level, i))).collect()
+    }
+
+    /// NestedNet-A: the fine class with the largest mean probability over the levels. A coarse
+    /// level's probability of a class is spread evenly over its fine classes (the lifted
+    /// distribution `q(c) = p(parent(c)) / |children(parent(c))|`), so every level votes on the
+    /// fine classes with a distribution that sums to 1. Without a hierarchy every level must
+    /// predict the same classes.
+    pub fn consensus_average(&self, hierarchy: Option<&HierarchyConfig>) -> Result<Vec<usize>> {
+        let levels = self.classes.len();
+        let fine = self.classes[levels - 1];
+        let lift: Vec<Option<(Vec<usize>, Vec<f32>)>> = (0..levels)
+            .map(|k| match hierarchy {
+                Some(h) if h.level_depths[k] != h.hierarchy.num_depths() - 1 => {
+                    let of_fine = h.hierarchy.depths[h.level_depths[k]].of_fine.clone();
+                    let mut size = vec![0f32; self.classes[k]];
+                    of_fine.iter().for_each(|&c| size[c] += 1.0);
+                    Ok(Some((of_fine, size)))
+                }
+                _ if self.classes[k] == fine => Ok(None),
+                _ => Err(TrainError::Invalid(format!(
+                    "level {k} predicts {} classes and the full level {fine}: averaging them needs a hierarchy",
+                    self.classes[k]
+                ))),
+            })
+            .collect::<Result<_>>()?;
+        Ok((0..self.len())
+            .map(|i| {
+                let mut mean = vec![0f32; fine];
+                for (k, lift) in lift.iter().enumerate() {
+                    let p = self.row(k, i);
+                    match lift {
+                        None => mean.iter_mut().zip(p).for_each(|(m, v)| *m += v),
+                        Some((of_fine, size)) => mean
+                            .iter_mut()
+                            .enumerate()
+                            .for_each(|(c, m)| *m += p[of_fine[c]] / size[of_fine[c]]),
+                    }
+                }
+                argmax(&mean).0
+            })
+            .collect())
+    }
+
+    /// Anytime inference with early exit at `threshold`: each sample runs the core level first
+    /// and goes up a level only while the current level's top probability is below the
+    /// threshold; the last level always answers. Every level must predict the same classes.
+    /// `level_macs` are the levels' MACs per sample; a sample that stops at level `k` has run
+    /// levels `0..=k` (the levels do not share computation), so it costs their sum.
+    pub fn early_exit(&self, threshold: f64, level_macs: &[usize]) -> Result<EarlyExit> {
+        let levels = self.classes.len();
+        if self.classes.iter().any(|&c| c != self.classes[0]) {
+            return Err(TrainError::Invalid(
+                "early exit needs every level to predict the same classes (not coarse-to-fine levels)".into(),
+            ));
+        }
+        if level_macs.len() != levels {
+            return Err(TrainError::Invalid(format!("{} MAC counts for {levels} levels", level_macs.len())));
+        }
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(TrainError::Invalid(format!(
+                "an early-exit threshold is a probability in [0, 1], got {threshold}"
+            )));
+        }
+        let preds: Vec<Vec<(usize, f32)>> = (0..levels).map(|k| self.predictions(k)).collect();
+        let mut correct = 0;
+        let mut macs = 0usize;
+        let mut exits = vec![0usize; levels];
+        for (i, &label) in self.fine_labels.iter().enumerate() {
+            let stop = (0..levels)
+                .find(|&k| k == levels - 1 || f64::from(preds[k][i].1) >= threshold)
+                .expect("last");
+            exits[stop] += 1;
+            macs += level_macs[..=stop].iter().sum::<usize>();
+            correct += usize::from(preds[stop][i].0 == label);
+        }
+        let n = self.len().max(1) as f64;
+        Ok(EarlyExit {
+            threshold,
+            accuracy: correct as f64 / n,
+            mean_macs: macs as f64 / n,
+            exit_fractions: exits.iter().map(|&e| e as f64 / n).collect(),
+        })
+    }
+}
+
+/// The outcome of early exit at one threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlyExit {
+    /// Confidence threshold.
+    pub threshold: f64,
+    /// Accuracy of the answers.
+    pub accuracy: f64,
+    /// Mean MACs spent per sample.
+    pub mean_macs: f64,
+    /// Fraction of samples answered by each level.
+    pub exit_fractions: Vec<f64>,
+}
+
+fn argmax(values: &[f32]) -> (usize, f32) {
+    values
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, v)| if v > best.1 { (i, v) } else { best })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nestednet_heads::Hierarchy;
+
+    fn outputs(probs: Vec<Vec<f32>>, classes: Vec<usize>, labels: Vec<usize>) -> LevelOutputs {
+        LevelOutputs { probs, classes, fine_labels: labels }
+    }
+
+    #[test]
+    fn early_exit_stops_at_the_first_confident_level() {
+        // Two samples, two levels of 2 classes. Sample 0: core confident and right. Sample 1:
+        // core unsure (wrong), full level right.
+        let o = outputs(vec![vec![0.95, 0.05, 0.6, 0.4], vec![0.9, 0.1, 0.2, 0.8]], vec![2, 2], vec![0, 1]);
+        let e = o.early_exit(0.9, &[10, 100]).unwrap();
+        assert_eq!(e.accuracy, 1.0);
+        assert_eq!(e.exit_fractions, vec![0.5, 0.5]);
+        assert_eq!(e.mean_macs, (10.0 + 110.0) / 2.0);
+        // Threshold 0: everything exits at the core.
+        let e = o.early_exit(0.0, &[10, 100]).unwrap();
+        assert_eq!((e.accuracy, e.mean_macs), (0.5, 10.0));
+        assert!(o.early_exit(1.5, &[10, 100]).is_err());
+        let coarse = outputs(vec![vec![1.0, 0.0], vec![0.5, 0.5]], vec![2, 1], vec![0]);
+        assert!(coarse.early_exit(0.5, &[1, 2]).is_err());
+    }
+
+    #[test]
+    fn consensus_lifts_coarse_levels_to_fine_classes() {
+        // Hierarchy: fine {0, 1} under coarse 0, fine {2} under coarse 1.
+        let h = Hierarchy::from_csv("label,g,f\n0,a,x\n1,a,y\n2,b,z\n").unwrap();
+        let config = HierarchyConfig::one_level_per_depth(h);
+        // The full level hesitates between y and z; the coarse level is sure it is group a.
+        let o = outputs(vec![vec![1.0, 0.0], vec![0.0, 0.45, 0.55]], vec![2, 3], vec![1]);
+        // Lifted coarse vote: x 0.5, y 0.5, z 0; mean: x 0.25, y 0.475, z 0.275 → y.
+        assert_eq!(o.consensus_average(Some(&config)).unwrap(), vec![1]);
+        assert_eq!(argmax(&o.probs[1]).0, 2);
+        assert!(o.consensus_average(None).is_err());
+    }
+}
