@@ -366,6 +366,9 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     let labels = config.level_labels();
     nestednet::train::check_compatible(&model, &test, &labels, "test")?;
     let model = model.valid();
+    let levels_width: usize = (0..model.num_levels()).map(|k| model.level_classes(k)).sum();
+    let fine_classes = model.level_classes(model.num_levels() - 1);
+    let consensus = run.load_consensus(levels_width, fine_classes, &device)?;
     if a.report {
         let context = ReportContext {
             model: "mnist-cnn",
@@ -375,6 +378,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             train_seconds_per_epoch: None,
             labels: &labels,
             hierarchy: config.hierarchy.as_ref(),
+            consensus_layer: consensus.as_ref(),
         };
         let report = build_report(&model, context, test, &device)?;
         report.write_to_run(&run)?;
@@ -397,7 +401,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     }
     // What the levels give together: hierarchy metrics, consensus, early exit.
     let outputs = level_outputs(&model, test, 256, &device)?;
-    let mut together = anytime_figures(&model, &outputs, config.hierarchy.as_ref())?;
+    let mut together = anytime_figures(&model, &outputs, config.hierarchy.as_ref(), consensus.as_ref())?;
     let full_macs = model.level_cost(model.num_levels() - 1).macs;
     if let Some(threshold) = a.early_exit {
         let macs: Vec<usize> = (0..model.num_levels()).map(|k| model.level_cost(k).macs).collect();

@@ -94,6 +94,12 @@ fn train_eval_export_inspect_round_trip() {
         "1",
     ]);
     assert!(text.contains("| 1 |") && !text.contains("| 0 |"), "{text}");
+    let text = ok(&["eval", "--run", run_s, "--data-dir", data.to_str().unwrap(), "--early-exit", "0.9"]);
+    assert!(text.contains("early exit at 0.9: accuracy") && text.contains("early-exit threshold"), "{text}");
+    assert!(text.contains("consensus of all levels (average)"), "{text}");
+    assert!(run.join("early_exit.png").is_file());
+    let err = fails(&["eval", "--run", run_s, "--data-dir", data.to_str().unwrap(), "--early-exit", "1.5"]);
+    assert!(err.contains("threshold is a probability"), "{err}");
 
     let bpk = dir.path().join("core.bpk");
     let text = ok(&["export", "--run", run_s, "--level", "0", "--out", bpk.to_str().unwrap()]);
@@ -241,8 +247,16 @@ fn hierarchy_task_trains_coarse_and_fine_levels() {
         serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["levels"][0]["classes"], 3);
     assert_eq!(report["levels"][1]["classes"], 10);
+    let methods: Vec<&str> =
+        report["consensus"].as_array().unwrap().iter().map(|c| c[0].as_str().unwrap()).collect();
+    assert_eq!(methods, ["average", "learned"]);
+    assert!(run.join("consensus.bpk").is_file());
     let text = ok(&["eval", "--run", run_s, "--data-dir", data_s]);
-    assert!(text.contains("| 1 |"), "{text}");
+    assert!(text.contains("| 1 |") && text.contains("consensus of all levels (learned)"), "{text}");
+    assert!(text.contains("mistake severity"), "{text}");
+    // Early exit needs levels of the same classes: a clear error here.
+    let err = fails(&["eval", "--run", run_s, "--data-dir", data_s, "--early-exit", "0.9"]);
+    assert!(err.contains("early exit needs every level to predict the same classes"), "{err}");
     // A hierarchy file that does not fit the data set, and one that is malformed.
     let file = dir.path().join("h.csv");
     std::fs::write(&file, "label,kind,digit\n0,a,zero\n1,b,one\n").unwrap();

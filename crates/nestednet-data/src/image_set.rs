@@ -87,6 +87,28 @@ impl ImageSet {
         }
     }
 
+    /// The same images with every label `l` replaced by `map[l]`, out of `num_classes` classes
+    /// (e.g. digits mapped to their shape groups, to train a network on coarse labels).
+    pub fn relabel(&self, map: &[usize], num_classes: usize) -> crate::Result<Self> {
+        if map.len() != self.num_classes {
+            return Err(crate::DataError::Invalid(format!(
+                "a relabelling maps {} classes but the set has {}",
+                map.len(),
+                self.num_classes
+            )));
+        }
+        if let Some(&bad) = map.iter().find(|&&c| c >= num_classes) {
+            return Err(crate::DataError::Invalid(format!("relabelling to class {bad} of {num_classes}")));
+        }
+        Ok(Self {
+            pixels: self.pixels.clone(),
+            labels: self.labels.iter().map(|&l| map[l]).collect(),
+            coarse_labels: self.coarse_labels.clone(),
+            num_classes,
+            ..self.clone_meta()
+        })
+    }
+
     fn clone_meta(&self) -> Self {
         Self {
             pixels: Vec::new(),
@@ -134,5 +156,31 @@ impl ImageSet {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relabelling_maps_labels_and_checks_the_map() {
+        let set = ImageSet {
+            pixels: vec![0; 3 * 4],
+            labels: vec![0, 2, 1],
+            coarse_labels: None,
+            channels: 1,
+            height: 2,
+            width: 2,
+            num_classes: 3,
+            num_coarse_classes: 0,
+            normalization: Normalization { mean: vec![0.5], std: vec![0.5] },
+        };
+        let coarse = set.relabel(&[0, 1, 1], 2).unwrap();
+        assert_eq!((coarse.labels.clone(), coarse.num_classes, coarse.len()), (vec![0, 1, 1], 2, 3));
+        assert!(
+            set.relabel(&[0, 1], 2).unwrap_err().to_string().contains("maps 2 classes but the set has 3")
+        );
+        assert!(set.relabel(&[0, 1, 2], 2).is_err());
     }
 }

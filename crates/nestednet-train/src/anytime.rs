@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use nestednet_data::{ImageSet, epoch_loader};
@@ -156,6 +159,80 @@ impl LevelOutputs {
     }
 }
 
+/// NestedNet-L: a linear layer on the concatenated log-probabilities of every level, predicting
+/// the fine classes. It is trained after the levels, on their outputs for the training set
+/// (full batch, Adam 1e-2, `steps` steps, cross-entropy), starting from "the full level alone"
+/// (identity on the full level's block, zero elsewhere), so it begins at the full level's
+/// training accuracy and can only learn to use the other levels on top of it.
+pub fn train_learned_consensus(outputs: &LevelOutputs, steps: usize, device: &Device) -> Result<Linear> {
+    if outputs.is_empty() {
+        return Err(TrainError::Invalid("no samples to train the learned consensus on".into()));
+    }
+    let train_device = device.clone().autodiff();
+    let features = outputs.log_features(&train_device);
+    let fine = *outputs.classes.last().expect("at least one level");
+    let width: usize = outputs.classes.iter().sum();
+    let offset = width - fine;
+    let mut init = vec![0f32; width * fine];
+    for c in 0..fine {
+        init[(offset + c) * fine + c] = 1.0;
+    }
+    let mut layer = LinearConfig::new(width, fine).init(&train_device);
+    layer.weight =
+        Param::from_tensor(Tensor::<2>::from_data(TensorData::new(init, [width, fine]), &train_device));
+    layer.bias = Some(Param::from_tensor(Tensor::<1>::zeros([fine], &train_device)));
+    let labels: Vec<i64> = outputs.fine_labels.iter().map(|&l| l as i64).collect();
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [outputs.len()]), &train_device);
+    let mut optim = AdamConfig::new().init();
+    for _ in 0..steps {
+        let loss = nestednet_heads::cross_entropy(layer.forward(features.clone()), labels.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &layer);
+        layer = optim.step(1e-2, layer, grads);
+    }
+    Ok(layer.valid())
+}
+
+impl LevelOutputs {
+    /// `[samples, Σ classes]`: every level's log-probabilities side by side.
+    fn log_features(&self, device: &Device) -> Tensor<2> {
+        let width: usize = self.classes.iter().sum();
+        let mut data = Vec::with_capacity(self.len() * width);
+        for i in 0..self.len() {
+            for k in 0..self.classes.len() {
+                data.extend(self.row(k, i).iter().map(|p| (p.max(1e-8)).ln()));
+            }
+        }
+        Tensor::from_data(TensorData::new(data, [self.len(), width]), device)
+    }
+
+    /// NestedNet-L's fine-class predictions.
+    pub fn consensus_learned(&self, layer: &Linear) -> Result<Vec<usize>> {
+        let width: usize = self.classes.iter().sum();
+        let [d_in, _] = layer.weight.dims();
+        if d_in != width {
+            return Err(TrainError::Invalid(format!(
+                "the learned consensus takes {d_in} level outputs but the levels give {width}"
+            )));
+        }
+        let device = layer.weight.device();
+        let logits = layer.forward(self.log_features(&device));
+        let preds = logits
+            .argmax(1)
+            .flatten::<1>(0, 1)
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .expect("classes");
+        Ok(preds.into_iter().map(|p| p as usize).collect())
+    }
+
+    /// Accuracy of fine-class predictions against the data set's labels.
+    pub fn accuracy_of(&self, predictions: &[usize]) -> f64 {
+        let correct = predictions.iter().zip(&self.fine_labels).filter(|(p, l)| p == l).count();
+        correct as f64 / self.len().max(1) as f64
+    }
+}
+
 /// The outcome of early exit at one threshold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EarlyExit {
@@ -214,5 +291,23 @@ mod tests {
         assert_eq!(o.consensus_average(Some(&config)).unwrap(), vec![1]);
         assert_eq!(argmax(&o.probs[1]).0, 2);
         assert!(o.consensus_average(None).is_err());
+    }
+
+    #[test]
+    fn learned_consensus_starts_from_the_full_level_and_learns_to_use_the_others() {
+        // Two levels of 2 classes: the full level is always unsure (0.5/0.5, predicting class 0),
+        // the core always right. The learned layer must learn to follow the core.
+        let labels: Vec<usize> = (0..40).map(|i| i % 2).collect();
+        let core: Vec<f32> =
+            labels.iter().flat_map(|&l| if l == 0 { [0.9, 0.1] } else { [0.1, 0.9] }).collect();
+        let full: Vec<f32> = labels.iter().flat_map(|_| [0.5, 0.5]).collect();
+        let o = outputs(vec![core, full], vec![2, 2], labels);
+        let device = Device::flex();
+        let untrained = train_learned_consensus(&o, 0, &device).unwrap();
+        assert_eq!(o.accuracy_of(&o.consensus_learned(&untrained).unwrap()), 0.5);
+        let layer = train_learned_consensus(&o, 100, &device).unwrap();
+        assert_eq!(o.accuracy_of(&o.consensus_learned(&layer).unwrap()), 1.0);
+        let three = outputs(vec![vec![0.5; 6]], vec![3], vec![0, 1]);
+        assert!(three.consensus_learned(&layer).is_err());
     }
 }

@@ -3,7 +3,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::{Backend, Progress, Report, Result, RunDir, TrainOutcome, TrainingConfig, build_report, train};
+use nestednet_models::NestedClassifier;
+
+use crate::{
+    Backend, Progress, Report, Result, RunDir, TrainOutcome, TrainingConfig, build_report, level_outputs,
+    train, train_learned_consensus,
+};
 
 /// A complete training job.
 #[derive(Debug, Clone)]
@@ -37,11 +42,25 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<(TrainOutc
         test_set.len(),
         job.backend
     ));
+    let train_for_consensus = match job.config.train_limit {
+        Some(n) => Arc::new(train_set.take(n)),
+        None => train_set.clone(),
+    };
     let outcome =
         train(&job.config, train_set, Some(test_set.clone()), &device, &job.run, job.resume, progress)?;
     let seconds: Vec<f64> =
         outcome.history.iter().filter(|m| m.phase == crate::Phase::Joint).map(|m| m.train_seconds).collect();
     let per_epoch = (!seconds.is_empty()).then(|| seconds.iter().sum::<f64>() / seconds.len() as f64);
+    // NestedNet-L: a layer on all levels' outputs, trained after them on the training set.
+    let consensus = if outcome.model.num_levels() > 1 {
+        progress.message("training the learned consensus of the levels (NestedNet-L)...");
+        let train_outputs = level_outputs(&outcome.model, train_for_consensus, 256, &device)?;
+        let layer = train_learned_consensus(&train_outputs, 300, &device)?;
+        job.run.save_consensus(&layer)?;
+        Some(layer)
+    } else {
+        None
+    };
     progress.message("measuring every level (accuracy, size, latency)...");
     let report = build_report(
         &outcome.model,
@@ -53,6 +72,7 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<(TrainOutc
             train_seconds_per_epoch: per_epoch,
             labels: &job.config.level_labels(),
             hierarchy: job.config.hierarchy.as_ref(),
+            consensus_layer: consensus.as_ref(),
         },
         test_set,
         &device,

@@ -25,7 +25,7 @@ mod report;
 mod run;
 mod trainer;
 
-pub use anytime::{EarlyExit, LevelOutputs, level_outputs};
+pub use anytime::{EarlyExit, LevelOutputs, level_outputs, train_learned_consensus};
 pub use compression::{
     LayerDensity, MaskMethod, MaskingConfig, Phase, binarise_level, check_reachable, epoch_plan,
     layer_densities, level_threshold, prune_by_magnitude, randomize_masks, set_soft_threshold,

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use nestednet_data::ImageSet;
@@ -77,7 +78,8 @@ pub struct Report {
     /// accuracy at that granularity, consistency, mistake severity), with a hierarchy.
     #[serde(default)]
     pub hierarchy: Option<Vec<HierarchyLevelMetrics>>,
-    /// Accuracy of the consensus of all levels, by method (`average` = NestedNet-A).
+    /// Accuracy of the consensus of all levels, by method (`average` = NestedNet-A, `learned` =
+    /// NestedNet-L).
     #[serde(default)]
     pub consensus: Vec<(String, f64)>,
     /// Early exit (core first, up a level while unsure) at a sweep of thresholds, when every
@@ -136,6 +138,8 @@ pub struct ReportContext<'a> {
     pub labels: &'a LevelLabels,
     /// The hierarchy of coarse-to-fine levels, if any.
     pub hierarchy: Option<&'a HierarchyConfig>,
+    /// The learned consensus layer (NestedNet-L), if one was trained.
+    pub consensus_layer: Option<&'a Linear>,
 }
 
 /// Builds the report of `model` (evaluation mode, plain device) on `test`.
@@ -148,7 +152,7 @@ pub fn build_report(
     let accuracies = evaluate(model, test.clone(), 256, device, context.labels)?;
     let outputs = level_outputs(model, test, 256, device)?;
     let LevelsTogether { hierarchy, consensus, early_exit } =
-        anytime_figures(model, &outputs, context.hierarchy)?;
+        anytime_figures(model, &outputs, context.hierarchy, context.consensus_layer)?;
     let full_params = model.level_cost(model.num_levels() - 1).params;
     let mut levels = Vec::new();
     for (level, tally) in accuracies.iter().enumerate() {
@@ -209,6 +213,7 @@ pub fn anytime_figures<M: NestedClassifier>(
     model: &M,
     outputs: &LevelOutputs,
     hierarchy: Option<&HierarchyConfig>,
+    consensus_layer: Option<&Linear>,
 ) -> Result<LevelsTogether> {
     let n = outputs.len().max(1) as f64;
     let levels = model.num_levels();
@@ -226,6 +231,9 @@ pub fn anytime_figures<M: NestedClassifier>(
         let preds = outputs.consensus_average(hierarchy)?;
         let correct = preds.iter().zip(&outputs.fine_labels).filter(|(p, l)| p == l).count();
         consensus.push(("average".to_string(), correct as f64 / n));
+    }
+    if let Some(layer) = consensus_layer {
+        consensus.push(("learned".to_string(), outputs.accuracy_of(&outputs.consensus_learned(layer)?)));
     }
     let mut early_exit = Vec::new();
     if levels > 1 && same_classes {

@@ -7,6 +7,7 @@
 //!   model.bpk                the latest completed model: every level, one record
 //!   checkpoint.json          the last completed epoch and its metrics history
 //!   checkpoints/epoch-NNNN/  model.bpk + optimizer.bpk of that epoch (resume point)
+//!   consensus.bpk            the learned consensus layer (NestedNet-L), with 2+ levels
 //!   report.json              per-level report (accuracy, params, MACs, bytes, latency)
 //!   accuracy_vs_macs.png     the report as a plot
 //! ```
@@ -20,6 +21,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
@@ -104,6 +106,31 @@ impl RunDir {
     /// `report.json`.
     pub fn report_path(&self) -> PathBuf {
         self.path.join("report.json")
+    }
+
+    /// `consensus.bpk`, the learned consensus layer (NestedNet-L) of a multi-level run.
+    pub fn consensus_path(&self) -> PathBuf {
+        self.path.join("consensus.bpk")
+    }
+
+    /// Saves the learned consensus layer.
+    pub fn save_consensus(&self, layer: &Linear) -> Result<()> {
+        write_atomic(&self.consensus_path(), &record_bytes(layer)?)
+    }
+
+    /// Loads the learned consensus layer for `levels_width` concatenated level outputs and
+    /// `classes` fine classes, if the run has one.
+    pub fn load_consensus(
+        &self,
+        levels_width: usize,
+        classes: usize,
+        device: &Device,
+    ) -> Result<Option<Linear>> {
+        let path = self.consensus_path();
+        if !path.is_file() {
+            return Ok(None);
+        }
+        load_record(LinearConfig::new(levels_width, classes).init(device), &path).map(Some)
     }
 
     /// `accuracy_vs_macs.png`.
