@@ -13,10 +13,11 @@ use nestednet::models::{MNIST_CNN_LAYERS, NestedClassifier, NestedMnistCnnConfig
 use nestednet::prune::MaskTargets;
 use nestednet::schedule::{LevelSpec, check_level};
 use nestednet::train::{
-    Backend, BarProgress, ExportFormat, HierarchyConfig, LevelReport, LrSchedule, MaskMethod, MaskingConfig,
-    OptimizerConfig, Report, ReportContext, RunDir, TrainJob, TrainingConfig, anytime_figures, build_report,
-    evaluate, export_level, export_sizes, layer_densities, level_outputs, load_burnpack_level,
-    load_safetensors_level, plot_early_exit, run_job, run_magnitude_jobs,
+    Backend, BarProgress, ConsensusMethod, ExportFormat, HierarchyConfig, LevelReport, LrSchedule,
+    MaskMethod, MaskingConfig, OptimizerConfig, Report, ReportContext, RunDir, TrainJob, TrainingConfig,
+    anytime_figures, build_report, evaluate, export_consensus, export_level, export_sizes, layer_densities,
+    level_outputs, load_burnpack_level, load_consensus_export, load_safetensors_level, plot_early_exit,
+    run_job, run_magnitude_jobs,
 };
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
@@ -163,10 +164,15 @@ struct ExportArgs {
     #[arg(long)]
     run: PathBuf,
     /// Level to export (0 = core).
+    #[arg(long, required_unless_present = "consensus", conflicts_with = "consensus")]
+    level: Option<usize>,
+    /// Export the consensus of all levels instead (average or learned): every level plus
+    /// consensus.json (and consensus.safetensors) into the folder --out.
     #[arg(long)]
-    level: usize,
+    consensus: Option<ConsensusMethod>,
     /// Output file (`.bpk` for burnpack, `.safetensors` for safetensors, `.sparse.safetensors`
-    /// for safetensors with the masked weights in compressed sparse form).
+    /// for safetensors with the masked weights in compressed sparse form); a folder with
+    /// --consensus.
     #[arg(long)]
     out: PathBuf,
     /// Format: burnpack, safetensors or sparse (default: from the file name).
@@ -457,12 +463,65 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_export_consensus(a: &ExportArgs, method: ConsensusMethod) -> Result<()> {
+    let device = backend(a.device)?.device()?;
+    let run = RunDir::new(&a.run);
+    let (config, model) = run.load_model(&device)?;
+    let model = model.valid();
+    let width: usize = (0..model.num_levels()).map(|k| model.level_classes(k)).sum();
+    let layer = run.load_consensus(width, model.level_classes(model.num_levels() - 1), &device)?;
+    export_consensus(&model, method, config.hierarchy.as_ref(), layer.as_ref(), &a.out)?;
+    // Verify: reload the folder and compare the consensus's predictions with the run's.
+    let reloaded = load_consensus_export(&a.out, &device)?;
+    let [c, h, w] = model.input_shape;
+    device.seed(0);
+    let x = Tensor::<4>::random([64, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+    let mut outputs = reloaded.outputs(x.clone());
+    let nested: Vec<Vec<f32>> = (0..model.num_levels())
+        .map(|k| {
+            let p = nestednet::burn::tensor::activation::softmax(model.forward_level(x.clone(), k), 1);
+            p.into_data().convert::<f32>().try_to_vec::<f32>().expect("probabilities")
+        })
+        .collect();
+    let expected = {
+        outputs.probs = nested;
+        match method {
+            ConsensusMethod::Average => outputs.consensus_average(config.hierarchy.as_ref())?,
+            ConsensusMethod::Learned => {
+                outputs.consensus_learned(layer.as_ref().expect("checked by the export"))?
+            }
+        }
+    };
+    let got = reloaded.predict(x)?;
+    let agree = got.iter().zip(&expected).filter(|(a, b)| a == b).count();
+    if agree != got.len() {
+        bail!(
+            "the exported consensus disagrees with the run on {} of {} inputs",
+            got.len() - agree,
+            got.len()
+        );
+    }
+    println!(
+        "exported the {method:?} consensus of {} levels to {} (level0..{}.safetensors, consensus.json{}); verified: same predictions on {} inputs",
+        model.num_levels(),
+        a.out.display(),
+        model.num_levels() - 1,
+        if method == ConsensusMethod::Learned { ", consensus.safetensors" } else { "" },
+        got.len()
+    );
+    Ok(())
+}
+
 fn cmd_export(a: ExportArgs) -> Result<()> {
+    if let Some(method) = a.consensus {
+        return cmd_export_consensus(&a, method);
+    }
+    let level = a.level.context("give --level or --consensus")?;
     let device = backend(a.device)?.device()?;
     let (_, model) = RunDir::new(&a.run).load_model(&device)?;
     let model = model.valid();
     let format = a.format.unwrap_or_else(|| ExportFormat::from_path(&a.out));
-    let info = export_level(&model, a.level, &a.out, format)?;
+    let info = export_level(&model, level, &a.out, format)?;
     // Verify: reload the file and compare with the nested level on a random batch.
     let (_, reloaded) = match format {
         ExportFormat::Burnpack => load_burnpack_level(&a.out, &device)?,
@@ -473,19 +532,16 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
     let [c, h, w] = model.input_shape;
     device.seed(0);
     let x = Tensor::<4>::random([16, c, h, w], Distribution::Normal(0.0, 1.0), &device);
-    let diff = (reloaded.valid().forward(x.clone()) - model.forward_level(x, a.level))
+    let diff = (reloaded.valid().forward(x.clone()) - model.forward_level(x, level))
         .abs()
         .max()
         .into_scalar::<f32>();
     if diff.is_nan() || diff > 1e-4 {
-        bail!(
-            "exported level {} differs from the nested level by {diff} (max abs logit difference)",
-            a.level
-        );
+        bail!("exported level {} differs from the nested level by {diff} (max abs logit difference)", level);
     }
     println!(
         "exported level {} ({:?}) to {}: {} bytes, conv1/conv2/fc1/classes = {}/{}/{}/{}; verified: max |Δlogit| = {diff:.2e}",
-        a.level,
+        level,
         format,
         info.path.display(),
         info.bytes,

@@ -254,6 +254,13 @@ fn hierarchy_task_trains_coarse_and_fine_levels() {
     let text = ok(&["eval", "--run", run_s, "--data-dir", data_s]);
     assert!(text.contains("| 1 |") && text.contains("consensus of all levels (learned)"), "{text}");
     assert!(text.contains("mistake severity"), "{text}");
+    for method in ["average", "learned"] {
+        let out = dir.path().join(format!("consensus-{method}"));
+        let text = ok(&["export", "--run", run_s, "--consensus", method, "--out", out.to_str().unwrap()]);
+        assert!(text.contains("verified: same predictions"), "{text}");
+        assert!(out.join("level0.safetensors").is_file() && out.join("consensus.json").is_file());
+    }
+    assert!(dir.path().join("consensus-learned/consensus.safetensors").is_file());
     // Early exit needs levels of the same classes: a clear error here.
     let err = fails(&["eval", "--run", run_s, "--data-dir", data_s, "--early-exit", "0.9"]);
     assert!(err.contains("early exit needs every level to predict the same classes"), "{err}");

@@ -31,7 +31,7 @@ use nestednet_schedule::check_level;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, TrainError, load_record, record_bytes, write_atomic};
+use crate::{HierarchyConfig, LevelOutputs, Result, TrainError, load_record, record_bytes, write_atomic};
 
 /// File format of an exported level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,4 +374,169 @@ pub fn load_safetensors_level(path: &Path, device: &Device) -> Result<(MnistCnnC
         linear.bias = Some(Param::from_tensor(param(tensor(&format!("{name}.bias"), vec![out])?)));
     }
     Ok((config, model))
+}
+
+/// How the levels of a consensus export are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsensusMethod {
+    /// NestedNet-A: the mean of the levels' probabilities (coarse levels lifted).
+    Average,
+    /// NestedNet-L: the learned layer on the levels' log-probabilities.
+    Learned,
+}
+
+impl core::str::FromStr for ConsensusMethod {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "average" => Ok(Self::Average),
+            "learned" => Ok(Self::Learned),
+            other => {
+                Err(TrainError::Invalid(format!("unknown consensus `{other}` (use average or learned)")))
+            }
+        }
+    }
+}
+
+/// `consensus.json` of a consensus export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsensusManifest {
+    /// How the levels are combined.
+    pub method: ConsensusMethod,
+    /// Number of levels; level `k` is `level{k}.safetensors` beside this file.
+    pub num_levels: usize,
+    /// The hierarchy of coarse-to-fine levels, if any (it says how coarse levels are lifted).
+    pub hierarchy: Option<HierarchyConfig>,
+}
+
+/// Every level as a standalone model plus the way to combine them.
+pub struct ConsensusModel {
+    /// The manifest.
+    pub manifest: ConsensusManifest,
+    /// The levels, core first.
+    pub levels: Vec<MnistCnn>,
+    /// The learned layer (method `learned`).
+    pub layer: Option<Linear>,
+}
+
+impl ConsensusModel {
+    /// Every level's probabilities for `images`.
+    pub fn outputs(&self, images: Tensor<4>) -> LevelOutputs {
+        let n = images.dims()[0];
+        let mut probs = Vec::new();
+        let mut classes = Vec::new();
+        for level in &self.levels {
+            let p = burn::tensor::activation::softmax(level.forward(images.clone()), 1);
+            classes.push(p.dims()[1]);
+            probs.push(p.into_data().convert::<f32>().try_to_vec::<f32>().expect("probabilities"));
+        }
+        LevelOutputs { probs, classes, fine_labels: vec![0; n] }
+    }
+
+    /// The consensus's fine-class prediction for every image.
+    pub fn predict(&self, images: Tensor<4>) -> Result<Vec<usize>> {
+        let outputs = self.outputs(images);
+        match (self.manifest.method, &self.layer) {
+            (ConsensusMethod::Average, _) => outputs.consensus_average(self.manifest.hierarchy.as_ref()),
+            (ConsensusMethod::Learned, Some(layer)) => outputs.consensus_learned(layer),
+            (ConsensusMethod::Learned, None) => {
+                Err(TrainError::Invalid("the learned consensus has no layer".into()))
+            }
+        }
+    }
+}
+
+/// Exports every level of `model` (safetensors, PyTorch layout) and the consensus into `dir`:
+/// `level{k}.safetensors`, `consensus.json` and, for the learned consensus,
+/// `consensus.safetensors` (`weight` `[classes, Σ level classes]` in PyTorch's layout, `bias`).
+pub fn export_consensus(
+    model: &NestedMnistCnn,
+    method: ConsensusMethod,
+    hierarchy: Option<&HierarchyConfig>,
+    layer: Option<&Linear>,
+    dir: &Path,
+) -> Result<ConsensusManifest> {
+    use nestednet_models::NestedClassifier;
+    if model.num_levels() < 2 {
+        return Err(TrainError::Invalid("a consensus needs at least 2 levels".into()));
+    }
+    if method == ConsensusMethod::Learned && layer.is_none() {
+        return Err(TrainError::Invalid("the run has no learned consensus (consensus.bpk)".into()));
+    }
+    std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
+    for level in 0..model.num_levels() {
+        export_level(
+            model,
+            level,
+            &dir.join(format!("level{level}.safetensors")),
+            ExportFormat::Safetensors,
+        )?;
+    }
+    if let (ConsensusMethod::Learned, Some(layer)) = (method, layer) {
+        let path = dir.join("consensus.safetensors");
+        let weight = layer.weight.val().transpose();
+        let bias = layer.bias.as_ref().map(|b| b.val()).expect("consensus layer has a bias");
+        let tensors = [
+            ("weight".to_string(), weight.dims().to_vec(), f32_bytes(weight)),
+            ("bias".to_string(), bias.dims().to_vec(), f32_bytes(bias)),
+        ];
+        let views = tensors
+            .iter()
+            .map(|(name, shape, data)| {
+                TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.clone(), v))
+            })
+            .collect::<core::result::Result<Vec<_>, _>>()
+            .map_err(|e| TrainError::Safetensors { path: path.clone(), message: e.to_string() })?;
+        let bytes = safetensors::tensor::serialize(views, None)
+            .map_err(|e| TrainError::Safetensors { path: path.clone(), message: e.to_string() })?;
+        write_atomic(&path, &bytes)?;
+    }
+    let manifest =
+        ConsensusManifest { method, num_levels: model.num_levels(), hierarchy: hierarchy.cloned() };
+    write_atomic(
+        &dir.join("consensus.json"),
+        &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"),
+    )?;
+    Ok(manifest)
+}
+
+/// Loads a consensus export written by [`export_consensus`].
+pub fn load_consensus_export(dir: &Path, device: &Device) -> Result<ConsensusModel> {
+    let path = dir.join("consensus.json");
+    let text = std::fs::read(&path).map_err(TrainError::io(&path))?;
+    let manifest: ConsensusManifest =
+        serde_json::from_slice(&text).map_err(|source| TrainError::Json { path: path.clone(), source })?;
+    let levels = (0..manifest.num_levels)
+        .map(|k| load_safetensors_level(&dir.join(format!("level{k}.safetensors")), device).map(|(_, m)| m))
+        .collect::<Result<Vec<_>>>()?;
+    let layer = match manifest.method {
+        ConsensusMethod::Average => None,
+        ConsensusMethod::Learned => {
+            let path = dir.join("consensus.safetensors");
+            let err = |message: String| TrainError::Safetensors { path: path.clone(), message };
+            let bytes = std::fs::read(&path).map_err(TrainError::io(&path))?;
+            let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
+            let read = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
+                let view = st.tensor(name).map_err(|e| err(format!("tensor `{name}`: {e}")))?;
+                let values = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                Ok((view.shape().to_vec(), values))
+            };
+            let (wshape, w) = read("weight")?;
+            let (bshape, b) = read("bias")?;
+            if wshape.len() != 2 || bshape != [wshape[0]] {
+                return Err(err(format!("weight {wshape:?} and bias {bshape:?} do not make a linear layer")));
+            }
+            let mut layer = burn::nn::LinearConfig::new(wshape[1], wshape[0]).init(device);
+            let weight: Tensor<2> = Tensor::from_data(TensorData::new(w, wshape), device);
+            layer.weight = Param::from_tensor(weight.transpose());
+            layer.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(b, bshape), device)));
+            Some(layer)
+        }
+    };
+    Ok(ConsensusModel { manifest, levels, layer })
 }

@@ -34,7 +34,8 @@ pub use config::{FORMAT_VERSION, LrSchedule, OptimizerConfig, TrainingConfig};
 pub use device::Backend;
 pub use error::{Result, TrainError};
 pub use export::{
-    ExportFormat, ExportInfo, burnpack_config_path, export_level, export_sizes, load_burnpack_level,
+    ConsensusManifest, ConsensusMethod, ConsensusModel, ExportFormat, ExportInfo, burnpack_config_path,
+    export_consensus, export_level, export_sizes, load_burnpack_level, load_consensus_export,
     load_safetensors_level,
 };
 pub use job::{TrainJob, run_job, run_magnitude_jobs};
