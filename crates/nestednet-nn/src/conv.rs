@@ -257,8 +257,7 @@ impl Maskable for NestedConv2d {
 
     fn zero_pruned(&mut self) {
         if let Some(mask) = &self.mask {
-            let keep = mask.level_mask::<4>(self.num_levels() - 1).expect("rank-4 mask");
-            self.weight = self.weight.clone().map(|w| crate::zero_where(w, keep.bool_not()));
+            self.weight = mask.zero_unused(self.weight.clone()).expect("the mask has the weight's shape");
         }
     }
 }

@@ -64,17 +64,3 @@ pub fn compact_copy<const D: usize>(tensor: burn::tensor::Tensor<D>) -> burn::te
     let device = tensor.device().inner();
     burn::tensor::Tensor::from_data(tensor.into_data(), &device)
 }
-
-/// `weight` with the entries where `drop` is true set to zero, as a fresh leaf that requires a
-/// gradient exactly when `weight` did (so it stays a trainable parameter).
-pub(crate) fn zero_where<const D: usize>(
-    weight: burn::tensor::Tensor<D>,
-    drop: burn::tensor::Tensor<D, burn::tensor::Bool>,
-) -> burn::tensor::Tensor<D> {
-    let autodiff = weight.is_autodiff();
-    let require_grad = weight.is_require_grad();
-    let weight = weight.inner();
-    let drop = drop.inner().to_device(&weight.device());
-    let zeroed = weight.mask_fill(drop, 0.0);
-    if autodiff { zeroed.autodiff().set_require_grad(require_grad) } else { zeroed }
-}

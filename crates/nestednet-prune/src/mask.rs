@@ -129,6 +129,21 @@ impl NestedMask {
         weight.mask_fill(dropped, 0.0)
     }
 
+    /// `weight` (the masked parameter) with the weights no level uses set to exactly zero, as
+    /// a fresh leaf that still requires a gradient exactly when the parameter did.
+    pub fn zero_unused<const D: usize>(&self, weight: Param<Tensor<D>>) -> Result<Param<Tensor<D>>> {
+        let keep = self.level_mask::<D>(self.num_levels - 1)?;
+        self.check_shape(&weight.dims())?;
+        Ok(weight.map(|w| {
+            let autodiff = w.is_autodiff();
+            let require_grad = w.is_require_grad();
+            let w = w.inner();
+            let dropped = keep.inner().to_device(&w.device()).bool_not();
+            let zeroed = w.mask_fill(dropped, 0.0);
+            if autodiff { zeroed.autodiff().set_require_grad(require_grad) } else { zeroed }
+        }))
+    }
+
     /// Number of weights level `level` uses within the block `ranges`.
     pub fn count_block<const D: usize>(&self, level: usize, ranges: [core::ops::Range<usize>; D]) -> usize {
         let shape: [usize; D] = core::array::from_fn(|i| self.shape[i]);
