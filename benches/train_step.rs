@@ -32,7 +32,7 @@ fn main() {
     let train_device = device.clone().autodiff();
     let (train, _) = Mnist::load(&nestednet::vendored_mnist_dir()).expect("vendored MNIST");
     let config = NestedMnistCnnConfig::new();
-    let mut model = seeded_model(&config, 1, &train_device);
+    let mut model = seeded_model(&config.clone().into(), 1, &train_device);
     let mut optim = OptimizerConfig::adam().init();
     let joint = JointLoss::mean(model.num_levels());
     let loader = epoch_loader(Arc::new(train), 64, 1, 0, true, None, &train_device).expect("loader");

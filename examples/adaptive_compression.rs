@@ -126,10 +126,12 @@ fn run_methods(
     let budget = 3 * args.stage_epochs + args.epochs;
     let base = |levels: LevelSpec, masked: bool| {
         let masked_layers = if masked { vec!["conv2".to_string(), "fc1".to_string()] } else { Vec::new() };
-        TrainingConfig::new(NestedMnistCnnConfig::new().with_levels(levels).with_masked_layers(masked_layers))
-            .with_batch_size(args.batch_size)
-            .with_seed(seed)
-            .with_lr_schedule(LrSchedule::Cosine { min_lr: 0.0 })
+        TrainingConfig::new(
+            NestedMnistCnnConfig::new().with_levels(levels).with_masked_layers(masked_layers).into(),
+        )
+        .with_batch_size(args.batch_size)
+        .with_seed(seed)
+        .with_lr_schedule(LrSchedule::Cosine { min_lr: 0.0 })
     };
     let masking = |method: MaskMethod, densities: &[f64]| MaskingConfig {
         stage_epochs: args.stage_epochs,

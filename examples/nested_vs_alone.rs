@@ -57,7 +57,7 @@ fn main() -> Result<()> {
     let (mut nested_secs, mut alone_secs) = (0.0, 0.0);
     for &seed in &args.seeds {
         let config = TrainingConfig::new(
-            NestedMnistCnnConfig::new().with_levels(LevelSpec::Ratios(args.ratios.clone())),
+            NestedMnistCnnConfig::new().with_levels(LevelSpec::Ratios(args.ratios.clone())).into(),
         )
         .with_epochs(args.epochs)
         .with_seed(seed);
@@ -78,7 +78,7 @@ fn main() -> Result<()> {
                 .with_conv2_channels(width(64))
                 .with_hidden(width(128))
                 .with_levels(LevelSpec::Ratios(vec![1.0]));
-            let config = TrainingConfig::new(single).with_epochs(args.epochs).with_seed(seed);
+            let config = TrainingConfig::new(single.into()).with_epochs(args.epochs).with_seed(seed);
             let run = RunDir::new(scratch.path().join(format!("alone-{seed}-{k}")));
             let out = train(&config, train_set.clone(), None, &device, &run, false, &mut QuietProgress)?;
             alone_secs += out.history.iter().map(|m| m.train_seconds).sum::<f64>();

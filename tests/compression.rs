@@ -10,7 +10,7 @@ use std::sync::Arc;
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::data::epoch_loader;
-use nestednet::models::{NestedClassifier, NestedMnistCnn, NestedMnistCnnConfig};
+use nestednet::models::{NestedClassifier, NestedMnistCnnConfig};
 use nestednet::prune::MaskTargets;
 use nestednet::train::{
     EpochMetrics, ExportFormat, LevelTally, MaskMethod, MaskingConfig, Phase, Progress, QuietProgress,
@@ -25,11 +25,11 @@ fn masked_config(method: MaskMethod, densities: &[f64]) -> TrainingConfig {
         recalibrate_every: 3,
         ..MaskingConfig::new(method, MaskTargets::Densities(densities.to_vec()))
     };
-    TrainingConfig::new(model).with_epochs(1).with_train_limit(Some(320)).with_masking(Some(masking))
+    TrainingConfig::new(model.into()).with_epochs(1).with_train_limit(Some(320)).with_masking(Some(masking))
 }
 
 /// Whether every level's mask is contained in the next level's, in every masked layer.
-fn masks_nest(model: &NestedMnistCnn) -> bool {
+fn masks_nest<M: NestedClassifier>(model: &M) -> bool {
     model.weight_layers().iter().filter_map(|(_, l)| l.mask()).all(|mask| {
         let map = mask.level_map_values();
         (0..mask.num_levels - 1).all(|k| {
@@ -42,7 +42,7 @@ fn masks_nest(model: &NestedMnistCnn) -> bool {
 }
 
 /// Measured density of every level: its parameters over the full level's.
-fn densities(model: &NestedMnistCnn) -> Vec<f64> {
+fn densities<M: NestedClassifier>(model: &M) -> Vec<f64> {
     let full = model.level_cost(model.num_levels() - 1).params as f64;
     (0..model.num_levels()).map(|k| model.level_cost(k).params as f64 / full).collect()
 }
@@ -114,7 +114,8 @@ fn learned_masks_nest_reach_their_densities_survive_reload_and_export_sparse() {
     for level in 0..3 {
         let path = dir.path().join(format!("level{level}.sparse.safetensors"));
         assert_eq!(ExportFormat::from_path(&path), ExportFormat::SparseSafetensors);
-        let info = export_level(&model, level, &path, ExportFormat::SparseSafetensors).unwrap();
+        let info = export_level(model.as_mnist_cnn().unwrap(), level, &path, ExportFormat::SparseSafetensors)
+            .unwrap();
         let (_, plain) = load_safetensors_level(&path, &device).unwrap();
         let plain = plain.valid();
         for x in &images {
@@ -124,7 +125,7 @@ fn learned_masks_nest_reach_their_densities_survive_reload_and_export_sparse() {
                 .into_scalar::<f32>();
             assert!(diff <= 1e-5, "level {level}: max |Δ| = {diff}");
         }
-        let (dense, sparse) = export_sizes(&model, level).unwrap();
+        let (dense, sparse) = export_sizes(model.as_mnist_cnn().unwrap(), level).unwrap();
         assert_eq!(sparse, info.bytes);
         if level == 0 {
             let ratio = sparse as f64 / dense as f64;
@@ -180,12 +181,12 @@ fn bad_mask_requests_are_clear_errors() {
     random_thresholds.masking.as_mut().unwrap().targets = MaskTargets::Thresholds(vec![0.02, 0.0]);
     assert!(err(random_thresholds).contains("given by densities"));
     let mut unmasked = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
-    unmasked.model.masked_layers.clear();
+    unmasked.model.as_mnist_cnn_mut().unwrap().masked_layers.clear();
     assert!(err(unmasked.clone()).contains("must differ by their weight masks"));
-    unmasked.model.levels = "0.5,1.0".parse().unwrap();
+    unmasked.model.as_mnist_cnn_mut().unwrap().levels = "0.5,1.0".parse().unwrap();
     assert!(err(unmasked).contains("masks no layer"));
     let mut unknown = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
-    unknown.model.masked_layers.push("conv9".into());
+    unknown.model.as_mnist_cnn_mut().unwrap().masked_layers.push("conv9".into());
     assert!(err(unknown).contains("unknown layer `conv9`"));
     let e =
         err(masked_config(MaskMethod::Learned, &[0.5, 1.0, 1.0]).with_level_loss_weights(Some(vec![1.0])));
@@ -217,12 +218,12 @@ fn a_level_can_be_narrower_and_sparser() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let mut config = masked_config(MaskMethod::Learned, &[0.5, 1.0]).with_train_limit(Some(128));
-    config.model.levels = "0.5,1.0".parse().unwrap();
+    config.model.as_mnist_cnn_mut().unwrap().levels = "0.5,1.0".parse().unwrap();
     let run = RunDir::new(dir.path().join("run"));
     let model = train(&config, train_set, None, &device, &run, false, &mut QuietProgress).unwrap().model;
     assert!(masks_nest(&model));
     // Level 0 uses half the channels, and half of the parameters of its channel block.
-    assert_eq!(model.conv2.level_dims(0), (16, 32));
+    assert_eq!(model.as_mnist_cnn().unwrap().conv2.level_dims(0), (16, 32));
     let unmasked = NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()).init(&device);
     let block = unmasked.level_cost(0).params as f64;
     let density = model.level_cost(0).params as f64 / block;
@@ -230,7 +231,7 @@ fn a_level_can_be_narrower_and_sparser() {
     assert_eq!(model.level_cost(1).params, unmasked.level_cost(1).params);
     // Its sparse export is level-sized and computes what the nested level computes.
     let path = dir.path().join("core.sparse.safetensors");
-    export_level(&model, 0, &path, ExportFormat::SparseSafetensors).unwrap();
+    export_level(model.as_mnist_cnn().unwrap(), 0, &path, ExportFormat::SparseSafetensors).unwrap();
     let (config, plain) = load_safetensors_level(&path, &device).unwrap();
     assert_eq!((config.conv2_channels, config.hidden), (32, 64));
     let x = epoch_loader(test_set, 100, 0, 0, false, None, &device)
@@ -277,7 +278,7 @@ impl Progress for KillAfter {
     fn message(&mut self, _: &str) {}
 }
 
-fn float_values(model: &NestedMnistCnn) -> Vec<u32> {
+fn float_values<M: nestednet::burn::module::Module>(model: &M) -> Vec<u32> {
     use nestednet::burn::module::{ModuleVisitor, Param};
     struct Collect(Vec<u32>);
     impl ModuleVisitor for Collect {

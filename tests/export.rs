@@ -19,7 +19,8 @@ fn exported_levels_match_the_nested_levels_on_real_mnist() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     // A short training run, so weights and batch-norm statistics are not at their initial values.
-    let config = TrainingConfig::new(NestedMnistCnnConfig::new()).with_epochs(1).with_train_limit(Some(640));
+    let config =
+        TrainingConfig::new(NestedMnistCnnConfig::new().into()).with_epochs(1).with_train_limit(Some(640));
     let model = train(
         &config,
         train_set,
@@ -30,7 +31,9 @@ fn exported_levels_match_the_nested_levels_on_real_mnist() {
         &mut QuietProgress,
     )
     .unwrap()
-    .model;
+    .model
+    .into_mnist_cnn()
+    .expect("mnist-cnn");
     let batches: Vec<_> = epoch_loader(test_set, 250, 0, 0, false, None, &device)
         .unwrap()
         .iter()

@@ -14,7 +14,10 @@ fn hierarchical_config() -> TrainingConfig {
     let model = NestedMnistCnnConfig::new()
         .with_levels("0.5,1.0".parse().unwrap())
         .with_level_classes(hierarchy.level_classes());
-    TrainingConfig::new(model).with_epochs(1).with_train_limit(Some(1280)).with_hierarchy(Some(hierarchy))
+    TrainingConfig::new(model.into())
+        .with_epochs(1)
+        .with_train_limit(Some(1280))
+        .with_hierarchy(Some(hierarchy))
 }
 
 #[test]
@@ -42,12 +45,12 @@ fn each_level_learns_its_own_granularity() {
 fn a_hierarchy_that_does_not_fit_is_a_clear_error() {
     let config = hierarchical_config();
     let mut wrong_classes = config.clone();
-    wrong_classes.model.level_classes = vec![4, 10];
+    wrong_classes.model.as_mnist_cnn_mut().unwrap().level_classes = vec![4, 10];
     let err = wrong_classes.validate().unwrap_err().to_string();
     assert!(err.contains("[3, 10] classes but the model's level_classes are [4, 10]"), "{err}");
     let mut three_levels = config.clone();
-    three_levels.model.levels = "0.25,0.5,1.0".parse().unwrap();
-    three_levels.model.level_classes = vec![3, 3, 10];
+    three_levels.model.as_mnist_cnn_mut().unwrap().levels = "0.25,0.5,1.0".parse().unwrap();
+    three_levels.model.as_mnist_cnn_mut().unwrap().level_classes = vec![3, 3, 10];
     let err = three_levels.validate().unwrap_err().to_string();
     assert!(err.contains("2 levels but the model has 3"), "{err}");
 }
@@ -87,7 +90,8 @@ fn cifar100_hierarchy_is_read_from_the_data_files() {
         .with_num_classes(100)
         .with_levels("0.5,1.0".parse().unwrap())
         .with_level_classes(config.level_classes());
-    let training = TrainingConfig::new(model).with_epochs(1).with_batch_size(50).with_hierarchy(Some(config));
+    let training =
+        TrainingConfig::new(model.into()).with_epochs(1).with_batch_size(50).with_hierarchy(Some(config));
     let device = Device::flex();
     let run = RunDir::new(dir.path().join("run"));
     let (train_set, test_set) = (std::sync::Arc::new(train_set), std::sync::Arc::new(test_set));

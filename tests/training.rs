@@ -8,14 +8,14 @@ use std::sync::Arc;
 use nestednet::burn::module::{Module, ModuleVisitor, Param};
 use nestednet::burn::prelude::*;
 use nestednet::data::epoch_loader;
-use nestednet::models::{NestedClassifier, NestedMnistCnn, NestedMnistCnnConfig};
+use nestednet::models::{NestedClassifier, NestedMnistCnnConfig, NestedModel};
 use nestednet::train::{
     LevelLabels, LrSchedule, OptimizerConfig, QuietProgress, RunDir, TrainingConfig, evaluate, record_bytes,
     seeded_model, train,
 };
 
 fn quick_config(epochs: usize, limit: usize) -> TrainingConfig {
-    TrainingConfig::new(NestedMnistCnnConfig::new())
+    TrainingConfig::new(NestedMnistCnnConfig::new().into())
         .with_epochs(epochs)
         .with_train_limit(Some(limit))
         .with_seed(7)
@@ -23,7 +23,7 @@ fn quick_config(epochs: usize, limit: usize) -> TrainingConfig {
 
 /// Every float parameter and running statistic, in visiting order. (Record bytes would not do:
 /// they also hold each parameter's random id.)
-fn weights(model: &NestedMnistCnn) -> Vec<f32> {
+fn weights(model: &NestedModel) -> Vec<f32> {
     struct Collect(Vec<f32>);
     impl ModuleVisitor for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -35,14 +35,14 @@ fn weights(model: &NestedMnistCnn) -> Vec<f32> {
     c.0
 }
 
-fn assert_same_weights(a: &NestedMnistCnn, b: &NestedMnistCnn, what: &str) {
+fn assert_same_weights(a: &NestedModel, b: &NestedModel, what: &str) {
     let (a, b) = (weights(a), weights(b));
     assert_eq!(a.len(), b.len());
     let differing = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
     assert_eq!(differing, 0, "{what}: {differing} of {} values differ", a.len());
 }
 
-fn logits_of_every_level(model: &NestedMnistCnn, images: Tensor<4>) -> Vec<TensorData> {
+fn logits_of_every_level(model: &NestedModel, images: Tensor<4>) -> Vec<TensorData> {
     model.forward_all(images).into_iter().map(|l| l.into_data()).collect()
 }
 
@@ -181,7 +181,9 @@ fn broken_run_folders_are_clear_errors() {
     let err = run.load_model(&device).unwrap_err().to_string();
     assert!(err.contains("model.bpk"), "{err}");
     // A record of a different architecture does not load silently.
-    let other = NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()).init(&device);
+    let other = NestedModel::MnistCnn(
+        NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()).init(&device),
+    );
     std::fs::write(run.model_path(), record_bytes(&other).unwrap()).unwrap();
     let err = run.load_model(&device).unwrap_err().to_string();
     assert!(err.contains("model.bpk") && err.contains("shape mismatch"), "{err}");
@@ -210,8 +212,8 @@ fn only_the_trained_levels_blocks_move_for_a_single_level_loss() {
     )
     .unwrap()
     .model;
-    let w0 = before.conv2.weight.val().into_data().try_to_vec::<f32>().unwrap();
-    let w1 = after.conv2.weight.val().into_data().try_to_vec::<f32>().unwrap();
+    let w0 = before.as_mnist_cnn().unwrap().conv2.weight.val().into_data().try_to_vec::<f32>().unwrap();
+    let w1 = after.as_mnist_cnn().unwrap().conv2.weight.val().into_data().try_to_vec::<f32>().unwrap();
     let mut moved_inside = false;
     for (i, (a, b)) in w0.iter().zip(&w1).enumerate() {
         let (out, inp) = (i / (32 * 9), (i / 9) % 32);
@@ -233,5 +235,5 @@ fn a_run_folder_of_an_older_format_is_named_as_such() {
     config["model"].as_object_mut().unwrap().remove("level_classes");
     std::fs::write(run.config_path(), serde_json::to_vec(&config).unwrap()).unwrap();
     let err = run.load_config().unwrap_err().to_string();
-    assert!(err.contains("run format version 1") && err.contains("reads version 2"), "{err}");
+    assert!(err.contains("run format version 1") && err.contains("reads version 3"), "{err}");
 }

@@ -9,15 +9,18 @@ use nestednet::burn::prelude::*;
 use nestednet::burn::tensor::Distribution;
 use nestednet::data::DatasetKind;
 use nestednet::heads::Hierarchy;
-use nestednet::models::{MNIST_CNN_LAYERS, NestedClassifier, NestedMnistCnnConfig};
+use nestednet::models::{
+    MNIST_CNN_LAYERS, ModelConfig, NestedClassifier, NestedMnistCnnConfig, NestedModel, NestedResNetConfig,
+};
 use nestednet::prune::MaskTargets;
-use nestednet::schedule::{LevelSpec, check_level};
+use nestednet::schedule::{LatticeSpec, LevelSpec};
 use nestednet::train::{
-    Backend, BarProgress, ConsensusMethod, ExportFormat, HierarchyConfig, LevelReport, LrSchedule,
-    MaskMethod, MaskingConfig, OptimizerConfig, Report, ReportContext, RunDir, TrainJob, TrainingConfig,
-    anytime_figures, build_report, evaluate, export_consensus, export_level, export_sizes, layer_densities,
-    level_outputs, load_burnpack_level, load_consensus_export, load_safetensors_level, plot_early_exit,
-    run_job, run_magnitude_jobs,
+    Backend, BarProgress, ConsensusMethod, DistillationConfig, ExportFormat, HierarchyConfig, LevelReport,
+    LrSchedule, MaskMethod, MaskingConfig, OptimizerConfig, Report, ReportContext, RunDir, TrainJob,
+    TrainingConfig, anytime_figures, build_report, evaluate, export_consensus, export_level,
+    export_resnet_level, export_sizes, layer_densities, level_outputs, load_burnpack_level,
+    load_consensus_export, load_resnet_level, load_safetensors_level, plot_early_exit, run_job,
+    run_magnitude_jobs,
 };
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
@@ -47,10 +50,26 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct TrainArgs {
-    /// Task: compression (adaptive deep compression: channel-scheduled or masked levels) or
-    /// hierarchy (coarse-to-fine: level k predicts depth k of a class hierarchy).
+    /// Task: compression (adaptive deep compression: channel-scheduled or masked levels),
+    /// hierarchy (coarse-to-fine: level k predicts depth k of a class hierarchy) or
+    /// distillation (a residual network's lattice of width × depth levels, trained jointly).
     #[arg(long, default_value = "compression")]
     task: String,
+    /// Model: mnist-cnn (compression, hierarchy), or for --task distillation a residual
+    /// network: mnist-resnet, resnet-N (6n+2: resnet-20, resnet-32, ...), wrn-D-K (wrn-32-4,
+    /// wrn-16-2, ...) or resnet-18.
+    #[arg(long)]
+    model: Option<String>,
+    /// Width ratios of the lattice's levels (--task distillation), e.g. 0.25,1.0.
+    #[arg(long, value_delimiter = ',')]
+    widths: Option<Vec<f64>>,
+    /// Blocks per stage of the lattice's levels (--task distillation), e.g. 2,5; the last is
+    /// the network's depth (default: the network's depth only).
+    #[arg(long, value_delimiter = ',')]
+    depths: Option<Vec<usize>>,
+    /// The lattice's trained levels by name (e.g. w0.25-d2,w1-d5); default: every pair.
+    #[arg(long)]
+    pairs: Option<String>,
     /// Class hierarchy file (.json or .csv) for --task hierarchy; default: the data set's
     /// built-in one (MNIST: digits by shape; CIFAR-100: its 20 super-classes).
     #[arg(long)]
@@ -123,6 +142,17 @@ struct TrainArgs {
     /// Weights of the level losses, core first (default: equal).
     #[arg(long, value_delimiter = ',')]
     loss_weights: Option<Vec<f64>>,
+    /// In-place distillation: the lower levels also learn the full level's softened outputs,
+    /// with this weight α of the distillation term (loss (1−α)·CE + α·T²·KL).
+    #[arg(long)]
+    distill: Option<f64>,
+    /// Distillation temperature T.
+    #[arg(long, default_value_t = 4.0, requires = "distill")]
+    temperature: f64,
+    /// Run folder of an external teacher whose full level every level learns from (with
+    /// --distill as its weight α; default α 0.5).
+    #[arg(long)]
+    teacher: Option<PathBuf>,
     /// Train on the first N training images only.
     #[arg(long)]
     train_limit: Option<usize>,
@@ -142,9 +172,9 @@ struct EvalArgs {
     /// Folder holding the data set's files.
     #[arg(long)]
     data_dir: PathBuf,
-    /// Evaluate only this level (default: all).
+    /// Evaluate only this level (default: all): its number, or a lattice level's name or pair.
     #[arg(long)]
-    level: Option<usize>,
+    level: Option<String>,
     /// Backend (must be compiled in).
     #[arg(long)]
     device: Option<Backend>,
@@ -163,9 +193,10 @@ struct ExportArgs {
     /// Run folder.
     #[arg(long)]
     run: PathBuf,
-    /// Level to export (0 = core).
+    /// Level to export: its number (0 = core), or for a lattice its name (`w0.25-d2`) or pair
+    /// (`0.25,2`).
     #[arg(long, required_unless_present = "consensus", conflicts_with = "consensus")]
-    level: Option<usize>,
+    level: Option<String>,
     /// Export the consensus of all levels instead (average or learned): every level plus
     /// consensus.json (and consensus.safetensors) into the folder --out.
     #[arg(long)]
@@ -232,8 +263,36 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
                 DatasetKind::Cifar10 => bail!("CIFAR-10 has no built-in hierarchy: give --hierarchy FILE"),
             },
         }),
-        other => bail!("unknown task `{other}` (use compression or hierarchy)"),
+        "distillation" => {
+            if a.hierarchy.is_some() {
+                bail!("--hierarchy needs --task hierarchy");
+            }
+            None
+        }
+        other => bail!("unknown task `{other}` (use compression, hierarchy or distillation)"),
     };
+    let residual = a.task == "distillation";
+    if !residual && (a.widths.is_some() || a.depths.is_some() || a.pairs.is_some()) {
+        bail!(
+            "--widths, --depths and --pairs describe a lattice of levels: use them with --task distillation"
+        );
+    }
+    match (&a.model, residual) {
+        (Some(m), false) if m != "mnist-cnn" => {
+            bail!("--task {} trains mnist-cnn; residual networks train with --task distillation", a.task)
+        }
+        (Some(m), true) if m == "mnist-cnn" => {
+            bail!(
+                "--task distillation trains a residual network (mnist-resnet, resnet-N, wrn-D-K, resnet-18)"
+            )
+        }
+        _ => {}
+    }
+    if residual
+        && (a.levels.is_some() || a.densities.is_some() || a.compression.is_some() || a.thresholds.is_some())
+    {
+        bail!("--task distillation takes its levels from --widths/--depths/--pairs (no --levels or masks)");
+    }
     let method = match a.method.as_str() {
         "channels" => None,
         other => Some(other.parse::<MaskMethod>()?),
@@ -313,14 +372,39 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         }
         None => None,
     };
-    let model = NestedMnistCnnConfig::new()
-        .with_in_channels(channels)
-        .with_height(side)
-        .with_width(side)
-        .with_num_classes(classes)
-        .with_levels(levels)
-        .with_masked_layers(masked_layers)
-        .with_level_classes(hierarchy.as_ref().map(HierarchyConfig::level_classes).unwrap_or_default());
+    let model: ModelConfig = if residual {
+        let default = if a.dataset == DatasetKind::Mnist { "mnist-resnet" } else { "wrn-32-4" };
+        let mut net =
+            NestedResNetConfig::from_name(a.model.as_deref().unwrap_or(default), channels, side, classes)?;
+        let widths = a.widths.clone().unwrap_or_else(|| vec![1.0]);
+        let depths = a.depths.clone().unwrap_or_else(|| vec![net.blocks_per_stage]);
+        let lattice = LatticeSpec::grid(widths, depths);
+        net.lattice = match &a.pairs {
+            Some(pairs) => lattice.with_pairs_str(pairs)?,
+            None => lattice,
+        };
+        net.validate()?;
+        net.into()
+    } else {
+        NestedMnistCnnConfig::new()
+            .with_in_channels(channels)
+            .with_height(side)
+            .with_width(side)
+            .with_num_classes(classes)
+            .with_levels(levels)
+            .with_masked_layers(masked_layers)
+            .with_level_classes(hierarchy.as_ref().map(HierarchyConfig::level_classes).unwrap_or_default())
+            .into()
+    };
+    let distillation = match (a.distill, &a.teacher) {
+        (None, None) => None,
+        (alpha, teacher) => Some(
+            DistillationConfig::new()
+                .with_alpha(alpha.unwrap_or(0.5))
+                .with_temperature(a.temperature)
+                .with_teacher_run(teacher.as_ref().map(|t| t.display().to_string())),
+        ),
+    };
     let run = RunDir::new(&a.out);
     let config = if a.resume && run.exists() {
         // The stored configuration rules; only the number of epochs may be extended.
@@ -335,6 +419,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             .with_batch_size(a.batch_size)
             .with_seed(a.seed)
             .with_level_loss_weights(a.loss_weights)
+            .with_distillation(distillation)
             .with_train_limit(a.train_limit)
             .with_masking(masking)
             .with_hierarchy(hierarchy)
@@ -364,9 +449,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     let device = backend.device()?;
     let run = RunDir::new(&a.run);
     let (config, model) = run.load_model(&device)?;
-    if let Some(level) = a.level {
-        check_level(level, model.num_levels())?;
-    }
+    let only = a.level.as_deref().map(|key| config.model.find_level(key)).transpose()?;
     let (_, test) = a.dataset.load(&a.data_dir)?;
     let test = Arc::new(test);
     let labels = config.level_labels();
@@ -377,7 +460,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     let consensus = run.load_consensus(levels_width, fine_classes, &device)?;
     if a.report {
         let context = ReportContext {
-            model: "mnist-cnn",
+            model: &config.model.name(),
             dataset: &a.dataset.to_string(),
             backend: backend.name(),
             method: &config.method_name(),
@@ -393,7 +476,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     }
     let tallies = evaluate(&model, test.clone(), 256, &device, &labels)?;
     println!("| level | accuracy | loss | correct/total | params | MACs/sample |\n|---|---|---|---|---|---|");
-    for (level, t) in tallies.iter().enumerate().filter(|(k, _)| a.level.is_none_or(|l| l == *k)) {
+    for (level, t) in tallies.iter().enumerate().filter(|(k, _)| only.is_none_or(|l| l == *k)) {
         let cost = model.level_cost(level);
         println!(
             "| {level} | {:.4} | {:.4} | {}/{} | {} | {} |",
@@ -432,7 +515,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     if a.early_exit.is_some() {
         // Plot the sweep next to the levels alone.
         let report = Report {
-            model: "mnist-cnn".into(),
+            model: config.model.name(),
             dataset: a.dataset.to_string(),
             backend: backend.name().into(),
             levels: tallies
@@ -470,10 +553,15 @@ fn cmd_export_consensus(a: &ExportArgs, method: ConsensusMethod) -> Result<()> {
     let model = model.valid();
     let width: usize = (0..model.num_levels()).map(|k| model.level_classes(k)).sum();
     let layer = run.load_consensus(width, model.level_classes(model.num_levels() - 1), &device)?;
-    export_consensus(&model, method, config.hierarchy.as_ref(), layer.as_ref(), &a.out)?;
+    let NestedModel::MnistCnn(cnn) = &model else {
+        bail!(
+            "exporting the consensus is implemented for mnist-cnn runs; export a residual network's levels one by one with --level"
+        );
+    };
+    export_consensus(cnn, method, config.hierarchy.as_ref(), layer.as_ref(), &a.out)?;
     // Verify: reload the folder and compare the consensus's predictions with the run's.
     let reloaded = load_consensus_export(&a.out, &device)?;
-    let [c, h, w] = model.input_shape;
+    let [c, h, w] = model.input_shape();
     device.seed(0);
     let x = Tensor::<4>::random([64, c, h, w], Distribution::Normal(0.0, 1.0), &device);
     let mut outputs = reloaded.outputs(x.clone());
@@ -516,42 +604,62 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
     if let Some(method) = a.consensus {
         return cmd_export_consensus(&a, method);
     }
-    let level = a.level.context("give --level or --consensus")?;
+    let key = a.level.as_deref().context("give --level or --consensus")?;
     let device = backend(a.device)?.device()?;
-    let (_, model) = RunDir::new(&a.run).load_model(&device)?;
+    let (config, model) = RunDir::new(&a.run).load_model(&device)?;
+    let level = config.model.find_level(key)?;
     let model = model.valid();
     let format = a.format.unwrap_or_else(|| ExportFormat::from_path(&a.out));
-    let info = export_level(&model, level, &a.out, format)?;
-    // Verify: reload the file and compare with the nested level on a random batch.
-    let (_, reloaded) = match format {
-        ExportFormat::Burnpack => load_burnpack_level(&a.out, &device)?,
-        ExportFormat::Safetensors | ExportFormat::SparseSafetensors => {
-            load_safetensors_level(&a.out, &device)?
-        }
-    };
-    let [c, h, w] = model.input_shape;
+    let [c, h, w] = model.input_shape();
     device.seed(0);
     let x = Tensor::<4>::random([16, c, h, w], Distribution::Normal(0.0, 1.0), &device);
-    let diff = (reloaded.valid().forward(x.clone()) - model.forward_level(x, level))
-        .abs()
-        .max()
-        .into_scalar::<f32>();
+    let nested = model.forward_level(x.clone(), level);
+    // Export, reload the file, and compare with the nested level on a random batch.
+    let (reloaded, bytes, path, shape) = match &model {
+        NestedModel::MnistCnn(m) => {
+            let info = export_level(m, level, &a.out, format)?;
+            let (_, reloaded) = match format {
+                ExportFormat::Burnpack => load_burnpack_level(&a.out, &device)?,
+                ExportFormat::Safetensors | ExportFormat::SparseSafetensors => {
+                    load_safetensors_level(&a.out, &device)?
+                }
+            };
+            let shape = format!(
+                "conv1/conv2/fc1/classes = {}/{}/{}/{}",
+                info.config.conv1_channels,
+                info.config.conv2_channels,
+                info.config.hidden,
+                info.config.num_classes
+            );
+            (reloaded.valid().forward(x), info.bytes, info.config_path.unwrap_or(info.path), shape)
+        }
+        NestedModel::ResNet(r) => {
+            if format != ExportFormat::Burnpack {
+                bail!("residual networks export as burnpack only (got {format:?}): use a .bpk file name");
+            }
+            let info = export_resnet_level(r, level, &a.out)?;
+            let (_, reloaded) = load_resnet_level(&a.out, &device)?;
+            let shape = format!(
+                "{}: stem {}, stages {:?}, {} blocks per stage",
+                info.config.name,
+                info.config.stem_channels,
+                info.config.stage_channels,
+                info.config.blocks_per_stage
+            );
+            (reloaded.valid().forward_level(x, 0), info.bytes, info.config_path, shape)
+        }
+    };
+    let diff = (reloaded - nested).abs().max().into_scalar::<f32>();
     if diff.is_nan() || diff > 1e-4 {
-        bail!("exported level {} differs from the nested level by {diff} (max abs logit difference)", level);
+        bail!("exported level {key} differs from the nested level by {diff} (max abs logit difference)");
     }
     println!(
-        "exported level {} ({:?}) to {}: {} bytes, conv1/conv2/fc1/classes = {}/{}/{}/{}; verified: max |Δlogit| = {diff:.2e}",
-        level,
-        format,
-        info.path.display(),
-        info.bytes,
-        info.config.conv1_channels,
-        info.config.conv2_channels,
-        info.config.hidden,
-        info.config.num_classes
+        "exported level {level} ({}, {format:?}) to {}: {bytes} bytes, {shape}; verified: max |Δlogit| = {diff:.2e}",
+        model.level_name(level),
+        a.out.display(),
     );
-    if let Some(p) = info.config_path {
-        println!("configuration: {}", p.display());
+    if path != a.out {
+        println!("configuration: {}", path.display());
     }
     Ok(())
 }
@@ -559,12 +667,12 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
 fn cmd_inspect(a: InspectArgs) -> Result<()> {
     let run = RunDir::new(&a.run);
     let config = run.load_config()?;
-    let schedule = config.model.schedule()?;
     println!("run: {}", run.path().display());
     println!(
-        "model: mnist-cnn, {} levels ({}), data set {}",
-        schedule.num_levels(),
-        config.model.levels,
+        "model: {}, {} levels ({}), data set {}",
+        config.model.name(),
+        config.model.num_levels(),
+        config.model.describe_levels(),
         config.dataset
     );
     println!(
@@ -576,15 +684,17 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
         config.batch_size,
         config.seed
     );
-    println!("\nper-layer widths (core → full):");
-    for layer in schedule.layers() {
-        println!("  {:<6} {:?} of {}", layer.name, layer.widths, layer.channels);
+    if let Some(cnn) = config.model.as_mnist_cnn() {
+        println!("\nper-layer widths (core → full):");
+        for layer in cnn.schedule()?.layers() {
+            println!("  {:<6} {:?} of {}", layer.name, layer.widths, layer.channels);
+        }
     }
     if let Some(m) = &config.masking {
         println!(
             "\nmasks: {} on layers {} (γ = {}, {} epoch(s) per stage)",
             config.method_name(),
-            config.model.masked_layers.join(", "),
+            config.model.masked_layers().join(", "),
             m.gamma,
             m.stage_epochs
         );
@@ -594,20 +704,21 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
     let device = Backend::default_compiled()?.device()?;
     let trained = run.model_path().is_file();
     let model = if trained { run.load_model(&device)?.1 } else { config.model.try_init(&device)? };
-    println!("\n| level | params | density | compression | MACs/sample |\n|---|---|---|---|---|");
+    println!("\n| level | name | params | density | compression | MACs/sample |\n|---|---|---|---|---|---|");
     let full = model.level_cost(model.num_levels() - 1).params.max(1);
     for level in 0..model.num_levels() {
         let cost = model.level_cost(level);
         println!(
-            "| {level} | {} | {:.4} | {:.2}x | {} |",
+            "| {level} | {} | {} | {:.4} | {:.2}x | {} |",
+            model.level_name(level),
             cost.params,
             cost.params as f64 / full as f64,
             full as f64 / cost.params.max(1) as f64,
             cost.macs
         );
     }
-    if config.masking.is_some() && trained {
-        let names: Vec<&str> = model.weight_layers().iter().map(|(n, _)| *n).collect();
+    if let (Some(_), true, NestedModel::MnistCnn(cnn)) = (&config.masking, trained, &model) {
+        let names: Vec<String> = model.weight_layers().into_iter().map(|(n, _)| n).collect();
         println!(
             "\nper-layer weight density, and the level exported dense vs sparse (safetensors):\n\
              | level | {} | dense bytes | sparse bytes | sparse / dense |\n|---|{}---|---|---|",
@@ -619,7 +730,7 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
                 .iter()
                 .map(|d| format!("{:.3} ({}/{})", d.kept as f64 / d.total.max(1) as f64, d.kept, d.total))
                 .collect();
-            let (dense, sparse) = export_sizes(&model, level)?;
+            let (dense, sparse) = export_sizes(cnn, level)?;
             println!(
                 "| {level} | {} | {dense} | {sparse} | {:.3} |",
                 layers.join(" | "),

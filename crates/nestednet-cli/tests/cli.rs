@@ -217,8 +217,22 @@ fn invalid_compression_requests_are_named() {
         &[&base[..], &["--method", "weights", "--densities", "0.5,1", "--dense-layers", "conv9"]].concat(),
     );
     assert!(err.contains("unknown layer `conv9`"), "{err}");
-    let err = fails(&[&base[..], &["--task", "distillation"]].concat());
-    assert!(err.contains("unknown task `distillation`"), "{err}");
+    let err = fails(&[&base[..], &["--task", "segmentation"]].concat());
+    assert!(err.contains("unknown task `segmentation`"), "{err}");
+    // A lattice belongs to residual networks, and residual networks to --task distillation.
+    let err = fails(&[&base[..], &["--widths", "0.5,1"]].concat());
+    assert!(err.contains("use them with --task distillation"), "{err}");
+    let err = fails(&[&base[..], &["--model", "wrn-16-2"]].concat());
+    assert!(err.contains("residual networks train with --task distillation"), "{err}");
+    let distil = [&base[..], &["--task", "distillation"]].concat();
+    let err = fails(&[&distil[..], &["--model", "vgg-16"]].concat());
+    assert!(err.contains("unknown model `vgg-16`"), "{err}");
+    let err = fails(&[&distil[..], &["--widths", "0.5,1", "--depths", "1,3"]].concat());
+    assert!(err.contains("network's 2 blocks per stage"), "{err}");
+    let err = fails(&[&distil[..], &["--depths", "1,2", "--pairs", "w1-d1"]].concat());
+    assert!(err.contains("full level w1-d2"), "{err}");
+    let err = fails(&[&distil[..], &["--levels", "0.5,1"]].concat());
+    assert!(err.contains("no --levels or masks"), "{err}");
     let err = fails(&[&base[..], &["--hierarchy", "h.csv"]].concat());
     assert!(err.contains("--hierarchy needs --task hierarchy"), "{err}");
     assert!(!out.join("model.bpk").exists());
@@ -274,4 +288,65 @@ fn hierarchy_task_trains_coarse_and_fine_levels() {
     std::fs::write(&file, "label,kind,digit\n0,a,zero\n0,b,one\n").unwrap();
     let err = fails(&[&base[..], &[out.to_str().unwrap(), "--hierarchy", file.to_str().unwrap()]].concat());
     assert!(err.contains("h.csv") && err.contains("mapped twice"), "{err}");
+}
+
+/// `--task distillation`: a residual lattice trained with in-place distillation, its levels
+/// addressed by name in eval, export and inspect.
+#[test]
+fn a_residual_lattice_trains_and_its_levels_go_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("lattice");
+    let (run_s, data) = (run.to_str().unwrap(), mnist_dir());
+    let data = data.to_str().unwrap();
+    let text = ok(&[
+        "train",
+        "--task",
+        "distillation",
+        "--model",
+        "mnist-resnet",
+        "--widths",
+        "0.5,1",
+        "--depths",
+        "1,2",
+        "--distill",
+        "0.5",
+        "--data-dir",
+        data,
+        "--out",
+        run_s,
+        "--epochs",
+        "1",
+        "--train-limit",
+        "256",
+    ]);
+    assert!(text.contains("w0.5-d1") && text.contains("w1-d2"), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    let names: Vec<&str> =
+        report["levels"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["w0.5-d1", "w0.5-d2", "w1-d1", "w1-d2"]);
+    assert_eq!(report["model"], "mnist-resnet");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["distillation"]["alpha"], 0.5);
+
+    let text = ok(&["eval", "--run", run_s, "--data-dir", data, "--level", "w1-d1"]);
+    assert!(text.contains("| 2 |") && !text.contains("| 3 |"), "{text}");
+    let bpk = dir.path().join("w05d2.bpk");
+    let text = ok(&["export", "--run", run_s, "--level", "0.5,2", "--out", bpk.to_str().unwrap()]);
+    assert!(text.contains("exported level 1 (w0.5-d2") && text.contains("verified"), "{text}");
+    let err = fails(&["export", "--run", run_s, "--level", "w0.25-d1", "--out", bpk.to_str().unwrap()]);
+    assert!(err.contains("no level `w0.25-d1`") && err.contains("w0.5-d1, w0.5-d2, w1-d1, w1-d2"), "{err}");
+    let err = fails(&[
+        "export",
+        "--run",
+        run_s,
+        "--level",
+        "0",
+        "--out",
+        dir.path().join("c.safetensors").to_str().unwrap(),
+    ]);
+    assert!(err.contains("burnpack only"), "{err}");
+    let text = ok(&["inspect", "--run", run_s]);
+    assert!(text.contains("model: mnist-resnet, 4 levels (w0.5-d1,w0.5-d2,w1-d1,w1-d2)"), "{text}");
 }

@@ -6,14 +6,18 @@
 //! level's size.
 #![warn(missing_docs)]
 
+mod any;
 mod error;
 mod mnist_cnn;
+mod resnet;
 
+pub use any::{ModelConfig, NestedModel};
 pub use error::{ModelError, Result};
 pub use mnist_cnn::{
     LAYERS as MNIST_CNN_LAYERS, MnistCnn, MnistCnnConfig, NestedMnistCnn, NestedMnistCnnConfig,
 };
 pub use nestednet_nn::Maskable;
+pub use resnet::{NestedBasicBlock, NestedResNet, NestedResNetConfig, Shortcut, Stem};
 
 use burn::module::Module;
 use burn::prelude::*;
@@ -53,8 +57,8 @@ pub trait NestedClassifier: Module {
 
     /// Every layer holding a weight tensor that could be masked, by name, in forward order
     /// (masked or not: see [`Maskable::mask`]).
-    fn weight_layers(&self) -> Vec<(&'static str, &dyn Maskable)>;
+    fn weight_layers(&self) -> Vec<(String, &dyn Maskable)>;
 
     /// The same layers, mutably.
-    fn weight_layers_mut(&mut self) -> Vec<(&'static str, &mut dyn Maskable)>;
+    fn weight_layers_mut(&mut self) -> Vec<(String, &mut dyn Maskable)>;
 }

@@ -405,20 +405,23 @@ impl NestedClassifier for NestedMnistCnn {
         self.input_shape
     }
 
-    fn weight_layers(&self) -> Vec<(&'static str, &dyn Maskable)> {
-        let mut layers: Vec<(&'static str, &dyn Maskable)> =
-            vec![("conv1", &self.conv1), ("conv2", &self.conv2), ("fc1", &self.fc1)];
+    fn weight_layers(&self) -> Vec<(String, &dyn Maskable)> {
+        let mut layers: Vec<(String, &dyn Maskable)> =
+            vec![("conv1".into(), &self.conv1), ("conv2".into(), &self.conv2), ("fc1".into(), &self.fc1)];
         if let Some(fc2) = &self.fc2 {
-            layers.push(("fc2", fc2));
+            layers.push(("fc2".into(), fc2));
         }
         layers
     }
 
-    fn weight_layers_mut(&mut self) -> Vec<(&'static str, &mut dyn Maskable)> {
-        let mut layers: Vec<(&'static str, &mut dyn Maskable)> =
-            vec![("conv1", &mut self.conv1), ("conv2", &mut self.conv2), ("fc1", &mut self.fc1)];
+    fn weight_layers_mut(&mut self) -> Vec<(String, &mut dyn Maskable)> {
+        let mut layers: Vec<(String, &mut dyn Maskable)> = vec![
+            ("conv1".into(), &mut self.conv1),
+            ("conv2".into(), &mut self.conv2),
+            ("fc1".into(), &mut self.fc1),
+        ];
         if let Some(fc2) = &mut self.fc2 {
-            layers.push(("fc2", fc2));
+            layers.push(("fc2".into(), fc2));
         }
         layers
     }

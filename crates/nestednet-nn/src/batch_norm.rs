@@ -133,4 +133,9 @@ impl LevelBatchNorm {
         norm.running_var = RunningState::new(compact_copy(source.running_var.value_sync()));
         norm
     }
+
+    /// Level `level` alone, as a one-level `LevelBatchNorm`.
+    pub fn single_level(&self, level: usize) -> LevelBatchNorm {
+        LevelBatchNorm { norms: vec![self.extract_level(level)] }
+    }
 }

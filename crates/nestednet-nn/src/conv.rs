@@ -234,6 +234,22 @@ impl NestedConv2d {
         conv.bias = bias.map(|b| Param::from_tensor(compact_copy(b)));
         conv
     }
+
+    /// Level `level` as a one-level `NestedConv2d` holding compact copies of its block (its
+    /// mask applied): the layer of a standalone network built from nested layers.
+    pub fn single_level(&self, level: usize) -> NestedConv2d {
+        let (c_in, c_out) = self.level_dims(level);
+        let plain = self.extract_level(level);
+        NestedConv2d {
+            weight: plain.weight,
+            bias: plain.bias,
+            input_widths: vec![c_in],
+            output_widths: vec![c_out],
+            stride: self.stride,
+            padding: self.padding,
+            mask: None,
+        }
+    }
 }
 
 impl Maskable for NestedConv2d {

@@ -165,6 +165,20 @@ impl NestedLinear {
             bias: bias.map(|b| Param::from_tensor(compact_copy(b))),
         }
     }
+
+    /// Level `level` as a one-level `NestedLinear` holding compact copies of its block (its
+    /// mask applied).
+    pub fn single_level(&self, level: usize) -> NestedLinear {
+        let (d_in, d_out) = self.level_dims(level);
+        let plain = self.extract_level(level);
+        NestedLinear {
+            weight: plain.weight,
+            bias: plain.bias,
+            input_widths: vec![d_in],
+            output_widths: vec![d_out],
+            mask: None,
+        }
+    }
 }
 
 impl Maskable for NestedLinear {

@@ -8,6 +8,9 @@ pub enum ScheduleError {
     /// The specification has no level at all.
     #[error("a level specification needs at least one level")]
     Empty,
+    /// A width × depth lattice of levels is invalid (the message says why).
+    #[error("invalid level lattice: {0}")]
+    Lattice(String),
     /// A width ratio is not in `(0, 1]`.
     #[error("level {level}: width ratio {ratio} is outside (0, 1]")]
     RatioOutOfRange {

@@ -8,14 +8,19 @@
 //! `0.25,0.5,1.0`, or explicit per-layer channel counts) into a validated [`ChannelSchedule`]:
 //! for every scheduled layer, how many leading channels each level uses. Validation happens here,
 //! before any tensor is allocated, and every error names the layer and level at fault.
+//!
+//! Residual networks add layer scheduling: a [`LatticeSpec`] makes each level a (width, depth)
+//! pair, the depth being how many leading blocks of every stage the level runs.
 #![warn(missing_docs)]
 
 mod channel;
 mod error;
+mod lattice;
 mod level;
 
 pub use channel::{ChannelSchedule, LayerWidths, ScheduledLayer};
 pub use error::{Result, ScheduleError};
+pub use lattice::{LatticeLevel, LatticeSpec};
 pub use level::{LayerChannels, LevelSpec};
 
 /// Checks that `level` names one of `num_levels` levels.

@@ -76,11 +76,16 @@ impl LevelOutputs {
         (0..self.len()).map(|i| argmax(self.row(level, i))).collect()
     }
 
-    /// NestedNet-A: the fine class with the largest mean probability over the levels. A coarse
-    /// level's probability of a class is spread evenly over its fine classes (the lifted
-    /// distribution `q(c) = p(parent(c)) / |children(parent(c))|`), so every level votes on the
-    /// fine classes with a distribution that sums to 1. Without a hierarchy every level must
-    /// predict the same classes.
+    /// NestedNet-A: the fine class with the largest mean probability over the levels.
+    ///
+    /// Every level votes with a distribution over the fine classes. A coarse level's
+    /// probability of a group is shared among the group's fine classes the way the full level
+    /// shares it: `q(c) = p_coarse(g) · p_full(c) / Σ_{c' ∈ g} p_full(c')` with `g` the parent
+    /// of `c` (evenly, if the full level gives the whole group probability 0). The coarse level
+    /// thus moves probability between groups and leaves the ranking inside a group to the one
+    /// level that can tell the fine classes apart; an even split would instead favour the
+    /// fine classes of small groups. Without a hierarchy every level must predict the same
+    /// classes.
     pub fn consensus_average(&self, hierarchy: Option<&HierarchyConfig>) -> Result<Vec<usize>> {
         let levels = self.classes.len();
         let fine = self.classes[levels - 1];
@@ -101,15 +106,22 @@ impl LevelOutputs {
             .collect::<Result<_>>()?;
         Ok((0..self.len())
             .map(|i| {
+                let full = self.row(levels - 1, i);
                 let mut mean = vec![0f32; fine];
                 for (k, lift) in lift.iter().enumerate() {
                     let p = self.row(k, i);
                     match lift {
                         None => mean.iter_mut().zip(p).for_each(|(m, v)| *m += v),
-                        Some((of_fine, size)) => mean
-                            .iter_mut()
-                            .enumerate()
-                            .for_each(|(c, m)| *m += p[of_fine[c]] / size[of_fine[c]]),
+                        Some((of_fine, size)) => {
+                            let mut group_mass = vec![0f32; size.len()];
+                            of_fine.iter().zip(full).for_each(|(&g, &v)| group_mass[g] += v);
+                            for (c, m) in mean.iter_mut().enumerate() {
+                                let g = of_fine[c];
+                                let share =
+                                    if group_mass[g] > 0.0 { full[c] / group_mass[g] } else { 1.0 / size[g] };
+                                *m += p[g] * share;
+                            }
+                        }
                     }
                 }
                 argmax(&mean).0
@@ -286,10 +298,20 @@ mod tests {
         let h = Hierarchy::from_csv("label,g,f\n0,a,x\n1,a,y\n2,b,z\n").unwrap();
         let config = HierarchyConfig::one_level_per_depth(h);
         // The full level hesitates between y and z; the coarse level is sure it is group a.
-        let o = outputs(vec![vec![1.0, 0.0], vec![0.0, 0.45, 0.55]], vec![2, 3], vec![1]);
-        // Lifted coarse vote: x 0.5, y 0.5, z 0; mean: x 0.25, y 0.475, z 0.275 → y.
+        let o = outputs(vec![vec![1.0, 0.0], vec![0.1, 0.35, 0.55]], vec![2, 3], vec![1]);
+        // The coarse vote for a is shared as the full level shares a (x 0.1 : y 0.35):
+        // x 0.222, y 0.778, z 0; mean: x 0.161, y 0.564, z 0.275 → y.
         assert_eq!(o.consensus_average(Some(&config)).unwrap(), vec![1]);
         assert_eq!(argmax(&o.probs[1]).0, 2);
+        // Inside a group the full level decides: an even split would tie x and y here.
+        let o = outputs(vec![vec![1.0, 0.0], vec![0.3, 0.2, 0.5]], vec![2, 3], vec![0]);
+        assert_eq!(o.consensus_average(Some(&config)).unwrap(), vec![0]);
+        // A group the full level rules out entirely is split evenly (no 0/0): x 0.5, y 0.5
+        // against z's 1.0 from the full level.
+        let o = outputs(vec![vec![1.0, 0.0], vec![0.0, 0.0, 1.0]], vec![2, 3], vec![2]);
+        assert_eq!(o.consensus_average(Some(&config)).unwrap(), vec![2]);
+        let o = outputs(vec![vec![1.0, 0.0], vec![0.0, 0.0, 0.4]], vec![2, 3], vec![0]);
+        assert_eq!(o.consensus_average(Some(&config)).unwrap(), vec![0]);
         assert!(o.consensus_average(None).is_err());
     }
 

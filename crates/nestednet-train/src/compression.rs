@@ -323,7 +323,7 @@ pub fn layer_densities<M: NestedClassifier>(model: &M, level: usize) -> Vec<Laye
         .map(|(name, layer)| {
             let total = layer.block_weights(level);
             let kept = layer.mask().map_or(total, |m| m.count(level).expect("valid level"));
-            LayerDensity { name: name.into(), kept, total }
+            LayerDensity { name, kept, total }
         })
         .collect()
 }

@@ -5,6 +5,8 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use nestednet_data::DatasetKind;
+use nestednet_models::ModelConfig;
+#[cfg(test)]
 use nestednet_models::NestedMnistCnnConfig;
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +19,7 @@ use crate::{HierarchyConfig, LevelLabels, MaskingConfig, Phase, TrainError};
 /// - 1: channel scheduling only.
 /// - 2: weight masks (`masked_layers`, `masking`, level maps in the records), coarse-to-fine
 ///   heads (`level_classes`, `hierarchy`), `fc2` optional.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The optimizer and its hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,11 +186,58 @@ impl core::str::FromStr for LrSchedule {
     }
 }
 
+/// Knowledge distillation from softened outputs (Hinton et al.), applied during joint training.
+///
+/// A student level `k` minimises `(1 − α)·CE_k + α·T²·KL(p_teacher^T ‖ p_k^T)` where `p^T` is
+/// the softmax at temperature `T` and the KL is averaged over the batch; the joint objective
+/// then weighs the levels with `level_loss_weights` (Eq. 5). The teacher's outputs are
+/// detached. A coarse-to-fine level learns the teacher's probability of each of its classes
+/// (the sum over the class's fine classes), softened at `T` afterwards (see
+/// [`LevelLabels::lift_logits`](crate::LevelLabels::lift_logits)).
+///
+/// - **In-place** (`teacher_run: None`): the full level teaches every lower level, from the
+///   same forward pass; the full level itself learns from its labels only.
+/// - **External** (`teacher_run: Some(folder)`): the full level of a trained run teaches every
+///   level, the full one included. The teacher must take the same images and predict the data
+///   set's classes.
+///
+/// Mask-learning stages and dense pre-training train one level alone and do not distil.
+#[derive(Config, Debug, PartialEq)]
+pub struct DistillationConfig {
+    /// Temperature `T` of the softened outputs (> 0).
+    #[config(default = 4.0)]
+    pub temperature: f64,
+    /// Weight `α` of the distillation term in a student's loss, in `[0, 1]`.
+    #[config(default = 0.5)]
+    pub alpha: f64,
+    /// Run folder of an external teacher; `None` for in-place distillation.
+    pub teacher_run: Option<String>,
+}
+
+impl DistillationConfig {
+    /// Checks `T > 0` and `α ∈ [0, 1]`.
+    pub fn validate(&self) -> crate::Result<()> {
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(TrainError::Invalid(format!(
+                "the distillation temperature must be positive, got {}",
+                self.temperature
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return Err(TrainError::Invalid(format!(
+                "the distillation weight alpha must lie in [0, 1], got {}",
+                self.alpha
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Everything that defines a training run. Saved as `config.json` in the run folder.
 #[derive(Config, Debug)]
 pub struct TrainingConfig {
-    /// The nested model (including its level specification).
-    pub model: NestedMnistCnnConfig,
+    /// The nested model (including its levels).
+    pub model: ModelConfig,
     /// The data set it trains on.
     #[config(default = "DatasetKind::Mnist")]
     pub dataset: DatasetKind,
@@ -222,18 +271,22 @@ pub struct TrainingConfig {
     /// (the model's `level_classes` must match it). `None`: every level predicts the data
     /// set's labels.
     pub hierarchy: Option<HierarchyConfig>,
+    /// Knowledge distillation on top of the joint loss: lower levels learn the full level's
+    /// softened outputs (in-place), or every level learns an external teacher's. `None`: the
+    /// paper's setting, all levels trained jointly from their labels alone.
+    pub distillation: Option<DistillationConfig>,
     /// Layout version of the run folder.
-    #[config(default = 2)]
+    #[config(default = 3)]
     pub format_version: u32,
 }
 
 impl TrainingConfig {
     /// Checks every setting that does not need the data.
     pub fn validate(&self) -> crate::Result<()> {
-        self.model.schedule()?;
+        self.model.validate()?;
         self.optimizer.validate()?;
         self.lr_schedule.validate()?;
-        nestednet_heads::JointLoss::new(self.model.levels.num_levels(), self.level_loss_weights.as_deref())?;
+        nestednet_heads::JointLoss::new(self.model.num_levels(), self.level_loss_weights.as_deref())?;
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
             return Err(TrainError::Invalid(format!(
                 "learning rate must be positive, got {}",
@@ -247,22 +300,25 @@ impl TrainingConfig {
             return Err(TrainError::Invalid("batch size must be at least 1".into()));
         }
         if let Some(masking) = &self.masking {
-            masking.validate(self.model.levels.num_levels())?;
-            if self.model.masked_layers.is_empty() {
+            masking.validate(self.model.num_levels())?;
+            if self.model.masked_layers().is_empty() {
                 return Err(TrainError::Invalid(
                     "masks were requested but the model masks no layer (set masked_layers)".into(),
                 ));
             }
         }
         if let Some(h) = &self.hierarchy {
-            h.validate(self.model.levels.num_levels())?;
-            if self.model.level_classes != h.level_classes() {
+            h.validate(self.model.num_levels())?;
+            if self.model.level_classes() != h.level_classes() {
                 return Err(TrainError::Invalid(format!(
                     "the hierarchy gives the levels {:?} classes but the model's level_classes are {:?}",
                     h.level_classes(),
-                    self.model.level_classes
+                    self.model.level_classes()
                 )));
             }
+        }
+        if let Some(d) = &self.distillation {
+            d.validate()?;
         }
         if self.format_version != FORMAT_VERSION {
             return Err(TrainError::Invalid(format!(
@@ -293,13 +349,13 @@ impl TrainingConfig {
     pub fn level_labels(&self) -> LevelLabels {
         match &self.hierarchy {
             Some(h) => LevelLabels::from_hierarchy(h),
-            None => LevelLabels::fine(self.model.levels.num_levels()),
+            None => LevelLabels::fine(self.model.num_levels()),
         }
     }
 
     /// The phase of every epoch of the run, in order.
     pub fn epoch_plan(&self) -> Vec<Phase> {
-        crate::epoch_plan(self.masking.as_ref(), self.model.levels.num_levels(), self.epochs)
+        crate::epoch_plan(self.masking.as_ref(), self.model.num_levels(), self.epochs)
     }
 }
 
@@ -322,15 +378,23 @@ mod tests {
 
     #[test]
     fn config_round_trips_and_validates() {
-        let config = TrainingConfig::new(NestedMnistCnnConfig::new()).with_optimizer(OptimizerConfig::sgd());
+        let config =
+            TrainingConfig::new(NestedMnistCnnConfig::new().into()).with_optimizer(OptimizerConfig::sgd());
         config.validate().unwrap();
         let json = serde_json::to_string(&config).unwrap();
         let back: TrainingConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back.optimizer, OptimizerConfig::sgd());
         assert!(config.clone().with_epochs(0).validate().is_err());
+        let distil = |t: f64, a: f64| {
+            let d = DistillationConfig::new().with_temperature(t).with_alpha(a);
+            config.clone().with_distillation(Some(d)).validate().map_err(|e| e.to_string())
+        };
+        distil(4.0, 0.5).unwrap();
+        assert!(distil(0.0, 0.5).unwrap_err().contains("temperature must be positive"));
+        assert!(distil(2.0, 1.5).unwrap_err().contains("alpha must lie in [0, 1]"));
         assert!(config.clone().with_level_loss_weights(Some(vec![1.0])).validate().is_err());
         assert!(
-            TrainingConfig::new(NestedMnistCnnConfig::new())
+            TrainingConfig::new(NestedMnistCnnConfig::new().into())
                 .with_optimizer(OptimizerConfig::Adam {
                     beta1: 1.5,
                     beta2: 0.9,

@@ -3,6 +3,9 @@
 //! The exported tensors are copies of the level's blocks of the shared weights, so the file and
 //! the loaded model are physically the level's size. Two formats:
 //!
+//! Residual networks export a level as Burnpack only ([`export_resnet_level`]): a one-level
+//! `NestedResNet` with the level's channels and blocks, and its `NestedResNetConfig`.
+//!
 //! - **burnpack** (`FILE`, Burn's record format) plus `FILE`-with-extension-`.json` holding the
 //!   [`MnistCnnConfig`]; loads into the plain Burn [`MnistCnn`].
 //! - **safetensors**, with PyTorch's names and layouts so that `torch.nn.Module.load_state_dict`
@@ -25,7 +28,7 @@ use burn::module::{Param, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::prelude::*;
-use nestednet_models::{MnistCnn, MnistCnnConfig, NestedMnistCnn};
+use nestednet_models::{MnistCnn, MnistCnnConfig, NestedMnistCnn, NestedResNet, NestedResNetConfig};
 use nestednet_prune::{IndexArray, SparseLayout, SparseTensor};
 use nestednet_schedule::check_level;
 use safetensors::tensor::{Dtype, TensorView};
@@ -118,6 +121,48 @@ pub fn export_level(
         }
     };
     Ok(ExportInfo { path: path.to_path_buf(), config_path, bytes: bytes.len(), level, config })
+}
+
+/// What a residual network's level export wrote.
+#[derive(Debug, Clone)]
+pub struct ResNetExportInfo {
+    /// The Burnpack model file.
+    pub path: PathBuf,
+    /// The configuration file written beside it.
+    pub config_path: PathBuf,
+    /// Bytes of the model file.
+    pub bytes: usize,
+    /// The exported level.
+    pub level: usize,
+    /// The standalone network's configuration (its widths and depth, one level).
+    pub config: NestedResNetConfig,
+}
+
+/// Exports level `level` of a nested residual network as a standalone one-level network:
+/// Burnpack at `path` and its [`NestedResNetConfig`] as JSON beside it. The tensors are compact
+/// copies of the level's channels, and only the level's blocks are written.
+pub fn export_resnet_level(model: &NestedResNet, level: usize, path: &Path) -> Result<ResNetExportInfo> {
+    use nestednet_models::NestedClassifier;
+    check_level(level, model.num_levels())?;
+    let (config, standalone) = model.extract_level(level);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
+    }
+    let bytes = record_bytes(&standalone)?;
+    write_atomic(path, &bytes)?;
+    let config_path = burnpack_config_path(path);
+    write_atomic(&config_path, &serde_json::to_vec_pretty(&config).expect("config serializes"))?;
+    Ok(ResNetExportInfo { path: path.to_path_buf(), config_path, bytes: bytes.len(), level, config })
+}
+
+/// Loads a residual network's level export (and its `.json` configuration) on `device`.
+pub fn load_resnet_level(path: &Path, device: &Device) -> Result<(NestedResNetConfig, NestedResNet)> {
+    let config_path = burnpack_config_path(path);
+    let text = std::fs::read(&config_path).map_err(TrainError::io(&config_path))?;
+    let config: NestedResNetConfig =
+        serde_json::from_slice(&text).map_err(|source| TrainError::Json { path: config_path, source })?;
+    let model = load_record(config.try_init(device)?, path)?;
+    Ok((config, model))
 }
 
 /// `FILE.json` beside a burnpack export (`level0.bpk` → `level0.json`).

@@ -33,9 +33,10 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<(TrainOutc
     let (train_set, test_set) = job.config.dataset.load(&job.data_dir)?;
     let (train_set, test_set) = (Arc::new(train_set), Arc::new(test_set));
     progress.message(&format!(
-        "training {} levels of mnist-cnn ({}; {}) on {} ({} train / {} test images) with {}",
-        job.config.model.levels.num_levels(),
-        job.config.model.levels,
+        "training {} levels of {} ({}; {}) on {} ({} train / {} test images) with {}",
+        job.config.model.num_levels(),
+        job.config.model.name(),
+        job.config.model.describe_levels(),
         job.config.method_name(),
         job.config.dataset,
         job.config.train_limit.map_or(train_set.len(), |n| n.min(train_set.len())),
@@ -65,7 +66,7 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<(TrainOutc
     let report = build_report(
         &outcome.model,
         crate::ReportContext {
-            model: "mnist-cnn",
+            model: &job.config.model.name(),
             dataset: &job.config.dataset.to_string(),
             backend: job.backend.name(),
             method: &job.config.method_name(),
@@ -97,7 +98,10 @@ pub fn run_magnitude_jobs(job: &TrainJob, progress: &mut dyn Progress) -> Result
     let mut combined: Option<Report> = None;
     for (index, &density) in densities.iter().enumerate() {
         let mut config = job.config.clone();
-        config.model.levels = nestednet_schedule::LevelSpec::Ratios(vec![1.0]);
+        let Some(model) = config.model.as_mnist_cnn_mut() else {
+            return Err(crate::TrainError::Invalid("magnitude pruning needs masks: mnist-cnn only".into()));
+        };
+        model.levels = nestednet_schedule::LevelSpec::Ratios(vec![1.0]);
         config.level_loss_weights = None;
         config.masking = Some(crate::MaskingConfig {
             targets: nestednet_prune::MaskTargets::Densities(vec![density]),

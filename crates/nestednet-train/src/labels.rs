@@ -2,6 +2,7 @@
 //! coarse-to-fine classification, their classes at the level's depth of a hierarchy.
 
 use burn::prelude::*;
+use burn::tensor::activation::softmax;
 use nestednet_heads::Hierarchy;
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +99,35 @@ impl LevelLabels {
         self.classes[level]
     }
 
+    /// Maps probabilities over the data set's classes (`[batch, fine]`) to level `level`'s
+    /// classes: a coarse class gets the summed probability of its fine classes (a one-hot
+    /// `[fine, coarse]` matrix product), so the result is again a distribution.
+    pub fn lift_probs(&self, probs: Tensor<2>, level: usize) -> Tensor<2> {
+        match (&self.maps[level], self.classes[level]) {
+            (Some(map), Some(coarse)) => {
+                let fine = map.len();
+                let mut onehot = vec![0f32; fine * coarse];
+                map.iter().enumerate().for_each(|(c, &g)| onehot[c * coarse + g as usize] = 1.0);
+                let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [fine, coarse]), &probs.device());
+                probs.matmul(onehot)
+            }
+            _ => probs,
+        }
+    }
+
+    /// Maps logits over the data set's classes to level `level`'s classes as log-probabilities:
+    /// a coarse class gets `log Σ_{c ∈ class} softmax(z)_c` (a log-sum-exp of its fine logits,
+    /// up to a per-row constant). Softening *these* with a temperature gives a coarse teacher
+    /// that is as sure of a group as the fine teacher is of the group's classes together;
+    /// summing probabilities already softened at `T` would instead pull every coarse target
+    /// towards the groups' sizes.
+    pub fn lift_logits(&self, logits: Tensor<2>, level: usize) -> Tensor<2> {
+        match self.maps[level] {
+            Some(_) => self.lift_probs(softmax(logits, 1), level).clamp_min(1e-30).log(),
+            None => logits,
+        }
+    }
+
     /// Level `level`'s labels of a batch of data-set labels.
     pub fn labels(&self, fine: &Tensor<1, Int>, level: usize) -> Tensor<1, Int> {
         match &self.maps[level] {
@@ -126,6 +156,17 @@ mod tests {
         let coarse = labels.labels(&fine, 0).into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
         assert_eq!(coarse, vec![0, 1, 2, 0, 0]);
         labels.labels(&fine, 1).into_data().assert_eq(&fine.into_data(), true);
+        // Digit probabilities summed by shape: loop {0,6,8,9}, line {1,4,7}, curve {2,3,5}.
+        let probs = Tensor::<2>::from_floats([[0.1, 0.2, 0.05, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]], &device);
+        let lifted = labels.lift_probs(probs.clone(), 0).into_data().try_to_vec::<f32>().unwrap();
+        let expected = [0.4f32, 0.4, 0.2];
+        assert!(lifted.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-6), "{lifted:?}");
+        labels.lift_probs(probs.clone(), 1).into_data().assert_eq(&probs.clone().into_data(), true);
+        // Lifted logits are the log of the lifted probabilities.
+        let logits = probs.clone().log();
+        let lifted = labels.lift_logits(logits.clone(), 0).exp().into_data().try_to_vec::<f32>().unwrap();
+        assert!(lifted.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-5), "{lifted:?}");
+        labels.lift_logits(logits.clone(), 1).into_data().assert_eq(&logits.into_data(), true);
         let bad = |depths: Vec<usize>, n: usize| {
             HierarchyConfig { level_depths: depths, ..config.clone() }.validate(n).unwrap_err().to_string()
         };

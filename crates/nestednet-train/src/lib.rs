@@ -30,13 +30,13 @@ pub use compression::{
     LayerDensity, MaskMethod, MaskingConfig, Phase, binarise_level, check_reachable, epoch_plan,
     layer_densities, level_threshold, prune_by_magnitude, randomize_masks, set_soft_threshold,
 };
-pub use config::{FORMAT_VERSION, LrSchedule, OptimizerConfig, TrainingConfig};
+pub use config::{DistillationConfig, FORMAT_VERSION, LrSchedule, OptimizerConfig, TrainingConfig};
 pub use device::Backend;
 pub use error::{Result, TrainError};
 pub use export::{
-    ConsensusManifest, ConsensusMethod, ConsensusModel, ExportFormat, ExportInfo, burnpack_config_path,
-    export_consensus, export_level, export_sizes, load_burnpack_level, load_consensus_export,
-    load_safetensors_level,
+    ConsensusManifest, ConsensusMethod, ConsensusModel, ExportFormat, ExportInfo, ResNetExportInfo,
+    burnpack_config_path, export_consensus, export_level, export_resnet_level, export_sizes,
+    load_burnpack_level, load_consensus_export, load_resnet_level, load_safetensors_level,
 };
 pub use job::{TrainJob, run_job, run_magnitude_jobs};
 pub use labels::{HierarchyConfig, LevelLabels};
@@ -47,4 +47,6 @@ pub use report::{
     measure_latency,
 };
 pub use run::{CheckpointState, RunDir, load_record, record_bytes, write_atomic};
-pub use trainer::{TrainOutcome, check_compatible, evaluate, seeded_model, train, train_step};
+pub use trainer::{
+    DistillStep, TrainOutcome, check_compatible, evaluate, seeded_model, train, train_step, train_step_levels,
+};

@@ -133,6 +133,7 @@ mod tests {
     fn plot_is_a_png_with_every_level() {
         let level = |k: usize, acc: f64, macs: usize| LevelReport {
             level: k,
+            name: format!("L{k}"),
             classes: 10,
             accuracy: acc,
             loss: 0.1,

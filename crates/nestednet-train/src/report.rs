@@ -7,7 +7,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use nestednet_data::ImageSet;
-use nestednet_models::{NestedClassifier, NestedMnistCnn};
+use nestednet_models::{NestedClassifier, NestedModel};
 use serde::{Deserialize, Serialize};
 
 use nestednet_heads::{HierarchyLevelMetrics, hierarchy_metrics};
@@ -22,6 +22,9 @@ use crate::{
 pub struct LevelReport {
     /// Level index (0 = core).
     pub level: usize,
+    /// Level name: `w0.25-d2` for a lattice level, `L0`, `L1`, … otherwise.
+    #[serde(default)]
+    pub name: String,
     /// Number of classes the level predicts (its granularity of the hierarchy, if any).
     #[serde(default)]
     pub classes: usize,
@@ -50,7 +53,8 @@ pub struct LevelReport {
     /// Weights the level uses in each layer, of those in its channel block (masks applied).
     #[serde(default)]
     pub layers: Vec<LayerDensity>,
-    /// Bytes of the level exported as dense safetensors (pruned weights stored as zeros).
+    /// Bytes of the level exported as dense safetensors (pruned weights stored as zeros); 0
+    /// for residual networks, which export as Burnpack only.
     #[serde(default)]
     pub dense_bytes: usize,
     /// Bytes of the level exported as sparse safetensors (masked weights compressed).
@@ -144,7 +148,7 @@ pub struct ReportContext<'a> {
 
 /// Builds the report of `model` (evaluation mode, plain device) on `test`.
 pub fn build_report(
-    model: &NestedMnistCnn,
+    model: &NestedModel,
     context: ReportContext<'_>,
     test: Arc<ImageSet>,
     device: &Device,
@@ -157,10 +161,18 @@ pub fn build_report(
     let mut levels = Vec::new();
     for (level, tally) in accuracies.iter().enumerate() {
         let cost = model.level_cost(level);
-        let (_, exported) = model.extract_level(level);
-        let (dense_bytes, sparse_bytes) = export_sizes(model, level)?;
+        let export_bytes = match model {
+            NestedModel::MnistCnn(m) => record_bytes(&m.extract_level(level).1)?.len(),
+            NestedModel::ResNet(m) => record_bytes(&m.extract_level(level).1)?.len(),
+        };
+        let (dense_bytes, sparse_bytes) = match model {
+            NestedModel::MnistCnn(m) => export_sizes(m, level)?,
+            // Residual networks export as Burnpack only (no safetensors, no masks).
+            NestedModel::ResNet(_) => (0, 0),
+        };
         levels.push(LevelReport {
             level,
+            name: model.level_name(level),
             classes: model.level_classes(level),
             accuracy: tally.accuracy(),
             loss: tally.loss(),
@@ -169,15 +181,10 @@ pub fn build_report(
             params: cost.params,
             density: cost.params as f64 / full_params as f64,
             macs: cost.macs,
-            export_bytes: record_bytes(&exported)?.len(),
+            export_bytes,
             latency_ms_b1: measure_latency(model, level, 1, device, 30, 200.0),
             latency_ms_b256: measure_latency(model, level, 256, device, 5, 500.0),
-            widths: vec![
-                ("conv1".into(), model.conv1.level_dims(level).1),
-                ("conv2".into(), model.conv2.level_dims(level).1),
-                ("fc1".into(), model.fc1.level_dims(level).1),
-                ("fc2".into(), model.level_classes(level)),
-            ],
+            widths: level_widths(model, level),
             layers: layer_densities(model, level),
             dense_bytes,
             sparse_bytes,
@@ -194,6 +201,27 @@ pub fn build_report(
         consensus,
         early_exit,
     })
+}
+
+/// Output channels of the model's main layers at `level`: the `mnist-cnn`'s layers, or a
+/// residual network's stem and stages (and its blocks per stage).
+fn level_widths(model: &NestedModel, level: usize) -> Vec<(String, usize)> {
+    match model {
+        NestedModel::MnistCnn(m) => vec![
+            ("conv1".into(), m.conv1.level_dims(level).1),
+            ("conv2".into(), m.conv2.level_dims(level).1),
+            ("fc1".into(), m.fc1.level_dims(level).1),
+            ("fc2".into(), m.level_classes(level)),
+        ],
+        NestedModel::ResNet(m) => {
+            let mut widths = vec![("stem".to_string(), m.stem.level_dims(level).1)];
+            for block in m.blocks.iter().filter(|b| b.index == 0) {
+                widths.push((format!("stage{}", block.stage + 1), block.conv2.level_dims(level).1));
+            }
+            widths.push(("blocks_per_stage".into(), m.depths[level]));
+            widths
+        }
+    }
 }
 
 /// What the levels give together.

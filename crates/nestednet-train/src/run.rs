@@ -26,7 +26,7 @@ use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
-use nestednet_models::NestedMnistCnn;
+use nestednet_models::NestedModel;
 use serde::{Deserialize, Serialize};
 
 use crate::{EpochMetrics, Result, TrainError, TrainingConfig};
@@ -192,7 +192,7 @@ impl RunDir {
     }
 
     /// Loads the configuration and the latest model (all levels) on `device`.
-    pub fn load_model(&self, device: &Device) -> Result<(TrainingConfig, NestedMnistCnn)> {
+    pub fn load_model(&self, device: &Device) -> Result<(TrainingConfig, NestedModel)> {
         let config = self.load_config()?;
         let path = self.model_path();
         if !path.is_file() {
@@ -206,7 +206,7 @@ impl RunDir {
     /// `checkpoint.json`, then `model.bpk`; older checkpoints are removed afterwards.
     pub fn save_checkpoint(
         &self,
-        model: &NestedMnistCnn,
+        model: &NestedModel,
         optim: &ModuleOptimizer,
         state: &CheckpointState,
     ) -> Result<()> {
@@ -241,7 +241,7 @@ impl RunDir {
         &self,
         config: &TrainingConfig,
         device: &Device,
-    ) -> Result<Option<(CheckpointState, NestedMnistCnn, ModuleOptimizer)>> {
+    ) -> Result<Option<(CheckpointState, NestedModel, ModuleOptimizer)>> {
         let Some(state) = self.load_checkpoint_state()? else {
             return Ok(None);
         };

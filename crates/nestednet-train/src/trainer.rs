@@ -7,8 +7,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use nestednet_data::{ImageSet, epoch_loader};
-use nestednet_heads::{JointLoss, correct_count, cross_entropy};
-use nestednet_models::{NestedClassifier, NestedMnistCnn, NestedMnistCnnConfig};
+use nestednet_heads::{JointLoss, correct_count, cross_entropy, distillation_loss, soft_targets};
+use nestednet_models::{ModelConfig, NestedClassifier, NestedModel};
 
 use nestednet_prune::{MaskTargets, SoftThreshold};
 
@@ -64,7 +64,7 @@ pub fn check_compatible<M: NestedClassifier>(
 /// What a finished training run returns.
 pub struct TrainOutcome {
     /// The trained model, in evaluation mode on the plain (non-autodiff) device.
-    pub model: NestedMnistCnn,
+    pub model: NestedModel,
     /// Metrics of every epoch, including epochs done before a resume.
     pub history: Vec<EpochMetrics>,
 }
@@ -81,12 +81,32 @@ pub fn train_step<M: NestedClassifier>(
 ) -> (M, Vec<(f64, usize)>) {
     let levels: Vec<usize> = (0..model.num_levels()).collect();
     let labels = vec![labels; levels.len()];
-    train_step_levels(model, optim, joint, images, labels, learning_rate, &levels)
+    train_step_levels(model, optim, joint, images, labels, learning_rate, &levels, None)
+}
+
+/// What a training step distils from, besides the labels (see
+/// [`DistillationConfig`](crate::DistillationConfig)).
+#[derive(Clone)]
+pub struct DistillStep<'a> {
+    /// Temperature `T`.
+    pub temperature: f64,
+    /// Weight `α` of the distillation term.
+    pub alpha: f64,
+    /// An external teacher's logits on the batch, over the data set's classes; `None` for
+    /// in-place distillation from the model's full level (when that level is trained).
+    pub teacher_logits: Option<Tensor<2>>,
+    /// Maps the teacher's probabilities to each level's classes.
+    pub labels: &'a LevelLabels,
 }
 
 /// [`train_step`] on some of the levels only, each with its own labels (`labels[i]` for
 /// `levels[i]`; `joint` weighs their losses in that order): a mask-learning stage trains one
-/// level alone, and coarse-to-fine levels each have their own granularity.
+/// level alone, and coarse-to-fine levels each have their own granularity. With `distill`,
+/// each student level's loss becomes `(1 − α)·CE + α·T²·KL` against the teacher.
+///
+/// The returned losses are the levels' cross-entropies (comparable with and without
+/// distillation).
+#[allow(clippy::too_many_arguments)]
 pub fn train_step_levels<M: NestedClassifier>(
     model: M,
     optim: &mut ModuleOptimizer,
@@ -95,15 +115,40 @@ pub fn train_step_levels<M: NestedClassifier>(
     labels: Vec<Tensor<1, Int>>,
     learning_rate: f64,
     levels: &[usize],
+    distill: Option<&DistillStep<'_>>,
 ) -> (M, Vec<(f64, usize)>) {
     assert_eq!(labels.len(), levels.len(), "one label tensor per trained level");
     let logits: Vec<Tensor<2>> = levels.iter().map(|&k| model.forward_level(images.clone(), k)).collect();
-    let losses: Vec<Tensor<1>> =
+    let ce: Vec<Tensor<1>> =
         logits.iter().zip(&labels).map(|(l, y)| cross_entropy(l.clone(), y.clone())).collect();
+    let full = model.num_levels() - 1;
+    let teacher = distill.and_then(|d| {
+        let logits = match &d.teacher_logits {
+            Some(external) => external.clone(),
+            None => logits[levels.iter().position(|&k| k == full)?].clone(),
+        };
+        Some((d, logits.detach(), d.teacher_logits.is_none()))
+    });
+    let losses: Vec<Tensor<1>> = match &teacher {
+        None => ce.clone(),
+        Some((d, teacher, in_place)) => levels
+            .iter()
+            .zip(&logits)
+            .zip(&ce)
+            .map(|((&k, l), ce)| {
+                if *in_place && k == full {
+                    return ce.clone();
+                }
+                let target = soft_targets(d.labels.lift_logits(teacher.clone(), k), d.temperature);
+                let kd = distillation_loss(l.clone(), target, d.temperature);
+                ce.clone().mul_scalar(1.0 - d.alpha) + kd.mul_scalar(d.alpha)
+            })
+            .collect(),
+    };
     let correct: Vec<Tensor<1, Int>> =
         logits.into_iter().zip(&labels).map(|(l, y)| correct_count(l.detach(), y.clone())).collect();
     // Read the scalars through one transfer each, before the graph is consumed.
-    let loss_values = Tensor::cat(losses.iter().map(|l| l.clone().detach()).collect(), 0);
+    let loss_values = Tensor::cat(ce.iter().map(|l| l.clone().detach()).collect(), 0);
     let loss = joint.combine(losses);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let model = optim.step(learning_rate, model, grads);
@@ -135,7 +180,7 @@ pub fn train(
         return Err(TrainError::Invalid("the training set is empty".into()));
     }
     let train_device = device.clone().autodiff();
-    let num_levels = config.model.levels.num_levels();
+    let num_levels = config.model.num_levels();
     let joint = JointLoss::new(num_levels, config.level_loss_weights.as_deref())?;
 
     let (mut model, mut optim, mut state) = match (run.exists(), resume) {
@@ -185,6 +230,10 @@ pub fn train(
     if let Some(masking) = &config.masking {
         check_reachable(&model, masking)?;
     }
+    let teacher = match config.distillation.as_ref().and_then(|d| d.teacher_run.as_ref()) {
+        Some(folder) => Some(load_teacher(folder, &train, &device.clone().inner())?),
+        None => None,
+    };
 
     let plan = config.epoch_plan();
     let batches_per_epoch = train.len().div_ceil(config.batch_size);
@@ -242,8 +291,27 @@ pub fn train(
                 config.lr_schedule.learning_rate(config.learning_rate, epoch, state.global_step, total_steps);
             let [n, _, _, _] = batch.images.dims();
             let labels = levels.iter().map(|&k| level_labels.labels(&batch.labels, k)).collect();
-            let (next, stats) =
-                train_step_levels(model, &mut optim, &phase_joint, batch.images, labels, lr, &levels);
+            // Distillation belongs to joint training; a stage that trains one level alone
+            // (mask learning, dense pre-training) learns from the labels only.
+            let distill =
+                config.distillation.as_ref().filter(|_| phase == Phase::Joint).map(|d| DistillStep {
+                    temperature: d.temperature,
+                    alpha: d.alpha,
+                    teacher_logits: teacher.as_ref().map(|t: &NestedModel| {
+                        Tensor::from_inner(t.forward_level(batch.images.clone().inner(), t.num_levels() - 1))
+                    }),
+                    labels: &level_labels,
+                });
+            let (next, stats) = train_step_levels(
+                model,
+                &mut optim,
+                &phase_joint,
+                batch.images,
+                labels,
+                lr,
+                &levels,
+                distill.as_ref(),
+            );
             model = next;
             for (&level, (loss, correct)) in levels.iter().zip(stats) {
                 if !loss.is_finite() {
@@ -311,6 +379,26 @@ pub fn train(
     Ok(TrainOutcome { model: model.valid(), history: state.history })
 }
 
+/// The trained model of `folder`, in evaluation mode, checked to take `set`'s images and
+/// predict its classes with its full level.
+fn load_teacher(folder: &str, set: &ImageSet, device: &Device) -> Result<NestedModel> {
+    let run = RunDir::new(folder);
+    let (_, teacher) = run.load_model(device).map_err(|e| {
+        TrainError::Invalid(format!("the distillation teacher {folder} could not be loaded: {e}"))
+    })?;
+    let full = teacher.num_levels() - 1;
+    let shape = [set.channels, set.height, set.width];
+    if teacher.input_shape() != shape || teacher.level_classes(full) != set.num_classes {
+        return Err(TrainError::Invalid(format!(
+            "the distillation teacher {folder} takes {:?} images and predicts {} classes, but the data has {shape:?} images and {} classes",
+            teacher.input_shape(),
+            teacher.level_classes(full),
+            set.num_classes
+        )));
+    }
+    Ok(teacher.valid())
+}
+
 /// Draws every parameter of `module` now. Burn initializes parameters lazily, on first use,
 /// from the device's random generator; drawing them all right after seeding makes the weights
 /// a function of the seed alone, whatever else later uses the generator.
@@ -327,7 +415,7 @@ impl ModuleVisitor for Materialize {
 static SEEDED_INIT: Mutex<()> = Mutex::new(());
 
 /// A freshly initialized model whose weights depend only on `seed`.
-pub fn seeded_model(config: &NestedMnistCnnConfig, seed: u64, device: &Device) -> NestedMnistCnn {
+pub fn seeded_model(config: &ModelConfig, seed: u64, device: &Device) -> NestedModel {
     let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
     device.seed(seed);
     let model = config.init(device);
@@ -338,7 +426,7 @@ pub fn seeded_model(config: &NestedMnistCnnConfig, seed: u64, device: &Device) -
 fn fresh(
     config: &TrainingConfig,
     train_device: &Device,
-) -> Result<(NestedMnistCnn, ModuleOptimizer, CheckpointState)> {
+) -> Result<(NestedModel, ModuleOptimizer, CheckpointState)> {
     let mut model = seeded_model(&config.model, config.seed, train_device);
     if let Some(m) = config.masking.as_ref().filter(|m| m.method == MaskMethod::Random) {
         randomize_masks(&mut model, m, config.seed)?;
@@ -401,7 +489,7 @@ mod tests {
     #[test]
     fn data_that_does_not_fit_the_model_is_a_clear_error() {
         let device = Device::flex();
-        let model = NestedMnistCnnConfig::new().init(&device);
+        let model = nestednet_models::NestedMnistCnnConfig::new().init(&device);
         let fine = LevelLabels::fine(3);
         check_compatible(&model, &set(1, 28, 10), &fine, "test").unwrap();
         let err = check_compatible(&model, &set(3, 32, 10), &fine, "test").unwrap_err().to_string();
