@@ -92,7 +92,7 @@ fn main() -> Result<()> {
     if let Some(bad) = args.methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
         bail!("unknown method `{bad}` (use {})", METHODS.join(", "));
     }
-    let backend = args.device.map_or_else(Backend::default_compiled, Ok)?;
+    let backend = args.device.map_or_else(Backend::from_env_or_default, Ok)?;
     let data_dir = args.data_dir.clone().unwrap_or_else(nestednet::vendored_mnist_dir);
     // Every method gets the same number of passes over the data.
     let budget = 3 * args.stage_epochs + args.epochs;

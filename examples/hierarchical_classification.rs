@@ -78,7 +78,7 @@ fn main() -> Result<()> {
     if args.seeds.is_empty() {
         bail!("give at least one seed");
     }
-    let backend = args.device.map_or_else(Backend::default_compiled, Ok)?;
+    let backend = args.device.map_or_else(Backend::from_env_or_default, Ok)?;
     let device = backend.device()?;
     let data_dir = args.data_dir.clone().unwrap_or_else(nestednet::vendored_mnist_dir);
     let hierarchy = match &args.hierarchy {

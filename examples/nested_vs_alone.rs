@@ -46,7 +46,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let backend = args.device.map_or_else(Backend::default_compiled, Ok)?;
+    let backend = args.device.map_or_else(Backend::from_env_or_default, Ok)?;
     let device = backend.device()?;
     let (train_set, test_set) = Mnist::load(&args.data_dir.unwrap_or_else(nestednet::vendored_mnist_dir))?;
     let (train_set, test_set) = (Arc::new(train_set), Arc::new(test_set));

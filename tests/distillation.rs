@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use nestednet::burn::module::{Module, ModuleVisitor, Param};
+use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::data::epoch_loader;
 use nestednet::heads::JointLoss;
@@ -14,18 +14,6 @@ use nestednet::train::{
     DistillStep, DistillationConfig, LevelLabels, QuietProgress, RunDir, TrainingConfig, seeded_model, train,
     train_step_levels,
 };
-
-fn weights<M: Module>(model: &M) -> Vec<f32> {
-    struct Collect(Vec<f32>);
-    impl ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.extend(param.val().into_data().iter::<f32>());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
-}
 
 /// One joint step of the 3-level `mnist-cnn` on the first 32 training digits, the core (level
 /// 0) trained on `core_labels(label)` instead of the digit.
@@ -64,11 +52,11 @@ fn one_step(alpha: Option<f64>, core_labels: fn(i64) -> i64) -> NestedMnistCnn {
 fn in_place_distillation_teaches_the_core_from_the_detached_full_level() {
     let right = |d: i64| d;
     let wrong = |d: i64| (d + 1) % 10;
-    assert_eq!(weights(&one_step(Some(1.0), right)), weights(&one_step(Some(1.0), wrong)));
-    assert_ne!(weights(&one_step(Some(0.5), right)), weights(&one_step(Some(0.5), wrong)));
+    assert_eq!(common::weights(&one_step(Some(1.0), right)), common::weights(&one_step(Some(1.0), wrong)));
+    assert_ne!(common::weights(&one_step(Some(0.5), right)), common::weights(&one_step(Some(0.5), wrong)));
     let plain = one_step(None, right);
     let distilled = one_step(Some(0.5), right);
-    assert_ne!(weights(&plain), weights(&distilled), "distillation changed nothing");
+    assert_ne!(common::weights(&plain), common::weights(&distilled), "distillation changed nothing");
     // fc1's rows 64.. (hidden units of the full level only) learn from the full level alone.
     let rows = |m: &NestedMnistCnn| {
         let w = m.fc1.weight.val().into_data().try_to_vec::<f32>().unwrap();
@@ -115,7 +103,7 @@ fn an_external_teacher_run_teaches_every_level() {
     };
     let taught = run(&student(&teacher_dir, 1.0), "taught").unwrap();
     let plain = run(&student(&teacher_dir, 0.0), "plain").unwrap();
-    assert_ne!(weights(&taught.model), weights(&plain.model));
+    assert_ne!(common::weights(&taught.model), common::weights(&plain.model));
     // The teacher's choice is saved with the run.
     let stored = RunDir::new(dir.path().join("taught")).load_config().unwrap();
     assert_eq!(stored.distillation, student(&teacher_dir, 1.0).distillation);

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use nestednet::burn::module::{Module, ModuleVisitor, Param};
+use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::data::epoch_loader;
 use nestednet::models::{NestedClassifier, NestedMnistCnnConfig, NestedModel};
@@ -21,22 +21,8 @@ fn quick_config(epochs: usize, limit: usize) -> TrainingConfig {
         .with_seed(7)
 }
 
-/// Every float parameter and running statistic, in visiting order. (Record bytes would not do:
-/// they also hold each parameter's random id.)
-fn weights(model: &NestedModel) -> Vec<f32> {
-    struct Collect(Vec<f32>);
-    impl ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.extend(param.val().into_data().iter::<f32>());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
-}
-
 fn assert_same_weights(a: &NestedModel, b: &NestedModel, what: &str) {
-    let (a, b) = (weights(a), weights(b));
+    let (a, b) = (common::weights(a), common::weights(b));
     assert_eq!(a.len(), b.len());
     let differing = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
     assert_eq!(differing, 0, "{what}: {differing} of {} values differ", a.len());
@@ -99,7 +85,7 @@ fn same_seed_same_model_and_sgd_cosine_also_train() {
     let (a, b) = (run("a"), run("b"));
     assert_same_weights(&a.model, &b.model, "two runs with the same seed");
     let untrained = seeded_model(&config.model, config.seed, &device.clone().autodiff()).valid();
-    assert_ne!(weights(&a.model), weights(&untrained), "training did not change the weights");
+    assert_ne!(common::weights(&a.model), common::weights(&untrained), "training did not change the weights");
     let other = train(
         &config.clone().with_seed(8),
         train_set,
@@ -110,7 +96,7 @@ fn same_seed_same_model_and_sgd_cosine_also_train() {
         &mut QuietProgress,
     )
     .unwrap();
-    assert_ne!(weights(&a.model), weights(&other.model));
+    assert_ne!(common::weights(&a.model), common::weights(&other.model));
 }
 
 #[test]

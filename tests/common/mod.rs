@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use nestednet::burn::module::{Module, ModuleVisitor, Param};
+use nestednet::burn::prelude::*;
 use nestednet::data::{ImageSet, Mnist};
 
 /// The real MNIST digits: the vendored copy, or `../shared/data/mnist10k` beside the checkout.
@@ -21,4 +23,18 @@ pub fn mnist_dir() -> PathBuf {
 pub fn mnist() -> (Arc<ImageSet>, Arc<ImageSet>) {
     let (train, test) = Mnist::load(&mnist_dir()).expect("vendored MNIST loads");
     (Arc::new(train), Arc::new(test))
+}
+
+/// Every float parameter and running statistic of `model`, in visiting order. (Record bytes
+/// would not do: they also hold each parameter's random id.)
+pub fn weights<M: Module>(model: &M) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.extend(param.val().into_data().iter::<f32>());
+        }
+    }
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
 }

@@ -118,7 +118,8 @@ struct TrainArgs {
     /// Default: 0.25,0.5,1.0 for channels; full width at every level for masks.
     #[arg(long)]
     levels: Option<LevelSpec>,
-    /// Backend: flex, ndarray, wgpu, tch or cuda (must be compiled in).
+    /// Backend: flex, ndarray, wgpu, tch or cuda (must be compiled in; default: $BURN_DEVICE, else
+    /// the first compiled).
     #[arg(long)]
     device: Option<Backend>,
     /// Seed of initialisation, data order and augmentation.
@@ -175,7 +176,7 @@ struct EvalArgs {
     /// Evaluate only this level (default: all): its number, or a lattice level's name or pair.
     #[arg(long)]
     level: Option<String>,
-    /// Backend (must be compiled in).
+    /// Backend (must be compiled in; default: $BURN_DEVICE, else the first compiled).
     #[arg(long)]
     device: Option<Backend>,
     /// Also measure sizes and latencies and rewrite report.json and the plot.
@@ -209,7 +210,7 @@ struct ExportArgs {
     /// Format: burnpack, safetensors or sparse (default: from the file name).
     #[arg(long)]
     format: Option<ExportFormat>,
-    /// Backend (must be compiled in).
+    /// Backend (must be compiled in; default: $BURN_DEVICE, else the first compiled).
     #[arg(long)]
     device: Option<Backend>,
 }
@@ -224,7 +225,7 @@ struct InspectArgs {
 fn backend(choice: Option<Backend>) -> Result<Backend> {
     Ok(match choice {
         Some(b) => b,
-        None => Backend::default_compiled()?,
+        None => Backend::from_env_or_default()?,
     })
 }
 

@@ -350,3 +350,25 @@ fn a_residual_lattice_trains_and_its_levels_go_by_name() {
     let text = ok(&["inspect", "--run", run_s]);
     assert!(text.contains("model: mnist-resnet, 4 levels (w0.5-d1,w0.5-d2,w1-d1,w1-d2)"), "{text}");
 }
+
+/// `BURN_DEVICE` picks the backend when `--device` is absent; a bad one is named.
+#[test]
+fn burn_device_chooses_the_backend() {
+    let run = |value: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nestednet"))
+            .args(["eval", "--run", "/nonexistent/run", "--data-dir", "/nonexistent/data"])
+            .env("BURN_DEVICE", value)
+            .output()
+            .expect("nestednet runs");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run("bogus");
+    assert!(err.contains("BURN_DEVICE") && err.contains("unknown backend `bogus`"), "{err}");
+    // A compiled backend gets past the device choice to the missing run folder.
+    let err = run("flex");
+    assert!(err.contains("/nonexistent/run") && !err.contains("BURN_DEVICE"), "{err}");
+    if !cfg!(feature = "cuda") {
+        let err = run("cuda");
+        assert!(err.contains("BURN_DEVICE=cuda") && err.contains("--features cuda"), "{err}");
+    }
+}

@@ -62,6 +62,21 @@ impl Backend {
             .ok_or_else(|| TrainError::Device("no backend is compiled in: build with --features flex".into()))
     }
 
+    /// The backend named by the `BURN_DEVICE` environment variable (`flex`, `ndarray`, `wgpu`,
+    /// `tch` or `cuda`), or else the first compiled one. An unknown name, or one that is not
+    /// compiled in, is an error naming the variable.
+    pub fn from_env_or_default() -> Result<Backend> {
+        match std::env::var("BURN_DEVICE") {
+            Ok(name) if !name.trim().is_empty() => {
+                let backend: Backend =
+                    name.trim().parse().map_err(|e| TrainError::Device(format!("BURN_DEVICE: {e}")))?;
+                backend.device().map_err(|e| TrainError::Device(format!("BURN_DEVICE={name}: {e}")))?;
+                Ok(backend)
+            }
+            _ => Self::default_compiled(),
+        }
+    }
+
     /// The (non-autodiff) device of this backend.
     pub fn device(self) -> Result<Device> {
         if !self.is_compiled() {
