@@ -15,7 +15,7 @@
 //!
 //! ```text
 //! cargo run --release --example knowledge_distillation
-//! cargo run --release --example knowledge_distillation -- --seeds 42,43,44
+//! cargo run --release --example knowledge_distillation -- --seeds 42,43
 //! # One WRN-32-4 lattice epoch on 256 random CIFAR-shaped images (timing only):
 //! cargo run --release --example knowledge_distillation -- --model wrn-32-4 --widths 0.25,1 \
 //!     --depths 2,5 --random-data 256
@@ -63,7 +63,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "42")]
     seeds: Vec<u64>,
     /// Epochs.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 4)]
     epochs: usize,
     /// Batch size.
     #[arg(long, default_value_t = 32)]
