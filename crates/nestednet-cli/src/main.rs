@@ -554,12 +554,7 @@ fn cmd_export_consensus(a: &ExportArgs, method: ConsensusMethod) -> Result<()> {
     let model = model.valid();
     let width: usize = (0..model.num_levels()).map(|k| model.level_classes(k)).sum();
     let layer = run.load_consensus(width, model.level_classes(model.num_levels() - 1), &device)?;
-    let NestedModel::MnistCnn(cnn) = &model else {
-        bail!(
-            "exporting the consensus is implemented for mnist-cnn runs; export a residual network's levels one by one with --level"
-        );
-    };
-    export_consensus(cnn, method, config.hierarchy.as_ref(), layer.as_ref(), &a.out)?;
+    export_consensus(&model, method, config.hierarchy.as_ref(), layer.as_ref(), &a.out)?;
     // Verify: reload the folder and compare the consensus's predictions with the run's.
     let reloaded = load_consensus_export(&a.out, &device)?;
     let [c, h, w] = model.input_shape();
@@ -591,10 +586,11 @@ fn cmd_export_consensus(a: &ExportArgs, method: ConsensusMethod) -> Result<()> {
         );
     }
     println!(
-        "exported the {method:?} consensus of {} levels to {} (level0..{}.safetensors, consensus.json{}); verified: same predictions on {} inputs",
+        "exported the {method:?} consensus of {} levels to {} (level0..{}.{}, consensus.json{}); verified: same predictions on {} inputs",
         model.num_levels(),
         a.out.display(),
         model.num_levels() - 1,
+        if model.as_resnet().is_some() { "bpk" } else { "safetensors" },
         if method == ConsensusMethod::Learned { ", consensus.safetensors" } else { "" },
         got.len()
     );

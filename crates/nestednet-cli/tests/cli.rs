@@ -349,6 +349,12 @@ fn a_residual_lattice_trains_and_its_levels_go_by_name() {
     assert!(err.contains("burnpack only"), "{err}");
     let text = ok(&["inspect", "--run", run_s]);
     assert!(text.contains("model: mnist-resnet, 4 levels (w0.5-d1,w0.5-d2,w1-d1,w1-d2)"), "{text}");
+    // The consensus of the lattice's levels exports (Burnpack levels) and verifies on reload.
+    let consensus = dir.path().join("consensus");
+    let text =
+        ok(&["export", "--run", run_s, "--consensus", "learned", "--out", consensus.to_str().unwrap()]);
+    assert!(text.contains("level0..3.bpk") && text.contains("verified"), "{text}");
+    assert!(consensus.join("level3.bpk").is_file() && consensus.join("level3.json").is_file());
 }
 
 /// `BURN_DEVICE` picks the backend when `--device` is absent; a bad one is named.
@@ -371,4 +377,61 @@ fn burn_device_chooses_the_backend() {
         let err = run("cuda");
         assert!(err.contains("BURN_DEVICE=cuda") && err.contains("--features cuda"), "{err}");
     }
+}
+
+/// `--task distillation --dataset cifar10` on CIFAR-10 binary files we generate (the published
+/// format: a label byte, then 3,072 pixel bytes, per record).
+#[test]
+fn a_cifar_resnet_trains_from_generated_binary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&data).unwrap();
+    let records = |count: usize, seed: u8| -> Vec<u8> {
+        (0..count)
+            .flat_map(|i| {
+                let label = (i % 10) as u8;
+                std::iter::once(label)
+                    .chain((0..3072).map(move |p| (p as u8).wrapping_mul(label).wrapping_add(seed)))
+            })
+            .collect()
+    };
+    for i in 1..=5 {
+        std::fs::write(data.join(format!("data_batch_{i}.bin")), records(16, i as u8)).unwrap();
+    }
+    std::fs::write(data.join("test_batch.bin"), records(20, 9)).unwrap();
+    let run = dir.path().join("resnet8");
+    let text = ok(&[
+        "train",
+        "--task",
+        "distillation",
+        "--model",
+        "resnet-8",
+        "--widths",
+        "0.5,1",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.1",
+        "--lr-schedule",
+        "cosine",
+    ]);
+    assert!(
+        text.contains("2 levels of resnet-8") && text.contains("w0.5-d1") && text.contains("w1-d1"),
+        "{text}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["dataset"], "cifar10");
+    // ResNet-8: stem 464, one block per stage 4,672 + 13,952 + 55,552, classifier 650.
+    assert_eq!(report["levels"][1]["params"], 75_290);
 }

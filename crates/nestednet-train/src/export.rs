@@ -28,7 +28,9 @@ use burn::module::{Param, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::prelude::*;
-use nestednet_models::{MnistCnn, MnistCnnConfig, NestedMnistCnn, NestedResNet, NestedResNetConfig};
+use nestednet_models::{
+    MnistCnn, MnistCnnConfig, NestedMnistCnn, NestedModel, NestedResNet, NestedResNetConfig,
+};
 use nestednet_prune::{IndexArray, SparseLayout, SparseTensor};
 use nestednet_schedule::check_level;
 use safetensors::tensor::{Dtype, TensorView};
@@ -460,9 +462,31 @@ pub struct ConsensusModel {
     /// The manifest.
     pub manifest: ConsensusManifest,
     /// The levels, core first.
-    pub levels: Vec<MnistCnn>,
+    pub levels: Vec<StandaloneLevel>,
     /// The learned layer (method `learned`).
     pub layer: Option<Linear>,
+}
+
+/// One exported level, loaded: the plain `mnist-cnn`, or a one-level residual network.
+// A handful of levels is held at a time; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum StandaloneLevel {
+    /// An exported `mnist-cnn` level (`level{k}.safetensors`).
+    MnistCnn(MnistCnn),
+    /// An exported residual level (`level{k}.bpk` and its `.json`).
+    ResNet(NestedResNet),
+}
+
+impl StandaloneLevel {
+    /// Logits for `images`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        use nestednet_models::NestedClassifier;
+        match self {
+            Self::MnistCnn(m) => m.forward(images),
+            Self::ResNet(m) => m.forward_level(images, 0),
+        }
+    }
 }
 
 impl ConsensusModel {
@@ -492,11 +516,12 @@ impl ConsensusModel {
     }
 }
 
-/// Exports every level of `model` (safetensors, PyTorch layout) and the consensus into `dir`:
-/// `level{k}.safetensors`, `consensus.json` and, for the learned consensus,
+/// Exports every level of `model` and the consensus into `dir`: `level{k}.safetensors`
+/// (PyTorch layout) for the `mnist-cnn`, `level{k}.bpk` + `level{k}.json` for a residual
+/// network (see [`export_resnet_level`]), `consensus.json` and, for the learned consensus,
 /// `consensus.safetensors` (`weight` `[classes, Σ level classes]` in PyTorch's layout, `bias`).
 pub fn export_consensus(
-    model: &NestedMnistCnn,
+    model: &NestedModel,
     method: ConsensusMethod,
     hierarchy: Option<&HierarchyConfig>,
     layer: Option<&Linear>,
@@ -511,12 +536,19 @@ pub fn export_consensus(
     }
     std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
     for level in 0..model.num_levels() {
-        export_level(
-            model,
-            level,
-            &dir.join(format!("level{level}.safetensors")),
-            ExportFormat::Safetensors,
-        )?;
+        match model {
+            NestedModel::MnistCnn(m) => {
+                export_level(
+                    m,
+                    level,
+                    &dir.join(format!("level{level}.safetensors")),
+                    ExportFormat::Safetensors,
+                )?;
+            }
+            NestedModel::ResNet(m) => {
+                export_resnet_level(m, level, &dir.join(format!("level{level}.bpk")))?;
+            }
+        }
     }
     if let (ConsensusMethod::Learned, Some(layer)) = (method, layer) {
         let path = dir.join("consensus.safetensors");
@@ -553,7 +585,15 @@ pub fn load_consensus_export(dir: &Path, device: &Device) -> Result<ConsensusMod
     let manifest: ConsensusManifest =
         serde_json::from_slice(&text).map_err(|source| TrainError::Json { path: path.clone(), source })?;
     let levels = (0..manifest.num_levels)
-        .map(|k| load_safetensors_level(&dir.join(format!("level{k}.safetensors")), device).map(|(_, m)| m))
+        .map(|k| {
+            let residual = dir.join(format!("level{k}.bpk"));
+            if residual.is_file() {
+                load_resnet_level(&residual, device).map(|(_, m)| StandaloneLevel::ResNet(m))
+            } else {
+                load_safetensors_level(&dir.join(format!("level{k}.safetensors")), device)
+                    .map(|(_, m)| StandaloneLevel::MnistCnn(m))
+            }
+        })
         .collect::<Result<Vec<_>>>()?;
     let layer = match manifest.method {
         ConsensusMethod::Average => None,
