@@ -115,6 +115,11 @@ impl LevelLabels {
         }
     }
 
+    /// Whether level `level` predicts other classes than the data set's (a coarser depth).
+    pub fn is_lifted(&self, level: usize) -> bool {
+        self.maps[level].is_some()
+    }
+
     /// Maps logits over the data set's classes to level `level`'s classes as log-probabilities:
     /// a coarse class gets `log Σ_{c ∈ class} softmax(z)_c` (a log-sum-exp of its fine logits,
     /// up to a per-row constant). Softening *these* with a temperature gives a coarse teacher

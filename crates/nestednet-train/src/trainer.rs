@@ -131,19 +131,27 @@ pub fn train_step_levels<M: NestedClassifier>(
     });
     let losses: Vec<Tensor<1>> = match &teacher {
         None => ce.clone(),
-        Some((d, teacher, in_place)) => levels
-            .iter()
-            .zip(&logits)
-            .zip(&ce)
-            .map(|((&k, l), ce)| {
-                if *in_place && k == full {
-                    return ce.clone();
-                }
-                let target = soft_targets(d.labels.lift_logits(teacher.clone(), k), d.temperature);
-                let kd = distillation_loss(l.clone(), target, d.temperature);
-                ce.clone().mul_scalar(1.0 - d.alpha) + kd.mul_scalar(d.alpha)
-            })
-            .collect(),
+        Some((d, teacher, in_place)) => {
+            // Every level that predicts the data set's classes shares one soft target.
+            let fine_target = soft_targets(teacher.clone(), d.temperature);
+            levels
+                .iter()
+                .zip(&logits)
+                .zip(&ce)
+                .map(|((&k, l), ce)| {
+                    if *in_place && k == full {
+                        return ce.clone();
+                    }
+                    let target = if d.labels.is_lifted(k) {
+                        soft_targets(d.labels.lift_logits(teacher.clone(), k), d.temperature)
+                    } else {
+                        fine_target.clone()
+                    };
+                    let kd = distillation_loss(l.clone(), target, d.temperature);
+                    ce.clone().mul_scalar(1.0 - d.alpha) + kd.mul_scalar(d.alpha)
+                })
+                .collect()
+        }
     };
     let correct: Vec<Tensor<1, Int>> =
         logits.into_iter().zip(&labels).map(|(l, y)| correct_count(l.detach(), y.clone())).collect();
