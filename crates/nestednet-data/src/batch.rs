@@ -179,6 +179,53 @@ pub fn epoch_loader(
         .build(dataset))
 }
 
+/// The batches of `loader`, in the loader's order, produced up to `depth` batches ahead on a
+/// background thread, so that reading, augmenting and uploading the next batch overlaps with
+/// the training step on the current one. Dropping the iterator early stops the thread after
+/// the batch it is working on.
+pub fn prefetch(
+    loader: Arc<dyn DataLoader<ImageBatch>>,
+    depth: usize,
+) -> impl Iterator<Item = std::result::Result<ImageBatch, DatasetError>> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(depth.max(1));
+    let worker = std::thread::Builder::new()
+        .name("nestednet-prefetch".into())
+        .spawn(move || {
+            for batch in loader.iter() {
+                if sender.send(batch).is_err() {
+                    break; // the consumer is gone
+                }
+            }
+        })
+        .expect("spawning the prefetch thread");
+    Prefetch { receiver, worker: Some(worker) }
+}
+
+struct Prefetch {
+    receiver: std::sync::mpsc::Receiver<std::result::Result<ImageBatch, DatasetError>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Iterator for Prefetch {
+    type Item = std::result::Result<ImageBatch, DatasetError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.receiver.recv() {
+            Ok(batch) => Some(batch),
+            Err(_) => {
+                // The worker finished (or panicked: re-raise its panic here, not silently end
+                // the epoch early).
+                if let Some(worker) = self.worker.take()
+                    && let Err(panic) = worker.join()
+                {
+                    std::panic::resume_unwind(panic);
+                }
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +306,21 @@ mod tests {
         for (a, b) in flipped.iter().zip(expected) {
             assert!((a - b).abs() < 1e-3, "{flipped:?}");
         }
+    }
+
+    #[test]
+    fn prefetch_keeps_the_loader_order() {
+        let device = Device::flex();
+        let set = Arc::new(tiny_set(10));
+        let loader = epoch_loader(set, 3, 7, 1, true, None, &device).unwrap();
+        let direct: Vec<Vec<i64>> = loader
+            .iter()
+            .map(|b| b.unwrap().labels.into_data().convert::<i64>().try_to_vec::<i64>().unwrap())
+            .collect();
+        let prefetched: Vec<Vec<i64>> = prefetch(loader, 2)
+            .map(|b| b.unwrap().labels.into_data().convert::<i64>().try_to_vec::<i64>().unwrap())
+            .collect();
+        assert_eq!(direct.len(), 4);
+        assert_eq!(prefetched, direct);
     }
 }

@@ -18,7 +18,7 @@ mod image_set;
 mod mnist;
 mod rng;
 
-pub use batch::{Augment, EpochDataset, ImageBatch, ImageBatcher, ImageItem, epoch_loader};
+pub use batch::{Augment, EpochDataset, ImageBatch, ImageBatcher, ImageItem, epoch_loader, prefetch};
 pub use cifar::{CIFAR_IMAGE_BYTES, Cifar10, Cifar100};
 pub use error::{DataError, Result};
 pub use image_set::{ImageSet, Normalization};

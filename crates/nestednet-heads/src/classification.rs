@@ -15,6 +15,9 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
 /// so that accumulating it costs no synchronisation).
 pub fn correct_count(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1, Int> {
     let predicted = logits.argmax(1).squeeze_dim::<1>(1);
+    // Backends differ in the integer type `argmax` returns (ndarray: i32), while labels are
+    // built from i64 data: compare in one type, or ndarray refuses the comparison.
+    let targets = targets.cast(predicted.dtype());
     predicted.equal(targets).int().sum()
 }
 

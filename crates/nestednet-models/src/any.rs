@@ -6,7 +6,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    LevelCost, Maskable, NestedClassifier, NestedMnistCnn, NestedMnistCnnConfig, NestedResNet,
+    LevelCost, Maskable, MnistCnn, NestedClassifier, NestedMnistCnn, NestedMnistCnnConfig, NestedResNet,
     NestedResNetConfig,
 };
 
@@ -177,6 +177,47 @@ impl NestedModel {
         match self {
             Self::ResNet(m) => Some(m),
             Self::MnistCnn(_) => None,
+        }
+    }
+
+    /// Level `level` as a standalone network whose weights are the level's slices (masks
+    /// applied), copied **once** into compact tensors.
+    ///
+    /// `forward_level` slices (and masks) every weight again on each call, which is what
+    /// training needs, since the slices are views of the shared parameters. For inference the
+    /// copies are cheaper: no slicing, no mask multiply and contiguous weights. The result
+    /// equals `forward_level(·, level)` in evaluation mode; it is what exports hold.
+    pub fn extract_level(&self, level: usize) -> LevelModel {
+        match self {
+            Self::MnistCnn(m) => LevelModel::MnistCnn(m.extract_level(level).1),
+            Self::ResNet(m) => LevelModel::ResNet(m.extract_level(level).1),
+        }
+    }
+
+    /// Every level, extracted once (see [`extract_level`](Self::extract_level)), core first.
+    pub fn extract_levels(&self) -> Vec<LevelModel> {
+        (0..self.num_levels()).map(|level| self.extract_level(level)).collect()
+    }
+}
+
+/// One level of a nested model as a standalone network: the plain `mnist-cnn`, or a one-level
+/// residual network. Built by [`NestedModel::extract_level`] or loaded from an export.
+// A handful of levels is held at a time; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum LevelModel {
+    /// A plain `mnist-cnn` level.
+    MnistCnn(MnistCnn),
+    /// A one-level residual network.
+    ResNet(NestedResNet),
+}
+
+impl LevelModel {
+    /// Logits `[batch, classes]` for images `[batch, c, h, w]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Self::MnistCnn(m) => m.forward(images),
+            Self::ResNet(m) => m.forward_level(images, 0),
         }
     }
 }

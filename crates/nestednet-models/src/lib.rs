@@ -11,7 +11,7 @@ mod error;
 mod mnist_cnn;
 mod resnet;
 
-pub use any::{ModelConfig, NestedModel};
+pub use any::{LevelModel, ModelConfig, NestedModel};
 pub use error::{ModelError, Result};
 pub use mnist_cnn::{
     LAYERS as MNIST_CNN_LAYERS, MnistCnn, MnistCnnConfig, NestedMnistCnn, NestedMnistCnnConfig,

@@ -332,11 +332,26 @@ impl NestedBasicBlock {
 
     /// Option A: `x[:, :, ::s, ::s]` padded with zero channels up to the level's output width.
     fn zero_pad_shortcut(&self, x: Tensor<4>, level: usize) -> Tensor<4> {
-        let x = if self.stride > 1 {
-            let s = self.stride as isize;
-            x.slice(s![.., .., ..;s, ..;s])
-        } else {
-            x
+        let x = match self.stride {
+            1 => x,
+            s => {
+                let [b, c, h, w] = x.dims();
+                if h % s == 0 && w % s == 0 {
+                    // The first pixel of every s×s cell, by reshape and unit-step slices: the
+                    // same values as a step slice, whose backward (a step `slice_assign`)
+                    // fails on `tch` for non-contiguous gradients (burn-tch 0.22.1 calls
+                    // `view(-1)` there).
+                    x.reshape([b, c, h / s, s, w / s, s]).slice(s![.., .., .., 0..1, .., 0..1]).reshape([
+                        b,
+                        c,
+                        h / s,
+                        w / s,
+                    ])
+                } else {
+                    let s = s as isize;
+                    x.slice(s![.., .., ..;s, ..;s])
+                }
+            }
         };
         let [b, c, h, w] = x.dims();
         let (_, out) = self.conv2.level_dims(level);

@@ -29,7 +29,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::prelude::*;
 use nestednet_models::{
-    MnistCnn, MnistCnnConfig, NestedMnistCnn, NestedModel, NestedResNet, NestedResNetConfig,
+    LevelModel, MnistCnn, MnistCnnConfig, NestedMnistCnn, NestedModel, NestedResNet, NestedResNetConfig,
 };
 use nestednet_prune::{IndexArray, SparseLayout, SparseTensor};
 use nestednet_schedule::check_level;
@@ -462,31 +462,9 @@ pub struct ConsensusModel {
     /// The manifest.
     pub manifest: ConsensusManifest,
     /// The levels, core first.
-    pub levels: Vec<StandaloneLevel>,
+    pub levels: Vec<LevelModel>,
     /// The learned layer (method `learned`).
     pub layer: Option<Linear>,
-}
-
-/// One exported level, loaded: the plain `mnist-cnn`, or a one-level residual network.
-// A handful of levels is held at a time; boxing the larger variant would buy nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum StandaloneLevel {
-    /// An exported `mnist-cnn` level (`level{k}.safetensors`).
-    MnistCnn(MnistCnn),
-    /// An exported residual level (`level{k}.bpk` and its `.json`).
-    ResNet(NestedResNet),
-}
-
-impl StandaloneLevel {
-    /// Logits for `images`.
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        use nestednet_models::NestedClassifier;
-        match self {
-            Self::MnistCnn(m) => m.forward(images),
-            Self::ResNet(m) => m.forward_level(images, 0),
-        }
-    }
 }
 
 impl ConsensusModel {
@@ -588,10 +566,10 @@ pub fn load_consensus_export(dir: &Path, device: &Device) -> Result<ConsensusMod
         .map(|k| {
             let residual = dir.join(format!("level{k}.bpk"));
             if residual.is_file() {
-                load_resnet_level(&residual, device).map(|(_, m)| StandaloneLevel::ResNet(m))
+                load_resnet_level(&residual, device).map(|(_, m)| LevelModel::ResNet(m))
             } else {
                 load_safetensors_level(&dir.join(format!("level{k}.safetensors")), device)
-                    .map(|(_, m)| StandaloneLevel::MnistCnn(m))
+                    .map(|(_, m)| LevelModel::MnistCnn(m))
             }
         })
         .collect::<Result<Vec<_>>>()?;

@@ -44,9 +44,10 @@ pub use metrics::{BarProgress, EpochMetrics, LevelTally, Progress, QuietProgress
 pub use plot::{plot_accuracy_vs_macs, plot_early_exit};
 pub use report::{
     EARLY_EXIT_SWEEP, LevelReport, LevelsTogether, Report, ReportContext, anytime_figures, build_report,
-    measure_latency,
+    measure_latency, median_latency_ms,
 };
 pub use run::{CheckpointState, RunDir, load_record, record_bytes, write_atomic};
 pub use trainer::{
-    DistillStep, TrainOutcome, check_compatible, evaluate, seeded_model, train, train_step, train_step_levels,
+    DistillStep, StepStats, TrainOutcome, check_compatible, evaluate, seeded_model, train, train_step,
+    train_step_levels, train_step_levels_deferred,
 };

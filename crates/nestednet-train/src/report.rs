@@ -95,27 +95,43 @@ pub struct Report {
 /// The thresholds of the early-exit sweep in reports.
 pub const EARLY_EXIT_SWEEP: [f64; 8] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999];
 
-/// Median wall-clock milliseconds of `forward_level` at `batch` on random inputs, after warm-up.
+/// Median wall-clock milliseconds of level `level` at `batch` on random inputs, after warm-up,
+/// run the way a deployed level runs: on its weights extracted once
+/// ([`NestedModel::extract_level`]), not re-sliced from the shared tensors on every call.
 /// Each measured call ends with a read of the output, so asynchronous backends are timed to
 /// completion. Runs at least `min_runs` calls and at least ~`min_ms` milliseconds.
-pub fn measure_latency<M: NestedClassifier>(
-    model: &M,
+pub fn measure_latency(
+    model: &NestedModel,
     level: usize,
     batch: usize,
     device: &Device,
     min_runs: usize,
     min_ms: f64,
 ) -> f64 {
-    let [c, h, w] = model.input_shape();
+    let standalone = model.extract_level(level);
+    median_latency_ms(|x| standalone.forward(x), model.input_shape(), batch, device, min_runs, min_ms)
+}
+
+/// Median wall-clock milliseconds of `forward` on a random `[batch, c, h, w]` input on `device`,
+/// after 3 warm-up calls, each call ending with a read of the logits. Runs at least `min_runs`
+/// calls and at least ~`min_ms` milliseconds (at most 10,000 calls).
+pub fn median_latency_ms(
+    forward: impl Fn(Tensor<4>) -> Tensor<2>,
+    [c, h, w]: [usize; 3],
+    batch: usize,
+    device: &Device,
+    min_runs: usize,
+    min_ms: f64,
+) -> f64 {
     let x = Tensor::<4>::random([batch, c, h, w], Distribution::Normal(0.0, 1.0), device);
     for _ in 0..3 {
-        let _ = model.forward_level(x.clone(), level).into_data();
+        let _ = forward(x.clone()).into_data();
     }
     let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < min_runs || start.elapsed().as_secs_f64() * 1e3 < min_ms {
         let t = Instant::now();
-        let _ = model.forward_level(x.clone(), level).into_data();
+        let _ = forward(x.clone()).into_data();
         times.push(t.elapsed().as_secs_f64() * 1e3);
         if times.len() >= 10_000 {
             break;

@@ -6,7 +6,7 @@ use std::time::Instant;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use nestednet_data::{ImageSet, epoch_loader};
+use nestednet_data::{ImageSet, epoch_loader, prefetch};
 use nestednet_heads::{JointLoss, correct_count, cross_entropy, distillation_loss, soft_targets};
 use nestednet_models::{ModelConfig, NestedClassifier, NestedModel};
 
@@ -60,6 +60,9 @@ pub fn check_compatible<M: NestedClassifier>(
     }
     Ok(())
 }
+
+/// Training steps between two reads of the level statistics (see [`StepStats`]).
+const READ_EVERY: usize = 16;
 
 /// What a finished training run returns.
 pub struct TrainOutcome {
@@ -117,7 +120,58 @@ pub fn train_step_levels<M: NestedClassifier>(
     levels: &[usize],
     distill: Option<&DistillStep<'_>>,
 ) -> (M, Vec<(f64, usize)>) {
+    let (model, stats) =
+        train_step_levels_deferred(model, optim, joint, images, labels, learning_rate, levels, distill);
+    let n = stats.samples as f64;
+    (model, stats.read().into_iter().map(|(sum, correct)| (sum / n, correct)).collect())
+}
+
+/// Per-level statistics of training steps, still on the device: summing them there and reading
+/// them once every few steps keeps the host from waiting on the device after every batch.
+#[derive(Debug, Clone)]
+pub struct StepStats {
+    /// Each trained level's cross-entropy summed over the samples (each batch's mean loss
+    /// times its size).
+    pub loss_sums: Tensor<1>,
+    /// Each trained level's correct predictions, summed.
+    pub correct: Tensor<1, Int>,
+    /// Samples added.
+    pub samples: usize,
+}
+
+impl StepStats {
+    /// Adds `other` (same levels) to these statistics, on the device.
+    pub fn merge(self, other: StepStats) -> StepStats {
+        StepStats {
+            loss_sums: self.loss_sums + other.loss_sums,
+            correct: self.correct + other.correct,
+            samples: self.samples + other.samples,
+        }
+    }
+
+    /// Reads the statistics (one transfer each): per level, the summed loss and correct count.
+    pub fn read(self) -> Vec<(f64, usize)> {
+        let losses = self.loss_sums.into_data().convert::<f64>().try_to_vec::<f64>().expect("f64 losses");
+        let correct = self.correct.into_data().convert::<i64>().try_to_vec::<i64>().expect("counts");
+        losses.into_iter().zip(correct.into_iter().map(|c| c as usize)).collect()
+    }
+}
+
+/// [`train_step_levels`] without reading anything back: the level statistics stay on the
+/// device as a [`StepStats`] of one batch.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_levels_deferred<M: NestedClassifier>(
+    model: M,
+    optim: &mut ModuleOptimizer,
+    joint: &JointLoss,
+    images: Tensor<4>,
+    labels: Vec<Tensor<1, Int>>,
+    learning_rate: f64,
+    levels: &[usize],
+    distill: Option<&DistillStep<'_>>,
+) -> (M, StepStats) {
     assert_eq!(labels.len(), levels.len(), "one label tensor per trained level");
+    let images_in_batch = images.dims()[0];
     let logits: Vec<Tensor<2>> = levels.iter().map(|&k| model.forward_level(images.clone(), k)).collect();
     let ce: Vec<Tensor<1>> =
         logits.iter().zip(&labels).map(|(l, y)| cross_entropy(l.clone(), y.clone())).collect();
@@ -155,14 +209,16 @@ pub fn train_step_levels<M: NestedClassifier>(
     };
     let correct: Vec<Tensor<1, Int>> =
         logits.into_iter().zip(&labels).map(|(l, y)| correct_count(l.detach(), y.clone())).collect();
-    // Read the scalars through one transfer each, before the graph is consumed.
-    let loss_values = Tensor::cat(ce.iter().map(|l| l.clone().detach()).collect(), 0);
+    // The statistics leave the graph (detached, on the plain device) before it is consumed.
+    let samples = images_in_batch;
+    let loss_sums =
+        Tensor::from_inner(Tensor::cat(ce.iter().map(|l| l.clone().detach()).collect(), 0).inner())
+            .mul_scalar(samples as f64);
+    let correct = Tensor::from_inner(Tensor::cat(correct, 0).inner());
     let loss = joint.combine(losses);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let model = optim.step(learning_rate, model, grads);
-    let loss_values = loss_values.into_data().convert::<f64>().try_to_vec::<f64>().expect("f64 losses");
-    let correct = Tensor::cat(correct, 0).into_data().convert::<i64>().try_to_vec::<i64>().expect("counts");
-    (model, loss_values.into_iter().zip(correct.into_iter().map(|c| c as usize)).collect())
+    (model, StepStats { loss_sums, correct, samples })
 }
 
 /// Trains `config` on `train` (evaluating on `test` after each epoch when given) into `run`.
@@ -292,12 +348,17 @@ pub fn train(
         let mut tallies = vec![LevelTally::default(); num_levels];
         let mut lr = config.learning_rate;
         let start = Instant::now();
-        for batch in loader.iter() {
+        // Level statistics stay on the device and are read every `READ_EVERY` steps, so the
+        // host never waits for the device after a single batch; batches are prefetched.
+        let mut pending: Option<StepStats> = None;
+        let mut steps = 0usize;
+        let batches = prefetch(loader, 2);
+        let mut batches = batches.peekable();
+        while let Some(batch) = batches.next() {
             let batch =
                 batch.map_err(|e| TrainError::Invalid(format!("loading a training batch failed: {e}")))?;
             lr =
                 config.lr_schedule.learning_rate(config.learning_rate, epoch, state.global_step, total_steps);
-            let [n, _, _, _] = batch.images.dims();
             let labels = levels.iter().map(|&k| level_labels.labels(&batch.labels, k)).collect();
             // Distillation belongs to joint training; a stage that trains one level alone
             // (mask learning, dense pre-training) learns from the labels only.
@@ -310,7 +371,7 @@ pub fn train(
                     }),
                     labels: &level_labels,
                 });
-            let (next, stats) = train_step_levels(
+            let (next, stats) = train_step_levels_deferred(
                 model,
                 &mut optim,
                 &phase_joint,
@@ -321,17 +382,29 @@ pub fn train(
                 distill.as_ref(),
             );
             model = next;
-            for (&level, (loss, correct)) in levels.iter().zip(stats) {
-                if !loss.is_finite() {
-                    return Err(TrainError::Invalid(format!(
-                        "the training loss diverged (not finite) at epoch {}, step {}; lower the learning rate",
-                        epoch + 1,
-                        state.global_step
-                    )));
-                }
-                tallies[level].add(loss, correct, n);
-            }
+            pending = Some(match pending.take() {
+                Some(p) => p.merge(stats),
+                None => stats,
+            });
             state.global_step += 1;
+            steps += 1;
+            if steps.is_multiple_of(READ_EVERY) || batches.peek().is_none() {
+                let p = pending.take().expect("statistics of this step");
+                let samples = p.samples;
+                for (&level, (loss_sum, correct)) in levels.iter().zip(p.read()) {
+                    if !loss_sum.is_finite() {
+                        return Err(TrainError::Invalid(format!(
+                            "the training loss diverged (not finite) at epoch {}, by step {}; lower the learning rate",
+                            epoch + 1,
+                            state.global_step
+                        )));
+                    }
+                    let tally = &mut tallies[level];
+                    tally.loss_sum += loss_sum;
+                    tally.correct += correct;
+                    tally.total += samples;
+                }
+            }
             // With density targets, τ follows the weights as they move.
             if let (Some(m), Some(s)) = (masking, soft.as_mut())
                 && matches!(m.targets, MaskTargets::Densities(_))
@@ -460,19 +533,35 @@ pub fn evaluate<M: NestedClassifier>(
     labels: &LevelLabels,
 ) -> Result<Vec<LevelTally>> {
     let loader = epoch_loader(set, batch_size, 0, 0, false, None, device)?;
-    let mut tallies = vec![LevelTally::default(); model.num_levels()];
-    for batch in loader.iter() {
+    // Sums stay on the device; they are read once, after the last batch.
+    let mut sums: Vec<Option<(Tensor<1>, Tensor<1, Int>)>> = vec![None; model.num_levels()];
+    let mut total = 0;
+    for batch in prefetch(loader, 2) {
         let batch = batch.map_err(|e| TrainError::Invalid(format!("loading a test batch failed: {e}")))?;
         let [n, _, _, _] = batch.images.dims();
-        for (level, tally) in tallies.iter_mut().enumerate() {
+        total += n;
+        for (level, sum) in sums.iter_mut().enumerate() {
             let logits = model.forward_level(batch.images.clone(), level);
             let y = labels.labels(&batch.labels, level);
-            let loss = cross_entropy(logits.clone(), y.clone()).into_scalar::<f64>();
-            let correct = correct_count(logits, y).into_scalar::<i64>() as usize;
-            tally.add(loss, correct, n);
+            let loss = cross_entropy(logits.clone(), y.clone()).mul_scalar(n as f64);
+            let correct = correct_count(logits, y);
+            *sum = Some(match sum.take() {
+                Some((l, c)) => (l + loss, c + correct),
+                None => (loss, correct),
+            });
         }
     }
-    Ok(tallies)
+    Ok(sums
+        .into_iter()
+        .map(|sum| match sum {
+            Some((loss, correct)) => LevelTally {
+                loss_sum: loss.into_scalar::<f64>(),
+                correct: correct.into_scalar::<i64>() as usize,
+                total,
+            },
+            None => LevelTally::default(),
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -1,0 +1,255 @@
+//! Speed of the 3-level `mnist-cnn` on every compiled backend, all figures from one run:
+//!
+//! - **training epoch** on mnist10k (8,000 digits, batch 64, Adam 1e-3): the joint 3-level
+//!   network; the plain full-width network alone; the three widths trained one after another
+//!   as separate networks. Batches come through the same prefetching loader as `train`;
+//! - **inference latency** of every level at batch 1, 64 and 256, both the way training runs a
+//!   level (`forward_level`, which slices the shared weights on each call) and the way a level
+//!   is served (`extract_level`: weights sliced once, compact);
+//! - ratios: joint epoch / full-width epoch, joint / sequential, full / core latency, and
+//!   flex / ndarray when both are compiled.
+//!
+//! ```text
+//! cargo bench --bench speed                                   # every compiled backend
+//! cargo bench --bench speed -- --backends flex --epoch-steps 40
+//! cargo bench --bench speed --features ndarray -- --backends flex,ndarray
+//! ```
+//! `--epoch-steps N` times N steps (after 3 warm-up steps) and scales to the 125-step epoch:
+//! use it for slow backends (wgpu on a software Vulkan driver). `--json PATH` writes the
+//! figures. Absolute times depend on the (shared) machine: compare ratios from one run.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use nestednet::data::{ImageSet, Mnist, epoch_loader, prefetch};
+use nestednet::heads::JointLoss;
+use nestednet::models::{ModelConfig, NestedClassifier, NestedMnistCnnConfig};
+use nestednet::train::{
+    Backend, OptimizerConfig, measure_latency, median_latency_ms, seeded_model, train_step_levels_deferred,
+};
+
+// Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
+// of mapping and zeroing new pages for each (a quarter of a training step with glibc's malloc).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Backends to measure (default: every compiled one except cuda without a GPU).
+    #[arg(long, value_delimiter = ',')]
+    backends: Vec<Backend>,
+    /// Training steps timed per configuration (after 3 warm-up steps); 0 = the whole epoch.
+    #[arg(long, default_value_t = 0)]
+    epoch_steps: usize,
+    /// Batch sizes for inference latency.
+    #[arg(long, value_delimiter = ',', default_value = "1,64,256")]
+    batches: Vec<usize>,
+    /// Levels whose latency is measured (default: all).
+    #[arg(long, value_delimiter = ',')]
+    levels: Vec<usize>,
+    /// Skip the training measurements.
+    #[arg(long)]
+    no_training: bool,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// (`cargo bench` passes `--bench`.)
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// Widths of the three levels; the sequential baseline trains one network per width.
+const RATIOS: [f64; 3] = [0.25, 0.5, 1.0];
+const BATCH: usize = 64;
+
+fn scaled(ratio: f64) -> ModelConfig {
+    let c = |n: usize| ((n as f64 * ratio).round() as usize).max(1);
+    NestedMnistCnnConfig::new()
+        .with_conv1_channels(c(32))
+        .with_conv2_channels(c(64))
+        .with_hidden(c(128))
+        .with_levels("1.0".parse().expect("one level"))
+        .into()
+}
+
+/// Seconds for one epoch (125 steps of 64) of training `config` on `backend`.
+fn epoch_seconds(config: &ModelConfig, train: &Arc<ImageSet>, backend: Backend, steps: usize) -> (f64, bool) {
+    let device = backend.device().expect("device").autodiff();
+    let mut model = seeded_model(config, 1, &device);
+    let mut optim = OptimizerConfig::adam().init();
+    let levels: Vec<usize> = (0..model.num_levels()).collect();
+    let joint = JointLoss::mean(levels.len());
+    let epoch_steps = train.len().div_ceil(BATCH);
+    let warmup = 3;
+    let timed = if steps == 0 { epoch_steps } else { steps.min(epoch_steps) };
+    let loader = epoch_loader(train.clone(), BATCH, 1, 0, true, None, &device).expect("loader");
+    // Warm-up steps come from a second pass so that the timed steps are a full epoch.
+    let warm = epoch_loader(train.clone(), BATCH, 1, 1, true, None, &device).expect("loader");
+    for batch in prefetch(warm, 2).take(warmup) {
+        let batch = batch.expect("batch");
+        let labels = vec![batch.labels; levels.len()];
+        let (next, stats) =
+            train_step_levels_deferred(model, &mut optim, &joint, batch.images, labels, 1e-3, &levels, None);
+        model = next;
+        stats.read();
+    }
+    let start = Instant::now();
+    let mut pending = None;
+    for (i, batch) in prefetch(loader, 2).take(timed).enumerate() {
+        let batch = batch.expect("batch");
+        let labels = vec![batch.labels; levels.len()];
+        let (next, stats) =
+            train_step_levels_deferred(model, &mut optim, &joint, batch.images, labels, 1e-3, &levels, None);
+        model = next;
+        pending = Some(match pending.take() {
+            Some(p) => stats.merge(p),
+            None => stats,
+        });
+        if (i + 1) % 16 == 0 {
+            pending.take().expect("stats").read();
+        }
+    }
+    if let Some(p) = pending {
+        p.read(); // waits for the device
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    (seconds * epoch_steps as f64 / timed as f64, timed < epoch_steps)
+}
+
+#[derive(serde::Serialize)]
+struct BackendFigures {
+    backend: String,
+    /// Seconds per epoch: joint 3 levels, full width alone, the 3 widths one after another.
+    epoch_joint_s: Option<f64>,
+    epoch_full_s: Option<f64>,
+    epoch_sequential_s: Option<f64>,
+    epoch_extrapolated: bool,
+    /// Milliseconds to build one batch (what prefetching overlaps).
+    load_ms_per_batch: Option<f64>,
+    /// `[level][batch index]` milliseconds, sliced per call and extracted once.
+    latency_sliced_ms: Vec<Vec<f64>>,
+    latency_extracted_ms: Vec<Vec<f64>>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let backends = if args.backends.is_empty() {
+        Backend::compiled().into_iter().filter(|b| *b != Backend::Cuda).collect()
+    } else {
+        args.backends.clone()
+    };
+    let (train, _) = Mnist::load(&nestednet::vendored_mnist_dir()).expect("vendored MNIST");
+    let train = Arc::new(train);
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all cores".into());
+    println!(
+        "mnist-cnn, levels {RATIOS:?}, {} training digits, batch {BATCH}, Adam; {} CPU cores, RAYON_NUM_THREADS={threads}",
+        train.len(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let nested: ModelConfig = NestedMnistCnnConfig::new().into();
+    let mut all = Vec::new();
+    for backend in backends {
+        let device = backend.device().unwrap_or_else(|e| panic!("{e}"));
+        println!("\n## backend `{backend}`");
+        let mut figures = BackendFigures {
+            backend: backend.to_string(),
+            epoch_joint_s: None,
+            epoch_full_s: None,
+            epoch_sequential_s: None,
+            epoch_extrapolated: false,
+            load_ms_per_batch: None,
+            latency_sliced_ms: Vec::new(),
+            latency_extracted_ms: Vec::new(),
+        };
+        if !args.no_training {
+            // What prefetching hides: building one epoch's batches alone (no training).
+            let loader = epoch_loader(train.clone(), BATCH, 1, 0, true, None, &device).expect("loader");
+            let start = Instant::now();
+            let mut batches = 0;
+            for batch in loader.iter() {
+                drop(batch.expect("batch"));
+                batches += 1;
+            }
+            let load_ms = start.elapsed().as_secs_f64() * 1e3 / batches as f64;
+            println!("data loading alone: {load_ms:.3} ms per batch of {BATCH}");
+            let (joint, extrapolated) = epoch_seconds(&nested, &train, backend, args.epoch_steps);
+            let (full, _) = epoch_seconds(&scaled(1.0), &train, backend, args.epoch_steps);
+            let sequential: f64 =
+                RATIOS.iter().map(|&r| epoch_seconds(&scaled(r), &train, backend, args.epoch_steps).0).sum();
+            let note = if extrapolated {
+                format!(" ({} steps timed, scaled to the epoch)", args.epoch_steps)
+            } else {
+                String::new()
+            };
+            println!("training epoch{note}:");
+            println!("| network | s / epoch | vs full width |");
+            println!("|---|---|---|");
+            println!("| plain full width | {full:.2} | 1.00× |");
+            println!("| joint 3 levels (NestedNet) | {joint:.2} | {:.2}× |", joint / full);
+            println!("| 3 widths one after another | {sequential:.2} | {:.2}× |", sequential / full);
+            println!("joint / sequential: {:.2}×", joint / sequential);
+            figures.epoch_joint_s = Some(joint);
+            figures.epoch_full_s = Some(full);
+            figures.epoch_sequential_s = Some(sequential);
+            figures.epoch_extrapolated = extrapolated;
+            figures.load_ms_per_batch = Some(load_ms);
+        }
+        let model = seeded_model(&nested, 1, &device);
+        println!("inference latency, ms (median; sliced per call → extracted once):");
+        let header: Vec<String> = args.batches.iter().map(|b| format!("batch {b}")).collect();
+        println!("| level | MACs / image | {} |", header.join(" | "));
+        println!("|---|---|{}", "---|".repeat(args.batches.len()));
+        let levels: Vec<usize> =
+            if args.levels.is_empty() { (0..model.num_levels()).collect() } else { args.levels.clone() };
+        for &level in &levels {
+            let mut sliced = Vec::new();
+            let mut extracted = Vec::new();
+            for &b in &args.batches {
+                let (runs, ms) = if b >= 64 { (10, 1500.0) } else { (50, 500.0) };
+                sliced.push(median_latency_ms(
+                    |x| model.forward_level(x, level),
+                    model.input_shape(),
+                    b,
+                    &device,
+                    runs,
+                    ms,
+                ));
+                extracted.push(measure_latency(&model, level, b, &device, runs, ms));
+            }
+            let cells: Vec<String> =
+                sliced.iter().zip(&extracted).map(|(s, e)| format!("{s:.3} → **{e:.3}**")).collect();
+            println!("| {level} | {} | {} |", model.level_cost(level).macs, cells.join(" | "));
+            figures.latency_sliced_ms.push(sliced);
+            figures.latency_extracted_ms.push(extracted);
+        }
+        let full = model.num_levels() - 1;
+        let macs = model.level_cost(full).macs as f64 / model.level_cost(0).macs as f64;
+        for (i, b) in args.batches.iter().enumerate().filter(|_| levels.len() == model.num_levels()) {
+            let e = &figures.latency_extracted_ms;
+            println!(
+                "batch {b}: core {:.2}× faster than full (MAC ratio {macs:.1}×); extracting saves {:.0}% at the core",
+                e[full][i] / e[0][i],
+                100.0 * (1.0 - e[0][i] / figures.latency_sliced_ms[0][i])
+            );
+        }
+        all.push(figures);
+    }
+    let find = |name: &str| all.iter().find(|f| f.backend == name);
+    if let (Some(flex), Some(nd)) = (find("flex"), find("ndarray")) {
+        println!("\n## flex vs ndarray");
+        if let (Some(f), Some(n)) = (flex.epoch_joint_s, nd.epoch_joint_s) {
+            println!("joint epoch: ndarray / flex = {:.2}×", n / f);
+        }
+        for (i, b) in args.batches.iter().enumerate() {
+            let ratio: Vec<String> = (0..flex.latency_extracted_ms.len())
+                .map(|k| format!("{:.2}×", nd.latency_extracted_ms[k][i] / flex.latency_extracted_ms[k][i]))
+                .collect();
+            println!("latency batch {b}, ndarray / flex per level: {}", ratio.join(", "));
+        }
+    }
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&all).expect("json")).expect("writing the JSON");
+        println!("\nwrote {}", path.display());
+    }
+}

@@ -1,0 +1,250 @@
+//! The same tests on every compiled backend.
+//!
+//! Each test body takes a [`Backend`] and is instantiated once per backend compiled into this
+//! build (`flex` by default; `--features ndarray,wgpu,tch` adds the others, see the README).
+//! The reference is always `flex`: the model is initialised there with a fixed seed and moved
+//! to the backend under test, so every backend starts from identical weights.
+//!
+//! Tolerances (float32 throughout):
+//! - logits of every level: `|x − ref| ≤ 1e-4 + 1e-4·|ref|`;
+//! - one training step: the weight change `Δ` of every tensor satisfies
+//!   `|Δ − Δ_ref| ≤ 1e-3·max|Δ_ref| + 1e-6` (the `1e-6`: `Δ` is a difference of two f32
+//!   weights, which carries ~1e-7 of rounding by itself), and every level's loss agrees to
+//!   1e-4 (relative) with the same number of correct predictions.
+//!
+//! The measured deviations are printed (`cargo test --test backends -- --nocapture`).
+//! `cuda` tests are compiled with the `cuda` feature but only run with `--ignored` on a machine
+//! with an NVIDIA GPU (`scripts/gpu_check.sh`).
+
+mod common;
+
+use nestednet::burn::module::{Module, ModuleVisitor, Param};
+use nestednet::burn::prelude::*;
+use nestednet::burn::tensor::Distribution;
+use nestednet::heads::JointLoss;
+use nestednet::models::{
+    ModelConfig, NestedClassifier, NestedMnistCnnConfig, NestedModel, NestedResNetConfig,
+};
+use nestednet::train::{Backend, OptimizerConfig, record_bytes, seeded_model, train_step};
+
+const SEED: u64 = 20;
+
+fn reference() -> Device {
+    Backend::Flex.device().expect("the backend tests compare against `flex`: build with --features flex")
+}
+
+fn device_of(backend: Backend) -> Device {
+    backend.device().unwrap_or_else(|e| panic!("backend {backend}: {e}"))
+}
+
+/// A seeded model built on `flex` (autodiff when `device` is), and the same weights loaded
+/// into a model built on `device`. (Loading the record, rather than `to_device`, keeps the
+/// parameters tracked on an autodiff device.)
+fn model_on(config: &ModelConfig, device: &Device) -> (NestedModel, NestedModel) {
+    let flex = if device.is_autodiff() { reference().autodiff() } else { reference() };
+    let reference = seeded_model(config, SEED, &flex);
+    let bytes = nestednet::burn::tensor::Bytes::from_bytes_vec(record_bytes(&reference).expect("record"));
+    let record = nestednet::burn::store::ModuleRecord::from_bytes(bytes).expect("record bytes");
+    let moved = config.init(device).try_load_record(record).expect("the record fits");
+    (reference, moved)
+}
+
+fn mnist_cnn() -> ModelConfig {
+    NestedMnistCnnConfig::new().into()
+}
+
+/// A 4-level lattice of the small residual network (widths 0.5/1 × depths 1/2).
+fn mnist_resnet() -> ModelConfig {
+    let mut config = NestedResNetConfig::mnist_resnet(10);
+    config.lattice = "0.5,1;1,2".parse().expect("lattice");
+    config.into()
+}
+
+/// Random images made on `flex` (so every backend sees the same values) and labels.
+fn batch(n: usize, seed: u64) -> (Tensor<4>, Tensor<1, Int>) {
+    let device = reference();
+    device.seed(seed);
+    let images = Tensor::<4>::random([n, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+    let labels = Tensor::<1, Int>::from_data(
+        TensorData::new((0..n as i64).map(|i| (i * 7 + 3) % 10).collect::<Vec<_>>(), [n]),
+        &device,
+    );
+    (images, labels)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 values")
+}
+
+/// Largest `|x − ref| / (1 + |ref|)`: an absolute error for small values, relative for large.
+fn deviation(x: &[f32], reference: &[f32]) -> f32 {
+    assert_eq!(x.len(), reference.len(), "shapes differ");
+    x.iter().zip(reference).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0.0, f32::max)
+}
+
+/// Every level's logits on `backend` match `flex`'s, in evaluation mode, both through
+/// `forward_level` and through the level extracted once for inference.
+fn levels_match_reference(backend: Backend, config: ModelConfig) {
+    let device = device_of(backend);
+    let (reference_model, model) = model_on(&config, &device);
+    let (images, _) = batch(8, 1);
+    let on_device = images.clone().to_device(&device);
+    for level in 0..reference_model.num_levels() {
+        let expected = values(reference_model.forward_level(images.clone(), level));
+        let got = values(model.forward_level(on_device.clone(), level));
+        let extracted = values(model.extract_level(level).forward(on_device.clone()));
+        let (d, e) = (deviation(&got, &expected), deviation(&extracted, &expected));
+        println!("{backend} {} level {level}: logits deviation {d:.2e}, extracted {e:.2e}", config.name());
+        assert!(d <= 1e-4, "{backend} level {level}: logits deviate by {d:e} from flex");
+        assert!(e <= 1e-4, "{backend} level {level}: the extracted level deviates by {e:e} from flex");
+    }
+}
+
+/// Every float parameter of `model`, tensor by tensor, in visiting order.
+fn parameters<M: Module>(model: &M) -> Vec<Vec<f32>> {
+    struct Collect(Vec<Vec<f32>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(values(param.val()));
+        }
+    }
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
+}
+
+/// One joint training step (SGD with momentum and weight decay, batch statistics in batch
+/// norm) moves every weight the same way on `backend` as on `flex`.
+fn training_step_matches_reference(backend: Backend, config: ModelConfig) {
+    let device = device_of(backend).autodiff();
+    let (reference_model, model) = model_on(&config, &device);
+    let before = parameters(&reference_model);
+    let (images, labels) = batch(16, 2);
+    let joint = JointLoss::mean(model.num_levels());
+    let step = |model: NestedModel, images: Tensor<4>, labels: Tensor<1, Int>| {
+        let mut optim = OptimizerConfig::sgd().init();
+        train_step(model, &mut optim, &joint, images, labels, 0.1)
+    };
+    let (expected_model, expected_stats) = step(reference_model, images.clone(), labels.clone());
+    let (got_model, got_stats) = step(model, images.to_device(&device), labels.to_device(&device));
+    for (level, (got, expected)) in got_stats.iter().zip(&expected_stats).enumerate() {
+        assert!(
+            (got.0 - expected.0).abs() <= 1e-4 * (1.0 + expected.0.abs()),
+            "{backend} level {level} loss"
+        );
+        assert_eq!(got.1, expected.1, "{backend} level {level}: correct predictions");
+    }
+    let (expected, got) = (parameters(&expected_model), parameters(&got_model));
+    let mut worst = 0.0f32;
+    let mut moved = 0;
+    for (i, ((b, e), g)) in before.iter().zip(&expected).zip(&got).enumerate() {
+        let delta_ref: Vec<f32> = e.iter().zip(b).map(|(e, b)| e - b).collect();
+        let delta: Vec<f32> = g.iter().zip(b).map(|(g, b)| g - b).collect();
+        let scale = delta_ref.iter().fold(0.0f32, |m, d| m.max(d.abs()));
+        let err = delta.iter().zip(&delta_ref).fold(0.0f32, |m, (d, r)| m.max((d - r).abs()));
+        assert!(
+            err <= 1e-3 * scale + 1e-7,
+            "{backend} tensor {i}: update differs by {err:e} (largest {scale:e})"
+        );
+        worst = worst.max(err / scale.max(1e-12));
+        moved += delta_ref.iter().filter(|d| **d != 0.0).count();
+    }
+    let total: usize = before.iter().map(Vec::len).sum();
+    println!("{backend} {}: one SGD step, update deviation {worst:.2e} of the largest change", config.name());
+    // Most values are weights that every level uses: a step that moves few of them is a no-op.
+    assert!(moved * 2 > total, "{backend}: the step moved only {moved} of {total} values");
+}
+
+/// A level's gradient is zero outside its slice of the shared weights, on `backend`.
+fn gradients_stay_inside_the_level(backend: Backend) {
+    let device = device_of(backend).autodiff();
+    let (_, model) = model_on(&mnist_cnn(), &device);
+    let cnn = model.as_mnist_cnn().expect("mnist-cnn");
+    let (images, labels) = batch(4, 3);
+    let logits = cnn.forward_level(images.to_device(&device), 0);
+    let loss = nestednet::heads::cross_entropy(logits, labels.to_device(&device));
+    let grads = loss.backward();
+    let grad = cnn.conv2.weight.grad(&grads).expect("conv2 has a gradient");
+    let (c_in, c_out) = cnn.conv2.level_dims(0);
+    let inside = values(grad.clone().slice(s![0..c_out, 0..c_in, .., ..]));
+    let outside_rows = values(grad.clone().slice(s![c_out.., .., .., ..]));
+    let outside_cols = values(grad.slice(s![0..c_out, c_in.., .., ..]));
+    assert!(inside.iter().any(|g| *g != 0.0), "{backend}: the core's own weights got no gradient");
+    assert!(outside_rows.iter().chain(&outside_cols).all(|g| *g == 0.0), "{backend}: gradient leaked");
+}
+
+/// Saving and loading the one checkpoint on `backend` gives back every weight bit for bit.
+fn checkpoint_round_trip(backend: Backend) {
+    let device = device_of(backend);
+    let (_, model) = model_on(&mnist_cnn(), &device);
+    let bytes = record_bytes(&model).expect("record");
+    let fresh = mnist_cnn().init(&device);
+    let bytes = nestednet::burn::tensor::Bytes::from_bytes_vec(bytes);
+    let record = nestednet::burn::store::ModuleRecord::from_bytes(bytes).expect("record bytes");
+    let loaded = fresh.try_load_record(record).expect("the record fits");
+    assert_eq!(parameters(&loaded), parameters(&model), "{backend}: the round trip changed weights");
+}
+
+macro_rules! backend_tests {
+    ($name:ident, $backend:expr, $feature:literal $(, #[$attr:meta])?) => {
+        #[cfg(feature = $feature)]
+        mod $name {
+            use super::*;
+
+            #[test]
+            $(#[$attr])?
+            fn mnist_cnn_levels_match_flex() {
+                levels_match_reference($backend, mnist_cnn());
+            }
+
+            #[test]
+            $(#[$attr])?
+            fn mnist_resnet_levels_match_flex() {
+                levels_match_reference($backend, mnist_resnet());
+            }
+
+            #[test]
+            $(#[$attr])?
+            fn mnist_cnn_training_step_matches_flex() {
+                training_step_matches_reference($backend, mnist_cnn());
+            }
+
+            #[test]
+            $(#[$attr])?
+            fn mnist_resnet_training_step_matches_flex() {
+                training_step_matches_reference($backend, mnist_resnet());
+            }
+
+            #[test]
+            $(#[$attr])?
+            fn gradients_stay_inside_the_level() {
+                super::gradients_stay_inside_the_level($backend);
+            }
+
+            #[test]
+            $(#[$attr])?
+            fn checkpoint_round_trip() {
+                super::checkpoint_round_trip($backend);
+            }
+        }
+    };
+}
+
+backend_tests!(flex, Backend::Flex, "flex");
+backend_tests!(ndarray, Backend::Ndarray, "ndarray");
+backend_tests!(wgpu, Backend::Wgpu, "wgpu");
+backend_tests!(tch, Backend::Tch, "tch");
+backend_tests!(
+    cuda,
+    Backend::Cuda,
+    "cuda",
+    #[ignore = "needs an NVIDIA GPU: run with --ignored (scripts/gpu_check.sh)"]
+);
+
+/// Which backends this test binary exercises, printed so CI logs say it plainly.
+#[test]
+fn compiled_backends_are_listed() {
+    let compiled: Vec<String> = Backend::compiled().iter().map(|b| b.to_string()).collect();
+    println!("backends compiled into this test run: {}", compiled.join(", "));
+    assert!(compiled.contains(&"flex".to_string()), "the backend tests need flex as the reference");
+}
