@@ -22,11 +22,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use nestednet::data::{ImageSet, Mnist, epoch_loader, prefetch};
+use nestednet::data::{ImageBatch, ImageSet, Mnist, epoch_loader, prefetch};
 use nestednet::heads::JointLoss;
-use nestednet::models::{ModelConfig, NestedClassifier, NestedMnistCnnConfig};
+use nestednet::models::{ModelConfig, NestedClassifier, NestedMnistCnnConfig, NestedModel};
 use nestednet::train::{
-    Backend, OptimizerConfig, measure_latency, median_latency_ms, seeded_model, train_step_levels_deferred,
+    Backend, OptimizerConfig, StepStats, measure_latency, median_latency_ms, seeded_model,
+    train_step_levels_deferred,
 };
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
@@ -83,36 +84,45 @@ fn epoch_seconds(config: &ModelConfig, train: &Arc<ImageSet>, backend: Backend, 
     let epoch_steps = train.len().div_ceil(BATCH);
     let warmup = 3;
     let timed = if steps == 0 { epoch_steps } else { steps.min(epoch_steps) };
-    let loader = epoch_loader(train.clone(), BATCH, 1, 0, true, None, &device).expect("loader");
-    // Warm-up steps come from a second pass so that the timed steps are a full epoch.
-    let warm = epoch_loader(train.clone(), BATCH, 1, 1, true, None, &device).expect("loader");
-    for batch in prefetch(warm, 2).take(warmup) {
-        let batch = batch.expect("batch");
-        let labels = vec![batch.labels; levels.len()];
-        let (next, stats) =
-            train_step_levels_deferred(model, &mut optim, &joint, batch.images, labels, 1e-3, &levels, None);
-        model = next;
-        stats.read();
-    }
-    let start = Instant::now();
-    let mut pending = None;
-    for (i, batch) in prefetch(loader, 2).take(timed).enumerate() {
-        let batch = batch.expect("batch");
-        let labels = vec![batch.labels; levels.len()];
-        let (next, stats) =
-            train_step_levels_deferred(model, &mut optim, &joint, batch.images, labels, 1e-3, &levels, None);
-        model = next;
-        pending = Some(match pending.take() {
-            Some(p) => stats.merge(p),
-            None => stats,
-        });
-        if (i + 1) % 16 == 0 {
-            pending.take().expect("stats").read();
+    // Steps over `batches`, reading the level statistics every 16 steps as `train` does; the
+    // last read waits for the device.
+    let mut run = |model: NestedModel, batches: &mut dyn Iterator<Item = ImageBatch>| {
+        let mut model = model;
+        let mut pending: Option<StepStats> = None;
+        for (i, batch) in batches.enumerate() {
+            let labels = vec![batch.labels; levels.len()];
+            let (next, stats) = train_step_levels_deferred(
+                model,
+                &mut optim,
+                &joint,
+                batch.images,
+                labels,
+                1e-3,
+                &levels,
+                None,
+            );
+            model = next;
+            let stats = match pending.take() {
+                Some(p) => p.merge(stats),
+                None => stats,
+            };
+            if (i + 1) % 16 == 0 {
+                stats.read();
+            } else {
+                pending = Some(stats);
+            }
         }
-    }
-    if let Some(p) = pending {
-        p.read(); // waits for the device
-    }
+        if let Some(p) = pending {
+            p.read();
+        }
+        model
+    };
+    // Warm-up steps come from another epoch's order, so that the timed steps are one epoch.
+    let warm = epoch_loader(train.clone(), BATCH, 1, 1, true, None, &device).expect("loader");
+    model = run(model, &mut prefetch(warm, 2).take(warmup).map(|b| b.expect("batch")));
+    let loader = epoch_loader(train.clone(), BATCH, 1, 0, true, None, &device).expect("loader");
+    let start = Instant::now();
+    run(model, &mut prefetch(loader, 2).take(timed).map(|b| b.expect("batch")));
     let seconds = start.elapsed().as_secs_f64();
     (seconds * epoch_steps as f64 / timed as f64, timed < epoch_steps)
 }

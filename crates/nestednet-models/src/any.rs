@@ -193,11 +193,6 @@ impl NestedModel {
             Self::ResNet(m) => LevelModel::ResNet(m.extract_level(level).1),
         }
     }
-
-    /// Every level, extracted once (see [`extract_level`](Self::extract_level)), core first.
-    pub fn extract_levels(&self) -> Vec<LevelModel> {
-        (0..self.num_levels()).map(|level| self.extract_level(level)).collect()
-    }
 }
 
 /// One level of a nested model as a standalone network: the plain `mnist-cnn`, or a one-level

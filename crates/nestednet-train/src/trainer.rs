@@ -352,8 +352,7 @@ pub fn train(
         // host never waits for the device after a single batch; batches are prefetched.
         let mut pending: Option<StepStats> = None;
         let mut steps = 0usize;
-        let batches = prefetch(loader, 2);
-        let mut batches = batches.peekable();
+        let mut batches = prefetch(loader, 2).peekable();
         while let Some(batch) = batches.next() {
             let batch =
                 batch.map_err(|e| TrainError::Invalid(format!("loading a training batch failed: {e}")))?;
