@@ -171,7 +171,7 @@ pub fn train_step_levels_deferred<M: NestedClassifier>(
     distill: Option<&DistillStep<'_>>,
 ) -> (M, StepStats) {
     assert_eq!(labels.len(), levels.len(), "one label tensor per trained level");
-    let images_in_batch = images.dims()[0];
+    let samples = images.dims()[0];
     let logits: Vec<Tensor<2>> = levels.iter().map(|&k| model.forward_level(images.clone(), k)).collect();
     let ce: Vec<Tensor<1>> =
         logits.iter().zip(&labels).map(|(l, y)| cross_entropy(l.clone(), y.clone())).collect();
@@ -210,7 +210,6 @@ pub fn train_step_levels_deferred<M: NestedClassifier>(
     let correct: Vec<Tensor<1, Int>> =
         logits.into_iter().zip(&labels).map(|(l, y)| correct_count(l.detach(), y.clone())).collect();
     // The statistics leave the graph (detached, on the plain device) before it is consumed.
-    let samples = images_in_batch;
     let loss_sums =
         Tensor::from_inner(Tensor::cat(ce.iter().map(|l| l.clone().detach()).collect(), 0).inner())
             .mul_scalar(samples as f64);
