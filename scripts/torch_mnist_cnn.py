@@ -7,10 +7,13 @@ tensor per layer and a private BatchNorm per level, trained jointly with the mea
 cross-entropies (NestedNet Eq. 5), Adam 1e-3, batch 64, on the same idx files.
 
 Prints one JSON line: seconds per training epoch (data + forward + backward + step, no
-evaluation), and the test accuracy of every level.
+evaluation), and the test accuracy of every level. With `--latency`, also the inference latency
+of every level (median ms at batch 1, 64 and 256) on a compact copy of the level's weights,
+as nestednet's `extract_level` serves it.
 
     python3 scripts/torch_mnist_cnn.py --data-dir data/mnist10k --threads 2
     python3 scripts/torch_mnist_cnn.py --ratios 1.0 --width 0.25   # one network of width 0.25
+    python3 scripts/torch_mnist_cnn.py --epochs 1 --latency         # + latency per level
 """
 import argparse
 import gzip
@@ -61,6 +64,36 @@ class NestedMnistCnn(nn.Module):
         x = F.relu(F.linear(x, self.fc1.weight[:h, : c2 * 49], self.fc1.bias[:h]))
         return F.linear(x, self.fc2.weight[:, :h], self.fc2.bias)
 
+    def compact_level(self, k):
+        """Level k as a standalone function on contiguous copies of its weights (eval mode)."""
+        c1, c2, h = self.widths[k]
+        copy = lambda t: t.detach().clone().contiguous()
+        w1, b1 = copy(self.conv1.weight[:c1]), copy(self.conv1.bias[:c1])
+        w2, b2 = copy(self.conv2.weight[:c2, :c1]), copy(self.conv2.bias[:c2])
+        f1, g1 = copy(self.fc1.weight[:h, : c2 * 49]), copy(self.fc1.bias[:h])
+        f2, g2 = copy(self.fc2.weight[:, :h]), copy(self.fc2.bias)
+        bn1, bn2 = self.bn1[k].eval(), self.bn2[k].eval()
+
+        def forward(x):
+            x = F.max_pool2d(F.relu(bn1(F.conv2d(x, w1, b1, padding=1))), 2)
+            x = F.max_pool2d(F.relu(bn2(F.conv2d(x, w2, b2, padding=1))), 2).flatten(1)
+            return F.linear(F.relu(F.linear(x, f1, g1)), f2, g2)
+
+        return forward
+
+
+def median_latency_ms(forward, batch, runs=25):
+    x = torch.randn(batch, 1, 28, 28)
+    with torch.no_grad():
+        for _ in range(3):
+            forward(x)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            forward(x)
+            times.append((time.perf_counter() - start) * 1e3)
+    return sorted(times)[len(times) // 2]
+
 
 def main():
     p = argparse.ArgumentParser()
@@ -72,6 +105,7 @@ def main():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--latency", action="store_true", help="also time inference per level")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -101,13 +135,18 @@ def main():
         for k in range(len(ratios)):
             pred = torch.cat([model.forward_level(x_test[i : i + 500], k).argmax(1) for i in range(0, len(x_test), 500)])
             acc.append((pred == y_test).float().mean().item())
-    print(json.dumps({
+    out = {
         "framework": f"pytorch {torch.__version__}",
         "threads": a.threads,
         "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
         "epoch_seconds": epoch_seconds,
         "accuracy": acc,
-    }))
+    }
+    if a.latency:
+        batches = [1, 64, 256]
+        out["latency_batches"] = batches
+        out["latency_ms"] = [[median_latency_ms(model.compact_level(k), b) for b in batches] for k in range(len(ratios))]
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 
 mod any;
 mod error;
+mod fused;
 mod mnist_cnn;
 mod resnet;
 
