@@ -40,7 +40,7 @@ pub(crate) fn pool(x: Tensor<4>) -> Tensor<4> {
 /// tensor without autodiff and even height and width, and Burn's ops otherwise: the same
 /// values, bit for bit.
 pub(crate) fn norm_pool_relu(x: Tensor<4>, norm: &BatchNorm) -> Tensor<4> {
-    let [_, c, h, w] = x.dims();
+    let [b, c, h, w] = x.dims();
     let [width] = norm.gamma.dims();
     assert_eq!(c, width, "batch norm of {width} channels applied to {c} channels");
     if x.is_autodiff() || !on_flex(&x) || h % 2 != 0 || w % 2 != 0 || x.dtype() != burn::tensor::DType::F32 {
@@ -48,7 +48,6 @@ pub(crate) fn norm_pool_relu(x: Tensor<4>, norm: &BatchNorm) -> Tensor<4> {
     }
     let stats = ChannelStats::of(norm);
     let device = x.device();
-    let [b, _, _, _] = x.dims();
     let data = x.into_data();
     let values = data.as_slice::<f32>().expect("an f32 tensor holds f32 values");
     let out = norm_pool_relu_kernel(values, [b, c, h, w], &stats);
@@ -88,10 +87,11 @@ impl ChannelStats {
         }
     }
 
-    /// Channel `c`'s normalisation of `x`, with Burn's operations in Burn's order.
-    #[inline(always)]
-    fn apply(&self, c: usize, x: f32) -> f32 {
-        ((x - self.mean[c]) / self.std[c]) * self.gamma[c] + self.beta[c]
+    /// Channel `c`'s normalisation, `x ↦ ((x - mean) / std) * γ + β`: Burn's operations in
+    /// Burn's order, so the result is bit-identical to its `batch_norm`.
+    fn channel(&self, c: usize) -> impl Fn(f32) -> f32 {
+        let (mean, std, gamma, beta) = (self.mean[c], self.std[c], self.gamma[c], self.beta[c]);
+        move |x| ((x - mean) / std) * gamma + beta
     }
 }
 
@@ -108,19 +108,21 @@ pub(crate) fn norm_pool_relu_kernel(x: &[f32], [b, c, h, w]: [usize; 4], stats: 
         return out;
     }
     let plane = |(index, (dst, src)): (usize, (&mut [f32], &[f32]))| {
-        let channel = index % c;
+        let normalise = stats.channel(index % c);
         for (oy, row) in dst.chunks_exact_mut(wo).enumerate() {
             let top = &src[2 * oy * w..(2 * oy + 1) * w];
             let bottom = &src[(2 * oy + 1) * w..(2 * oy + 2) * w];
             for (ox, o) in row.iter_mut().enumerate() {
                 let window = [top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]];
                 let mut m = f32::NEG_INFINITY;
-                for v in window {
-                    let v = stats.apply(channel, v);
-                    if v > m || v.is_nan() || m.is_nan() {
-                        m = if m.is_nan() { m } else { v };
+                for v in window.map(&normalise) {
+                    if v.is_nan() {
+                        m = v;
+                        break;
                     }
+                    m = m.max(v);
                 }
+                // `max` returns the non-NaN operand, so a NaN must skip the ReLU explicitly.
                 *o = if m.is_nan() { m } else { m.max(0.0) };
             }
         }
