@@ -19,16 +19,18 @@ DATA=${DATA:-data/mnist10k}
 export RAYON_NUM_THREADS=2
 
 cargo build --release -q -p nestednet-cli
-cargo bench --no-run -q --bench speed 2>/dev/null
+cargo bench --no-run -q --bench speed
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# Runs a command with its output in a log, and shows the log if it fails.
+logged() { local log=$1; shift; "$@" >"$log" 2>&1 || { cat "$log" >&2; echo "failed: $*" >&2; exit 1; }; }
 json() { "$PYTHON" -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
-target/release/nestednet train --data-dir "$DATA" --out "$tmp/run" --epochs "$EPOCHS" --device flex >"$tmp/burn.log" 2>&1
+logged "$tmp/burn.log" target/release/nestednet train --data-dir "$DATA" --out "$tmp/run" --epochs "$EPOCHS" --device flex
 burn=$(json "$tmp/run/report.json" "d['train_seconds_per_epoch']")
 burn_acc=$(json "$tmp/run/report.json" "[round(l['accuracy'],4) for l in d['levels']]")
-cargo bench -q --bench speed -- --backends flex --batches 1,256 --json "$tmp/bench.json" >"$tmp/bench.log" 2>&1
+logged "$tmp/bench.log" cargo bench -q --bench speed -- --backends flex --batches 1,256 --json "$tmp/bench.json"
 
 torch_run() { "$PYTHON" scripts/torch_mnist_cnn.py --data-dir "$DATA" --threads 2 "$@"; }
 torch_run --epochs "$EPOCHS" --latency >"$tmp/torch.json"
