@@ -24,7 +24,7 @@ use std::time::Instant;
 use clap::Parser;
 use nestednet::data::{ImageBatch, ImageSet, Mnist, epoch_loader, prefetch};
 use nestednet::heads::JointLoss;
-use nestednet::models::{ModelConfig, NestedClassifier, NestedMnistCnnConfig, NestedModel};
+use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedModel, NestedNetwork};
 use nestednet::train::{
     Backend, OptimizerConfig, StepStats, measure_latency, median_latency_ms, seeded_model,
     train_step_levels_deferred,
@@ -77,7 +77,7 @@ fn scaled(ratio: f64) -> ModelConfig {
 /// Seconds for one epoch (125 steps of 64) of training `config` on `backend`.
 fn epoch_seconds(config: &ModelConfig, train: &Arc<ImageSet>, backend: Backend, steps: usize) -> (f64, bool) {
     let device = backend.device().expect("device").autodiff();
-    let mut model = seeded_model(config, 1, &device);
+    let mut model = seeded_model(config, None, 1, &device).expect("a valid model");
     let mut optim = OptimizerConfig::adam().init();
     let levels: Vec<usize> = (0..model.num_levels()).collect();
     let joint = JointLoss::mean(levels.len());
@@ -205,7 +205,7 @@ fn main() {
             figures.epoch_extrapolated = extrapolated;
             figures.load_ms_per_batch = Some(load_ms);
         }
-        let model = seeded_model(&nested, 1, &device);
+        let model = seeded_model(&nested, None, 1, &device).expect("a valid model");
         println!("inference latency, ms (median; sliced per call → extracted once):");
         let header: Vec<String> = args.batches.iter().map(|b| format!("batch {b}")).collect();
         println!("| level | MACs / image | {} |", header.join(" | "));

@@ -32,14 +32,10 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
-use nestednet::models::NestedMnistCnnConfig;
-use nestednet::prune::MaskTargets;
-use nestednet::schedule::LevelSpec;
 use nestednet::train::{
-    Backend, BarProgress, LrSchedule, MaskMethod, MaskingConfig, Report, RunDir, TrainJob, TrainingConfig,
-    run_job, run_magnitude_jobs,
+    Backend, BarProgress, LrSchedule, Method, Report, TrainSettings, run_job_with_data, run_magnitude_jobs,
 };
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
@@ -124,74 +120,64 @@ fn run_methods(
     outcomes: &mut Vec<Outcome>,
 ) -> Result<()> {
     let budget = 3 * args.stage_epochs + args.epochs;
-    let base = |levels: LevelSpec, masked: bool| {
-        let masked_layers = if masked { vec!["conv2".to_string(), "fc1".to_string()] } else { Vec::new() };
-        TrainingConfig::new(
-            NestedMnistCnnConfig::new().with_levels(levels).with_masked_layers(masked_layers).into(),
-        )
-        .with_batch_size(args.batch_size)
-        .with_seed(seed)
-        .with_lr_schedule(LrSchedule::Cosine { min_lr: 0.0 })
+    // What every method shares: the data, batch, seed and Adam 1e-3 with a cosine decay.
+    let base = TrainSettings {
+        data_dir: Some(data_dir.to_path_buf()),
+        batch_size: Some(args.batch_size),
+        seed: Some(seed),
+        lr_schedule: Some(LrSchedule::Cosine { min_lr: 0.0 }),
+        device: Some(backend),
+        ..TrainSettings::default()
     };
-    let masking = |method: MaskMethod, densities: &[f64]| MaskingConfig {
-        stage_epochs: args.stage_epochs,
-        ..MaskingConfig::new(method, MaskTargets::Densities(densities.to_vec()))
+    // Masks stay off the first and the last layer (conv1, fc2), the default.
+    let masks = |method: Method, densities: &[f64], stage_epochs: usize, epochs: usize| TrainSettings {
+        method: Some(method),
+        densities: Some(densities.to_vec()),
+        stage_epochs: Some(stage_epochs),
+        epochs: Some(epochs),
+        ..base.clone()
     };
     let thirds = [1.0 / 3.0, 0.5, 1.0];
     for method in METHODS.iter().copied().filter(|m| args.methods.iter().any(|a| a == m)) {
-        let (label, config) = match method {
+        let (label, settings) = match method {
             "weights" => (
                 "NestedNet, learned weight masks",
-                base("1,1,1".parse()?, true)
-                    .with_masking(Some(masking(MaskMethod::Learned, &thirds)))
-                    .with_epochs(args.epochs),
+                masks(Method::Weights, &thirds, args.stage_epochs, args.epochs),
             ),
             "weights-10x" => (
                 "NestedNet, learned weight masks",
-                base("1,1".parse()?, true)
-                    .with_masking(Some(masking(MaskMethod::Learned, &[0.1, 1.0])))
-                    .with_epochs(budget - 2 * args.stage_epochs),
+                masks(Method::Weights, &[0.1, 1.0], args.stage_epochs, budget - 2 * args.stage_epochs),
             ),
+            // The widths of conv1, conv2 and fc1 that hold half the parameters.
             "channels" => (
                 "NestedNet, channel scheduling",
-                // The widths of conv1, conv2 and fc1 that hold half the parameters.
-                base(
-                    NestedMnistCnnConfig::new().ratios_for_densities(&[0.5, 1.0], &backend.device()?)?,
-                    false,
-                )
-                .with_epochs(budget),
+                TrainSettings {
+                    method: Some(Method::Channels),
+                    densities: Some(vec![0.5, 1.0]),
+                    epochs: Some(budget),
+                    ..base.clone()
+                },
             ),
-            "random" => (
-                "random nested masks (ablation)",
-                base("1,1,1".parse()?, true)
-                    .with_masking(Some(masking(MaskMethod::Random, &thirds)))
-                    .with_epochs(budget),
-            ),
+            "random" => {
+                ("random nested masks (ablation)", masks(Method::Random, &thirds, args.stage_epochs, budget))
+            }
             "magnitude" => (
                 "magnitude pruning + retraining (Han et al.)",
-                base("1,1,1".parse()?, true)
-                    .with_masking(Some(MaskingConfig {
-                        stage_epochs: 3 * args.stage_epochs,
-                        ..masking(MaskMethod::Magnitude, &thirds)
-                    }))
-                    .with_epochs(args.epochs),
+                masks(Method::Magnitude, &thirds, 3 * args.stage_epochs, args.epochs),
             ),
             _ => unreachable!("checked above"),
         };
         let out = out.join(method);
         replace_previous(&out)?;
         println!("\n== {method} (seed {seed}): {label}");
-        let job = TrainJob {
-            config,
-            data_dir: data_dir.to_path_buf(),
-            run: RunDir::new(&out),
-            backend,
-            resume: false,
-        };
+        let resolved = settings.resolve(&out, false)?;
+        let mut progress = BarProgress::default();
         let report = if method == "magnitude" {
-            run_magnitude_jobs(&job, &mut BarProgress::default())?
+            run_magnitude_jobs(&resolved.job, resolved.train, resolved.test, &mut progress)?
         } else {
-            run_job(&job, &mut BarProgress::default())?.1
+            run_job_with_data(&resolved.job, resolved.train, resolved.test, &mut progress)?
+                .report
+                .context("a full run reports")?
         };
         println!("\n{}", report.table());
         match outcomes.iter_mut().find(|o| o.method == method) {

@@ -1,35 +1,34 @@
 //! Coarse-to-fine hierarchical classification on MNIST (the paper's Sec. 4.3 protocol).
 //!
-//! One nested `mnist-cnn` whose levels predict different granularities of a class hierarchy
-//! (by default the built-in MNIST one: the core, at half width, tells the 3 shape groups loop
-//! 0/6/8/9, line 1/4/7 and curve 2/3/5; the full level tells the 10 digits), trained jointly,
-//! against the same-size networks trained alone on each level's labels with the same recipe
-//! (2 epochs, batch 64, Adam 1e-3). The core also learns the full level's digit probabilities
-//! summed to its groups (in-place distillation, α 0.5, T 1; `--distill-alpha 0` turns it off).
-//! Prints a Table-3-style comparison, the hierarchical
-//! metrics and the consensus of the levels (NestedNet-A, the average, and NestedNet-L, the
-//! learned layer), averaged over `--seeds`, and writes it to
+//! One nested network (`--model`, default `mnist-cnn`; `mnist-resnet` and the other residual
+//! networks work the same way) whose levels predict different granularities of a class
+//! hierarchy (by default the built-in MNIST one: the core, at half width, tells the 3 shape
+//! groups loop 0/6/8/9, line 1/4/7 and curve 2/3/5; the full level tells the 10 digits),
+//! trained jointly, against the same-size networks trained alone on each level's labels with
+//! the same recipe (2 epochs, batch 64, Adam 1e-3 unless flags say otherwise). The core also
+//! learns the full level's digit probabilities summed to its groups (in-place distillation,
+//! α 0.5, T 1; `--distill-alpha 0` turns it off). Prints a Table-3-style comparison, the
+//! hierarchical metrics and the consensus of the levels (NestedNet-A, the average, and
+//! NestedNet-L, the learned layer), averaged over `--seeds`, and writes it to
 //! `runs/hierarchical_classification/table3.md`.
 //!
 //! ```text
 //! cargo run --release --example hierarchical_classification
 //! cargo run --release --example hierarchical_classification -- --seeds 42,43,44
+//! cargo run --release --example hierarchical_classification -- --model mnist-resnet \
+//!     --optimizer sgd --lr 0.1 --lr-schedule cosine --batch-size 32 --epochs 4
 //! cargo run --release --example hierarchical_classification -- --hierarchy my_groups.csv
 //! ```
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use nestednet::data::Mnist;
-use nestednet::heads::Hierarchy;
-use nestednet::models::{NestedClassifier, NestedMnistCnnConfig};
-use nestednet::schedule::LevelSpec;
+use nestednet::models::{NestedNetwork, NestedNetworkConfig};
 use nestednet::train::{
-    Backend, BarProgress, DistillationConfig, HierarchyConfig, LevelLabels, QuietProgress, Report, RunDir,
-    TrainJob, TrainingConfig, evaluate, run_job, train,
+    Backend, BarProgress, LrSchedule, OptimizerKind, QuietProgress, Report, RunDir, Task, TrainSettings,
+    run_job_with_data, train_level_alone,
 };
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
@@ -40,6 +39,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Coarse-to-fine levels against the same networks trained alone on each level's labels.
 #[derive(Parser, Debug)]
 struct Args {
+    /// The nested model (mnist-cnn, mnist-resnet, resnet-N, wrn-D-K).
+    #[arg(long, default_value = "mnist-cnn")]
+    model: String,
     /// Class hierarchy file (.json or .csv); default: MNIST digits grouped by shape.
     #[arg(long)]
     hierarchy: Option<PathBuf>,
@@ -49,6 +51,18 @@ struct Args {
     /// Epochs.
     #[arg(long, default_value_t = 2)]
     epochs: usize,
+    /// Optimizer.
+    #[arg(long, default_value = "adam")]
+    optimizer: OptimizerKind,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Learning-rate schedule: constant, step:EVERY:GAMMA or cosine[:MIN_LR].
+    #[arg(long, default_value = "constant")]
+    lr_schedule: LrSchedule,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
     /// Data folder (MNIST idx files); defaults to the vendored copy.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -68,11 +82,6 @@ struct Args {
     device: Option<Backend>,
 }
 
-/// Width ratio of level `k` of `n`: each level twice as wide as the one below.
-fn ratio(k: usize, n: usize) -> f64 {
-    0.5f64.powi((n - 1 - k) as i32)
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.seeds.is_empty() {
@@ -81,48 +90,48 @@ fn main() -> Result<()> {
     let backend = args.device.map_or_else(Backend::from_env_or_default, Ok)?;
     let device = backend.device()?;
     let data_dir = args.data_dir.clone().unwrap_or_else(nestednet::vendored_mnist_dir);
-    let hierarchy = match &args.hierarchy {
-        Some(path) => Hierarchy::load(path)?,
-        None => Hierarchy::mnist_shapes(),
-    };
-    hierarchy.check_classes(10)?;
-    let config = HierarchyConfig::one_level_per_depth(hierarchy.clone());
-    let n = hierarchy.num_depths();
-    let levels = LevelSpec::Ratios((0..n).map(|k| ratio(k, n)).collect());
-    let (train_set, test_set) = Mnist::load(&data_dir)?;
-    let (train_set, test_set) = (Arc::new(train_set), Arc::new(test_set));
     if args.out.exists() {
         std::fs::remove_dir_all(&args.out)?;
     }
     let scratch = tempfile::tempdir()?;
 
     let seeds = args.seeds.len() as f64;
-    let mut nested = vec![0.0; n];
-    let mut alone = vec![0.0; n];
+    let mut nested: Vec<f64> = Vec::new();
+    let mut alone: Vec<f64> = Vec::new();
     // Mean consensus accuracy by method (average = NestedNet-A, learned = NestedNet-L).
     let mut consensus: Vec<(String, f64)> = Vec::new();
     let mut reports: Vec<Report> = Vec::new();
+    let mut hierarchy = None;
     for &seed in &args.seeds {
-        let model = NestedMnistCnnConfig::new()
-            .with_levels(levels.clone())
-            .with_level_classes(config.level_classes());
-        let job = TrainJob {
-            config: TrainingConfig::new(model.into())
-                .with_epochs(args.epochs)
-                .with_seed(seed)
-                .with_hierarchy(Some(config.clone()))
-                .with_distillation((args.distill_alpha > 0.0).then(|| {
-                    DistillationConfig::new()
-                        .with_alpha(args.distill_alpha)
-                        .with_temperature(args.temperature)
-                })),
-            data_dir: data_dir.clone(),
-            run: RunDir::new(args.out.join(format!("seed-{seed}"))),
-            backend,
-            resume: false,
+        let settings = TrainSettings {
+            task: Some(Task::Hierarchy),
+            model: Some(args.model.clone()),
+            data_dir: Some(data_dir.clone()),
+            hierarchy: args.hierarchy.clone(),
+            epochs: Some(args.epochs),
+            seed: Some(seed),
+            optimizer: Some(args.optimizer),
+            lr: Some(args.lr),
+            lr_schedule: Some(args.lr_schedule.clone()),
+            batch_size: Some(args.batch_size),
+            distill: (args.distill_alpha > 0.0).then_some(args.distill_alpha),
+            temperature: (args.distill_alpha > 0.0).then_some(args.temperature),
+            device: Some(backend),
+            ..TrainSettings::default()
         };
-        println!("\n== seed {seed}: nested coarse-to-fine levels");
-        let (_, report) = run_job(&job, &mut BarProgress::default())?;
+        let resolved = settings.resolve(&args.out.join(format!("seed-{seed}")), false)?;
+        let config = resolved.job.config.clone();
+        println!("\n== seed {seed}: nested coarse-to-fine levels of {}", config.model.name());
+        let outcome = run_job_with_data(
+            &resolved.job,
+            resolved.train.clone(),
+            resolved.test.clone(),
+            &mut BarProgress::default(),
+        )?;
+        let report = outcome.report.expect("a full run reports");
+        let n = report.levels.len();
+        nested.resize(n, 0.0);
+        alone.resize(n, 0.0);
         for (k, l) in report.levels.iter().enumerate() {
             nested[k] += l.accuracy / seeds;
         }
@@ -134,38 +143,36 @@ fn main() -> Result<()> {
         }
         // Each level's network alone: its widths, trained on its own labels only.
         for (k, alone_k) in alone.iter_mut().enumerate() {
-            let depth = config.level_depths[k];
-            let classes = hierarchy.num_classes(depth);
-            let map = &hierarchy.depths[depth].of_fine;
-            let width = |c: usize| (ratio(k, n) * c as f64).round() as usize;
-            let single = NestedMnistCnnConfig::new()
-                .with_conv1_channels(width(32))
-                .with_conv2_channels(width(64))
-                .with_hidden(width(128))
-                .with_num_classes(classes)
-                .with_levels(LevelSpec::Ratios(vec![1.0]));
-            let training = TrainingConfig::new(single.into()).with_epochs(args.epochs).with_seed(seed);
+            println!("   seed {seed}: level {k} alone ({} classes)", report.levels[k].classes);
             let run = RunDir::new(scratch.path().join(format!("alone-{seed}-{k}")));
-            let (train_k, test_k) =
-                (Arc::new(train_set.relabel(map, classes)?), Arc::new(test_set.relabel(map, classes)?));
-            println!(
-                "   seed {seed}: level {k} alone ({classes} classes of `{}`)",
-                hierarchy.depths[depth].name
-            );
-            let out = train(&training, train_k, None, &device, &run, false, &mut QuietProgress)?;
-            let tally = &evaluate(&out.model, test_k, 500, &device, &LevelLabels::fine(1))?[0];
+            let tally = train_level_alone(
+                &config,
+                k,
+                resolved.train.clone(),
+                resolved.test.clone(),
+                &device,
+                &run,
+                &mut QuietProgress,
+            )?;
             *alone_k += tally.accuracy() / seeds;
-            assert_eq!(out.model.level_classes(0), classes);
         }
+        assert_eq!(outcome.training.model.num_levels(), n);
+        hierarchy = config.training.hierarchy.clone();
         reports.push(report);
     }
+    let hierarchy = hierarchy.expect("a hierarchy run");
 
     let mut table = String::new();
     let seed_list = args.seeds.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
     let _ = writeln!(
         table,
-        "Coarse-to-fine levels on mnist10k (mnist-cnn, {} epochs, batch 64, Adam 1e-3, {}, mean over seeds {seed_list})\n",
+        "Coarse-to-fine levels on mnist10k ({}, {} epochs, batch {}, {:?} {} {}, {}, mean over seeds {seed_list})\n",
+        args.model,
         args.epochs,
+        args.batch_size,
+        args.optimizer,
+        args.lr,
+        args.lr_schedule,
         if args.distill_alpha > 0.0 {
             format!("in-place distillation alpha {} T {}", args.distill_alpha, args.temperature)
         } else {
@@ -174,18 +181,21 @@ fn main() -> Result<()> {
     );
     let _ = writeln!(
         table,
-        "| level | predicts | width | params | NestedNet | trained alone | NestedNet − alone (points) |"
+        "| level | predicts | widths | params | NestedNet | trained alone | NestedNet − alone (points) |"
     );
     let _ = writeln!(table, "|---|---|---|---|---|---|---|");
+    let n = nested.len();
     for k in 0..n {
-        let depth = &hierarchy.depths[config.level_depths[k]];
+        let depth = &hierarchy.hierarchy.depths[hierarchy.level_depths[k]];
+        let level = &reports[0].levels[k];
+        let widths: Vec<String> = level.widths.iter().map(|(_, w)| w.to_string()).collect();
         let _ = writeln!(
             table,
             "| {k} | {} {} | {} | {} | {:.4} | {:.4} | {:+.2} |",
             depth.classes.len(),
             depth.name,
-            ratio(k, n),
-            reports[0].levels[k].params,
+            widths.join("/"),
+            level.params,
             nested[k],
             alone[k],
             100.0 * (nested[k] - alone[k])

@@ -28,12 +28,13 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use nestednet::data::{DatasetKind, ImageSet, Normalization};
-use nestednet::models::{ModelConfig, NestedClassifier, NestedResNetConfig};
+use nestednet::data::{DataSource, DatasetKind, ImageSet, Normalization};
+use nestednet::models::{ModelConfig, NestedNetwork, NestedResNetConfig};
 use nestednet::schedule::LatticeSpec;
 use nestednet::train::{
-    Backend, BarProgress, DistillationConfig, LevelLabels, LrSchedule, OptimizerConfig, QuietProgress,
-    Report, RunDir, TrainJob, TrainingConfig, evaluate, measure_latency, run_job, train,
+    Backend, BarProgress, DistillationConfig, LrSchedule, OptimizerConfig, QuietProgress, Report, RunConfig,
+    RunDir, TrainData, TrainJob, TrainingConfig, measure_latency, run_job_with_data, train,
+    train_level_alone,
 };
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space.
@@ -97,8 +98,8 @@ struct Args {
 }
 
 /// The ResNet recipe: SGD with momentum 0.9 and weight decay 5e-4, cosine learning rate.
-fn recipe(args: &Args, model: ModelConfig, dataset: DatasetKind, seed: u64) -> TrainingConfig {
-    TrainingConfig::new(model)
+fn recipe(args: &Args, dataset: DatasetKind, seed: u64) -> TrainingConfig {
+    TrainingConfig::new()
         .with_dataset(dataset)
         .with_optimizer(OptimizerConfig::sgd())
         .with_learning_rate(args.lr)
@@ -137,6 +138,7 @@ fn random_data_epoch(args: &Args, images: usize, backend: Backend) -> Result<()>
         num_classes: 10,
         num_coarse_classes: 0,
         normalization: Normalization::cifar10(),
+        class_names: Vec::new(),
     });
     let model = config.init(&device);
     println!(
@@ -147,14 +149,12 @@ fn random_data_epoch(args: &Args, images: usize, backend: Backend) -> Result<()>
         let cost = model.level_cost(k);
         println!("  level {} {:>10} params {:>14} MACs", model.level_name(k), cost.params, cost.macs);
     }
-    let training =
-        recipe(args, config.into(), DatasetKind::Cifar10, 42).with_epochs(1).with_learning_rate(0.1);
+    let training = recipe(args, DatasetKind::Cifar10, 42).with_epochs(1).with_learning_rate(0.1);
     let scratch = tempfile::tempdir()?;
     let start = Instant::now();
     let out = train(
-        &training,
-        set,
-        None,
+        &RunConfig::new(ModelConfig::from(config), training),
+        TrainData::new(set, None),
         &device,
         &RunDir::new(scratch.path().join("run")),
         false,
@@ -206,15 +206,19 @@ fn main() -> Result<()> {
             ),
         ] {
             let job = TrainJob {
-                config: recipe(&args, config.clone().into(), args.dataset, seed)
-                    .with_distillation(distillation),
-                data_dir: data_dir.clone(),
+                config: RunConfig::new(
+                    ModelConfig::from(config.clone()),
+                    recipe(&args, args.dataset, seed).with_distillation(distillation),
+                ),
+                data: DataSource { kind: args.dataset, dir: data_dir.clone(), image_size: None },
                 run: RunDir::new(args.out.join(format!("{name}-seed-{seed}"))),
                 backend,
                 resume: false,
             };
             println!("\n== seed {seed}: the lattice trained jointly ({name})");
-            let (_, report) = run_job(&job, &mut BarProgress::default())?;
+            let outcome =
+                run_job_with_data(&job, train_set.clone(), test_set.clone(), &mut BarProgress::default())?;
+            let report = outcome.report.expect("a full run reports");
             for (k, l) in report.levels.iter().enumerate() {
                 accuracies[k] += l.accuracy / seeds;
             }
@@ -225,16 +229,22 @@ fn main() -> Result<()> {
         // Each level's architecture alone, from its own initialisation.
         let nested = config.init(&device);
         for (k, alone_k) in alone.iter_mut().enumerate() {
-            let (single, _) = nested.extract_level(k);
             let mut best = 0.0f64;
             for &lr in &args.alone_lrs {
-                let training = recipe(&args, ModelConfig::ResNet(single.clone()), args.dataset, seed)
-                    .with_learning_rate(lr);
+                let run_config = RunConfig::new(
+                    ModelConfig::from(config.clone()),
+                    recipe(&args, args.dataset, seed).with_learning_rate(lr),
+                );
                 let run = RunDir::new(scratch.path().join(format!("alone-{seed}-{k}-{lr}")));
-                let out =
-                    train(&training, train_set.clone(), None, &device, &run, false, &mut QuietProgress)?;
-                let accuracy = evaluate(&out.model, test_set.clone(), 500, &device, &LevelLabels::fine(1))?
-                    [0]
+                let accuracy = train_level_alone(
+                    &run_config,
+                    k,
+                    train_set.clone(),
+                    test_set.clone(),
+                    &device,
+                    &run,
+                    &mut QuietProgress,
+                )?
                 .accuracy();
                 println!(
                     "   seed {seed}: level {} trained alone at lr {lr}: {accuracy:.4}",
@@ -247,8 +257,8 @@ fn main() -> Result<()> {
     }
 
     // Latency at batch 64 of every level of the trained (joint) network, on this machine.
-    let (_, trained) =
-        RunDir::new(args.out.join(format!("joint-seed-{}", args.seeds[0]))).load_model(&device)?;
+    let (_, trained) = RunDir::new(args.out.join(format!("joint-seed-{}", args.seeds[0])))
+        .load_model::<ModelConfig>(&device)?;
     let latency: Vec<f64> = (0..n).map(|k| measure_latency(&trained, k, 64, &device, 10, 1000.0)).collect();
     let full = &reports[0].levels[n - 1];
     let mut table = String::new();

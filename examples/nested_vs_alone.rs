@@ -14,10 +14,12 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::Parser;
 use nestednet::data::Mnist;
-use nestednet::models::NestedClassifier;
-use nestednet::models::NestedMnistCnnConfig;
+use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedNetwork};
 use nestednet::schedule::LevelSpec;
-use nestednet::train::{Backend, LevelLabels, QuietProgress, RunDir, TrainingConfig, evaluate, train};
+use nestednet::train::{
+    Backend, LevelLabels, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, evaluate, train,
+    train_level_alone,
+};
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
 // of mapping and zeroing new pages for each (a quarter of a training step with glibc's malloc).
@@ -56,13 +58,21 @@ fn main() -> Result<()> {
     let mut alone = vec![0.0; n];
     let (mut nested_secs, mut alone_secs) = (0.0, 0.0);
     for &seed in &args.seeds {
-        let config = TrainingConfig::new(
-            NestedMnistCnnConfig::new().with_levels(LevelSpec::Ratios(args.ratios.clone())).into(),
-        )
-        .with_epochs(args.epochs)
-        .with_seed(seed);
+        let config = RunConfig::new(
+            ModelConfig::from(
+                NestedMnistCnnConfig::new().with_levels(LevelSpec::Ratios(args.ratios.clone())),
+            ),
+            TrainingConfig::new().with_epochs(args.epochs).with_seed(seed),
+        );
         let run = RunDir::new(scratch.path().join(format!("nested-{seed}")));
-        let out = train(&config, train_set.clone(), None, &device, &run, false, &mut QuietProgress)?;
+        let out = train(
+            &config,
+            TrainData::new(train_set.clone(), None),
+            &device,
+            &run,
+            false,
+            &mut QuietProgress,
+        )?;
         nested_secs += out.history.iter().map(|m| m.train_seconds).sum::<f64>();
         for (k, t) in
             evaluate(&out.model, test_set.clone(), 500, &device, &LevelLabels::fine(out.model.num_levels()))?
@@ -71,26 +81,19 @@ fn main() -> Result<()> {
         {
             nested[k] += t.accuracy() / args.seeds.len() as f64;
         }
-        for (k, &ratio) in args.ratios.iter().enumerate() {
-            let width = |c: usize| (ratio * c as f64).round() as usize;
-            let single = NestedMnistCnnConfig::new()
-                .with_conv1_channels(width(32))
-                .with_conv2_channels(width(64))
-                .with_hidden(width(128))
-                .with_levels(LevelSpec::Ratios(vec![1.0]));
-            let config = TrainingConfig::new(single.into()).with_epochs(args.epochs).with_seed(seed);
+        for (k, alone_k) in alone.iter_mut().enumerate() {
             let run = RunDir::new(scratch.path().join(format!("alone-{seed}-{k}")));
-            let out = train(&config, train_set.clone(), None, &device, &run, false, &mut QuietProgress)?;
-            alone_secs += out.history.iter().map(|m| m.train_seconds).sum::<f64>();
-            alone[k] += evaluate(
-                &out.model,
+            let level = train_level_alone(
+                &config,
+                k,
+                train_set.clone(),
                 test_set.clone(),
-                500,
                 &device,
-                &LevelLabels::fine(out.model.num_levels()),
-            )?[0]
-                .accuracy()
-                / args.seeds.len() as f64;
+                &run,
+                &mut QuietProgress,
+            )?;
+            alone_secs += level.train_seconds;
+            *alone_k += level.accuracy() / args.seeds.len() as f64;
         }
         println!("seed {seed} done");
     }

@@ -23,7 +23,7 @@ use nestednet::burn::prelude::*;
 use nestednet::burn::tensor::Distribution;
 use nestednet::heads::JointLoss;
 use nestednet::models::{
-    ModelConfig, NestedClassifier, NestedMnistCnnConfig, NestedModel, NestedResNetConfig,
+    ModelConfig, NestedMnistCnnConfig, NestedModel, NestedNetwork, NestedNetworkConfig, NestedResNetConfig,
 };
 use nestednet::train::{Backend, OptimizerConfig, record_bytes, seeded_model, train_step};
 
@@ -42,10 +42,11 @@ fn device_of(backend: Backend) -> Device {
 /// parameters tracked on an autodiff device.)
 fn model_on(config: &ModelConfig, device: &Device) -> (NestedModel, NestedModel) {
     let flex = if device.is_autodiff() { reference().autodiff() } else { reference() };
-    let reference = seeded_model(config, SEED, &flex);
+    let reference = seeded_model(config, None, SEED, &flex).expect("a valid model");
     let bytes = nestednet::burn::tensor::Bytes::from_bytes_vec(record_bytes(&reference).expect("record"));
     let record = nestednet::burn::store::ModuleRecord::from_bytes(bytes).expect("record bytes");
-    let moved = config.init(device).try_load_record(record).expect("the record fits");
+    let moved =
+        config.init_network(device).expect("a valid model").try_load_record(record).expect("the record fits");
     (reference, moved)
 }
 
@@ -92,7 +93,7 @@ fn levels_match_reference(backend: Backend, config: ModelConfig) {
     for level in 0..reference_model.num_levels() {
         let expected = values(reference_model.forward_level(images.clone(), level));
         let got = values(model.forward_level(on_device.clone(), level));
-        let extracted = values(model.extract_level(level).forward(on_device.clone()));
+        let extracted = values(model.extract_level(level).forward_level(on_device.clone(), 0));
         let (d, e) = (deviation(&got, &expected), deviation(&extracted, &expected));
         println!("{backend} {} level {level}: logits deviation {d:.2e}, extracted {e:.2e}", config.name());
         assert!(d <= 1e-4, "{backend} level {level}: logits deviate by {d:e} from flex");
@@ -178,7 +179,7 @@ fn checkpoint_round_trip(backend: Backend) {
     let device = device_of(backend);
     let (_, model) = model_on(&mnist_cnn(), &device);
     let bytes = record_bytes(&model).expect("record");
-    let fresh = mnist_cnn().init(&device);
+    let fresh = mnist_cnn().init_network(&device).expect("a valid model");
     let bytes = nestednet::burn::tensor::Bytes::from_bytes_vec(bytes);
     let record = nestednet::burn::store::ModuleRecord::from_bytes(bytes).expect("record bytes");
     let loaded = fresh.try_load_record(record).expect("the record fits");

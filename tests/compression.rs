@@ -10,26 +10,37 @@ use std::sync::Arc;
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::data::epoch_loader;
-use nestednet::models::{NestedClassifier, NestedMnistCnnConfig};
+use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedNetwork};
 use nestednet::prune::MaskTargets;
 use nestednet::train::{
     EpochMetrics, ExportFormat, LevelTally, MaskMethod, MaskingConfig, Phase, Progress, QuietProgress,
-    RunDir, TrainingConfig, export_level, export_sizes, load_safetensors_level, train,
+    RunConfig, RunDir, TrainData, TrainingConfig, export_level, export_sizes, load_level, train,
 };
 
-fn masked_config(method: MaskMethod, densities: &[f64]) -> TrainingConfig {
+fn masked_config(method: MaskMethod, densities: &[f64]) -> RunConfig<ModelConfig> {
     let model = NestedMnistCnnConfig::new()
-        .with_levels(nestednet::schedule::LevelSpec::Ratios(vec![1.0; densities.len()]))
-        .with_masked_layers(vec!["conv2".into(), "fc1".into()]);
+        .with_levels(nestednet::schedule::LevelSpec::Ratios(vec![1.0; densities.len()]));
     let masking = MaskingConfig {
         recalibrate_every: 3,
         ..MaskingConfig::new(method, MaskTargets::Densities(densities.to_vec()))
+            .with_masked_layers(vec!["conv2".into(), "fc1".into()])
     };
-    TrainingConfig::new(model.into()).with_epochs(1).with_train_limit(Some(320)).with_masking(Some(masking))
+    RunConfig::new(
+        model.into(),
+        TrainingConfig::new().with_epochs(1).with_train_limit(Some(320)).with_masking(Some(masking)),
+    )
+}
+
+fn masking(c: &mut RunConfig<ModelConfig>) -> &mut MaskingConfig {
+    c.training.masking.as_mut().unwrap()
+}
+
+fn data(train: &Arc<nestednet::data::ImageSet>, test: Option<&Arc<nestednet::data::ImageSet>>) -> TrainData {
+    TrainData::new(train.clone(), test.cloned())
 }
 
 /// Whether every level's mask is contained in the next level's, in every masked layer.
-fn masks_nest<M: NestedClassifier>(model: &M) -> bool {
+fn masks_nest<M: NestedNetwork>(model: &M) -> bool {
     model.weight_layers().iter().filter_map(|(_, l)| l.mask()).all(|mask| {
         let map = mask.level_map_values();
         (0..mask.num_levels - 1).all(|k| {
@@ -42,7 +53,7 @@ fn masks_nest<M: NestedClassifier>(model: &M) -> bool {
 }
 
 /// Measured density of every level: its parameters over the full level's.
-fn densities<M: NestedClassifier>(model: &M) -> Vec<f64> {
+fn densities<M: NestedNetwork>(model: &M) -> Vec<f64> {
     let full = model.level_cost(model.num_levels() - 1).params as f64;
     (0..model.num_levels()).map(|k| model.level_cost(k).params as f64 / full).collect()
 }
@@ -57,7 +68,7 @@ impl Progress for CheckEveryStage {
     fn epoch_start(&mut self, _: usize, _: usize, _: usize) {}
     fn batch_done(&mut self, _: &[LevelTally]) {}
     fn epoch_end(&mut self, metrics: &EpochMetrics) {
-        let (_, model) = self.run.load_model(&Device::flex()).unwrap();
+        let (_, model) = self.run.load_model::<ModelConfig>(&Device::flex()).unwrap();
         assert!(
             masks_nest(&model),
             "masks do not nest after epoch {} ({})",
@@ -82,10 +93,13 @@ fn learned_masks_nest_reach_their_densities_survive_reload_and_export_sparse() {
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::new(dir.path().join("run"));
     let config = masked_config(MaskMethod::Learned, &[0.33, 0.5, 1.0]);
-    assert_eq!(config.epoch_plan(), vec![Phase::Mask(2), Phase::Mask(1), Phase::Mask(0), Phase::Joint]);
+    assert_eq!(
+        config.training.epoch_plan(3),
+        vec![Phase::Mask(2), Phase::Mask(1), Phase::Mask(0), Phase::Joint]
+    );
     let mut progress = CheckEveryStage { run: run.clone(), stages_checked: Vec::new() };
     let model =
-        train(&config, train_set, Some(test_set.clone()), &device, &run, false, &mut progress).unwrap().model;
+        train(&config, data(&train_set, Some(&test_set)), &device, &run, false, &mut progress).unwrap().model;
     assert_eq!(progress.stages_checked.len(), 4);
 
     // Densities as requested (within 1 point), nesting, and the full level is dense.
@@ -97,7 +111,7 @@ fn learned_masks_nest_reach_their_densities_survive_reload_and_export_sparse() {
     assert!(measured[0] < measured[1] && measured[1] < measured[2]);
 
     // The level maps are in the checkpoint and survive a reload.
-    let (_, reloaded) = run.load_model(&device).unwrap();
+    let (_, reloaded) = run.load_model::<ModelConfig>(&device).unwrap();
     for ((_, a), (_, b)) in model.weight_layers().iter().zip(reloaded.weight_layers().iter()) {
         assert_eq!(a.mask().map(|m| m.level_map_values()), b.mask().map(|m| m.level_map_values()));
     }
@@ -114,9 +128,10 @@ fn learned_masks_nest_reach_their_densities_survive_reload_and_export_sparse() {
     for level in 0..3 {
         let path = dir.path().join(format!("level{level}.sparse.safetensors"));
         assert_eq!(ExportFormat::from_path(&path), ExportFormat::SparseSafetensors);
-        let info = export_level(model.as_mnist_cnn().unwrap(), level, &path, ExportFormat::SparseSafetensors)
-            .unwrap();
-        let (_, plain) = load_safetensors_level(&path, &device).unwrap();
+        let info =
+            export_level(&model, &config.model, level, &path, ExportFormat::SparseSafetensors).unwrap();
+        assert!(info.max_abs_diff <= 1e-5, "{}", info.max_abs_diff);
+        let (_, plain) = load_level::<ModelConfig>(&path, &device).unwrap();
         let plain = plain.valid();
         for x in &images {
             let diff = (plain.forward(x.clone()) - model.forward_level(x.clone(), level))
@@ -125,7 +140,7 @@ fn learned_masks_nest_reach_their_densities_survive_reload_and_export_sparse() {
                 .into_scalar::<f32>();
             assert!(diff <= 1e-5, "level {level}: max |Δ| = {diff}");
         }
-        let (dense, sparse) = export_sizes(model.as_mnist_cnn().unwrap(), level).unwrap();
+        let (dense, sparse) = export_sizes(&model, &config.model, level).unwrap();
         assert_eq!(sparse, info.bytes);
         if level == 0 {
             let ratio = sparse as f64 / dense as f64;
@@ -142,7 +157,7 @@ fn learned_masks_nest_reach_their_densities_survive_reload_and_export_sparse() {
     assert_ne!(patched, header, "expected a column-compressed tensor");
     bytes.splice(8..8 + header.len(), patched.into_bytes());
     std::fs::write(&path, &bytes).unwrap();
-    let err = load_safetensors_level(&path, &device).unwrap_err().to_string();
+    let err = load_level::<ModelConfig>(&path, &device).err().expect("a corrupt file").to_string();
     assert!(err.contains("corrupt sparse tensor") && err.contains(".weight"), "{err}");
 }
 
@@ -152,10 +167,11 @@ fn random_and_magnitude_masks_reach_their_densities_and_nest() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     for (i, method) in [MaskMethod::Random, MaskMethod::Magnitude].into_iter().enumerate() {
-        let config = masked_config(method, &[0.2, 0.5, 1.0]).with_train_limit(Some(128));
+        let mut config = masked_config(method, &[0.2, 0.5, 1.0]);
+        config.training.train_limit = Some(128);
         let run = RunDir::new(dir.path().join(format!("run{i}")));
         let model =
-            train(&config, train_set.clone(), None, &device, &run, false, &mut QuietProgress).unwrap().model;
+            train(&config, data(&train_set, None), &device, &run, false, &mut QuietProgress).unwrap().model;
         let measured = densities(&model);
         for (level, want) in [0.2, 0.5, 1.0].into_iter().enumerate() {
             assert!((measured[level] - want).abs() < 0.01, "{method:?} level {level}: {}", measured[level]);
@@ -166,7 +182,10 @@ fn random_and_magnitude_masks_reach_their_densities_and_nest() {
 
 #[test]
 fn bad_mask_requests_are_clear_errors() {
-    let err = |config: TrainingConfig| config.validate().unwrap_err().to_string();
+    let device = Device::flex();
+    let err = |config: RunConfig<ModelConfig>| {
+        config.validate(&device).err().expect("an invalid request").to_string()
+    };
     let e = err(masked_config(MaskMethod::Learned, &[0.0, 1.0]));
     assert!(e.contains("density of level 0 is 0"), "{e}");
     let e = err(masked_config(MaskMethod::Learned, &[0.5, 1.2]));
@@ -174,42 +193,46 @@ fn bad_mask_requests_are_clear_errors() {
     let e = err(masked_config(MaskMethod::Learned, &[0.6, 0.5]));
     assert!(e.contains("must not shrink"), "{e}");
     let mut thresholds = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
-    thresholds.masking.as_mut().unwrap().targets = MaskTargets::Thresholds(vec![0.01, 0.02]);
-    let e = err(thresholds);
-    assert!(e.contains("thresholds must not grow"), "{e}");
+    masking(&mut thresholds).targets = MaskTargets::Thresholds(vec![0.01, 0.02]);
+    assert!(err(thresholds).contains("thresholds must not grow"));
     let mut random_thresholds = masked_config(MaskMethod::Random, &[0.5, 1.0]);
-    random_thresholds.masking.as_mut().unwrap().targets = MaskTargets::Thresholds(vec![0.02, 0.0]);
+    masking(&mut random_thresholds).targets = MaskTargets::Thresholds(vec![0.02, 0.0]);
     assert!(err(random_thresholds).contains("given by densities"));
+    // Equal channel levels must differ by their masks.
     let mut unmasked = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
-    unmasked.model.as_mnist_cnn_mut().unwrap().masked_layers.clear();
-    assert!(err(unmasked.clone()).contains("must differ by their weight masks"));
-    unmasked.model.as_mnist_cnn_mut().unwrap().levels = "0.5,1.0".parse().unwrap();
-    assert!(err(unmasked).contains("masks no layer"));
+    unmasked.training.masking = None;
+    assert!(err(unmasked).contains("levels 0 and 1 are the same network"));
+    let mut none = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
+    masking(&mut none).masked_layers = Some(Vec::new());
+    assert!(err(none).contains("masks no layer"));
     let mut unknown = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
-    unknown.model.as_mnist_cnn_mut().unwrap().masked_layers.push("conv9".into());
-    assert!(err(unknown).contains("unknown layer `conv9`"));
-    let e =
-        err(masked_config(MaskMethod::Learned, &[0.5, 1.0, 1.0]).with_level_loss_weights(Some(vec![1.0])));
-    assert!(e.contains("weights"), "{e}");
+    masking(&mut unknown).masked_layers = Some(vec!["conv2".into(), "conv9".into()]);
+    let e = err(unknown);
+    assert!(e.contains("unknown layer `conv9`") && e.contains("conv1, conv2, fc1, fc2"), "{e}");
+    // Per-level (un-nested) layers share no weight: no nested mask on them.
+    let mut private = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
+    if let ModelConfig::MnistCnn(cnn) = &mut private.model {
+        cnn.unnested_first_conv = true;
+    }
+    masking(&mut private).masked_layers = Some(vec!["conv1".into()]);
+    assert!(err(private).contains("`conv1` is un-nested"));
+    let mut weights = masked_config(MaskMethod::Learned, &[0.5, 1.0, 1.0]);
+    weights.training.level_loss_weights = Some(vec![1.0]);
+    assert!(err(weights).contains("weights"));
     let mut wrong_count = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
-    wrong_count.masking.as_mut().unwrap().targets = MaskTargets::Densities(vec![1.0]);
+    masking(&mut wrong_count).targets = MaskTargets::Densities(vec![1.0]);
     assert!(err(wrong_count).contains("gives 1 values but the model has 2 levels"));
 
     // Unreachable: conv1, fc2, biases and batch norms stay dense and alone exceed 0.1%.
     let (train_set, _) = common::mnist();
     let dir = tempfile::tempdir().unwrap();
     let config = masked_config(MaskMethod::Learned, &[0.001, 1.0]);
-    let result = train(
-        &config,
-        Arc::clone(&train_set),
-        None,
-        &Device::flex(),
-        &RunDir::new(dir.path().join("run")),
-        false,
-        &mut QuietProgress,
-    );
+    let run = RunDir::new(dir.path().join("run"));
+    let result = train(&config, data(&train_set, None), &device, &run, false, &mut QuietProgress);
     let e = result.err().expect("unreachable density").to_string();
     assert!(e.contains("density 0.001 of level 0 cannot be reached"), "{e}");
+    // Found before anything was written.
+    assert!(!run.path().join("config.json").exists());
 }
 
 #[test]
@@ -217,10 +240,12 @@ fn a_level_can_be_narrower_and_sparser() {
     let (train_set, test_set) = common::mnist();
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = masked_config(MaskMethod::Learned, &[0.5, 1.0]).with_train_limit(Some(128));
-    config.model.as_mnist_cnn_mut().unwrap().levels = "0.5,1.0".parse().unwrap();
+    let mut config = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
+    config.training.train_limit = Some(128);
+    config.model = NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()).into();
     let run = RunDir::new(dir.path().join("run"));
-    let model = train(&config, train_set, None, &device, &run, false, &mut QuietProgress).unwrap().model;
+    let model =
+        train(&config, data(&train_set, None), &device, &run, false, &mut QuietProgress).unwrap().model;
     assert!(masks_nest(&model));
     // Level 0 uses half the channels, and half of the parameters of its channel block.
     assert_eq!(model.as_mnist_cnn().unwrap().conv2.level_dims(0), (16, 32));
@@ -231,9 +256,11 @@ fn a_level_can_be_narrower_and_sparser() {
     assert_eq!(model.level_cost(1).params, unmasked.level_cost(1).params);
     // Its sparse export is level-sized and computes what the nested level computes.
     let path = dir.path().join("core.sparse.safetensors");
-    export_level(model.as_mnist_cnn().unwrap(), 0, &path, ExportFormat::SparseSafetensors).unwrap();
-    let (config, plain) = load_safetensors_level(&path, &device).unwrap();
-    assert_eq!((config.conv2_channels, config.hidden), (32, 64));
+    export_level(&model, &config.model, 0, &path, ExportFormat::SparseSafetensors).unwrap();
+    let (manifest, plain) = load_level::<ModelConfig>(&path, &device).unwrap();
+    assert_eq!(manifest.level, 0);
+    let nestednet::models::LevelModel::MnistCnn(cnn) = &plain else { panic!("an mnist-cnn level") };
+    assert_eq!((cnn.conv2.weight.dims()[0], cnn.fc1.weight.dims()[1]), (32, 64));
     let x = epoch_loader(test_set, 100, 0, 0, false, None, &device)
         .unwrap()
         .iter()
@@ -251,10 +278,12 @@ fn global_thresholds_are_used_as_given() {
     let (train_set, _) = common::mnist();
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = masked_config(MaskMethod::Learned, &[0.5, 1.0]).with_train_limit(Some(64));
-    config.masking.as_mut().unwrap().targets = MaskTargets::Thresholds(vec![0.02, 0.0]);
+    let mut config = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
+    config.training.train_limit = Some(64);
+    config.training.masking.as_mut().unwrap().targets = MaskTargets::Thresholds(vec![0.02, 0.0]);
     let run = RunDir::new(dir.path().join("run"));
-    let model = train(&config, train_set, None, &device, &run, false, &mut QuietProgress).unwrap().model;
+    let model =
+        train(&config, data(&train_set, None), &device, &run, false, &mut QuietProgress).unwrap().model;
     let state = run.load_checkpoint_state().unwrap().unwrap();
     assert_eq!(state.thresholds, vec![(1, 0.0), (0, 0.02)]);
     // fc1's weights start uniform in ±1/√3136 ≈ ±0.018, so τ = 0.02 removes most of them from
@@ -296,21 +325,23 @@ fn a_run_killed_in_the_middle_of_a_mask_stage_resumes_exactly() {
     let (train_set, _) = common::mnist();
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = masked_config(MaskMethod::Learned, &[0.33, 0.5, 1.0]).with_train_limit(Some(192));
-    config.masking.as_mut().unwrap().stage_epochs = 2;
-    assert_eq!(config.epoch_plan().len(), 7);
+    let mut config = masked_config(MaskMethod::Learned, &[0.33, 0.5, 1.0]);
+    config.training.train_limit = Some(192);
+    config.training.masking.as_mut().unwrap().stage_epochs = 2;
+    assert_eq!(config.training.epoch_plan(3).len(), 7);
     let straight_run = RunDir::new(dir.path().join("straight"));
-    let straight = train(&config, train_set.clone(), None, &device, &straight_run, false, &mut QuietProgress)
+    let straight = train(&config, data(&train_set, None), &device, &straight_run, false, &mut QuietProgress)
         .unwrap()
         .model;
     // Killed after epoch 3: the first of level 1's two stage epochs.
     let run = RunDir::new(dir.path().join("killed"));
     let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train(&config, train_set.clone(), None, &device, &run, false, &mut KillAfter(3))
+        train(&config, data(&train_set, None), &device, &run, false, &mut KillAfter(3))
     }));
     assert!(killed.is_err());
     assert_eq!(run.load_checkpoint_state().unwrap().unwrap().epochs_completed, 3);
-    let resumed = train(&config, train_set, None, &device, &run, true, &mut QuietProgress).unwrap().model;
+    let resumed =
+        train(&config, data(&train_set, None), &device, &run, true, &mut QuietProgress).unwrap().model;
     assert_eq!(float_values(&resumed), float_values(&straight), "weights differ after the resume");
     for ((_, a), (_, b)) in resumed.weight_layers().iter().zip(straight.weight_layers().iter()) {
         assert_eq!(a.mask().map(|m| m.level_map_values()), b.mask().map(|m| m.level_map_values()));

@@ -9,19 +9,23 @@ use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::data::epoch_loader;
 use nestednet::heads::JointLoss;
-use nestednet::models::{NestedMnistCnn, NestedMnistCnnConfig};
+use nestednet::models::{ModelConfig, NestedMnistCnn, NestedMnistCnnConfig};
 use nestednet::train::{
-    DistillStep, DistillationConfig, LevelLabels, QuietProgress, RunDir, TrainingConfig, seeded_model, train,
-    train_step_levels,
+    DistillStep, DistillationConfig, LevelLabels, QuietProgress, RunConfig, RunDir, TrainData,
+    TrainingConfig, seeded_model, train, train_step_levels,
 };
+
+fn config(model: NestedMnistCnnConfig, training: TrainingConfig) -> RunConfig<ModelConfig> {
+    RunConfig::new(model.into(), training)
+}
 
 /// One joint step of the 3-level `mnist-cnn` on the first 32 training digits, the core (level
 /// 0) trained on `core_labels(label)` instead of the digit.
 fn one_step(alpha: Option<f64>, core_labels: fn(i64) -> i64) -> NestedMnistCnn {
     let (train_set, _) = common::mnist();
     let device = Device::flex().autodiff();
-    let config = TrainingConfig::new(NestedMnistCnnConfig::new().into()).with_seed(3);
-    let model = seeded_model(&config.model, config.seed, &device);
+    let config = TrainingConfig::new().with_seed(3);
+    let model = seeded_model(&NestedMnistCnnConfig::new(), None, config.seed, &device).unwrap();
     let batch =
         epoch_loader(train_set, 32, 0, 0, false, None, &device).unwrap().iter().next().unwrap().unwrap();
     let digits = batch.labels.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
@@ -42,7 +46,7 @@ fn one_step(alpha: Option<f64>, core_labels: fn(i64) -> i64) -> NestedMnistCnn {
         &[0, 1, 2],
         distill.as_ref(),
     );
-    model.valid().into_mnist_cnn().expect("mnist-cnn")
+    model.valid()
 }
 
 /// With α = 1 the core learns from the full level's softened outputs only: its labels no
@@ -75,26 +79,26 @@ fn an_external_teacher_run_teaches_every_level() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let teacher_dir = dir.path().join("teacher");
-    let teacher = TrainingConfig::new(NestedMnistCnnConfig::new().with_levels("1.0".parse().unwrap()).into())
-        .with_epochs(1)
-        .with_train_limit(Some(256));
-    train(&teacher, train_set.clone(), None, &device, &RunDir::new(&teacher_dir), false, &mut QuietProgress)
-        .unwrap();
+    let teacher = config(
+        NestedMnistCnnConfig::new().with_levels("1.0".parse().unwrap()),
+        TrainingConfig::new().with_epochs(1).with_train_limit(Some(256)),
+    );
+    let data = TrainData::new(train_set.clone(), None);
+    train(&teacher, data, &device, &RunDir::new(&teacher_dir), false, &mut QuietProgress).unwrap();
     let student = |folder: &std::path::Path, alpha: f64| {
-        TrainingConfig::new(NestedMnistCnnConfig::new().into())
-            .with_epochs(1)
-            .with_train_limit(Some(128))
-            .with_distillation(Some(
+        config(
+            NestedMnistCnnConfig::new(),
+            TrainingConfig::new().with_epochs(1).with_train_limit(Some(128)).with_distillation(Some(
                 DistillationConfig::new()
                     .with_alpha(alpha)
                     .with_teacher_run(Some(folder.display().to_string())),
-            ))
+            )),
+        )
     };
-    let run = |config: &TrainingConfig, name: &str| {
+    let run = |config: &RunConfig<ModelConfig>, name: &str| {
         train(
             config,
-            train_set.clone(),
-            Some(Arc::clone(&test_set)),
+            TrainData::new(train_set.clone(), Some(Arc::clone(&test_set))),
             &device,
             &RunDir::new(dir.path().join(name)),
             false,
@@ -105,20 +109,20 @@ fn an_external_teacher_run_teaches_every_level() {
     let plain = run(&student(&teacher_dir, 0.0), "plain").unwrap();
     assert_ne!(common::weights(&taught.model), common::weights(&plain.model));
     // The teacher's choice is saved with the run.
-    let stored = RunDir::new(dir.path().join("taught")).load_config().unwrap();
-    assert_eq!(stored.distillation, student(&teacher_dir, 1.0).distillation);
+    let stored = RunDir::new(dir.path().join("taught")).load_config::<ModelConfig>().unwrap();
+    assert_eq!(stored.training.distillation, student(&teacher_dir, 1.0).training.distillation);
 
     let err = run(&student(&dir.path().join("missing"), 0.5), "bad").err().unwrap().to_string();
     assert!(err.contains("distillation teacher") && err.contains("missing"), "{err}");
     // A teacher that predicts other classes than the data set's.
     let coarse_dir = dir.path().join("coarse");
-    let coarse = TrainingConfig::new(
-        NestedMnistCnnConfig::new().with_levels("1.0".parse().unwrap()).with_num_classes(3).into(),
-    )
-    .with_epochs(1)
-    .with_train_limit(Some(64));
+    let coarse = config(
+        NestedMnistCnnConfig::new().with_levels("1.0".parse().unwrap()).with_num_classes(3),
+        TrainingConfig::new().with_epochs(1).with_train_limit(Some(64)),
+    );
     let three = Arc::new(train_set.relabel(&[0, 1, 2, 2, 1, 2, 0, 1, 0, 0], 3).unwrap());
-    train(&coarse, three, None, &device, &RunDir::new(&coarse_dir), false, &mut QuietProgress).unwrap();
+    let data = TrainData::new(three, None);
+    train(&coarse, data, &device, &RunDir::new(&coarse_dir), false, &mut QuietProgress).unwrap();
     let err = run(&student(&coarse_dir, 0.5), "bad2").err().unwrap().to_string();
     assert!(err.contains("predicts 3 classes") && err.contains("10 classes"), "{err}");
 }

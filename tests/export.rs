@@ -1,79 +1,77 @@
 //! Exported levels are compact standalone models that compute what the nested level computes,
-//! checked on real MNIST batches, in both formats.
+//! for every model family and every format, checked on real MNIST batches.
 
 mod common;
 
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::data::epoch_loader;
-use nestednet::models::NestedClassifier;
-use nestednet::models::NestedMnistCnnConfig;
+use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedNetwork, NestedResNetConfig};
 use nestednet::train::{
-    ExportFormat, QuietProgress, RunDir, TrainingConfig, export_level, load_burnpack_level,
-    load_safetensors_level, train,
+    ExportFormat, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, export_level,
+    load_level, train,
 };
 
-#[test]
-fn exported_levels_match_the_nested_levels_on_real_mnist() {
-    let (train_set, test_set) = common::mnist();
-    let device = Device::flex();
-    let dir = tempfile::tempdir().unwrap();
-    // A short training run, so weights and batch-norm statistics are not at their initial values.
-    let config =
-        TrainingConfig::new(NestedMnistCnnConfig::new().into()).with_epochs(1).with_train_limit(Some(640));
-    let model = train(
+const FORMATS: [(ExportFormat, &str); 3] = [
+    (ExportFormat::Burnpack, "bpk"),
+    (ExportFormat::Safetensors, "safetensors"),
+    (ExportFormat::SparseSafetensors, "sparse.safetensors"),
+];
+
+/// A short training run, so weights and batch-norm statistics are not at their initial values.
+fn trained(model: ModelConfig, dir: &std::path::Path) -> nestednet::models::NestedModel {
+    let (train_set, _) = common::mnist();
+    let config = RunConfig::new(
+        model,
+        TrainingConfig::new()
+            .with_epochs(1)
+            .with_train_limit(Some(320))
+            .with_optimizer(OptimizerConfig::sgd())
+            .with_learning_rate(0.05),
+    );
+    train(
         &config,
-        train_set,
-        None,
-        &device,
-        &RunDir::new(dir.path().join("run")),
+        TrainData::new(train_set, None),
+        &Device::flex(),
+        &RunDir::new(dir.join("run")),
         false,
         &mut QuietProgress,
     )
     .unwrap()
     .model
-    .into_mnist_cnn()
-    .expect("mnist-cnn");
+}
+
+/// Every level of `model`, in every format: the file reloads into a network of the level's
+/// size that computes the nested level's logits on real digits.
+fn every_level_exports(
+    model: &nestednet::models::NestedModel,
+    config: &ModelConfig,
+    dir: &std::path::Path,
+) -> Vec<usize> {
+    let (_, test_set) = common::mnist();
+    let device = Device::flex();
     let batches: Vec<_> = epoch_loader(test_set, 250, 0, 0, false, None, &device)
         .unwrap()
         .iter()
-        .take(3)
+        .take(2)
         .map(|b| b.unwrap().images)
         .collect();
     let mut sizes = Vec::new();
     for level in 0..model.num_levels() {
-        for format in [ExportFormat::Burnpack, ExportFormat::Safetensors] {
-            let ext = if format == ExportFormat::Burnpack { "bpk" } else { "safetensors" };
-            let path = dir.path().join(format!("level{level}.{ext}"));
-            let info = export_level(&model, level, &path, format).unwrap();
+        for (format, ext) in FORMATS {
+            let path = dir.join(format!("level{level}.{ext}"));
+            let info = export_level(model, config, level, &path, format).unwrap();
+            assert!(info.max_abs_diff <= 1e-5, "level {level} {format:?}: {}", info.max_abs_diff);
             assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, info.bytes);
-            let (config, plain) = match format {
-                ExportFormat::Burnpack => load_burnpack_level(&path, &device).unwrap(),
-                ExportFormat::Safetensors | ExportFormat::SparseSafetensors => {
-                    load_safetensors_level(&path, &device).unwrap()
-                }
-            };
-            let plain = plain.valid();
-            // Physically the level's size: the standalone model has exactly the level's
-            // parameters, and its first convolution only the level's channels.
-            assert_eq!(plain.conv1.weight.dims(), [config.conv1_channels, 1, 3, 3]);
-            assert_eq!(plain.conv1.weight.dims()[0], model.conv1.level_dims(level).1);
-            let expected_params = model.level_cost(level).params;
-            let bn_buffers = 2 * (config.conv1_channels + config.conv2_channels);
-            let counted = plain.num_params();
-            assert_eq!(
-                counted,
-                expected_params + bn_buffers,
-                "level {level}: Burn counts BN running stats too"
-            );
+            let (manifest, standalone) = load_level::<ModelConfig>(&path, &device).unwrap();
+            assert_eq!((manifest.level, manifest.classes), (level, model.level_classes(level)));
+            let standalone = standalone.valid();
+            // Physically the level's size, and the level's costs.
+            assert_eq!(standalone.level_cost(0), model.level_cost(level), "level {level} {format:?}");
             for images in &batches {
-                let nested = model.forward_level(images.clone(), level).into_data();
-                let standalone = plain.forward(images.clone()).into_data();
-                let diff = nested
-                    .iter::<f32>()
-                    .zip(standalone.iter::<f32>())
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let nested = model.forward_level(images.clone(), level);
+                let alone = standalone.forward_level(images.clone(), 0);
+                let diff = (nested - alone).abs().max().into_scalar::<f32>();
                 assert!(diff <= 1e-5, "level {level} {format:?}: max |Δ| = {diff}");
             }
             if format == ExportFormat::Burnpack {
@@ -81,17 +79,64 @@ fn exported_levels_match_the_nested_levels_on_real_mnist() {
             }
         }
     }
+    sizes
+}
+
+#[test]
+fn mnist_cnn_levels_export_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let config: ModelConfig = NestedMnistCnnConfig::new().into();
+    let model = trained(config.clone(), dir.path());
+    let sizes = every_level_exports(&model, &config, dir.path());
     // Lower levels are physically smaller files.
     assert!(sizes[0] * 4 < sizes[2], "core {} bytes vs full {} bytes", sizes[0], sizes[2]);
     assert!(sizes[0] < sizes[1] && sizes[1] < sizes[2]);
 
     // A bad level is a clear error, not a panic.
-    let err =
-        export_level(&model, 3, &dir.path().join("x.bpk"), ExportFormat::Burnpack).unwrap_err().to_string();
+    let err = export_level(&model, &config, 3, &dir.path().join("x.bpk"), ExportFormat::Burnpack)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("level 3 does not exist"), "{err}");
     // A file that is not a nestednet export is rejected with its name.
     let bogus = dir.path().join("bogus.safetensors");
     std::fs::write(&bogus, b"garbage").unwrap();
-    let err = load_safetensors_level(&bogus, &device).unwrap_err().to_string();
+    let err = load_level::<ModelConfig>(&bogus, &Device::flex()).err().expect("an error").to_string();
     assert!(err.contains("bogus.safetensors"), "{err}");
+    // A safetensors export missing a tensor, or with one too many, does not load.
+    let path = dir.path().join("level0.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let tensors: Vec<(String, safetensors::tensor::TensorView)> =
+        st.tensors().into_iter().filter(|(name, _)| name != "fc1.bias").collect();
+    let pruned = safetensors::tensor::serialize(tensors, meta.metadata().clone()).unwrap();
+    let broken = dir.path().join("broken.safetensors");
+    std::fs::write(&broken, pruned).unwrap();
+    let err = load_level::<ModelConfig>(&broken, &Device::flex()).err().expect("an error").to_string();
+    assert!(err.contains("fc1.bias"), "{err}");
+}
+
+/// Residual levels (a lattice: narrower and shallower) export in every format too, under
+/// torchvision's names.
+#[test]
+fn residual_levels_export_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = NestedResNetConfig::mnist_resnet(10);
+    net.lattice = "0.5,1;1,2".parse().unwrap();
+    let config: ModelConfig = net.into();
+    let model = trained(config.clone(), dir.path());
+    let sizes = every_level_exports(&model, &config, dir.path());
+    assert!(sizes[0] < sizes[3]);
+    let bytes = std::fs::read(dir.path().join("level3.safetensors")).unwrap();
+    let names: Vec<String> = safetensors::SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    for expected in
+        ["conv1.weight", "bn1.running_var", "bn1.num_batches_tracked", "layer2.1.conv2.weight", "fc.weight"]
+    {
+        assert!(names.iter().any(|n| n == expected), "no `{expected}` in {names:?}");
+    }
 }

@@ -6,18 +6,22 @@ mod common;
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::heads::Hierarchy;
-use nestednet::models::{NestedClassifier, NestedMnistCnnConfig};
-use nestednet::train::{HierarchyConfig, QuietProgress, RunDir, TrainingConfig, evaluate, train};
+use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedNetwork, NestedResNetConfig};
+use nestednet::train::{
+    HierarchyConfig, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, evaluate,
+    train,
+};
 
-fn hierarchical_config() -> TrainingConfig {
+fn training(hierarchy: &HierarchyConfig) -> TrainingConfig {
+    TrainingConfig::new().with_epochs(1).with_train_limit(Some(1280)).with_hierarchy(Some(hierarchy.clone()))
+}
+
+fn hierarchical_config() -> RunConfig<ModelConfig> {
     let hierarchy = HierarchyConfig::one_level_per_depth(Hierarchy::mnist_shapes());
     let model = NestedMnistCnnConfig::new()
         .with_levels("0.5,1.0".parse().unwrap())
         .with_level_classes(hierarchy.level_classes());
-    TrainingConfig::new(model.into())
-        .with_epochs(1)
-        .with_train_limit(Some(1280))
-        .with_hierarchy(Some(hierarchy))
+    RunConfig::new(model.into(), training(&hierarchy))
 }
 
 #[test]
@@ -27,32 +31,67 @@ fn each_level_learns_its_own_granularity() {
     let dir = tempfile::tempdir().unwrap();
     let config = hierarchical_config();
     let run = RunDir::new(dir.path().join("run"));
-    let model = train(&config, train_set, None, &device, &run, false, &mut QuietProgress).unwrap().model;
+    let model = train(&config, TrainData::new(train_set, None), &device, &run, false, &mut QuietProgress)
+        .unwrap()
+        .model;
     assert_eq!((model.level_classes(0), model.level_classes(1)), (3, 10));
-    let labels = config.level_labels();
+    let labels = config.training.level_labels(2);
     let tallies = evaluate(&model, test_set.clone(), 500, &device, &labels).unwrap();
     // Far above chance (1/3 and 1/10) after 20 steps.
     assert!(tallies[0].accuracy() > 0.8, "shape groups: {}", tallies[0].accuracy());
     assert!(tallies[1].accuracy() > 0.8, "digits: {}", tallies[1].accuracy());
     // The run folder reloads into the same model (heads included).
-    let (stored, reloaded) = run.load_model(&device).unwrap();
-    assert_eq!(stored.hierarchy, config.hierarchy);
+    let (stored, reloaded) = run.load_model::<ModelConfig>(&device).unwrap();
+    assert_eq!(stored.training.hierarchy, config.training.hierarchy);
     let again = evaluate(&reloaded.valid(), test_set, 500, &device, &labels).unwrap();
     assert_eq!(again, tallies);
 }
 
+/// Heads are not the mnist-cnn's alone: a residual lattice's levels get one each too.
+#[test]
+fn residual_levels_learn_their_own_granularity() {
+    let (train_set, test_set) = common::mnist();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let hierarchy = HierarchyConfig::one_level_per_depth(Hierarchy::mnist_shapes());
+    let mut model = NestedResNetConfig::mnist_resnet(10);
+    model.lattice = nestednet::schedule::LatticeSpec::widths_only(vec![0.5, 1.0], 2);
+    model.level_classes = hierarchy.level_classes();
+    let config = RunConfig::new(
+        ModelConfig::from(model),
+        training(&hierarchy)
+            .with_optimizer(OptimizerConfig::sgd())
+            .with_learning_rate(0.1)
+            .with_batch_size(32),
+    );
+    let run = RunDir::new(dir.path().join("run"));
+    let trained = train(&config, TrainData::new(train_set, None), &device, &run, false, &mut QuietProgress)
+        .unwrap()
+        .model;
+    assert_eq!((trained.level_classes(0), trained.level_classes(1)), (3, 10));
+    let tallies = evaluate(&trained, test_set, 500, &device, &config.training.level_labels(2)).unwrap();
+    // 40 steps: well above chance (1/3 for the shapes, 1/10 for the digits).
+    assert!(tallies[0].accuracy() > 0.45 && tallies[1].accuracy() > 0.2, "{tallies:?}");
+}
+
 #[test]
 fn a_hierarchy_that_does_not_fit_is_a_clear_error() {
+    let device = Device::flex();
     let config = hierarchical_config();
+    let err = |c: RunConfig<ModelConfig>| c.validate(&device).err().expect("an error").to_string();
     let mut wrong_classes = config.clone();
-    wrong_classes.model.as_mnist_cnn_mut().unwrap().level_classes = vec![4, 10];
-    let err = wrong_classes.validate().unwrap_err().to_string();
-    assert!(err.contains("[3, 10] classes but the model's level_classes are [4, 10]"), "{err}");
+    if let ModelConfig::MnistCnn(cnn) = &mut wrong_classes.model {
+        cnn.level_classes = vec![4, 10];
+    }
+    let e = err(wrong_classes);
+    assert!(e.contains("[3, 10] classes but the model's levels predict [4, 10]"), "{e}");
     let mut three_levels = config.clone();
-    three_levels.model.as_mnist_cnn_mut().unwrap().levels = "0.25,0.5,1.0".parse().unwrap();
-    three_levels.model.as_mnist_cnn_mut().unwrap().level_classes = vec![3, 3, 10];
-    let err = three_levels.validate().unwrap_err().to_string();
-    assert!(err.contains("2 levels but the model has 3"), "{err}");
+    if let ModelConfig::MnistCnn(cnn) = &mut three_levels.model {
+        cnn.levels = "0.25,0.5,1.0".parse().unwrap();
+        cnn.level_classes = vec![3, 3, 10];
+    }
+    let e = err(three_levels);
+    assert!(e.contains("2 levels but the model has 3"), "{e}");
 }
 
 /// CIFAR-100 records in the published binary layout: coarse byte, fine byte, R, G, B planes.
@@ -90,14 +129,18 @@ fn cifar100_hierarchy_is_read_from_the_data_files() {
         .with_num_classes(100)
         .with_levels("0.5,1.0".parse().unwrap())
         .with_level_classes(config.level_classes());
-    let training =
-        TrainingConfig::new(model.into()).with_epochs(1).with_batch_size(50).with_hierarchy(Some(config));
+    let training = RunConfig::new(
+        ModelConfig::from(model),
+        TrainingConfig::new().with_epochs(1).with_batch_size(50).with_hierarchy(Some(config)),
+    );
     let device = Device::flex();
     let run = RunDir::new(dir.path().join("run"));
     let (train_set, test_set) = (std::sync::Arc::new(train_set), std::sync::Arc::new(test_set));
-    let trained = train(&training, train_set, None, &device, &run, false, &mut QuietProgress).unwrap().model;
+    let trained = train(&training, TrainData::new(train_set, None), &device, &run, false, &mut QuietProgress)
+        .unwrap()
+        .model;
     assert_eq!((trained.level_classes(0), trained.level_classes(1)), (20, 100));
-    let tallies = evaluate(&trained, test_set, 20, &device, &training.level_labels()).unwrap();
+    let tallies = evaluate(&trained, test_set, 20, &device, &training.training.level_labels(2)).unwrap();
     assert_eq!(tallies.len(), 2);
     assert_eq!(tallies[0].total, 20);
 

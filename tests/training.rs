@@ -7,18 +7,30 @@ use std::sync::Arc;
 
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
+use nestednet::data::ImageSet;
 use nestednet::data::epoch_loader;
-use nestednet::models::{NestedClassifier, NestedMnistCnnConfig, NestedModel};
+use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedModel, NestedNetwork};
 use nestednet::train::{
-    LevelLabels, LrSchedule, OptimizerConfig, QuietProgress, RunDir, TrainingConfig, evaluate, record_bytes,
-    seeded_model, train,
+    LevelLabels, LrSchedule, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig,
+    evaluate, record_bytes, seeded_model, train,
 };
 
-fn quick_config(epochs: usize, limit: usize) -> TrainingConfig {
-    TrainingConfig::new(NestedMnistCnnConfig::new().into())
-        .with_epochs(epochs)
-        .with_train_limit(Some(limit))
-        .with_seed(7)
+fn quick_config(epochs: usize, limit: usize) -> RunConfig<ModelConfig> {
+    RunConfig::new(
+        NestedMnistCnnConfig::new().into(),
+        TrainingConfig::new().with_epochs(epochs).with_train_limit(Some(limit)).with_seed(7),
+    )
+}
+
+fn with_training(
+    config: RunConfig<ModelConfig>,
+    f: impl FnOnce(TrainingConfig) -> TrainingConfig,
+) -> RunConfig<ModelConfig> {
+    RunConfig { training: f(config.training), ..config }
+}
+
+fn alone(train: &Arc<ImageSet>) -> TrainData {
+    TrainData::new(train.clone(), None)
 }
 
 fn assert_same_weights(a: &NestedModel, b: &NestedModel, what: &str) {
@@ -40,8 +52,7 @@ fn joint_training_learns_every_level_on_real_mnist() {
     let config = quick_config(1, 3000);
     let outcome = train(
         &config,
-        train_set,
-        Some(test_set.clone()),
+        TrainData::new(train_set, Some(test_set.clone())),
         &device,
         &RunDir::new(dir.path().join("run")),
         false,
@@ -66,15 +77,15 @@ fn same_seed_same_model_and_sgd_cosine_also_train() {
     let (train_set, _) = common::mnist();
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
-    let config = quick_config(1, 256)
-        .with_optimizer(OptimizerConfig::sgd())
-        .with_learning_rate(0.05)
-        .with_lr_schedule(LrSchedule::Cosine { min_lr: 0.0 });
+    let config = with_training(quick_config(1, 256), |t| {
+        t.with_optimizer(OptimizerConfig::sgd())
+            .with_learning_rate(0.05)
+            .with_lr_schedule(LrSchedule::Cosine { min_lr: 0.0 })
+    });
     let run = |name: &str| {
         train(
             &config,
-            train_set.clone(),
-            None,
+            alone(&train_set),
             &device,
             &RunDir::new(dir.path().join(name)),
             false,
@@ -84,12 +95,12 @@ fn same_seed_same_model_and_sgd_cosine_also_train() {
     };
     let (a, b) = (run("a"), run("b"));
     assert_same_weights(&a.model, &b.model, "two runs with the same seed");
-    let untrained = seeded_model(&config.model, config.seed, &device.clone().autodiff()).valid();
+    let untrained =
+        seeded_model(&config.model, None, config.training.seed, &device.clone().autodiff()).unwrap().valid();
     assert_ne!(common::weights(&a.model), common::weights(&untrained), "training did not change the weights");
     let other = train(
-        &config.clone().with_seed(8),
-        train_set,
-        None,
+        &with_training(config.clone(), |t| t.with_seed(8)),
+        alone(&train_set),
         &device,
         &RunDir::new(dir.path().join("c")),
         false,
@@ -106,8 +117,7 @@ fn a_killed_run_resumes_to_the_same_model() {
     let dir = tempfile::tempdir().unwrap();
     let straight = train(
         &quick_config(2, 384),
-        train_set.clone(),
-        None,
+        alone(&train_set),
         &device,
         &RunDir::new(dir.path().join("straight")),
         false,
@@ -119,21 +129,21 @@ fn a_killed_run_resumes_to_the_same_model() {
     // mid-way through epoch 2's checkpoint would leave (a half-written temporary folder and
     // file). Resuming must ignore them.
     let run = RunDir::new(dir.path().join("killed"));
-    train(&quick_config(1, 384), train_set.clone(), None, &device, &run, false, &mut QuietProgress).unwrap();
+    train(&quick_config(1, 384), alone(&train_set), &device, &run, false, &mut QuietProgress).unwrap();
     std::fs::create_dir_all(run.path().join("checkpoints/.2.tmp")).unwrap();
     std::fs::write(run.path().join("checkpoints/.2.tmp/model.bpk"), b"half").unwrap();
     std::fs::write(run.path().join(".model.bpk.tmp-999"), b"half").unwrap();
-    let err = train(&quick_config(2, 384), train_set.clone(), None, &device, &run, false, &mut QuietProgress)
+    let err = train(&quick_config(2, 384), alone(&train_set), &device, &run, false, &mut QuietProgress)
         .err()
         .unwrap();
     assert!(err.to_string().contains("--resume"), "{err}");
     let resumed =
-        train(&quick_config(2, 384), train_set, None, &device, &run, true, &mut QuietProgress).unwrap();
+        train(&quick_config(2, 384), alone(&train_set), &device, &run, true, &mut QuietProgress).unwrap();
     assert_eq!(resumed.history.len(), 2);
     assert_same_weights(&resumed.model, &straight.model, "resumed vs uninterrupted run");
 
     // The checkpoint on disk reloads bit for bit, every level.
-    let (_, reloaded) = run.load_model(&device).unwrap();
+    let (_, reloaded) = run.load_model::<ModelConfig>(&device).unwrap();
     let reloaded = reloaded.valid();
     let images = epoch_loader(test_set, 128, 0, 0, false, None, &device)
         .unwrap()
@@ -157,24 +167,25 @@ fn a_killed_run_resumes_to_the_same_model() {
 fn broken_run_folders_are_clear_errors() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
-    let err = RunDir::new(dir.path().join("nothing")).load_model(&device).unwrap_err().to_string();
+    let load = |run: &RunDir| run.load_model::<ModelConfig>(&device).err().expect("an error").to_string();
+    let err = load(&RunDir::new(dir.path().join("nothing")));
     assert!(err.contains("does not exist"), "{err}");
     let run = RunDir::new(dir.path().join("run"));
     run.create(&quick_config(1, 64)).unwrap();
-    let err = run.load_model(&device).unwrap_err().to_string();
+    let err = load(&run);
     assert!(err.contains("no model.bpk"), "{err}");
     std::fs::write(run.model_path(), b"not a burnpack").unwrap();
-    let err = run.load_model(&device).unwrap_err().to_string();
+    let err = load(&run);
     assert!(err.contains("model.bpk"), "{err}");
     // A record of a different architecture does not load silently.
     let other = NestedModel::MnistCnn(
         NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()).init(&device),
     );
     std::fs::write(run.model_path(), record_bytes(&other).unwrap()).unwrap();
-    let err = run.load_model(&device).unwrap_err().to_string();
+    let err = load(&run);
     assert!(err.contains("model.bpk") && err.contains("shape mismatch"), "{err}");
     std::fs::write(run.config_path(), b"{ not json").unwrap();
-    let err = run.load_config().unwrap_err().to_string();
+    let err = run.load_config::<ModelConfig>().unwrap_err().to_string();
     assert!(err.contains("config.json") && err.contains("JSON"), "{err}");
 }
 
@@ -185,12 +196,13 @@ fn only_the_trained_levels_blocks_move_for_a_single_level_loss() {
     let (train_set, _) = common::mnist();
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
-    let config = quick_config(1, 128).with_level_loss_weights(Some(vec![1.0, 0.0, 0.0]));
-    let before = seeded_model(&config.model, config.seed, &device.clone().autodiff()).valid();
+    let config =
+        with_training(quick_config(1, 128), |t| t.with_level_loss_weights(Some(vec![1.0, 0.0, 0.0])));
+    let before =
+        seeded_model(&config.model, None, config.training.seed, &device.clone().autodiff()).unwrap().valid();
     let after = train(
         &config,
-        Arc::clone(&train_set),
-        None,
+        alone(&train_set),
         &device,
         &RunDir::new(dir.path().join("r")),
         false,
@@ -218,8 +230,8 @@ fn a_run_folder_of_an_older_format_is_named_as_such() {
     let run = RunDir::new(dir.path());
     let mut config = serde_json::to_value(quick_config(1, 64)).unwrap();
     config["format_version"] = 1.into();
-    config["model"].as_object_mut().unwrap().remove("level_classes");
+    config.as_object_mut().unwrap().remove("training");
     std::fs::write(run.config_path(), serde_json::to_vec(&config).unwrap()).unwrap();
-    let err = run.load_config().unwrap_err().to_string();
-    assert!(err.contains("run format version 1") && err.contains("reads version 3"), "{err}");
+    let err = run.load_config::<ModelConfig>().unwrap_err().to_string();
+    assert!(err.contains("run format version 1") && err.contains("reads version 4"), "{err}");
 }

@@ -127,7 +127,7 @@ fn train_eval_export_inspect_round_trip() {
 
     // Bad inputs are clear errors.
     let err = fails(&["export", "--run", run_s, "--level", "5", "--out", bpk.to_str().unwrap()]);
-    assert!(err.contains("level 5 does not exist"), "{err}");
+    assert!(err.contains("no level `5`") && err.contains("2 (L2)"), "{err}");
     let err = fails(&["eval", "--run", run_s, "--data-dir", "/nonexistent/mnist"]);
     assert!(
         err.contains("/nonexistent/mnist/t10k-images-idx3-ubyte.gz") || err.contains("train-images"),
@@ -212,18 +212,22 @@ fn invalid_compression_requests_are_named() {
     let err = fails(&[&base[..], &["--method", "weights", "--thresholds", "0.01,0.02"]].concat());
     assert!(err.contains("thresholds must not grow"), "{err}");
     let err = fails(&[&base[..], &["--method", "pruning", "--densities", "0.5,1"]].concat());
-    assert!(err.contains("unknown mask method `pruning`"), "{err}");
+    assert!(err.contains("'pruning'") && err.contains("channels, weights, random, magnitude"), "{err}");
     let err = fails(
         &[&base[..], &["--method", "weights", "--densities", "0.5,1", "--dense-layers", "conv9"]].concat(),
     );
     assert!(err.contains("unknown layer `conv9`"), "{err}");
     let err = fails(&[&base[..], &["--task", "segmentation"]].concat());
-    assert!(err.contains("unknown task `segmentation`"), "{err}");
-    // A lattice belongs to residual networks, and residual networks to --task distillation.
-    let err = fails(&[&base[..], &["--widths", "0.5,1"]].concat());
-    assert!(err.contains("use them with --task distillation"), "{err}");
-    let err = fails(&[&base[..], &["--model", "wrn-16-2"]].concat());
-    assert!(err.contains("residual networks train with --task distillation"), "{err}");
+    assert!(err.contains("'segmentation'") && err.contains("compression, hierarchy, distillation"), "{err}");
+    // Depths belong to residual networks.
+    let err = fails(&[&base[..], &["--widths", "0.5,1", "--depths", "1,2"]].concat());
+    assert!(err.contains("mnist-cnn has no residual blocks"), "{err}");
+    let err = fails(&[&base[..], &["--levels", "0.5,1", "--widths", "0.5,1"]].concat());
+    assert!(err.contains("either as --levels or as --widths"), "{err}");
+    let err = fails(&[&base[..], &["--model", "resnet-18"]].concat());
+    assert!(err.contains("resnet-18 cannot take images of 1x28x28"), "{err}");
+    let err = fails(&[&base[..], &["--temperature", "2"]].concat());
+    assert!(err.contains("--temperature needs --distill"), "{err}");
     let distil = [&base[..], &["--task", "distillation"]].concat();
     let err = fails(&[&distil[..], &["--model", "vgg-16"]].concat());
     assert!(err.contains("unknown model `vgg-16`"), "{err}");
@@ -231,8 +235,6 @@ fn invalid_compression_requests_are_named() {
     assert!(err.contains("network's 2 blocks per stage"), "{err}");
     let err = fails(&[&distil[..], &["--depths", "1,2", "--pairs", "w1-d1"]].concat());
     assert!(err.contains("full level w1-d2"), "{err}");
-    let err = fails(&[&distil[..], &["--levels", "0.5,1"]].concat());
-    assert!(err.contains("no --levels or masks"), "{err}");
     let err = fails(&[&base[..], &["--hierarchy", "h.csv"]].concat());
     assert!(err.contains("--hierarchy needs --task hierarchy"), "{err}");
     assert!(!out.join("model.bpk").exists());
@@ -328,7 +330,7 @@ fn a_residual_lattice_trains_and_its_levels_go_by_name() {
     assert_eq!(report["model"], "mnist-resnet");
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["distillation"]["alpha"], 0.5);
+    assert_eq!(config["training"]["distillation"]["alpha"], 0.5);
 
     let text = ok(&["eval", "--run", run_s, "--data-dir", data, "--level", "w1-d1"]);
     assert!(text.contains("| 2 |") && !text.contains("| 3 |"), "{text}");
@@ -337,24 +339,20 @@ fn a_residual_lattice_trains_and_its_levels_go_by_name() {
     assert!(text.contains("exported level 1 (w0.5-d2") && text.contains("verified"), "{text}");
     let err = fails(&["export", "--run", run_s, "--level", "w0.25-d1", "--out", bpk.to_str().unwrap()]);
     assert!(err.contains("no level `w0.25-d1`") && err.contains("w0.5-d1, w0.5-d2, w1-d1, w1-d2"), "{err}");
-    let err = fails(&[
-        "export",
-        "--run",
-        run_s,
-        "--level",
-        "0",
-        "--out",
-        dir.path().join("c.safetensors").to_str().unwrap(),
-    ]);
-    assert!(err.contains("burnpack only"), "{err}");
+    // Residual levels export to safetensors too (torchvision's names), dense and sparse.
+    for file in ["c.safetensors", "c.sparse.safetensors"] {
+        let text =
+            ok(&["export", "--run", run_s, "--level", "0", "--out", dir.path().join(file).to_str().unwrap()]);
+        assert!(text.contains("verified"), "{text}");
+    }
     let text = ok(&["inspect", "--run", run_s]);
     assert!(text.contains("model: mnist-resnet, 4 levels (w0.5-d1,w0.5-d2,w1-d1,w1-d2)"), "{text}");
-    // The consensus of the lattice's levels exports (Burnpack levels) and verifies on reload.
+    // The consensus of the lattice's levels exports and verifies on reload.
     let consensus = dir.path().join("consensus");
     let text =
         ok(&["export", "--run", run_s, "--consensus", "learned", "--out", consensus.to_str().unwrap()]);
-    assert!(text.contains("level0..3.bpk") && text.contains("verified"), "{text}");
-    assert!(consensus.join("level3.bpk").is_file() && consensus.join("level3.json").is_file());
+    assert!(text.contains("level0..3.safetensors") && text.contains("verified"), "{text}");
+    assert!(consensus.join("level3.safetensors").is_file() && consensus.join("consensus.json").is_file());
 }
 
 /// `BURN_DEVICE` picks the backend when `--device` is absent; a bad one is named.

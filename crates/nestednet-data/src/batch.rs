@@ -242,6 +242,7 @@ mod tests {
             num_classes: 4,
             num_coarse_classes: 2,
             normalization: Normalization { mean: vec![0.5, 0.25], std: vec![0.5, 0.25] },
+            class_names: Vec::new(),
         }
     }
 

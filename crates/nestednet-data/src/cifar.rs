@@ -76,6 +76,7 @@ fn read_records(paths: &[PathBuf], layout: &Layout, normalization: Normalization
         num_classes,
         num_coarse_classes: num_coarse,
         normalization,
+        class_names: Vec::new(),
     })
 }
 

@@ -64,7 +64,7 @@ pub enum DataError {
         num_classes: usize,
     },
     /// The data set name is not known.
-    #[error("unknown data set `{0}` (known: mnist, cifar10, cifar100)")]
+    #[error("unknown data set `{0}` (known: mnist, cifar10, cifar100, image-folder)")]
     UnknownDataset(String),
     /// A request does not fit the data (e.g. a batch size of 0).
     #[error("{0}")]

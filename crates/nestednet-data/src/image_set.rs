@@ -26,6 +26,35 @@ impl Normalization {
     pub fn cifar100() -> Self {
         Self { mean: vec![0.5071, 0.4865, 0.4409], std: vec![0.2673, 0.2564, 0.2762] }
     }
+
+    /// Per-channel mean and standard deviation of images `[channels, height, width]` stored
+    /// back to back, `plane = height · width` bytes per channel, on the `[0, 1]` scale. A
+    /// channel without spread gets std 1, so normalising it stays finite.
+    pub fn measure(pixels: &[u8], channels: usize, plane: usize) -> Self {
+        let mut sum = vec![0f64; channels];
+        let mut sum_sq = vec![0f64; channels];
+        if channels > 0 && plane > 0 {
+            for (i, chunk) in pixels.chunks_exact(plane).enumerate() {
+                let c = i % channels;
+                for &p in chunk {
+                    let x = f64::from(p) / 255.0;
+                    sum[c] += x;
+                    sum_sq[c] += x * x;
+                }
+            }
+        }
+        let n = (pixels.len() / channels.max(1)).max(1) as f64;
+        let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+        let std = sum_sq
+            .iter()
+            .zip(&mean)
+            .map(|(sq, m)| {
+                let var = (sq / n - m * m).max(0.0);
+                if var > 1e-12 { var.sqrt() } else { 1.0 }
+            })
+            .collect::<Vec<f64>>();
+        Self { mean: mean.iter().map(|&m| m as f32).collect(), std: std.iter().map(|&s| s as f32).collect() }
+    }
 }
 
 /// A labelled image set held in memory as raw bytes.
@@ -52,6 +81,8 @@ pub struct ImageSet {
     pub num_coarse_classes: usize,
     /// Normalisation applied when reading items.
     pub normalization: Normalization,
+    /// Name of every class, in label order (empty when the format has none).
+    pub class_names: Vec<String>,
 }
 
 impl ImageSet {
@@ -105,6 +136,7 @@ impl ImageSet {
             labels: self.labels.iter().map(|&l| map[l]).collect(),
             coarse_labels: self.coarse_labels.clone(),
             num_classes,
+            class_names: Vec::new(),
             ..self.clone_meta()
         })
     }
@@ -120,6 +152,7 @@ impl ImageSet {
             num_classes: self.num_classes,
             num_coarse_classes: self.num_coarse_classes,
             normalization: self.normalization.clone(),
+            class_names: self.class_names.clone(),
         }
     }
 
@@ -149,6 +182,13 @@ impl ImageSet {
         if n.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return Err(DataError::Invalid("normalisation std must be positive".into()));
         }
+        if !self.class_names.is_empty() && self.class_names.len() != self.num_classes {
+            return Err(DataError::Invalid(format!(
+                "{} class names for {} classes",
+                self.class_names.len(),
+                self.num_classes
+            )));
+        }
         if let Some((index, &label)) = self.labels.iter().enumerate().find(|(_, l)| **l >= self.num_classes) {
             return Err(DataError::Invalid(format!(
                 "image {index} has label {label} but there are {} classes",
@@ -175,6 +215,7 @@ mod tests {
             num_classes: 3,
             num_coarse_classes: 0,
             normalization: Normalization { mean: vec![0.5], std: vec![0.5] },
+            class_names: Vec::new(),
         };
         let coarse = set.relabel(&[0, 1, 1], 2).unwrap();
         assert_eq!((coarse.labels.clone(), coarse.num_classes, coarse.len()), (vec![0, 1, 1], 2, 3));
@@ -182,5 +223,19 @@ mod tests {
             set.relabel(&[0, 1], 2).unwrap_err().to_string().contains("maps 2 classes but the set has 3")
         );
         assert!(set.relabel(&[0, 1, 2], 2).is_err());
+    }
+}
+
+#[cfg(test)]
+mod measure_tests {
+    use super::*;
+
+    #[test]
+    fn statistics_are_measured_per_channel() {
+        // Two images of 2 channels x 2 pixels: channel 0 is 0 and 255, channel 1 constant.
+        let pixels = [0, 255, 51, 51, 255, 0, 51, 51];
+        let n = Normalization::measure(&pixels, 2, 2);
+        assert!((n.mean[0] - 0.5).abs() < 1e-6 && (n.std[0] - 0.5).abs() < 1e-6, "{n:?}");
+        assert!((n.mean[1] - 0.2).abs() < 1e-6 && n.std[1] == 1.0, "{n:?}");
     }
 }

@@ -1,9 +1,11 @@
-//! Data for nestednet: MNIST (idx), CIFAR-10 and CIFAR-100 (binary) loaders, normalisation,
-//! random crop and flip, and batching on Burn's data loader.
+//! Data for nestednet: MNIST-style idx files (any image size), CIFAR-10 and CIFAR-100
+//! (binary), folders of images (one sub-folder per class), normalisation, random crop and
+//! flip, and batching on Burn's data loader.
 //!
 //! Loaders read files in their published formats and check them: magic numbers, sizes, counts,
 //! label ranges and that images and labels agree. A missing, truncated or mismatched file is a
-//! [`DataError`] that names the file and says what is wrong.
+//! [`DataError`] that names the file and says what is wrong. The images' shape and the number
+//! of classes come from the files; models are built to fit them.
 //!
 //! Images are kept as raw `u8` in `[channel, height, width]` order ([`ImageSet`]); each epoch
 //! gets a [`EpochDataset`] view (a seeded permutation plus seeded augmentation) that Burn's
@@ -14,6 +16,7 @@
 mod batch;
 mod cifar;
 mod error;
+mod image_folder;
 mod image_set;
 mod mnist;
 mod rng;
@@ -21,39 +24,43 @@ mod rng;
 pub use batch::{Augment, EpochDataset, ImageBatch, ImageBatcher, ImageItem, epoch_loader, prefetch};
 pub use cifar::{CIFAR_IMAGE_BYTES, Cifar10, Cifar100};
 pub use error::{DataError, Result};
+pub use image_folder::{IMAGE_EXTENSIONS, ImageFolder};
 pub use image_set::{ImageSet, Normalization};
 pub use mnist::{IdxArray, Mnist, read_idx};
 pub use rng::SplitMix64;
 
 use serde::{Deserialize, Serialize};
 
-/// The data sets nestednet knows how to load.
+/// The data set formats nestednet knows how to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum DatasetKind {
-    /// MNIST in idx format (`train-images-idx3-ubyte[.gz]`, ...).
+    /// MNIST-style idx files (`train-images-idx3-ubyte[.gz]`, ...), any image size.
     Mnist,
     /// CIFAR-10 binary version (`data_batch_{1..5}.bin`, `test_batch.bin`).
     Cifar10,
     /// CIFAR-100 binary version (`train.bin`, `test.bin`), coarse and fine labels.
     Cifar100,
+    /// A folder of images, one sub-folder per class (`DIR/train/<class>/*.png|jpg`,
+    /// `DIR/test/<class>/*`), see [`ImageFolder`].
+    ImageFolder,
 }
 
 impl DatasetKind {
-    /// Loads the training and test sets of this kind from `dir`.
+    /// Every kind, for help texts.
+    pub const ALL: [DatasetKind; 4] = [Self::Mnist, Self::Cifar10, Self::Cifar100, Self::ImageFolder];
+
+    /// Loads the training and test sets of this kind from `dir` (image folders at the first
+    /// image's size).
     pub fn load(self, dir: &std::path::Path) -> Result<(ImageSet, ImageSet)> {
-        match self {
-            Self::Mnist => Mnist::load(dir),
-            Self::Cifar10 => Cifar10::load(dir),
-            Self::Cifar100 => Cifar100::load(dir),
-        }
+        DataSource { kind: self, dir: dir.to_path_buf(), image_size: None }.load()
     }
 
-    /// The augmentation the usual recipe applies to this kind's training set: none for MNIST,
-    /// 4-pixel padded random crop and horizontal flip for CIFAR.
+    /// The augmentation the usual recipe applies to this kind's training set: none for MNIST
+    /// and image folders, 4-pixel padded random crop and horizontal flip for CIFAR.
     pub fn train_augment(self) -> Option<Augment> {
         match self {
-            Self::Mnist => None,
+            Self::Mnist | Self::ImageFolder => None,
             Self::Cifar10 | Self::Cifar100 => Some(Augment { crop_padding: 4, horizontal_flip: true }),
         }
     }
@@ -63,9 +70,10 @@ impl core::str::FromStr for DatasetKind {
     type Err = DataError;
     fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
-            "mnist" => Ok(Self::Mnist),
+            "mnist" | "idx" => Ok(Self::Mnist),
             "cifar10" | "cifar-10" => Ok(Self::Cifar10),
             "cifar100" | "cifar-100" => Ok(Self::Cifar100),
+            "image-folder" | "imagefolder" | "folder" => Ok(Self::ImageFolder),
             other => Err(DataError::UnknownDataset(other.to_string())),
         }
     }
@@ -77,6 +85,37 @@ impl core::fmt::Display for DatasetKind {
             Self::Mnist => "mnist",
             Self::Cifar10 => "cifar10",
             Self::Cifar100 => "cifar100",
+            Self::ImageFolder => "image-folder",
         })
+    }
+}
+
+/// Where a data set is and how to read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSource {
+    /// The format.
+    pub kind: DatasetKind,
+    /// The folder holding the files.
+    pub dir: std::path::PathBuf,
+    /// Image folders: the size every image is resized to, `[height, width]` (default: the
+    /// first training image's). Other formats have a fixed size and refuse this.
+    pub image_size: Option<[usize; 2]>,
+}
+
+impl DataSource {
+    /// Loads the training and test sets.
+    pub fn load(&self) -> Result<(ImageSet, ImageSet)> {
+        if self.image_size.is_some() && self.kind != DatasetKind::ImageFolder {
+            return Err(DataError::Invalid(format!(
+                "an image size is given, but {} files have a fixed size (only image folders are resized)",
+                self.kind
+            )));
+        }
+        match self.kind {
+            DatasetKind::Mnist => Mnist::load(&self.dir),
+            DatasetKind::Cifar10 => Cifar10::load(&self.dir),
+            DatasetKind::Cifar100 => Cifar100::load(&self.dir),
+            DatasetKind::ImageFolder => ImageFolder::load(&self.dir, self.image_size),
+        }
     }
 }

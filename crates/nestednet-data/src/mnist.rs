@@ -121,6 +121,13 @@ impl Mnist {
                 num_classes: 10,
             });
         }
+        // MNIST's usual statistics for MNIST itself; other digit sets in the same format
+        // (8x8 digits, say) are normalised with their own.
+        let normalization = if (height, width) == (28, 28) {
+            Normalization::mnist()
+        } else {
+            Normalization::measure(&images.data, 1, height * width)
+        };
         Ok(ImageSet {
             pixels: images.data,
             labels,
@@ -130,7 +137,8 @@ impl Mnist {
             width,
             num_classes: 10,
             num_coarse_classes: 0,
-            normalization: Normalization::mnist(),
+            normalization,
+            class_names: (0..10).map(|d| d.to_string()).collect(),
         })
     }
 }

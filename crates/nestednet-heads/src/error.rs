@@ -25,6 +25,9 @@ pub enum HeadError {
     /// All loss weights are zero.
     #[error("level-loss weights sum to zero: at least one level must be trained")]
     ZeroWeights,
+    /// An output head's per-level classes or widths are invalid.
+    #[error("invalid output head: {0}")]
+    Head(String),
 }
 
 /// Result alias of this crate.

@@ -8,11 +8,16 @@
 //! - [`Hierarchy`]: class hierarchies for coarse-to-fine classification (each level predicts
 //!   its own granularity), read from JSON or CSV and validated, with built-ins for MNIST
 //!   (digits by shape) and CIFAR-100 (its 20 super-classes).
+//! - [`NestedHead`]: a network's output layer for every level: one shared nested classifier
+//!   (every level predicts the same classes, or the leading classes of a split output), or a
+//!   private classifier per level (coarse-to-fine levels predicting their own granularity, or
+//!   the paper's un-nested output layer).
 #![warn(missing_docs)]
 
 mod classification;
 mod distillation;
 mod error;
+mod head;
 mod hierarchy;
 mod joint;
 mod metrics;
@@ -20,6 +25,7 @@ mod metrics;
 pub use classification::{correct_count, cross_entropy};
 pub use distillation::{distillation_loss, soft_targets};
 pub use error::{HeadError, Result};
+pub use head::{HeadKind, NestedHead, NestedHeadConfig};
 pub use hierarchy::{CIFAR100_COARSE, CIFAR100_COARSE_OF_FINE, CIFAR100_FINE, Hierarchy, HierarchyDepth};
 pub use joint::JointLoss;
 pub use metrics::{HierarchyLevelMetrics, hierarchy_metrics};

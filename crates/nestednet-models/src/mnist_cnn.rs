@@ -3,20 +3,23 @@
 //! linear (128) → ReLU → linear (classes). Convolutions are zero-padded by 1, so a 28×28 input
 //! gives 14×14 and then 7×7 feature maps.
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use nestednet_heads::{NestedHead, NestedHeadConfig};
 use nestednet_nn::{
-    LevelBatchNorm, LevelBatchNormConfig, Maskable, NestedConv2d, NestedConv2dConfig, NestedLinear,
-    NestedLinearConfig, compact_copy,
+    LevelBatchNorm, LevelBatchNormConfig, LevelConv2d, LevelConv2dConfig, Maskable, NestedConv2d,
+    NestedConv2dConfig, NestedLinear, NestedLinearConfig,
 };
 use nestednet_schedule::{ChannelSchedule, LevelSpec, ScheduledLayer};
 
 // `Result` stays qualified: `#[derive(Config)]` expands to code naming the prelude's `Result`.
 use crate::fused::{norm_pool_relu, pool};
-use crate::{LevelCost, ModelError, NestedClassifier};
+use crate::{
+    LevelCost, LevelRequest, ModelError, ModelFamily, ModelRequest, NestedNetwork, NestedNetworkConfig,
+};
 
 /// Configuration of the nested `mnist-cnn`.
 #[derive(Config, Debug)]
@@ -50,24 +53,21 @@ pub struct NestedMnistCnnConfig {
     /// classes). Off by default: every level predicts every class.
     #[config(default = false)]
     pub split_output: bool,
-    /// Layers whose weights carry a nested unstructured mask (weight connection learning),
-    /// by name (`conv1`, `conv2`, `fc1`, `fc2`). Empty: channel scheduling only.
-    #[config(default = "Vec::new()")]
-    pub masked_layers: Vec<String>,
     /// Coarse-to-fine heads: the number of classes each level predicts, core first (e.g.
     /// `[3, 10]`: shape groups at the core, digits at the full level). Each level then has its
     /// own output layer on its hidden units instead of the shared `fc2`; the last entry must
     /// be `num_classes`. Empty: every level predicts the `num_classes` classes through `fc2`.
     #[config(default = "Vec::new()")]
     pub level_classes: Vec<usize>,
+    /// Give every level its own first convolution (`conv1` un-nested).
+    #[config(default = false)]
+    pub unnested_first_conv: bool,
+    /// Give every level its own output layer (`fc2` un-nested), even with equal classes.
+    #[config(default = false)]
+    pub unnested_output: bool,
 }
 
 impl NestedMnistCnnConfig {
-    /// Whether layer `name` carries a nested mask.
-    pub fn is_masked(&self, name: &str) -> bool {
-        self.masked_layers.iter().any(|n| n == name)
-    }
-
     /// The layers this model schedules, in forward order.
     pub fn scheduled_layers(&self) -> Vec<ScheduledLayer> {
         let fc2 = if self.split_output {
@@ -96,12 +96,6 @@ impl NestedMnistCnnConfig {
         if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
             return Err(ModelError::Invalid(format!("{name} must be at least 1")));
         }
-        if let Some(name) = self.masked_layers.iter().find(|n| !LAYERS.contains(&n.as_str())) {
-            return Err(ModelError::Invalid(format!(
-                "unknown layer `{name}` among the masked layers (mnist-cnn has {})",
-                LAYERS.join(", ")
-            )));
-        }
         if !self.level_classes.is_empty() {
             let n = self.levels.num_levels();
             if self.level_classes.len() != n {
@@ -120,9 +114,9 @@ impl NestedMnistCnnConfig {
                     self.num_classes
                 )));
             }
-            if self.split_output || self.is_masked("fc2") {
+            if self.split_output {
                 return Err(ModelError::Invalid(
-                    "per-level heads replace fc2: it cannot also be split or masked".into(),
+                    "per-level heads replace fc2: it cannot also be split".into(),
                 ));
             }
         }
@@ -132,68 +126,9 @@ impl NestedMnistCnnConfig {
                 self.height, self.width
             )));
         }
-        let masked = !self.masked_layers.is_empty();
-        Ok(ChannelSchedule::new_with(&self.levels, &self.scheduled_layers(), masked)?)
-    }
-
-    /// Channel scheduling by parameter budget: width ratios (one per level, core first) whose
-    /// levels hold, as nearly as whole channels allow, the fractions `densities` of the full
-    /// level's parameters (`0.5, 1.0` = "2 levels at 2× and 1× compression"). Densities must lie
-    /// in (0, 1], grow strictly and end at 1. Only shapes are used: `device` allocates nothing
-    /// on backends that initialise lazily.
-    pub fn ratios_for_densities(&self, densities: &[f64], device: &Device) -> crate::Result<LevelSpec> {
-        let bad = |m: String| Err(ModelError::Invalid(m));
-        if densities.is_empty() {
-            return bad("give at least one density".into());
-        }
-        for (level, &d) in densities.iter().enumerate() {
-            if !(d > 0.0 && d <= 1.0) {
-                return bad(format!("density of level {level} is {d}: it must be in (0, 1]"));
-            }
-            if level > 0 && d <= densities[level - 1] {
-                return bad(format!(
-                    "density of level {level} ({d}) is not larger than level {}'s ({}): channel levels must grow",
-                    level - 1,
-                    densities[level - 1]
-                ));
-            }
-        }
-        if densities[densities.len() - 1] != 1.0 {
-            return bad("the full (last) level has density 1".into());
-        }
-        let unmasked = self.clone().with_masked_layers(Vec::new());
-        // Parameters of the core of a 2-level model at ratio r (None if r leaves a layer empty).
-        let params = |r: f64| {
-            unmasked
-                .clone()
-                .with_levels(LevelSpec::Ratios(vec![r, 1.0]))
-                .try_init(device)
-                .ok()
-                .map(|m| m.level_cost(0).params as f64)
-        };
-        let full =
-            unmasked.clone().with_levels(LevelSpec::Ratios(vec![1.0])).try_init(device)?.level_cost(0).params
-                as f64;
-        let mut ratios = Vec::new();
-        for &d in &densities[..densities.len() - 1] {
-            // The level's parameters grow with r: bisect for the smallest r reaching d.
-            let (mut lo, mut hi) = (0.0f64, 1.0f64);
-            for _ in 0..50 {
-                let mid = 0.5 * (lo + hi);
-                match params(mid) {
-                    Some(p) if p / full >= d => hi = mid,
-                    _ => lo = mid,
-                }
-            }
-            // Whole channels: take whichever neighbour of the crossing is closer to d.
-            let below = params(lo).map_or(f64::INFINITY, |p| (p / full - d).abs());
-            let above = params(hi).map_or(f64::INFINITY, |p| (p / full - d).abs());
-            ratios.push(if below < above { lo } else { hi });
-        }
-        ratios.push(1.0);
-        let spec = LevelSpec::Ratios(ratios);
-        self.clone().with_levels(spec.clone()).schedule()?;
-        Ok(spec)
+        // Levels of equal widths are accepted here: they may differ by their weight masks,
+        // which training adds (and which it checks).
+        Ok(ChannelSchedule::new_with(&self.levels, &self.scheduled_layers(), true)?)
     }
 
     /// Validates the configuration, then initializes the model on `device`.
@@ -203,15 +138,29 @@ impl NestedMnistCnnConfig {
         let w = |name: &str| s.widths(name).expect("scheduled layer").to_vec();
         let (c1, c2, h1, out) = (w("conv1"), w("conv2"), w("fc1"), w("fc2"));
         let spatial = (self.height / 4) * (self.width / 4);
+        let level_classes = if !self.level_classes.is_empty() {
+            self.level_classes.clone()
+        } else if self.split_output {
+            out
+        } else {
+            vec![self.num_classes; n]
+        };
+        // Built first, so a bad head is reported before anything else is allocated.
+        let head = NestedHeadConfig::new(self.hidden, h1.clone(), level_classes)
+            .with_private(self.unnested_output)
+            .with_split(self.split_output);
+        head.kind()?;
         Ok(NestedMnistCnn {
-            conv1: NestedConv2dConfig::new(
-                [self.in_channels, self.conv1_channels],
-                [3, 3],
-                vec![self.in_channels; n],
-                c1.clone(),
+            conv1: LevelConv2dConfig::new(
+                NestedConv2dConfig::new(
+                    [self.in_channels, self.conv1_channels],
+                    [3, 3],
+                    vec![self.in_channels; n],
+                    c1.clone(),
+                )
+                .with_padding([1, 1]),
             )
-            .with_padding([1, 1])
-            .with_masked(self.is_masked("conv1"))
+            .with_private(self.unnested_first_conv)
             .init(device),
             bn1: LevelBatchNormConfig::new(c1.clone()).init(device),
             conv2: NestedConv2dConfig::new(
@@ -221,7 +170,6 @@ impl NestedMnistCnnConfig {
                 c2.clone(),
             )
             .with_padding([1, 1])
-            .with_masked(self.is_masked("conv2"))
             .init(device),
             bn2: LevelBatchNormConfig::new(c2.clone()).init(device),
             // Flattening [c, h, w] is channel-major, so level k's features are exactly the
@@ -230,21 +178,10 @@ impl NestedMnistCnnConfig {
                 self.conv2_channels * spatial,
                 self.hidden,
                 c2.iter().map(|c| c * spatial).collect(),
-                h1.clone(),
+                h1,
             )
-            .with_masked(self.is_masked("fc1"))
             .init(device),
-            fc2: self.level_classes.is_empty().then(|| {
-                NestedLinearConfig::new(self.hidden, self.num_classes, h1.clone(), out)
-                    .with_masked(self.is_masked("fc2"))
-                    .init(device)
-            }),
-            heads: self
-                .level_classes
-                .iter()
-                .zip(&h1)
-                .map(|(&classes, &hidden)| LinearConfig::new(hidden, classes).init(device))
-                .collect(),
+            fc2: head.try_init(device)?,
             input_shape: [self.in_channels, self.height, self.width],
         })
     }
@@ -262,8 +199,9 @@ pub const LAYERS: [&str; 4] = ["conv1", "conv2", "fc1", "fc2"];
 /// The nested `mnist-cnn`: one set of weights, `n` levels.
 #[derive(Module, Debug)]
 pub struct NestedMnistCnn {
-    /// First convolution (image input, never split on its input side).
-    pub conv1: NestedConv2d,
+    /// First convolution (image input, never split on its input side; nested, or private per
+    /// level when un-nested).
+    pub conv1: LevelConv2d,
     /// Per-level batch norm after `conv1`.
     pub bn1: LevelBatchNorm,
     /// Second convolution.
@@ -272,11 +210,9 @@ pub struct NestedMnistCnn {
     pub bn2: LevelBatchNorm,
     /// Hidden linear layer.
     pub fc1: NestedLinear,
-    /// Output layer shared by every level (absent with per-level heads).
-    pub fc2: Option<NestedLinear>,
-    /// Per-level output layers (coarse-to-fine heads): level `k` classifies its own hidden
-    /// units into its own classes. Empty when `fc2` is used.
-    pub heads: Vec<Linear>,
+    /// Output layer: shared by every level, or one per level (coarse-to-fine heads,
+    /// un-nested output).
+    pub fc2: NestedHead,
     /// Expected input `[channels, height, width]`.
     pub input_shape: [usize; 3],
 }
@@ -294,67 +230,28 @@ fn level_norm_pool_relu(x: Tensor<4>, norm: &LevelBatchNorm, level: usize) -> Te
     let width = norm.width(level);
     let got = x.dims()[1];
     assert_eq!(got, width, "LevelBatchNorm level {level}: expected {width} channels, got {got}");
-    norm_pool_relu(x, &norm.norms[level])
+    norm_pool_relu(x, norm.level_norm(level))
 }
 
 impl NestedMnistCnn {
-    /// Parameters of level `level`'s output layer.
-    fn output_params(&self, level: usize) -> usize {
-        match &self.fc2 {
-            Some(fc2) => fc2.level_num_params(level),
-            None => {
-                let [d_in, d_out] = self.heads[level].weight.dims();
-                d_in * d_out + if self.heads[level].bias.is_some() { d_out } else { 0 }
-            }
-        }
-    }
-
-    /// Multiply-accumulates of level `level`'s output layer per sample.
-    fn output_macs(&self, level: usize) -> usize {
-        match &self.fc2 {
-            Some(fc2) => fc2.level_macs(level),
-            None => {
-                let [d_in, d_out] = self.heads[level].weight.dims();
-                d_in * d_out
-            }
-        }
-    }
-
-    /// The standalone plain-Burn model of level `level`: compact copies of the level's slices
-    /// of every layer, and the configuration that rebuilds it.
-    pub fn extract_level(&self, level: usize) -> (MnistCnnConfig, MnistCnn) {
+    /// The configuration of level `level` as a plain `mnist-cnn`.
+    pub fn level_config(&self, level: usize) -> MnistCnnConfig {
         let [in_channels, height, width] = self.input_shape;
-        let config = MnistCnnConfig {
+        MnistCnnConfig {
             in_channels,
             height,
             width,
             conv1_channels: self.conv1.level_dims(level).1,
             conv2_channels: self.conv2.level_dims(level).1,
             hidden: self.fc1.level_dims(level).1,
-            num_classes: self.level_classes(level),
-        };
-        let model = MnistCnn {
-            conv1: self.conv1.extract_level(level),
-            bn1: self.bn1.extract_level(level),
-            conv2: self.conv2.extract_level(level),
-            bn2: self.bn2.extract_level(level),
-            fc1: self.fc1.extract_level(level),
-            fc2: match &self.fc2 {
-                Some(fc2) => fc2.extract_level(level),
-                None => {
-                    let head = &self.heads[level];
-                    Linear {
-                        weight: Param::from_tensor(compact_copy(head.weight.val())),
-                        bias: head.bias.as_ref().map(|b| Param::from_tensor(compact_copy(b.val()))),
-                    }
-                }
-            },
-        };
-        (config, model)
+            num_classes: self.fc2.level_classes(level),
+        }
     }
 }
 
-impl NestedClassifier for NestedMnistCnn {
+impl NestedNetwork for NestedMnistCnn {
+    type Level = MnistCnn;
+
     fn num_levels(&self) -> usize {
         self.conv1.num_levels()
     }
@@ -371,9 +268,24 @@ impl NestedClassifier for NestedMnistCnn {
         let x = level_norm_pool_relu(self.conv1.forward(images, level), &self.bn1, level);
         let x = level_norm_pool_relu(self.conv2.forward(x, level), &self.bn2, level).flatten::<2>(1, 3);
         let x = relu(self.fc1.forward(x, level));
-        match &self.fc2 {
-            Some(fc2) => fc2.forward(x, level),
-            None => self.heads[level].forward(x),
+        self.fc2.forward(x, level)
+    }
+
+    fn input_shape(&self) -> [usize; 3] {
+        self.input_shape
+    }
+
+    /// The standalone plain-Burn model of level `level`: compact copies of the level's slices
+    /// of every layer.
+    fn extract_level(&self, level: usize) -> MnistCnn {
+        MnistCnn {
+            conv1: self.conv1.extract_level(level),
+            bn1: self.bn1.extract_level(level),
+            conv2: self.conv2.extract_level(level),
+            bn2: self.bn2.extract_level(level),
+            fc1: self.fc1.extract_level(level),
+            fc2: self.fc2.extract_level(level),
+            input_shape: self.input_shape,
         }
     }
 
@@ -385,44 +297,112 @@ impl NestedClassifier for NestedMnistCnn {
                 + self.conv2.level_num_params(level)
                 + self.bn2.level_num_params(level)
                 + self.fc1.level_num_params(level)
-                + self.output_params(level),
+                + self.fc2.level_num_params(level),
             macs: self.conv1.level_macs(level, [h, w])
                 + self.conv2.level_macs(level, [h / 2, w / 2])
                 + self.fc1.level_macs(level)
-                + self.output_macs(level),
+                + self.fc2.level_macs(level),
         }
     }
 
     fn level_classes(&self, level: usize) -> usize {
-        match &self.fc2 {
-            Some(fc2) => fc2.level_dims(level).1,
-            None => self.heads[level].weight.dims()[1],
-        }
+        self.fc2.level_classes(level)
     }
 
-    fn input_shape(&self) -> [usize; 3] {
-        self.input_shape
+    fn level_widths(&self, level: usize) -> Vec<(String, usize)> {
+        vec![
+            ("conv1".into(), self.conv1.level_dims(level).1),
+            ("conv2".into(), self.conv2.level_dims(level).1),
+            ("fc1".into(), self.fc1.level_dims(level).1),
+            ("fc2".into(), self.fc2.level_classes(level)),
+        ]
     }
 
     fn weight_layers(&self) -> Vec<(String, &dyn Maskable)> {
-        let mut layers: Vec<(String, &dyn Maskable)> =
-            vec![("conv1".into(), &self.conv1), ("conv2".into(), &self.conv2), ("fc1".into(), &self.fc1)];
-        if let Some(fc2) = &self.fc2 {
-            layers.push(("fc2".into(), fc2));
-        }
-        layers
+        vec![
+            ("conv1".into(), &self.conv1),
+            ("conv2".into(), &self.conv2),
+            ("fc1".into(), &self.fc1),
+            ("fc2".into(), &self.fc2),
+        ]
     }
 
     fn weight_layers_mut(&mut self) -> Vec<(String, &mut dyn Maskable)> {
-        let mut layers: Vec<(String, &mut dyn Maskable)> = vec![
+        vec![
             ("conv1".into(), &mut self.conv1),
             ("conv2".into(), &mut self.conv2),
             ("fc1".into(), &mut self.fc1),
-        ];
-        if let Some(fc2) = &mut self.fc2 {
-            layers.push(("fc2".into(), fc2));
+            ("fc2".into(), &mut self.fc2),
+        ]
+    }
+}
+
+impl NestedNetworkConfig for NestedMnistCnnConfig {
+    type Network = NestedMnistCnn;
+
+    fn init_network(&self, device: &Device) -> crate::Result<NestedMnistCnn> {
+        self.try_init(device)
+    }
+
+    fn name(&self) -> String {
+        "mnist-cnn".into()
+    }
+
+    /// Level `level`'s widths as the full widths of a one-level `mnist-cnn`.
+    fn level_alone(&self, level: usize) -> Option<Self> {
+        let schedule = self.schedule().ok()?;
+        let width = |name: &str| schedule.width(name, level).ok();
+        let classes = match self.level_classes.get(level) {
+            Some(&c) => c,
+            None => width("fc2")?,
+        };
+        Some(
+            self.clone()
+                .with_conv1_channels(width("conv1")?)
+                .with_conv2_channels(width("conv2")?)
+                .with_hidden(width("fc1")?)
+                .with_num_classes(classes)
+                .with_levels(LevelSpec::Ratios(vec![1.0]))
+                .with_split_output(false)
+                .with_level_classes(Vec::new()),
+        )
+    }
+}
+
+impl ModelFamily for NestedMnistCnnConfig {
+    fn names() -> &'static [&'static str] {
+        &["mnist-cnn"]
+    }
+
+    fn from_request(request: &ModelRequest) -> Option<crate::Result<Self>> {
+        if request.name != "mnist-cnn" {
+            return None;
         }
-        layers
+        let [in_channels, height, width] = request.input_shape;
+        if height < 4 || width < 4 {
+            return Some(Err(
+                request.input_error("mnist-cnn", "its two 2x2 max-pools need at least 4x4 pixels")
+            ));
+        }
+        let levels = match &request.levels {
+            LevelRequest::Channels(spec) => spec.clone(),
+            LevelRequest::Lattice(_) => {
+                return Some(Err(ModelError::Invalid(
+                    "mnist-cnn has no residual blocks to schedule: give its levels as widths, not depths"
+                        .into(),
+                )));
+            }
+        };
+        let config = Self::new()
+            .with_in_channels(in_channels)
+            .with_height(height)
+            .with_width(width)
+            .with_num_classes(request.num_classes)
+            .with_levels(levels)
+            .with_level_classes(request.level_classes.clone())
+            .with_unnested_first_conv(request.unnested_first_conv)
+            .with_unnested_output(request.unnested_output);
+        Some(config.schedule().map(|_| config))
     }
 }
 
@@ -461,6 +441,7 @@ impl MnistCnnConfig {
             bn2: BatchNormConfig::new(self.conv2_channels).init(device),
             fc1: LinearConfig::new(self.conv2_channels * spatial, self.hidden).init(device),
             fc2: LinearConfig::new(self.hidden, self.num_classes).init(device),
+            input_shape: [self.in_channels, self.height, self.width],
         }
     }
 }
@@ -480,6 +461,8 @@ pub struct MnistCnn {
     pub fc1: Linear,
     /// Output layer.
     pub fc2: Linear,
+    /// Expected input `[channels, height, width]`.
+    pub input_shape: [usize; 3],
 }
 
 impl MnistCnn {
@@ -488,6 +471,61 @@ impl MnistCnn {
         let x = norm_pool_relu(self.conv1.forward(images), &self.bn1);
         let x = norm_pool_relu(self.conv2.forward(x), &self.bn2).flatten::<2>(1, 3);
         self.fc2.forward(relu(self.fc1.forward(x)))
+    }
+}
+
+fn conv_params(conv: &Conv2d) -> usize {
+    conv.weight.shape().num_elements() + conv.bias.as_ref().map_or(0, |b| b.shape().num_elements())
+}
+
+fn linear_params(linear: &Linear) -> usize {
+    linear.weight.shape().num_elements() + linear.bias.as_ref().map_or(0, |b| b.shape().num_elements())
+}
+
+/// A plain `mnist-cnn` is a one-level network (what an exported level loads into).
+impl NestedNetwork for MnistCnn {
+    type Level = MnistCnn;
+
+    fn num_levels(&self) -> usize {
+        1
+    }
+
+    fn forward_level(&self, images: Tensor<4>, level: usize) -> Tensor<2> {
+        assert_eq!(level, 0, "a plain mnist-cnn has one level");
+        self.forward(images)
+    }
+
+    fn input_shape(&self) -> [usize; 3] {
+        self.input_shape
+    }
+
+    fn extract_level(&self, level: usize) -> MnistCnn {
+        assert_eq!(level, 0, "a plain mnist-cnn has one level");
+        self.clone()
+    }
+
+    fn level_cost(&self, _level: usize) -> LevelCost {
+        let [_, h, w] = self.input_shape;
+        let [c1, c_in, kh, kw] = self.conv1.weight.dims();
+        let [c2, _, kh2, kw2] = self.conv2.weight.dims();
+        let [d_in, hidden] = self.fc1.weight.dims();
+        let [_, classes] = self.fc2.weight.dims();
+        LevelCost {
+            params: conv_params(&self.conv1)
+                + 2 * c1
+                + conv_params(&self.conv2)
+                + 2 * c2
+                + linear_params(&self.fc1)
+                + linear_params(&self.fc2),
+            macs: h * w * c1 * c_in * kh * kw
+                + (h / 2) * (w / 2) * c2 * c1 * kh2 * kw2
+                + d_in * hidden
+                + hidden * classes,
+        }
+    }
+
+    fn level_classes(&self, _level: usize) -> usize {
+        self.fc2.weight.dims()[1]
     }
 }
 
@@ -523,7 +561,7 @@ mod tests {
         let model = NestedMnistCnnConfig::new().init(&device);
         let x = Tensor::<4>::random([3, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
         for level in 0..3 {
-            let (config, plain) = model.extract_level(level);
+            let (config, plain) = (model.level_config(level), model.extract_level(level));
             let bn_buffers = 2 * (config.conv1_channels + config.conv2_channels);
             assert_eq!(plain.num_params(), model.level_cost(level).params + bn_buffers);
             assert_eq!(config.conv1_channels, [8, 16, 32][level]);
@@ -553,40 +591,24 @@ mod tests {
             .with_levels("0.5,1.0".parse().unwrap())
             .with_level_classes(vec![3, 10]);
         let model = config.init(&device);
-        assert!(model.fc2.is_none());
+        assert!(model.fc2.is_private());
         assert_eq!((model.level_classes(0), model.level_classes(1)), (3, 10));
         let x = Tensor::<4>::random([2, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
         assert_eq!(model.forward_level(x.clone(), 0).dims(), [2, 3]);
         // The core's head sits on its 64 hidden units: 64·3 + 3 parameters.
         let base = NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()).init(&device);
         assert_eq!(model.level_cost(0).params, base.level_cost(0).params - (64 * 10 + 10) + 64 * 3 + 3);
-        let (plain_config, plain) = model.extract_level(0);
-        assert_eq!(plain_config.num_classes, 3);
+        let plain = model.extract_level(0);
+        assert_eq!(model.level_config(0).num_classes, 3);
         plain
             .forward(x.clone())
             .into_data()
             .assert_approx_eq::<f32>(&model.forward_level(x, 0).into_data(), Tolerance::absolute(1e-5));
         for bad in [vec![3], vec![3, 9], vec![0, 10]] {
-            let err = config.clone().with_level_classes(bad.clone()).schedule().unwrap_err();
-            assert!(matches!(err, ModelError::Invalid(_)), "{bad:?}: {err}");
+            let err = config.clone().with_level_classes(bad.clone()).try_init(&device).unwrap_err();
+            assert!(matches!(err, ModelError::Invalid(_) | ModelError::Head(_)), "{bad:?}: {err}");
         }
         assert!(config.clone().with_split_output(true).schedule().is_err());
-    }
-
-    #[test]
-    fn channel_levels_from_parameter_budgets() {
-        let device = Device::flex();
-        let config = NestedMnistCnnConfig::new();
-        let spec = config.ratios_for_densities(&[0.25, 0.5, 1.0], &device).unwrap();
-        let model = config.clone().with_levels(spec).init(&device);
-        let full = model.level_cost(2).params as f64;
-        for (level, d) in [(0, 0.25), (1, 0.5)] {
-            let got = model.level_cost(level).params as f64 / full;
-            assert!((got - d).abs() < 0.01, "level {level}: {got}");
-        }
-        for bad in [&[0.5, 0.5, 1.0][..], &[0.0, 1.0], &[0.5, 0.9], &[]] {
-            assert!(config.ratios_for_densities(bad, &device).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

@@ -7,14 +7,17 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use nestednet_heads::{NestedHead, NestedHeadConfig};
 use nestednet_nn::{
-    LevelBatchNorm, LevelBatchNormConfig, Maskable, NestedConv2d, NestedConv2dConfig, NestedLinear,
-    NestedLinearConfig,
+    LevelBatchNorm, LevelBatchNormConfig, LevelConv2d, LevelConv2dConfig, Maskable, NestedConv2d,
+    NestedConv2dConfig,
 };
-use nestednet_schedule::{LatticeLevel, LatticeSpec};
+use nestednet_schedule::{LatticeLevel, LatticeSpec, LevelSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::{LevelCost, ModelError, NestedClassifier};
+use crate::{
+    LevelCost, LevelRequest, ModelError, ModelFamily, ModelRequest, NestedNetwork, NestedNetworkConfig,
+};
 
 /// How a block's shortcut meets a change of channels or resolution (He et al., 2016).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,10 +61,20 @@ pub struct NestedResNetConfig {
     /// Pre-activation blocks (BN-ReLU-conv, as WRN) instead of post-activation (conv-BN-ReLU,
     /// as the original ResNet).
     pub pre_activation: bool,
-    /// Classes every level predicts.
+    /// Classes the full level predicts.
     pub num_classes: usize,
     /// The trained (width, depth) levels.
     pub lattice: LatticeSpec,
+    /// Coarse-to-fine heads: the classes each level predicts, core first (the last must be
+    /// `num_classes`). Empty: every level predicts `num_classes`.
+    #[config(default = "Vec::new()")]
+    pub level_classes: Vec<usize>,
+    /// Give every level its own stem convolution (the paper's un-nested first layer).
+    #[config(default = false)]
+    pub unnested_first_conv: bool,
+    /// Give every level its own classifier (the paper's un-nested output layer).
+    #[config(default = false)]
+    pub unnested_output: bool,
 }
 
 impl NestedResNetConfig {
@@ -184,7 +197,40 @@ impl NestedResNetConfig {
             previous = c;
         }
         self.lattice.validate(self.blocks_per_stage)?;
+        let n = self.lattice.num_levels();
+        if !self.level_classes.is_empty() {
+            if self.level_classes.len() != n {
+                return bad(format!(
+                    "level_classes gives {} class counts for {n} levels",
+                    self.level_classes.len()
+                ));
+            }
+            if self.level_classes[n - 1] != self.num_classes {
+                return bad(format!(
+                    "the full level predicts {} classes but num_classes is {}",
+                    self.level_classes[n - 1],
+                    self.num_classes
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The classes each level predicts.
+    fn resolved_level_classes(&self) -> Vec<usize> {
+        if self.level_classes.is_empty() {
+            vec![self.num_classes; self.lattice.num_levels()]
+        } else {
+            self.level_classes.clone()
+        }
+    }
+
+    /// The smallest square image the network takes: every stride-2 stage (and the ImageNet
+    /// stem's two stride-2 steps) must see at least 2 pixels.
+    pub fn min_image_size(&self) -> usize {
+        let halvings =
+            self.stage_channels.len().saturating_sub(1) + if self.stem == Stem::ImageNet { 2 } else { 0 };
+        1 << halvings
     }
 
     /// Initializes the network on `device`, or says what is wrong with the configuration.
@@ -209,8 +255,27 @@ impl NestedResNetConfig {
             Stem::Small => (3, 1),
             Stem::ImageNet => (7, 2),
         };
-        let stem =
-            conv(self.in_channels, self.stem_channels, vec![self.in_channels; n], stem_kernel, stem_stride);
+        let head = NestedHeadConfig::new(
+            *self.stage_channels.last().expect("validated"),
+            widths(*self.stage_channels.last().expect("validated")),
+            self.resolved_level_classes(),
+        )
+        .with_private(self.unnested_output);
+        head.kind()?;
+        let stem = LevelConv2dConfig::new(
+            NestedConv2dConfig::new(
+                [self.in_channels, self.stem_channels],
+                [stem_kernel, stem_kernel],
+                vec![self.in_channels; n],
+                widths(self.stem_channels),
+            )
+            .with_stride([stem_stride, stem_stride])
+            .with_padding([stem_kernel / 2, stem_kernel / 2])
+            .with_bias(false)
+            .with_initializer(Initializer::KaimingNormal { gain: 2f64.sqrt(), fan_out_only: true }),
+        )
+        .with_private(self.unnested_first_conv)
+        .init(device);
         // A pre-activation network's first block normalises the stem's output itself.
         let stem_norm = (!self.pre_activation).then(|| norm(self.stem_channels));
         let mut blocks = Vec::new();
@@ -240,8 +305,7 @@ impl NestedResNetConfig {
             }
         }
         let last = *self.stage_channels.last().expect("validated");
-        let fc = NestedLinearConfig::new(last, self.num_classes, widths(last), vec![self.num_classes; n])
-            .init(device);
+        let fc = head.try_init(device)?;
         Ok(NestedResNet {
             stem,
             stem_norm,
@@ -257,7 +321,13 @@ impl NestedResNetConfig {
             depths: levels.iter().map(|l| l.depth).collect(),
             input_shape: [self.in_channels, self.image_size, self.image_size],
             name: self.name.clone(),
-            level_names: levels.iter().map(LatticeLevel::name).collect(),
+            level_names: {
+                // Levels of equal width and depth (they differ by their weight masks) go by
+                // number.
+                let names: Vec<String> = levels.iter().map(LatticeLevel::name).collect();
+                let unique = names.iter().enumerate().all(|(i, n)| !names[..i].contains(n));
+                if unique { names } else { (0..names.len()).map(|k| format!("L{k}")).collect() }
+            },
         })
     }
 
@@ -387,8 +457,8 @@ impl NestedBasicBlock {
 /// classes are not split.
 #[derive(Module, Debug)]
 pub struct NestedResNet {
-    /// Stem convolution.
-    pub stem: NestedConv2d,
+    /// Stem convolution (nested, or private per level when un-nested).
+    pub stem: LevelConv2d,
     /// Stem batch norm (post-activation networks).
     pub stem_norm: Option<LevelBatchNorm>,
     /// ImageNet stem's max-pool.
@@ -397,8 +467,8 @@ pub struct NestedResNet {
     pub blocks: Vec<NestedBasicBlock>,
     /// Final batch norm of pre-activation networks.
     pub final_norm: Option<LevelBatchNorm>,
-    /// Classifier on the globally average-pooled features.
-    pub fc: NestedLinear,
+    /// Classifier on the globally average-pooled features (shared, or one per level).
+    pub fc: NestedHead,
     /// Blocks per stage each level runs.
     pub depths: Vec<usize>,
     /// `[channels, height, width]` of the images.
@@ -410,11 +480,6 @@ pub struct NestedResNet {
 }
 
 impl NestedResNet {
-    /// Level `level`'s name, e.g. `w0.25-d2`.
-    pub fn level_name(&self, level: usize) -> &str {
-        &self.level_names[level]
-    }
-
     fn runs(&self, block: &NestedBasicBlock, level: usize) -> bool {
         block.index < self.depths[level]
     }
@@ -427,68 +492,44 @@ impl NestedResNet {
             None => size,
         }
     }
-}
 
-impl NestedResNet {
-    /// Level `level` as a standalone network: a one-level `NestedResNet` with compact copies of
-    /// the level's channels and only its blocks, and the configuration that rebuilds it (its
-    /// widths and depth, named e.g. `wrn-32-4/w0.25-d2`).
-    pub fn extract_level(&self, level: usize) -> (NestedResNetConfig, NestedResNet) {
-        let blocks: Vec<NestedBasicBlock> = self
-            .blocks
-            .iter()
-            .filter(|b| self.runs(b, level))
-            .map(|b| NestedBasicBlock {
-                conv1: b.conv1.single_level(level),
-                bn1: b.bn1.single_level(level),
-                conv2: b.conv2.single_level(level),
-                bn2: b.bn2.single_level(level),
-                shortcut_conv: b.shortcut_conv.as_ref().map(|c| c.single_level(level)),
-                shortcut_norm: b.shortcut_norm.as_ref().map(|n| n.single_level(level)),
-                stage: b.stage,
-                index: b.index,
-                stride: b.stride,
-                zero_pad: b.zero_pad,
-                pre_activation: b.pre_activation,
-            })
-            .collect();
-        let stages = blocks.iter().map(|b| b.stage).max().map_or(0, |s| s + 1);
-        let stage_channels: Vec<usize> = (0..stages)
-            .map(|s| blocks.iter().find(|b| b.stage == s).expect("every stage runs").conv2.level_dims(0).1)
-            .collect();
+    /// The configuration of level `level` as a standalone one-level network (its widths and
+    /// depth, named e.g. `wrn-32-4/w0.25-d2`).
+    pub fn level_config(&self, level: usize) -> NestedResNetConfig {
         let depth = self.depths[level];
-        let name = format!("{}/{}", self.name, self.level_names[level]);
+        let running = || self.blocks.iter().filter(move |b| self.runs(b, level));
+        let stages = running().map(|b| b.stage).max().map_or(0, |s| s + 1);
+        let stage_channels: Vec<usize> = (0..stages)
+            .map(|s| running().find(|b| b.stage == s).expect("every stage runs").conv2.level_dims(level).1)
+            .collect();
         let [in_channels, image_size, _] = self.input_shape;
-        let config = NestedResNetConfig::new(
-            name.clone(),
+        NestedResNetConfig::new(
+            format!("{}/{}", self.name, self.level_names[level]),
             in_channels,
             image_size,
             if self.stem_pool.is_some() { Stem::ImageNet } else { Stem::Small },
             self.stem.level_dims(level).1,
             stage_channels,
             depth,
-            if blocks.iter().any(|b| b.zero_pad) { Shortcut::ZeroPad } else { Shortcut::Projection },
-            blocks[0].pre_activation,
+            if running().any(|b| b.zero_pad) { Shortcut::ZeroPad } else { Shortcut::Projection },
+            self.blocks[0].pre_activation,
             self.level_classes(level),
             LatticeSpec::grid(vec![1.0], vec![depth]),
-        );
-        let model = NestedResNet {
-            stem: self.stem.single_level(level),
-            stem_norm: self.stem_norm.as_ref().map(|n| n.single_level(level)),
-            stem_pool: self.stem_pool.clone(),
-            blocks,
-            final_norm: self.final_norm.as_ref().map(|n| n.single_level(level)),
-            fc: self.fc.single_level(level),
-            depths: vec![depth],
-            input_shape: self.input_shape,
-            name,
-            level_names: vec![format!("w1-d{depth}")],
-        };
-        (config, model)
+        )
+    }
+
+    /// `stage{s}.block{b}.` of a weight layer's name, as (stage, block) indices from 0.
+    fn block_of_layer(layer: &str) -> Option<(usize, usize)> {
+        let rest = layer.strip_prefix("stage")?;
+        let (stage, rest) = rest.split_once(".block")?;
+        let (block, _) = rest.split_once('.')?;
+        Some((stage.parse::<usize>().ok()?.checked_sub(1)?, block.parse::<usize>().ok()?.checked_sub(1)?))
     }
 }
 
-impl NestedClassifier for NestedResNet {
+impl NestedNetwork for NestedResNet {
+    type Level = NestedResNet;
+
     fn num_levels(&self) -> usize {
         self.depths.len()
     }
@@ -521,6 +562,79 @@ impl NestedClassifier for NestedResNet {
         self.fc.forward(pooled, level)
     }
 
+    fn input_shape(&self) -> [usize; 3] {
+        self.input_shape
+    }
+
+    /// Level `level` as a standalone network: a one-level `NestedResNet` with compact copies of
+    /// the level's channels and only its blocks ([`level_config`](NestedResNet::level_config)
+    /// rebuilds its shape).
+    fn extract_level(&self, level: usize) -> NestedResNet {
+        let blocks: Vec<NestedBasicBlock> = self
+            .blocks
+            .iter()
+            .filter(|b| self.runs(b, level))
+            .map(|b| NestedBasicBlock {
+                conv1: b.conv1.single_level(level),
+                bn1: b.bn1.single_level(level),
+                conv2: b.conv2.single_level(level),
+                bn2: b.bn2.single_level(level),
+                shortcut_conv: b.shortcut_conv.as_ref().map(|c| c.single_level(level)),
+                shortcut_norm: b.shortcut_norm.as_ref().map(|n| n.single_level(level)),
+                stage: b.stage,
+                index: b.index,
+                stride: b.stride,
+                zero_pad: b.zero_pad,
+                pre_activation: b.pre_activation,
+            })
+            .collect();
+        let depth = self.depths[level];
+        NestedResNet {
+            stem: self.stem.single_level(level),
+            stem_norm: self.stem_norm.as_ref().map(|n| n.single_level(level)),
+            stem_pool: self.stem_pool.clone(),
+            blocks,
+            final_norm: self.final_norm.as_ref().map(|n| n.single_level(level)),
+            fc: self.fc.single_level(level),
+            depths: vec![depth],
+            input_shape: self.input_shape,
+            name: format!("{}/{}", self.name, self.level_names[level]),
+            level_names: vec![format!("w1-d{depth}")],
+        }
+    }
+
+    fn level_name(&self, level: usize) -> String {
+        self.level_names[level].clone()
+    }
+
+    /// A number, a name (`w0.25-d2`) or a pair (`0.25,2`: width, depth).
+    fn find_level(&self, key: &str) -> crate::Result<usize> {
+        let by_pair = key.split_once(',').and_then(|(w, d)| {
+            let (w, d) = (w.trim().parse::<f64>().ok()?, d.trim().parse::<usize>().ok()?);
+            let name = format!("w{w}-d{d}");
+            self.level_names.iter().position(|n| *n == name)
+        });
+        match by_pair {
+            Some(level) => Ok(level),
+            None => {
+                let n = self.num_levels();
+                let key = key.trim();
+                let number = key.strip_prefix('L').unwrap_or(key).parse::<usize>().ok();
+                number
+                    .filter(|&k| k < n)
+                    .or_else(|| self.level_names.iter().position(|l| l == key))
+                    .ok_or_else(|| ModelError::UnknownLevel {
+                        key: key.to_string(),
+                        levels: format!(
+                            "{} (by number 0..={}, name, or pair `width,depth`)",
+                            self.level_names.join(", "),
+                            n - 1
+                        ),
+                    })
+            }
+        }
+    }
+
     fn level_cost(&self, level: usize) -> LevelCost {
         let [_, h, w] = self.input_shape;
         let mut params = self.stem.level_num_params(level)
@@ -544,11 +658,16 @@ impl NestedClassifier for NestedResNet {
     }
 
     fn level_classes(&self, level: usize) -> usize {
-        self.fc.level_dims(level).1
+        self.fc.level_classes(level)
     }
 
-    fn input_shape(&self) -> [usize; 3] {
-        self.input_shape
+    fn level_widths(&self, level: usize) -> Vec<(String, usize)> {
+        let mut widths = vec![("stem".to_string(), self.stem.level_dims(level).1)];
+        for block in self.blocks.iter().filter(|b| b.index == 0) {
+            widths.push((format!("stage{}", block.stage + 1), block.conv2.level_dims(level).1));
+        }
+        widths.push(("blocks_per_stage".into(), self.depths[level]));
+        widths
     }
 
     fn weight_layers(&self) -> Vec<(String, &dyn Maskable)> {
@@ -577,6 +696,125 @@ impl NestedClassifier for NestedResNet {
         }
         layers.push(("fc".into(), &mut self.fc));
         layers
+    }
+
+    fn level_uses_layer(&self, layer: &str, level: usize) -> bool {
+        match Self::block_of_layer(layer) {
+            Some((_, block)) => block < self.depths[level],
+            None => true,
+        }
+    }
+
+    /// torchvision's ResNet names: `conv1`, `bn1`, `layer{s}.{b}.{conv1,bn1,conv2,bn2}`,
+    /// `layer{s}.{b}.downsample.{0,1}` (projection and its batch norm), `fc`; pre-activation
+    /// networks' final batch norm is `final_bn`.
+    fn export_name(&self, path: &str) -> String {
+        // A single level's batch norms are one-element `LevelBatchNorm`s, its stem and head
+        // one-level shared layers.
+        let path = path.replace(".norms.0.", ".").replace(".shared.", ".");
+        if let Some(rest) = path.strip_prefix("stem.") {
+            return format!("conv1.{rest}");
+        }
+        if let Some(rest) = path.strip_prefix("stem_norm.") {
+            return format!("bn1.{rest}");
+        }
+        if let Some(rest) = path.strip_prefix("final_norm.") {
+            return format!("final_bn.{rest}");
+        }
+        if let Some(rest) = path.strip_prefix("blocks.")
+            && let Some((index, rest)) = rest.split_once('.')
+            && let Some(block) = index.parse::<usize>().ok().and_then(|i| self.blocks.get(i))
+        {
+            let rest =
+                rest.replace("shortcut_conv.", "downsample.0.").replace("shortcut_norm.", "downsample.1.");
+            return format!("layer{}.{}.{rest}", block.stage + 1, block.index);
+        }
+        path
+    }
+}
+
+impl NestedNetworkConfig for NestedResNetConfig {
+    type Network = NestedResNet;
+
+    fn init_network(&self, device: &Device) -> crate::Result<NestedResNet> {
+        self.try_init(device)
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// Level `level`'s channels and depth as a one-level network of its own.
+    fn level_alone(&self, level: usize) -> Option<Self> {
+        self.validate().ok()?;
+        let lattice = self.lattice.levels();
+        let l = lattice.get(level)?;
+        let width = |c: usize| ((l.width * c as f64).round() as usize).clamp(1, c);
+        let classes = self.resolved_level_classes()[level];
+        let alone = Self {
+            name: format!("{}/{}", self.name, l.name()),
+            stem_channels: width(self.stem_channels),
+            stage_channels: self.stage_channels.iter().map(|&c| width(c)).collect(),
+            blocks_per_stage: l.depth,
+            num_classes: classes,
+            lattice: LatticeSpec::grid(vec![1.0], vec![l.depth]),
+            level_classes: Vec::new(),
+            unnested_first_conv: false,
+            unnested_output: false,
+            ..self.clone()
+        };
+        alone.validate().ok().map(|_| alone)
+    }
+}
+
+impl ModelFamily for NestedResNetConfig {
+    fn names() -> &'static [&'static str] {
+        &[
+            "mnist-resnet",
+            "resnet-N (N = 6n+2: resnet-20, resnet-56, ...)",
+            "wrn-D-K (wrn-16-2, wrn-32-4, ...)",
+            "resnet-18",
+        ]
+    }
+
+    fn from_request(request: &ModelRequest) -> Option<crate::Result<Self>> {
+        let name = request.name.as_str();
+        let ours = name == "mnist-resnet"
+            || name == "resnet-18"
+            || name.starts_with("resnet-")
+            || name.starts_with("wrn-");
+        if !ours {
+            return None;
+        }
+        Some((|| {
+            let [channels, height, width] = request.input_shape;
+            if height != width {
+                return Err(request.input_error(name, "residual networks here take square images"));
+            }
+            let mut config = Self::from_name(name, channels, height, request.num_classes)?;
+            if height < config.min_image_size() {
+                return Err(request.input_error(
+                    name,
+                    format!("its stride-2 steps need images of at least {0}x{0}", config.min_image_size()),
+                ));
+            }
+            config.lattice = match &request.levels {
+                LevelRequest::Lattice(lattice) => lattice.clone(),
+                LevelRequest::Channels(LevelSpec::Ratios(ratios)) => {
+                    LatticeSpec::widths_only(ratios.clone(), config.blocks_per_stage)
+                }
+                LevelRequest::Channels(LevelSpec::Channels(_)) => {
+                    return Err(ModelError::Invalid(format!(
+                        "{name}: give its levels as width ratios (and depths), not per-layer channel counts"
+                    )));
+                }
+            };
+            config.level_classes = request.level_classes.clone();
+            config.unnested_first_conv = request.unnested_first_conv;
+            config.unnested_output = request.unnested_output;
+            config.validate()?;
+            Ok(config)
+        })())
     }
 }
 
@@ -694,7 +932,7 @@ mod tests {
             let model = config.init(&device);
             let images = Tensor::<4>::random([3, 1, 28, 28], burn::tensor::Distribution::Default, &device);
             for level in 0..4 {
-                let (small_config, small) = model.extract_level(level);
+                let (small_config, small) = (model.level_config(level), model.extract_level(level));
                 let nested = model.forward_level(images.clone(), level);
                 let alone = small.forward_level(images.clone(), 0);
                 nested

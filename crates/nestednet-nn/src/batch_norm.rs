@@ -60,7 +60,7 @@ impl LevelBatchNorm {
     /// Channels normalised at `level`.
     pub fn width(&self, level: usize) -> usize {
         assert_level("LevelBatchNorm", level, self.num_levels());
-        let [w] = self.norms[level].gamma.shape().dims();
+        let [w] = self.norms[level].gamma.lazy_shape().dims();
         w
     }
 
@@ -72,6 +72,9 @@ impl LevelBatchNorm {
         let got = x.dims()[1];
         assert_eq!(got, width, "LevelBatchNorm level {level}: expected {width} channels, got {got}");
         let norm = &self.norms[level];
+        if crate::probe::recording() {
+            crate::probe::record(norm.gamma.id, self.level_num_params(level), 0);
+        }
         if x.is_autodiff() && norm.training.is_enabled() {
             Self::forward_train(norm, x)
         } else {
@@ -110,6 +113,17 @@ impl LevelBatchNorm {
         norm.running_mean.update(running_mean.mul_scalar(1.0 - m).add(batch_mean.mul_scalar(m)).detach());
         norm.running_var.update(running_var.mul_scalar(1.0 - m).add(batch_var.mul_scalar(m)).detach());
         y
+    }
+
+    /// Level `level`'s batch norm, for callers that apply it themselves (a fused inference
+    /// kernel). Counts as the level using it when costs are recorded.
+    pub fn level_norm(&self, level: usize) -> &BatchNorm {
+        assert_level("LevelBatchNorm", level, self.num_levels());
+        let norm = &self.norms[level];
+        if crate::probe::recording() {
+            crate::probe::record(norm.gamma.id, self.level_num_params(level), 0);
+        }
+        norm
     }
 
     /// Trainable parameters of level `level` (γ and β).

@@ -107,7 +107,8 @@ impl NestedConv2d {
 
     /// Kernel size `[kh, kw]`.
     pub fn kernel_size(&self) -> [usize; 2] {
-        let [_, _, kh, kw] = self.weight.shape().dims();
+        // The lazy shape: reading a cost must not draw a weight that is not initialised yet.
+        let [_, _, kh, kw] = self.weight.lazy_shape().dims();
         [kh, kw]
     }
 
@@ -146,6 +147,14 @@ impl NestedConv2d {
         let (c_in, _) = self.level_dims(level);
         let got = x.dims()[1];
         assert_eq!(got, c_in, "NestedConv2d level {level}: expected {c_in} input channels, got {got}");
+        if crate::probe::recording() {
+            let [_, _, h, w] = x.dims();
+            crate::probe::record(
+                self.weight.id,
+                self.level_num_params(level),
+                self.level_macs(level, [h, w]),
+            );
+        }
         let (weight, bias) = self.level_tensors(level);
         if x.is_autodiff() && !x.is_tracked() {
             return self.forward_untracked_input(x, weight, bias);
@@ -200,9 +209,7 @@ impl NestedConv2d {
 
     /// Turns the nested mask on (dense: see [`dense_mask`](Self::dense_mask)) if it is off.
     pub fn with_mask(mut self) -> Self {
-        if self.mask.is_none() {
-            self.mask = Some(self.dense_mask(&self.weight.device()));
-        }
+        self.enable_mask();
         self
     }
 
@@ -274,6 +281,12 @@ impl Maskable for NestedConv2d {
     fn zero_pruned(&mut self) {
         if let Some(mask) = &self.mask {
             self.weight = mask.zero_unused(self.weight.clone()).expect("the mask has the weight's shape");
+        }
+    }
+
+    fn enable_mask(&mut self) {
+        if self.mask.is_none() {
+            self.mask = Some(self.dense_mask(&self.weight.device()));
         }
     }
 }

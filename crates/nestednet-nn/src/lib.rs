@@ -20,11 +20,18 @@
 //!
 //! Each layer can also be turned into the plain Burn layer of one level with `extract_level`,
 //! whose tensors are compact copies of the level's block (used for export).
+//!
+//! [`LevelConv2d`] is a convolution that is either nested or private per level (the paper's
+//! "un-nested" first layer). While [`record_costs`] runs a forward pass, every nested layer
+//! records the parameters and multiply-accumulates it used, so a network built from these
+//! layers gets its per-level costs without counting them by hand.
 #![warn(missing_docs)]
 
 mod batch_norm;
 mod conv;
+mod level_conv;
 mod linear;
+mod probe;
 mod widths;
 
 #[cfg(test)]
@@ -32,8 +39,10 @@ mod tests;
 
 pub use batch_norm::{LevelBatchNorm, LevelBatchNormConfig};
 pub use conv::{NestedConv2d, NestedConv2dConfig};
+pub use level_conv::{LevelConv2d, LevelConv2dConfig};
 pub use linear::{NestedLinear, NestedLinearConfig};
 pub use nestednet_prune::NestedMask;
+pub use probe::{RecordedCost, record_costs};
 pub use widths::check_level_widths;
 
 /// A layer whose weight can carry a nested unstructured mask: what mask learning, pruning and
@@ -50,6 +59,13 @@ pub trait Maskable {
     /// Sets the weights no level uses to exactly zero (they get no gradient once masked, but
     /// keep their old values until then).
     fn zero_pruned(&mut self);
+    /// Whether the layer can carry a nested mask at all (a layer whose levels share no
+    /// weight cannot).
+    fn can_mask(&self) -> bool {
+        true
+    }
+    /// Turns the nested mask on, dense (every level uses its whole block), if it is off.
+    fn enable_mask(&mut self);
 }
 
 /// Host values of a float tensor.

@@ -116,6 +116,12 @@ impl NestedLinear {
         let (d_in, _) = self.level_dims(level);
         let got = x.dims()[D - 1];
         assert_eq!(got, d_in, "NestedLinear level {level}: expected {d_in} input features, got {got}");
+        if crate::probe::recording() {
+            // Rows per sample: everything but the batch and feature axes.
+            let dims = x.dims();
+            let rows: usize = dims.get(1..D.saturating_sub(1)).map_or(1, |d| d.iter().product());
+            crate::probe::record(self.weight.id, self.level_num_params(level), rows * self.level_macs(level));
+        }
         let (weight, bias) = self.level_tensors(level);
         linear(x, weight, bias)
     }
@@ -151,9 +157,7 @@ impl NestedLinear {
 
     /// Turns the nested mask on (dense: see [`dense_mask`](Self::dense_mask)) if it is off.
     pub fn with_mask(mut self) -> Self {
-        if self.mask.is_none() {
-            self.mask = Some(self.dense_mask(&self.weight.device()));
-        }
+        self.enable_mask();
         self
     }
 
@@ -202,6 +206,12 @@ impl Maskable for NestedLinear {
     fn zero_pruned(&mut self) {
         if let Some(mask) = &self.mask {
             self.weight = mask.zero_unused(self.weight.clone()).expect("the mask has the weight's shape");
+        }
+    }
+
+    fn enable_mask(&mut self) {
+        if self.mask.is_none() {
+            self.mask = Some(self.dense_mask(&self.weight.device()));
         }
     }
 }

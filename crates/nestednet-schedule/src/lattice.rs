@@ -73,7 +73,10 @@ impl LatticeSpec {
             if !(w > 0.0 && w <= 1.0) {
                 return bad(format!("width {w} is outside (0, 1]"));
             }
-            if i > 0 && w <= self.widths[i - 1] {
+            // Equal widths only make sense for a chain of levels that also differ by their
+            // weight masks (one depth); on a grid they would repeat levels.
+            let equal_ok = self.depths.len() == 1;
+            if i > 0 && (w < self.widths[i - 1] || (w == self.widths[i - 1] && !equal_ok)) {
                 return bad(format!("widths must increase: {w} follows {}", self.widths[i - 1]));
             }
         }

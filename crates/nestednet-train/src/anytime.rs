@@ -9,7 +9,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use nestednet_data::{ImageSet, epoch_loader};
-use nestednet_models::NestedClassifier;
+use nestednet_models::NestedNetwork;
 use serde::{Deserialize, Serialize};
 
 use crate::{HierarchyConfig, Result, TrainError};
@@ -26,7 +26,7 @@ pub struct LevelOutputs {
 }
 
 /// Runs every level of `model` (evaluation mode) on `set` and keeps the probabilities.
-pub fn level_outputs<M: NestedClassifier>(
+pub fn level_outputs<M: NestedNetwork>(
     model: &M,
     set: Arc<ImageSet>,
     batch_size: usize,

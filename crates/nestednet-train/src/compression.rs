@@ -23,7 +23,7 @@
 //! weights of the layers that stay dense, biases and batch norms are never pruned, and the
 //! masked weights make up the rest.
 
-use nestednet_models::NestedClassifier;
+use nestednet_models::NestedNetwork;
 use nestednet_prune::{MaskTargets, PruneError, SoftThreshold, threshold_keeping};
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +68,11 @@ pub struct MaskingConfig {
     pub stage_epochs: usize,
     /// With density targets, steps between re-derivations of τ during a stage.
     pub recalibrate_every: usize,
+    /// The layers that carry masks, by the network's names (see
+    /// [`NestedNetwork::weight_layers`]); `None`: every weight layer but the first and the last
+    /// (the paper keeps them dense).
+    #[serde(default)]
+    pub masked_layers: Option<Vec<String>>,
 }
 
 impl MaskingConfig {
@@ -80,9 +85,77 @@ impl MaskingConfig {
             gamma: nestednet_prune::DEFAULT_GAMMA,
             stage_epochs: 1,
             recalibrate_every: 25,
+            masked_layers: None,
         }
     }
 
+    /// The masks on the layers `names` instead of the default ones.
+    pub fn with_masked_layers(mut self, names: Vec<String>) -> Self {
+        self.masked_layers = Some(names);
+        self
+    }
+
+    /// The layers of `network` that carry masks, by name, in forward order.
+    pub fn layer_names<M: NestedNetwork>(&self, network: &M) -> Vec<String> {
+        let all: Vec<String> = network.weight_layers().into_iter().map(|(name, _)| name).collect();
+        match &self.masked_layers {
+            Some(names) => all.into_iter().filter(|n| names.contains(n)).collect(),
+            None if all.len() > 2 => all[1..all.len() - 1].to_vec(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Checks that every named layer exists in `network` and can carry a mask, and that at
+    /// least one does.
+    pub fn check_layers<M: NestedNetwork>(&self, network: &M) -> Result<()> {
+        let layers = network.weight_layers();
+        let known = || layers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+        if layers.is_empty() {
+            return Err(TrainError::Invalid(
+                "masks were requested but the model lists no weight layers that could carry one".into(),
+            ));
+        }
+        for name in self.masked_layers.iter().flatten() {
+            match layers.iter().find(|(n, _)| n == name) {
+                None => {
+                    return Err(TrainError::Invalid(format!(
+                        "unknown layer `{name}` among the masked layers (the model has {})",
+                        known()
+                    )));
+                }
+                Some((_, layer)) if !layer.can_mask() => {
+                    return Err(TrainError::Invalid(format!(
+                        "layer `{name}` is un-nested (its levels share no weight) and cannot carry a nested mask"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        if self.layer_names(network).is_empty() {
+            return Err(TrainError::Invalid(
+                "masks were requested but the model masks no layer (name the masked layers)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Turns the (dense) nested masks on in the layers `masking` names (see
+/// [`MaskingConfig::layer_names`]), after checking them. Training does this right after
+/// building the network, before its weights are drawn or loaded, so a checkpoint's level
+/// maps always find their layers.
+pub fn enable_masks<M: NestedNetwork>(network: &mut M, masking: &MaskingConfig) -> Result<()> {
+    masking.check_layers(network)?;
+    let names = masking.layer_names(network);
+    for (name, layer) in network.weight_layers_mut() {
+        if names.contains(&name) {
+            layer.enable_mask();
+        }
+    }
+    Ok(())
+}
+
+impl MaskingConfig {
     /// Checks the settings against a model of `num_levels` levels.
     pub fn validate(&self, num_levels: usize) -> Result<()> {
         self.targets.validate(num_levels)?;
@@ -166,10 +239,13 @@ struct MaskBudget {
     maps: Vec<Vec<i64>>,
 }
 
-fn masked_budget<M: NestedClassifier>(model: &M) -> MaskBudget {
+fn masked_budget<M: NestedNetwork>(model: &M, level: usize) -> MaskBudget {
     let mut magnitudes = Vec::new();
     let mut maps = Vec::new();
-    for (_, layer) in model.weight_layers() {
+    for (name, layer) in model.weight_layers() {
+        if !model.level_uses_layer(&name, level) {
+            continue;
+        }
         if let Some(mask) = layer.mask() {
             magnitudes.push(layer.weight_values().into_iter().map(f32::abs).collect());
             maps.push(mask.level_map_values());
@@ -179,10 +255,13 @@ fn masked_budget<M: NestedClassifier>(model: &M) -> MaskBudget {
 }
 
 /// How many masked weights level `level` must keep to reach `density` of its parameters.
-fn weights_to_keep<M: NestedClassifier>(model: &M, level: usize, density: f64) -> Result<usize> {
+fn weights_to_keep<M: NestedNetwork>(model: &M, level: usize, density: f64) -> Result<usize> {
     let mut kept = 0;
     let mut block = 0;
-    for (_, layer) in model.weight_layers() {
+    for (name, layer) in model.weight_layers() {
+        if !model.level_uses_layer(&name, level) {
+            continue;
+        }
         if let Some(mask) = layer.mask() {
             kept += mask.count(level)?;
             block += layer.block_weights(level);
@@ -202,7 +281,7 @@ fn weights_to_keep<M: NestedClassifier>(model: &M, level: usize, density: f64) -
 }
 
 /// Checks, before any training, that every density target can be reached.
-pub fn check_reachable<M: NestedClassifier>(model: &M, masking: &MaskingConfig) -> Result<()> {
+pub fn check_reachable<M: NestedNetwork>(model: &M, masking: &MaskingConfig) -> Result<()> {
     if !model.weight_layers().iter().any(|(_, l)| l.mask().is_some()) {
         return Err(TrainError::Invalid("masks were requested but no layer of the model is masked".into()));
     }
@@ -216,12 +295,12 @@ pub fn check_reachable<M: NestedClassifier>(model: &M, masking: &MaskingConfig) 
 
 /// τ for level `level`: the given threshold, or the global magnitude threshold that keeps the
 /// requested density among the weights level `level` currently uses.
-pub fn level_threshold<M: NestedClassifier>(model: &M, masking: &MaskingConfig, level: usize) -> Result<f64> {
+pub fn level_threshold<M: NestedNetwork>(model: &M, masking: &MaskingConfig, level: usize) -> Result<f64> {
     match &masking.targets {
         MaskTargets::Thresholds(t) => Ok(t[level]),
         MaskTargets::Densities(d) => {
             let keep = weights_to_keep(model, level, d[level])?;
-            let budget = masked_budget(model);
+            let budget = masked_budget(model, level);
             let mut eligible: Vec<f32> = budget
                 .magnitudes
                 .iter()
@@ -234,7 +313,7 @@ pub fn level_threshold<M: NestedClassifier>(model: &M, masking: &MaskingConfig, 
 }
 
 /// Turns the relaxed mask of `level` on in every masked layer.
-pub fn set_soft_threshold<M: NestedClassifier>(model: &mut M, soft: Option<SoftThreshold>) {
+pub fn set_soft_threshold<M: NestedNetwork>(model: &mut M, soft: Option<SoftThreshold>) {
     for (_, layer) in model.weight_layers_mut() {
         if let Some(mask) = layer.mask_mut() {
             mask.soft = soft;
@@ -245,9 +324,14 @@ pub fn set_soft_threshold<M: NestedClassifier>(model: &mut M, soft: Option<SoftT
 /// Binarises level `level`'s relaxed mask: the weights it uses whose magnitude falls below
 /// `τ + atanh(0.5)/γ` move up to level `level + 1`. Weights no level uses any more are set to
 /// zero. Returns the number of weights dropped.
-pub fn binarise_level<M: NestedClassifier>(model: &mut M, soft: SoftThreshold) -> Result<usize> {
+pub fn binarise_level<M: NestedNetwork>(model: &mut M, soft: SoftThreshold) -> Result<usize> {
     let mut dropped = 0;
-    for (_, layer) in model.weight_layers_mut() {
+    let used: Vec<bool> =
+        model.weight_layers().iter().map(|(name, _)| model.level_uses_layer(name, soft.level)).collect();
+    for ((_, layer), used) in model.weight_layers_mut().into_iter().zip(used) {
+        if !used {
+            continue;
+        }
         let magnitudes: Vec<f32> = match layer.mask() {
             Some(_) => layer.weight_values().into_iter().map(f32::abs).collect(),
             None => continue,
@@ -262,7 +346,7 @@ pub fn binarise_level<M: NestedClassifier>(model: &mut M, soft: SoftThreshold) -
 
 /// One-shot magnitude pruning of every level to its density (nested, because a larger
 /// density means a lower global threshold).
-pub fn prune_by_magnitude<M: NestedClassifier>(model: &mut M, masking: &MaskingConfig) -> Result<()> {
+pub fn prune_by_magnitude<M: NestedNetwork>(model: &mut M, masking: &MaskingConfig) -> Result<()> {
     for level in (0..model.num_levels()).rev() {
         let tau = level_threshold(model, masking, level)?;
         binarise_level(model, SoftThreshold { level, tau, gamma: masking.gamma })?;
@@ -272,7 +356,7 @@ pub fn prune_by_magnitude<M: NestedClassifier>(model: &mut M, masking: &MaskingC
 
 /// Random nested masks of the requested densities. Each masked layer keeps the same fraction
 /// of its block at every level (`seed` + layer index make the draws).
-pub fn randomize_masks<M: NestedClassifier>(model: &mut M, masking: &MaskingConfig, seed: u64) -> Result<()> {
+pub fn randomize_masks<M: NestedNetwork>(model: &mut M, masking: &MaskingConfig, seed: u64) -> Result<()> {
     let MaskTargets::Densities(densities) = &masking.targets else {
         return Err(TrainError::Invalid("random masks are given by densities".into()));
     };
@@ -283,7 +367,7 @@ pub fn randomize_masks<M: NestedClassifier>(model: &mut M, masking: &MaskingConf
         let block: usize = model
             .weight_layers()
             .iter()
-            .filter(|(_, l)| l.mask().is_some())
+            .filter(|(name, l)| l.mask().is_some() && model.level_uses_layer(name, level))
             .map(|(_, l)| l.block_weights(level))
             .sum();
         fractions.push((weights_to_keep(model, level, d)? as f64 / block.max(1) as f64).min(1.0));
@@ -315,11 +399,13 @@ pub struct LayerDensity {
     pub total: usize,
 }
 
-/// Per-layer weight densities of `level` (layers without a mask are dense).
-pub fn layer_densities<M: NestedClassifier>(model: &M, level: usize) -> Vec<LayerDensity> {
+/// Per-layer weight densities of `level`, over the layers it runs (layers without a mask are
+/// dense).
+pub fn layer_densities<M: NestedNetwork>(model: &M, level: usize) -> Vec<LayerDensity> {
     model
         .weight_layers()
         .into_iter()
+        .filter(|(name, _)| model.level_uses_layer(name, level))
         .map(|(name, layer)| {
             let total = layer.block_weights(level);
             let kept = layer.mask().map_or(total, |m| m.count(level).expect("valid level"));

@@ -5,13 +5,11 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use nestednet_data::DatasetKind;
-use nestednet_models::ModelConfig;
-#[cfg(test)]
-use nestednet_models::NestedMnistCnnConfig;
+use nestednet_models::{NestedNetwork, NestedNetworkConfig};
 use serde::{Deserialize, Serialize};
 
 // `Result` stays qualified: `#[derive(Config)]` expands to code naming the prelude's `Result`.
-use crate::{HierarchyConfig, LevelLabels, MaskingConfig, Phase, TrainError};
+use crate::{HierarchyConfig, LevelLabels, MaskingConfig, Phase, TrainError, TrainSettings};
 
 /// Version of the run-folder layout and record paths; bumped whenever an old run folder could
 /// no longer be loaded.
@@ -19,7 +17,10 @@ use crate::{HierarchyConfig, LevelLabels, MaskingConfig, Phase, TrainError};
 /// - 1: channel scheduling only.
 /// - 2: weight masks (`masked_layers`, `masking`, level maps in the records), coarse-to-fine
 ///   heads (`level_classes`, `hierarchy`), `fc2` optional.
-pub const FORMAT_VERSION: u32 = 3;
+/// - 3: residual networks (lattice levels).
+/// - 4: `config.json` = model + training + settings; masks chosen by the trainer
+///   (`masking.masked_layers`); heads and first convolutions as `NestedHead` / `LevelConv2d`.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The optimizer and its hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,6 +156,18 @@ impl LrSchedule {
     }
 }
 
+/// The textual form [`FromStr`](core::str::FromStr) reads.
+impl core::fmt::Display for LrSchedule {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Constant => write!(f, "constant"),
+            Self::Step { every_epochs, gamma } => write!(f, "step:{every_epochs}:{gamma}"),
+            Self::Cosine { min_lr } if min_lr == 0.0 => write!(f, "cosine"),
+            Self::Cosine { min_lr } => write!(f, "cosine:{min_lr}"),
+        }
+    }
+}
+
 impl core::str::FromStr for LrSchedule {
     type Err = TrainError;
 
@@ -233,12 +246,11 @@ impl DistillationConfig {
     }
 }
 
-/// Everything that defines a training run. Saved as `config.json` in the run folder.
+/// How a run trains: optimizer, schedule, epochs, masks, hierarchy, distillation. With the
+/// model's configuration it makes a [`RunConfig`], the run folder's `config.json`.
 #[derive(Config, Debug)]
 pub struct TrainingConfig {
-    /// The nested model (including its levels).
-    pub model: ModelConfig,
-    /// The data set it trains on.
+    /// The data set kind it trains on (decides the augmentation).
     #[config(default = "DatasetKind::Mnist")]
     pub dataset: DatasetKind,
     /// Optimizer.
@@ -264,29 +276,27 @@ pub struct TrainingConfig {
     pub level_loss_weights: Option<Vec<f64>>,
     /// Use only the first `train_limit` training images (quick runs and tests).
     pub train_limit: Option<usize>,
-    /// Nested unstructured masks (weight connection learning or a baseline); `None` for
-    /// channel scheduling alone. The masked layers are named in the model configuration.
+    /// Stop after this many optimizer steps, without a checkpoint or report (a smoke test
+    /// of a configuration: it builds, loads the data and takes a step).
+    pub max_steps: Option<usize>,
+    /// Nested unstructured masks (weight connection learning or a baseline) on the layers it
+    /// names; `None` for channel scheduling alone.
     pub masking: Option<MaskingConfig>,
     /// Coarse-to-fine classification: the class hierarchy and the depth each level predicts
-    /// (the model's `level_classes` must match it). `None`: every level predicts the data
+    /// (the model's per-level classes must match it). `None`: every level predicts the data
     /// set's labels.
     pub hierarchy: Option<HierarchyConfig>,
     /// Knowledge distillation on top of the joint loss: lower levels learn the full level's
     /// softened outputs (in-place), or every level learns an external teacher's. `None`: the
     /// paper's setting, all levels trained jointly from their labels alone.
     pub distillation: Option<DistillationConfig>,
-    /// Layout version of the run folder.
-    #[config(default = 3)]
-    pub format_version: u32,
 }
 
 impl TrainingConfig {
-    /// Checks every setting that does not need the data.
+    /// Checks every setting that needs neither the model nor the data.
     pub fn validate(&self) -> crate::Result<()> {
-        self.model.validate()?;
         self.optimizer.validate()?;
         self.lr_schedule.validate()?;
-        nestednet_heads::JointLoss::new(self.model.num_levels(), self.level_loss_weights.as_deref())?;
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
             return Err(TrainError::Invalid(format!(
                 "learning rate must be positive, got {}",
@@ -299,32 +309,49 @@ impl TrainingConfig {
         if self.batch_size == 0 {
             return Err(TrainError::Invalid("batch size must be at least 1".into()));
         }
-        if let Some(masking) = &self.masking {
-            masking.validate(self.model.num_levels())?;
-            if self.model.masked_layers().is_empty() {
-                return Err(TrainError::Invalid(
-                    "masks were requested but the model masks no layer (set masked_layers)".into(),
-                ));
-            }
-        }
-        if let Some(h) = &self.hierarchy {
-            h.validate(self.model.num_levels())?;
-            if self.model.level_classes() != h.level_classes() {
-                return Err(TrainError::Invalid(format!(
-                    "the hierarchy gives the levels {:?} classes but the model's level_classes are {:?}",
-                    h.level_classes(),
-                    self.model.level_classes()
-                )));
-            }
+        if self.max_steps == Some(0) {
+            return Err(TrainError::Invalid("max_steps must be at least 1".into()));
         }
         if let Some(d) = &self.distillation {
             d.validate()?;
         }
-        if self.format_version != FORMAT_VERSION {
-            return Err(TrainError::Invalid(format!(
-                "run format version {} is not supported (this build reads version {FORMAT_VERSION})",
-                self.format_version
-            )));
+        Ok(())
+    }
+
+    /// Checks the settings against the network they train: level counts of the loss weights,
+    /// masks and hierarchy, the masked layers, the hierarchy's classes against the levels',
+    /// and that consecutive levels differ (by widths, depth or masks).
+    pub fn validate_for<M: NestedNetwork>(&self, network: &M) -> crate::Result<()> {
+        self.validate()?;
+        let n = network.num_levels();
+        nestednet_heads::JointLoss::new(n, self.level_loss_weights.as_deref())?;
+        if let Some(masking) = &self.masking {
+            masking.validate(n)?;
+            masking.check_layers(network)?;
+        }
+        if let Some(h) = &self.hierarchy {
+            h.validate(n)?;
+            let classes: Vec<usize> = (0..n).map(|k| network.level_classes(k)).collect();
+            if classes != h.level_classes() {
+                return Err(TrainError::Invalid(format!(
+                    "the hierarchy gives the levels {:?} classes but the model's levels predict {:?}",
+                    h.level_classes(),
+                    classes
+                )));
+            }
+        }
+        if self.masking.is_none() {
+            for level in 1..n {
+                if network.level_cost(level) == network.level_cost(level - 1)
+                    && network.level_classes(level) == network.level_classes(level - 1)
+                    && network.level_widths(level) == network.level_widths(level - 1)
+                {
+                    return Err(TrainError::Invalid(format!(
+                        "levels {} and {level} are the same network: give them different widths or depths, or make them differ by their weight masks",
+                        level - 1
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -345,17 +372,77 @@ impl TrainingConfig {
         }
     }
 
-    /// What each level is trained and scored against.
-    pub fn level_labels(&self) -> LevelLabels {
+    /// What each of `num_levels` levels is trained and scored against.
+    pub fn level_labels(&self, num_levels: usize) -> LevelLabels {
         match &self.hierarchy {
             Some(h) => LevelLabels::from_hierarchy(h),
-            None => LevelLabels::fine(self.model.num_levels()),
+            None => LevelLabels::fine(num_levels),
         }
     }
 
-    /// The phase of every epoch of the run, in order.
-    pub fn epoch_plan(&self) -> Vec<Phase> {
-        crate::epoch_plan(self.masking.as_ref(), self.model.num_levels(), self.epochs)
+    /// The phase of every epoch of a run of `num_levels` levels, in order.
+    pub fn epoch_plan(&self, num_levels: usize) -> Vec<Phase> {
+        crate::epoch_plan(self.masking.as_ref(), num_levels, self.epochs)
+    }
+}
+
+/// Everything that defines a run, saved as the run folder's `config.json`: the model's
+/// configuration (`C`: a built-in [`ModelConfig`](nestednet_models::ModelConfig) or a user's own
+/// [`NestedNetworkConfig`]), the training configuration, and, for runs started from settings
+/// (the CLI, a config file), those settings with every value resolved, so that the file given
+/// back to `nestednet train --config` reproduces the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(deserialize = "C: NestedNetworkConfig"))]
+pub struct RunConfig<C> {
+    /// Layout version of the run folder ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// The model.
+    pub model: C,
+    /// How it trains.
+    pub training: TrainingConfig,
+    /// The settings the run was made from, every value resolved (`None` for runs made through
+    /// the library directly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<TrainSettings>,
+}
+
+impl<C: NestedNetworkConfig> RunConfig<C> {
+    /// A run of `model` trained as `training`.
+    pub fn new(model: C, training: TrainingConfig) -> Self {
+        Self { format_version: FORMAT_VERSION, model, training, settings: None }
+    }
+
+    /// The same run, recording the settings it was made from.
+    pub fn with_settings(mut self, settings: Option<TrainSettings>) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Where the run's data were, from its recorded settings (`None` for runs made through
+    /// the library, which record none).
+    pub fn data_source(&self) -> Option<nestednet_data::DataSource> {
+        let s = self.settings.as_ref()?;
+        Some(nestednet_data::DataSource {
+            kind: s.dataset.unwrap_or(self.training.dataset),
+            dir: s.data_dir.clone()?,
+            image_size: s.image_size.map(|size| size.0),
+        })
+    }
+
+    /// Checks the configuration against the network it builds on `device` and returns that
+    /// network (unseeded: use [`seeded_model`](crate::seeded_model) for weights to train).
+    pub fn validate(&self, device: &Device) -> crate::Result<C::Network> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(TrainError::Invalid(format!(
+                "run format version {} is not supported (this build reads version {FORMAT_VERSION})",
+                self.format_version
+            )));
+        }
+        crate::with_init_lock(|| {
+            let network = self.model.init_network(device)?;
+            self.training.validate_for(&network)?;
+            Ok(network)
+        })
     }
 }
 
@@ -378,8 +465,7 @@ mod tests {
 
     #[test]
     fn config_round_trips_and_validates() {
-        let config =
-            TrainingConfig::new(NestedMnistCnnConfig::new().into()).with_optimizer(OptimizerConfig::sgd());
+        let config = TrainingConfig::new().with_optimizer(OptimizerConfig::sgd());
         config.validate().unwrap();
         let json = serde_json::to_string(&config).unwrap();
         let back: TrainingConfig = serde_json::from_str(&json).unwrap();
@@ -392,9 +478,15 @@ mod tests {
         distil(4.0, 0.5).unwrap();
         assert!(distil(0.0, 0.5).unwrap_err().contains("temperature must be positive"));
         assert!(distil(2.0, 1.5).unwrap_err().contains("alpha must lie in [0, 1]"));
-        assert!(config.clone().with_level_loss_weights(Some(vec![1.0])).validate().is_err());
+        let device = Device::flex();
+        let network = nestednet_models::NestedMnistCnnConfig::new().init(&device);
+        assert!(config.clone().with_level_loss_weights(Some(vec![1.0])).validate_for(&network).is_err());
+        let same =
+            nestednet_models::NestedMnistCnnConfig::new().with_levels("1,1".parse().unwrap()).init(&device);
+        let e = config.validate_for(&same).unwrap_err().to_string();
+        assert!(e.contains("levels 0 and 1 are the same network"), "{e}");
         assert!(
-            TrainingConfig::new(NestedMnistCnnConfig::new().into())
+            TrainingConfig::new()
                 .with_optimizer(OptimizerConfig::Adam {
                     beta1: 1.5,
                     beta2: 0.9,

@@ -1,36 +1,39 @@
-//! Exporting one level as a compact standalone model.
+//! Exporting one level as a compact standalone model, for any nested network.
 //!
-//! The exported tensors are copies of the level's blocks of the shared weights, so the file and
-//! the loaded model are physically the level's size. Two formats:
+//! A level is extracted ([`NestedNetwork::extract_level`]: compact copies of the level's
+//! weights, masks applied), written, read back and checked against the nested level before
+//! the export reports success. Three formats:
 //!
-//! Residual networks export a level as Burnpack only ([`export_resnet_level`]): a one-level
-//! `NestedResNet` with the level's channels and blocks, and its `NestedResNetConfig`.
-//!
-//! - **burnpack** (`FILE`, Burn's record format) plus `FILE`-with-extension-`.json` holding the
-//!   [`MnistCnnConfig`]; loads into the plain Burn [`MnistCnn`].
-//! - **safetensors**, with PyTorch's names and layouts so that `torch.nn.Module.load_state_dict`
-//!   accepts it directly: `conv{1,2}.weight` `[out, in, kh, kw]`, `conv{1,2}.bias`,
-//!   `bn{1,2}.{weight,bias,running_mean,running_var,num_batches_tracked}`,
-//!   `fc{1,2}.weight` `[out, in]` (**transposed** from Burn's `[in, out]`), `fc{1,2}.bias`;
-//!   all `float32` except `num_batches_tracked` (`int64`, shape `[]`). The file's metadata holds
-//!   `format = pt`, the level, and the configuration as JSON under `nestednet.config`.
-//!   `scripts/load_exported.py` shows the PyTorch side.
-//! - **sparse safetensors** (`FILE.sparse.safetensors`): the same, except that each masked
-//!   weight `W` (each convolution or linear weight that is smaller so) is stored in compressed sparse form as `W.values` (`float32`), `W.indices` and
-//!   `W.pointers` (`uint8`, `uint16` or `uint32`, the smallest the shape allows), with the
-//!   layout (dense shape in PyTorch's layout, split axis, `csr` or `csc`) as JSON in the
-//!   metadata under `nestednet.sparse.W`. See [`nestednet_prune::SparseTensor`].
+//! - **burnpack** (`FILE`, Burn's record format) plus `FILE` with extension `.json`, a
+//!   [`LevelExport`]: the nested model's configuration and the level, which rebuild the
+//!   level's network to load the record into.
+//! - **safetensors** with PyTorch's names and layouts, so that `torch.nn.Module.load_state_dict`
+//!   (`strict=True`) takes it: Burn's own PyTorch adapter (`BurnToPyTorchAdapter`: linear
+//!   weights transposed to `[out, in]`, batch norms' `gamma`/`beta` as `weight`/`bias`), the
+//!   same transposition for nested linear layers, the network's own names
+//!   ([`NestedNetwork::export_name`]: torchvision's for the residual networks), and
+//!   `num_batches_tracked` beside every batch norm. The [`LevelExport`] is in the metadata under
+//!   `nestednet.export`. `scripts/load_exported.py` shows the PyTorch side.
+//! - **sparse safetensors** (`FILE.sparse.safetensors`): the same, except that every weight of
+//!   two or more dimensions that is smaller so is stored in compressed sparse form as
+//!   `W.values` (`float32`), `W.indices` and `W.pointers` (`uint8`, `uint16` or `uint32`, the
+//!   smallest the shape allows), with its layout (dense shape in PyTorch's layout, split
+//!   axis, `csr` or `csc`) as JSON in the metadata under `nestednet.sparse.W`. See
+//!   [`nestednet_prune::SparseTensor`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use burn::module::{Param, RunningState};
-use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, Linear};
+use burn::module::Module;
+use burn::nn::Linear;
 use burn::prelude::*;
-use nestednet_models::{
-    LevelModel, MnistCnn, MnistCnnConfig, NestedMnistCnn, NestedModel, NestedResNet, NestedResNetConfig,
+use burn::store::burn_pack::Tensor as PackTensor;
+use burn::store::{
+    BurnToPyTorchAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot, PyTorchToBurnAdapter, bridge,
 };
+use burn::tensor::{Bytes, DType};
+use nestednet_data::SplitMix64;
+use nestednet_models::{NestedNetwork, NestedNetworkConfig};
 use nestednet_prune::{IndexArray, SparseLayout, SparseTensor};
 use nestednet_schedule::check_level;
 use safetensors::tensor::{Dtype, TensorView};
@@ -42,7 +45,7 @@ use crate::{HierarchyConfig, LevelOutputs, Result, TrainError, load_record, reco
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExportFormat {
-    /// Burn's record format (`.bpk`), with a `.json` configuration beside it.
+    /// Burn's record format (`.bpk`), with a `.json` [`LevelExport`] beside it.
     Burnpack,
     /// safetensors with PyTorch names and layouts.
     Safetensors,
@@ -79,8 +82,39 @@ impl core::str::FromStr for ExportFormat {
     }
 }
 
-/// What an export wrote.
+/// What an exported file holds besides its tensors: the nested model's configuration and the
+/// level, which rebuild the level's network (a burnpack's `.json`, a safetensors file's
+/// `nestednet.export` metadata).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(deserialize = "C: NestedNetworkConfig"))]
+pub struct LevelExport<C> {
+    /// The nested model's configuration.
+    pub model: C,
+    /// The exported level.
+    pub level: usize,
+    /// Its name.
+    pub level_name: String,
+    /// Images it takes, `[channels, height, width]`.
+    pub input_shape: [usize; 3],
+    /// Classes it predicts.
+    pub classes: usize,
+}
+
+impl<C: NestedNetworkConfig> LevelExport<C> {
+    /// The manifest of level `level` of `network`, built from `config`.
+    fn of(network: &C::Network, config: &C, level: usize) -> Self {
+        Self {
+            model: config.clone(),
+            level,
+            level_name: network.level_name(level),
+            input_shape: network.input_shape(),
+            classes: network.level_classes(level),
+        }
+    }
+}
+
+/// What an export wrote, and how well the file reproduces the nested level.
+#[derive(Debug, Clone)]
 pub struct ExportInfo {
     /// The model file.
     pub path: PathBuf,
@@ -90,81 +124,85 @@ pub struct ExportInfo {
     pub bytes: usize,
     /// The exported level.
     pub level: usize,
-    /// The standalone model's configuration.
-    pub config: MnistCnnConfig,
+    /// Its name.
+    pub level_name: String,
+    /// Largest absolute difference between the reloaded file's logits and the nested
+    /// level's on a fixed batch of 8 random images.
+    pub max_abs_diff: f32,
 }
 
-/// Exports level `level` of `model` to `path` in `format`.
-pub fn export_level(
-    model: &NestedMnistCnn,
+/// The standalone network of one level of a `C` model.
+pub type LevelNetwork<C> = <<C as NestedNetworkConfig>::Network as NestedNetwork>::Level;
+
+/// Largest logit difference an export may show against the nested level.
+pub const EXPORT_TOLERANCE: f32 = 1e-4;
+
+/// Exports level `level` of `network` (in evaluation mode, built from `config`) to `path` in
+/// `format`, then reads the file back and checks that it computes what the nested level
+/// computes (within [`EXPORT_TOLERANCE`]).
+pub fn export_level<C: NestedNetworkConfig>(
+    network: &C::Network,
+    config: &C,
     level: usize,
     path: &Path,
     format: ExportFormat,
 ) -> Result<ExportInfo> {
-    use nestednet_models::NestedClassifier;
-    check_level(level, model.num_levels())?;
-    let (config, plain) = model.extract_level(level);
+    check_level(level, network.num_levels())?;
+    let standalone = network.extract_level(level);
+    let manifest = LevelExport::of(network, config, level);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
     }
     let (bytes, config_path) = match format {
         ExportFormat::Burnpack => {
-            let bytes = record_bytes(&plain)?;
+            let bytes = record_bytes(&standalone)?;
             write_atomic(path, &bytes)?;
             let config_path = burnpack_config_path(path);
-            write_atomic(&config_path, &serde_json::to_vec_pretty(&config).expect("config serializes"))?;
+            write_atomic(&config_path, &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))?;
             (bytes, Some(config_path))
         }
         ExportFormat::Safetensors | ExportFormat::SparseSafetensors => {
             let sparse = format == ExportFormat::SparseSafetensors;
-            let bytes = safetensors_bytes(&plain, &config, level, path, sparse)?;
+            let bytes = safetensors_bytes(&standalone, &manifest, path, sparse)?;
             write_atomic(path, &bytes)?;
             (bytes, None)
         }
     };
-    Ok(ExportInfo { path: path.to_path_buf(), config_path, bytes: bytes.len(), level, config })
-}
-
-/// What a residual network's level export wrote.
-#[derive(Debug, Clone)]
-pub struct ResNetExportInfo {
-    /// The Burnpack model file.
-    pub path: PathBuf,
-    /// The configuration file written beside it.
-    pub config_path: PathBuf,
-    /// Bytes of the model file.
-    pub bytes: usize,
-    /// The exported level.
-    pub level: usize,
-    /// The standalone network's configuration (its widths and depth, one level).
-    pub config: NestedResNetConfig,
-}
-
-/// Exports level `level` of a nested residual network as a standalone one-level network:
-/// Burnpack at `path` and its [`NestedResNetConfig`] as JSON beside it. The tensors are compact
-/// copies of the level's channels, and only the level's blocks are written.
-pub fn export_resnet_level(model: &NestedResNet, level: usize, path: &Path) -> Result<ResNetExportInfo> {
-    use nestednet_models::NestedClassifier;
-    check_level(level, model.num_levels())?;
-    let (config, standalone) = model.extract_level(level);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
+    // Read the file back and compare it with the nested level.
+    let device = network.devices().into_iter().next().map_or_else(Device::default, |d| d.inner());
+    let (_, reloaded) = load_level_as::<C>(path, format, &device)?;
+    let images = probe_images(network.input_shape(), 8, &device);
+    let nested = network.forward_level(images.clone(), level);
+    let alone = reloaded.valid().forward_level(images, 0);
+    let max_abs_diff = (alone - nested).abs().max().into_scalar::<f32>();
+    if !(max_abs_diff <= EXPORT_TOLERANCE) {
+        return Err(TrainError::Invalid(format!(
+            "{}: the exported level {level} differs from the nested level by {max_abs_diff} (largest logit difference)",
+            path.display()
+        )));
     }
-    let bytes = record_bytes(&standalone)?;
-    write_atomic(path, &bytes)?;
-    let config_path = burnpack_config_path(path);
-    write_atomic(&config_path, &serde_json::to_vec_pretty(&config).expect("config serializes"))?;
-    Ok(ResNetExportInfo { path: path.to_path_buf(), config_path, bytes: bytes.len(), level, config })
+    Ok(ExportInfo {
+        path: path.to_path_buf(),
+        config_path,
+        bytes: bytes.len(),
+        level,
+        level_name: manifest.level_name,
+        max_abs_diff,
+    })
 }
 
-/// Loads a residual network's level export (and its `.json` configuration) on `device`.
-pub fn load_resnet_level(path: &Path, device: &Device) -> Result<(NestedResNetConfig, NestedResNet)> {
-    let config_path = burnpack_config_path(path);
-    let text = std::fs::read(&config_path).map_err(TrainError::io(&config_path))?;
-    let config: NestedResNetConfig =
-        serde_json::from_slice(&text).map_err(|source| TrainError::Json { path: config_path, source })?;
-    let model = load_record(config.try_init(device)?, path)?;
-    Ok((config, model))
+/// `n` fixed pseudo-random images (standard-normal-ish, from a seeded host generator: no
+/// device generator is touched) to compare an export with its nested level.
+fn probe_images([c, h, w]: [usize; 3], n: usize, device: &Device) -> Tensor<4> {
+    let mut rng = SplitMix64::new(0x5eed);
+    let values: Vec<f32> = (0..n * c * h * w)
+        .map(|_| {
+            // Sum of four uniforms, centred: close enough to a normal for a comparison.
+            let u: f64 = (0..4).map(|_| (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64).sum();
+            ((u - 2.0) * 1.7) as f32
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, [n, c, h, w]), device)
 }
 
 /// `FILE.json` beside a burnpack export (`level0.bpk` → `level0.json`).
@@ -172,65 +210,135 @@ pub fn burnpack_config_path(path: &Path) -> PathBuf {
     path.with_extension("json")
 }
 
-/// Loads a burnpack export (and its `.json` configuration) on `device`.
-pub fn load_burnpack_level(path: &Path, device: &Device) -> Result<(MnistCnnConfig, MnistCnn)> {
-    let config_path = burnpack_config_path(path);
-    let text = std::fs::read(&config_path).map_err(TrainError::io(&config_path))?;
-    let config: MnistCnnConfig =
-        serde_json::from_slice(&text).map_err(|source| TrainError::Json { path: config_path, source })?;
-    let model = load_record(config.init(device), path)?;
-    Ok((config, model))
+/// Loads an exported level on `device` (its format told by its file name, see
+/// [`ExportFormat::from_path`]): its manifest and its standalone network.
+pub fn load_level<C: NestedNetworkConfig>(
+    path: &Path,
+    device: &Device,
+) -> Result<(LevelExport<C>, LevelNetwork<C>)> {
+    load_level_as(path, ExportFormat::from_path(path), device)
 }
 
-/// Little-endian bytes of a float tensor.
-fn f32_bytes<const D: usize>(t: Tensor<D>) -> Vec<u8> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 data")
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect()
+/// [`load_level`] of a file in `format`, whatever its name.
+pub fn load_level_as<C: NestedNetworkConfig>(
+    path: &Path,
+    format: ExportFormat,
+    device: &Device,
+) -> Result<(LevelExport<C>, LevelNetwork<C>)> {
+    match format {
+        ExportFormat::Burnpack => {
+            let config_path = burnpack_config_path(path);
+            let text = std::fs::read(&config_path).map_err(TrainError::io(&config_path))?;
+            let manifest: LevelExport<C> = serde_json::from_slice(&text)
+                .map_err(|source| TrainError::Json { path: config_path.clone(), source })?;
+            let skeleton = level_skeleton(&manifest, device)?;
+            Ok((manifest, load_record(skeleton, path)?))
+        }
+        ExportFormat::Safetensors | ExportFormat::SparseSafetensors => load_safetensors_level(path, device),
+    }
+}
+
+/// The level's standalone network, of the right shapes, ready to take its tensors.
+fn level_skeleton<C: NestedNetworkConfig>(
+    manifest: &LevelExport<C>,
+    device: &Device,
+) -> Result<LevelNetwork<C>> {
+    crate::with_init_lock(|| {
+        let network = manifest.model.init_network(device)?;
+        check_level(manifest.level, network.num_levels())?;
+        Ok(network.extract_level(manifest.level))
+    })
 }
 
 /// One tensor to write: name, shape, dtype, little-endian bytes.
 type NamedTensor = (String, Vec<usize>, Dtype, Vec<u8>);
 
-/// The level's tensors with PyTorch's names and layouts.
-fn pytorch_tensors(model: &MnistCnn) -> Vec<NamedTensor> {
-    let mut tensors: Vec<NamedTensor> = Vec::new();
-    let mut push = |name: String, shape: Vec<usize>, dtype: Dtype, data: Vec<u8>| {
-        tensors.push((name, shape, dtype, data))
-    };
-    let mut conv = |name: &str, c: &Conv2d| {
-        push(format!("{name}.weight"), c.weight.dims().to_vec(), Dtype::F32, f32_bytes(c.weight.val()));
-        if let Some(b) = &c.bias {
-            push(format!("{name}.bias"), b.dims().to_vec(), Dtype::F32, f32_bytes(b.val()));
+/// Burn's PyTorch adapter, plus the same `[in, out]` → `[out, in]` transposition for nested
+/// linear layers (which Burn's adapter does not know). Transposing is its own inverse, so the
+/// adapter serves both directions.
+#[derive(Debug, Clone, Default)]
+struct NestedLinearPyTorchLayout;
+
+impl ModuleAdapter for NestedLinearPyTorchLayout {
+    fn adapt(&self, tensor: PackTensor, ctx: ModuleContext<'_>) -> PackTensor {
+        let is_weight = tensor.name.rsplit('.').next() == Some("weight");
+        if ctx.module_type() != Some("Struct:NestedLinear") || !is_weight || tensor.shape.len() != 2 {
+            return tensor;
         }
-    };
-    conv("conv1", &model.conv1);
-    conv("conv2", &model.conv2);
-    let mut bn = |name: &str, n: &BatchNorm| {
-        let w = n.gamma.dims().to_vec();
-        push(format!("{name}.weight"), w.clone(), Dtype::F32, f32_bytes(n.gamma.val()));
-        push(format!("{name}.bias"), w.clone(), Dtype::F32, f32_bytes(n.beta.val()));
-        push(format!("{name}.running_mean"), w.clone(), Dtype::F32, f32_bytes(n.running_mean.value_sync()));
-        push(format!("{name}.running_var"), w, Dtype::F32, f32_bytes(n.running_var.value_sync()));
-        push(format!("{name}.num_batches_tracked"), vec![], Dtype::I64, 0i64.to_le_bytes().to_vec());
-    };
-    bn("bn1", &model.bn1);
-    bn("bn2", &model.bn2);
-    let mut linear = |name: &str, l: &Linear| {
-        // Burn stores [in, out]; PyTorch's nn.Linear stores [out, in].
-        let weight = l.weight.val().transpose();
-        push(format!("{name}.weight"), weight.dims().to_vec(), Dtype::F32, f32_bytes(weight));
-        if let Some(b) = &l.bias {
-            push(format!("{name}.bias"), b.dims().to_vec(), Dtype::F32, f32_bytes(b.val()));
+        let (name, dtype) = (tensor.name.clone(), tensor.dtype);
+        let shape = vec![tensor.shape[1], tensor.shape[0]];
+        bridge::map_data(tensor, name, dtype, shape.into(), transpose)
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
+
+/// The transpose of a 2-D tensor's data (any fixed-width dtype).
+fn transpose(data: TensorData) -> TensorData {
+    let shape = data.shape().to_vec();
+    let (rows, cols) = (shape[0], shape[1]);
+    let size = data.dtype().size();
+    let bytes = data.as_bytes();
+    let mut out = vec![0u8; bytes.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            let (src, dst) = ((i * cols + j) * size, (j * rows + i) * size);
+            out[dst..dst + size].copy_from_slice(&bytes[src..src + size]);
         }
-    };
-    linear("fc1", &model.fc1);
-    linear("fc2", &model.fc2);
-    tensors
+    }
+    TensorData::from_bytes_vec(out, vec![cols, rows], data.dtype())
+}
+
+fn to_safetensors_dtype(dtype: DType) -> Option<Dtype> {
+    match dtype {
+        DType::F32 => Some(Dtype::F32),
+        DType::F64 => Some(Dtype::F64),
+        DType::I64 => Some(Dtype::I64),
+        DType::I32 => Some(Dtype::I32),
+        DType::U8 => Some(Dtype::U8),
+        _ => None,
+    }
+}
+
+/// Every tensor of `level` under its PyTorch name and layout, plus `num_batches_tracked` for
+/// every batch norm; and the map from each PyTorch name back to the tensor's module path.
+fn pytorch_tensors<L: NestedNetwork>(
+    level: &L,
+    path: &Path,
+) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)> {
+    let bad = |message: String| TrainError::Safetensors { path: path.to_path_buf(), message };
+    let adapter = BurnToPyTorchAdapter.chain(NestedLinearPyTorchLayout);
+    // The same traversal twice: module paths, then the adapted tensors (same order).
+    let paths: Vec<String> = level.collect(None, None, true).into_iter().map(|t| t.name).collect();
+    let adapted = level.collect(None, Some(Box::new(adapter)), true);
+    let mut tensors = Vec::new();
+    let mut origin = BTreeMap::new();
+    for (module_path, tensor) in paths.into_iter().zip(adapted) {
+        let name = level.export_name(&tensor.name);
+        let dtype = to_safetensors_dtype(tensor.dtype).ok_or_else(|| {
+            bad(format!("tensor `{name}` has dtype {:?}, which has no safetensors form", tensor.dtype))
+        })?;
+        let shape: Vec<usize> = tensor.shape.to_vec();
+        let bytes = tensor.to_bytes().map_err(|e| bad(format!("tensor `{name}`: {e}")))?.to_vec();
+        if origin.insert(name.clone(), module_path).is_some() {
+            return Err(bad(format!("two tensors are exported as `{name}`")));
+        }
+        tensors.push((name, shape, dtype, bytes));
+    }
+    // PyTorch's BatchNorm also keeps a (here unknown) count of batches: 0, as a fresh module.
+    let norms: Vec<String> =
+        tensors.iter().filter_map(|(n, ..)| n.strip_suffix(".running_var").map(str::to_string)).collect();
+    for norm in norms {
+        tensors.push((
+            format!("{norm}.num_batches_tracked"),
+            vec![],
+            Dtype::I64,
+            0i64.to_le_bytes().to_vec(),
+        ));
+    }
+    Ok((tensors, origin))
 }
 
 fn index_dtype(indices: &IndexArray) -> Dtype {
@@ -241,19 +349,17 @@ fn index_dtype(indices: &IndexArray) -> Dtype {
     }
 }
 
-/// Replaces every `*.weight` of a convolution or linear layer by its sparse arrays; returns
-/// the layouts for the metadata.
+/// Replaces every weight of two or more dimensions by its sparse arrays where they are
+/// smaller; returns the layouts for the metadata.
 fn sparsify(tensors: Vec<NamedTensor>) -> (Vec<NamedTensor>, Vec<(String, SparseLayout)>) {
     let mut out = Vec::new();
     let mut layouts = Vec::new();
     for (name, shape, dtype, data) in tensors {
-        let is_weight = (name.starts_with("conv") || name.starts_with("fc")) && name.ends_with(".weight");
-        if !is_weight {
+        if !(name.ends_with(".weight") && shape.len() >= 2 && dtype == Dtype::F32) {
             out.push((name, shape, dtype, data));
             continue;
         }
-        let values: Vec<f32> =
-            data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let values: Vec<f32> = f32_values(&data);
         let sparse = SparseTensor::from_dense(&values, &shape);
         if sparse.bytes() >= data.len() {
             // A dense (unmasked) weight is smaller stored densely.
@@ -279,24 +385,47 @@ fn sparsify(tensors: Vec<NamedTensor>) -> (Vec<NamedTensor>, Vec<(String, Sparse
     (out, layouts)
 }
 
+fn f32_values(data: &[u8]) -> Vec<f32> {
+    data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
 fn f32_slice_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-fn safetensors_bytes(
-    model: &MnistCnn,
-    config: &MnistCnnConfig,
-    level: usize,
+/// Metadata key prefix of a sparse tensor's layout.
+const SPARSE_PREFIX: &str = "nestednet.sparse.";
+/// Metadata key of the [`LevelExport`].
+const EXPORT_KEY: &str = "nestednet.export";
+
+fn serialize(tensors: &[NamedTensor], metadata: HashMap<String, String>, path: &Path) -> Result<Vec<u8>> {
+    let err = |e: safetensors::SafeTensorError| TrainError::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let views = tensors
+        .iter()
+        .map(|(name, shape, dtype, data)| {
+            TensorView::new(*dtype, shape.clone(), data).map(|v| (name.clone(), v))
+        })
+        .collect::<core::result::Result<Vec<_>, _>>()
+        .map_err(err)?;
+    safetensors::tensor::serialize(views, Some(metadata)).map_err(err)
+}
+
+fn safetensors_bytes<L: NestedNetwork, C: NestedNetworkConfig>(
+    level: &L,
+    manifest: &LevelExport<C>,
     path: &Path,
     sparse: bool,
 ) -> Result<Vec<u8>> {
     let mut metadata = HashMap::from([
         ("format".to_string(), "pt".to_string()),
-        ("nestednet.level".to_string(), level.to_string()),
-        ("nestednet.model".to_string(), "mnist-cnn".to_string()),
-        ("nestednet.config".to_string(), serde_json::to_string(config).expect("config serializes")),
+        ("nestednet.level".to_string(), manifest.level.to_string()),
+        ("nestednet.model".to_string(), manifest.model.name()),
+        (EXPORT_KEY.to_string(), serde_json::to_string(manifest).expect("manifest serializes")),
     ]);
-    let mut tensors = pytorch_tensors(model);
+    let (mut tensors, _) = pytorch_tensors(level, path)?;
     if sparse {
         let (sparse_tensors, layouts) = sparsify(tensors);
         tensors = sparse_tensors;
@@ -307,42 +436,53 @@ fn safetensors_bytes(
             );
         }
     }
-    let views = tensors
-        .iter()
-        .map(|(name, shape, dtype, data)| {
-            TensorView::new(*dtype, shape.clone(), data).map(|v| (name.clone(), v))
-        })
-        .collect::<core::result::Result<Vec<_>, _>>()
-        .map_err(|e| TrainError::Safetensors { path: path.to_path_buf(), message: e.to_string() })?;
-    safetensors::tensor::serialize(views, Some(metadata))
-        .map_err(|e| TrainError::Safetensors { path: path.to_path_buf(), message: e.to_string() })
+    serialize(&tensors, metadata, path)
 }
 
-/// Metadata key prefix of a sparse tensor's layout.
-const SPARSE_PREFIX: &str = "nestednet.sparse.";
-
-/// Bytes of level `level` of `model` exported as dense and as sparse safetensors (computed in
-/// memory, nothing is written).
-pub fn export_sizes(model: &NestedMnistCnn, level: usize) -> Result<(usize, usize)> {
-    let (config, plain) = model.extract_level(level);
+/// Bytes of level `level` of `network` (built from `config`) exported as dense and as sparse
+/// safetensors: the sizes [`export_level`] writes, computed in memory.
+pub fn export_sizes<C: NestedNetworkConfig>(
+    network: &C::Network,
+    config: &C,
+    level: usize,
+) -> Result<(usize, usize)> {
+    check_level(level, network.num_levels())?;
+    let standalone = network.extract_level(level);
+    let manifest = LevelExport::of(network, config, level);
     let path = Path::new("<in memory>");
-    let dense = safetensors_bytes(&plain, &config, level, path, false)?.len();
-    let sparse = safetensors_bytes(&plain, &config, level, path, true)?.len();
+    let dense = safetensors_bytes(&standalone, &manifest, path, false)?.len();
+    let sparse = safetensors_bytes(&standalone, &manifest, path, true)?.len();
     Ok((dense, sparse))
 }
 
-/// Loads a safetensors export (PyTorch layout, dense or sparse) into the plain Burn model on
-/// `device`. Sparse tensors are checked (pointers, index ranges and order) before use.
-pub fn load_safetensors_level(path: &Path, device: &Device) -> Result<(MnistCnnConfig, MnistCnn)> {
+fn to_burn_dtype(dtype: Dtype) -> Option<DType> {
+    match dtype {
+        Dtype::F32 => Some(DType::F32),
+        Dtype::F64 => Some(DType::F64),
+        Dtype::I64 => Some(DType::I64),
+        Dtype::I32 => Some(DType::I32),
+        Dtype::U8 => Some(DType::U8),
+        _ => None,
+    }
+}
+
+/// Loads a safetensors export (PyTorch layout, dense or sparse) on `device`. Sparse tensors
+/// are checked (pointers, index ranges and order) before use; every tensor of the level must
+/// be in the file with its shape, and nothing else may be.
+fn load_safetensors_level<C: NestedNetworkConfig>(
+    path: &Path,
+    device: &Device,
+) -> Result<(LevelExport<C>, LevelNetwork<C>)> {
     let err = |message: String| TrainError::Safetensors { path: path.to_path_buf(), message };
     let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(e.to_string()))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
-    let config_json = metadata
-        .get("nestednet.config")
-        .ok_or_else(|| err("no `nestednet.config` metadata: not a nestednet export".into()))?;
-    let config: MnistCnnConfig =
-        serde_json::from_str(config_json).map_err(|e| err(format!("bad nestednet.config: {e}")))?;
+    let manifest_json = metadata
+        .get(EXPORT_KEY)
+        .ok_or_else(|| err(format!("no `{EXPORT_KEY}` metadata: not a nestednet export")))?;
+    let manifest: LevelExport<C> =
+        serde_json::from_str(manifest_json).map_err(|e| err(format!("bad {EXPORT_KEY} metadata: {e}")))?;
+    let mut skeleton = level_skeleton(&manifest, device)?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
     let raw = |name: &str, dtypes: &[Dtype]| -> Result<(Vec<usize>, Dtype, &[u8])> {
         let view = st.tensor(name).map_err(|e| err(format!("tensor `{name}`: {e}")))?;
@@ -351,15 +491,21 @@ pub fn load_safetensors_level(path: &Path, device: &Device) -> Result<(MnistCnnC
         }
         Ok((view.shape().to_vec(), view.dtype(), view.data()))
     };
-    let floats = |data: &[u8]| -> Vec<f32> {
-        data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-    };
-    let tensor = |name: &str, shape: Vec<usize>| -> Result<TensorData> {
-        let values = match metadata.get(&format!("{SPARSE_PREFIX}{name}")) {
+    // What the level holds, under its exported names (shapes in PyTorch's layout).
+    let (expected, origin) = pytorch_tensors(&skeleton, path)?;
+    let mut used: Vec<String> = Vec::new();
+    let mut tensors = Vec::new();
+    for (name, shape, dtype, _) in &expected {
+        let Some(module_path) = origin.get(name) else {
+            // `num_batches_tracked`: PyTorch's, not Burn's.
+            used.push(name.clone());
+            continue;
+        };
+        let (data, dtype) = match metadata.get(&format!("{SPARSE_PREFIX}{name}")) {
             Some(layout) => {
                 let layout: SparseLayout = serde_json::from_str(layout)
                     .map_err(|e| err(format!("bad sparse layout of `{name}`: {e}")))?;
-                if layout.shape != shape {
+                if layout.shape != *shape {
                     return Err(err(format!(
                         "sparse tensor `{name}` has shape {:?}, expected {shape:?}",
                         layout.shape
@@ -368,8 +514,7 @@ pub fn load_safetensors_level(path: &Path, device: &Device) -> Result<(MnistCnnC
                 let index = |suffix: &str| -> Result<IndexArray> {
                     let (_, dtype, data) =
                         raw(&format!("{name}.{suffix}"), &[Dtype::U8, Dtype::U16, Dtype::U32])?;
-                    let width = dtype.bitsize() / 8;
-                    IndexArray::from_le_bytes(data, width)
+                    IndexArray::from_le_bytes(data, dtype.bitsize() / 8)
                         .ok_or_else(|| err(format!("`{name}.{suffix}` is not an index array")))
                 };
                 let (_, _, values) = raw(&format!("{name}.values"), &[Dtype::F32])?;
@@ -377,50 +522,45 @@ pub fn load_safetensors_level(path: &Path, device: &Device) -> Result<(MnistCnnC
                     layout,
                     pointers: index("pointers")?,
                     indices: index("indices")?,
-                    values: floats(values),
+                    values: f32_values(values),
                 };
                 sparse.validate(name)?;
-                sparse.to_dense()
+                for suffix in ["values", "indices", "pointers"] {
+                    used.push(format!("{name}.{suffix}"));
+                }
+                (f32_slice_bytes(&sparse.to_dense()), DType::F32)
             }
             None => {
-                let (found, _, data) = raw(name, &[Dtype::F32])?;
-                if found != shape {
-                    return Err(err(format!("tensor `{name}` is F32 {found:?}, expected F32 {shape:?}")));
+                let (found, found_dtype, data) = raw(name, &[*dtype])?;
+                if found != *shape {
+                    return Err(err(format!("tensor `{name}` has shape {found:?}, expected {shape:?}")));
                 }
-                floats(data)
+                used.push(name.clone());
+                (data.to_vec(), to_burn_dtype(found_dtype).expect("a dtype the level holds"))
             }
         };
-        Ok(TensorData::new(values, shape))
-    };
-    let param = |data: TensorData| -> Tensor<1> { Tensor::from_data(data, device) };
-    let mut model = config.init(device);
-    let c = &config;
-    let spatial = (c.height / 4) * (c.width / 4);
-    let conv_shapes =
-        [("conv1", c.conv1_channels, c.in_channels), ("conv2", c.conv2_channels, c.conv1_channels)];
-    for (name, out, inp) in conv_shapes {
-        let conv = if name == "conv1" { &mut model.conv1 } else { &mut model.conv2 };
-        conv.weight = Param::from_tensor(Tensor::from_data(
-            tensor(&format!("{name}.weight"), vec![out, inp, 3, 3])?,
-            device,
+        tensors.push(PackTensor::new(
+            module_path.clone(),
+            dtype,
+            shape.clone(),
+            None,
+            Bytes::from_bytes_vec(data),
         ));
-        conv.bias = Some(Param::from_tensor(param(tensor(&format!("{name}.bias"), vec![out])?)));
     }
-    for (name, width) in [("bn1", c.conv1_channels), ("bn2", c.conv2_channels)] {
-        let norm = if name == "bn1" { &mut model.bn1 } else { &mut model.bn2 };
-        norm.gamma = Param::from_tensor(param(tensor(&format!("{name}.weight"), vec![width])?));
-        norm.beta = Param::from_tensor(param(tensor(&format!("{name}.bias"), vec![width])?));
-        norm.running_mean = RunningState::new(param(tensor(&format!("{name}.running_mean"), vec![width])?));
-        norm.running_var = RunningState::new(param(tensor(&format!("{name}.running_var"), vec![width])?));
+    if let Some(extra) = st.names().into_iter().find(|n| !used.iter().any(|u| u == *n)) {
+        return Err(err(format!("tensor `{extra}` does not belong to this level")));
     }
-    let linear_shapes = [("fc1", c.hidden, c.conv2_channels * spatial), ("fc2", c.num_classes, c.hidden)];
-    for (name, out, inp) in linear_shapes {
-        let linear = if name == "fc1" { &mut model.fc1 } else { &mut model.fc2 };
-        let w: Tensor<2> = Tensor::from_data(tensor(&format!("{name}.weight"), vec![out, inp])?, device);
-        linear.weight = Param::from_tensor(w.transpose());
-        linear.bias = Some(Param::from_tensor(param(tensor(&format!("{name}.bias"), vec![out])?)));
+    let adapter = PyTorchToBurnAdapter.chain(NestedLinearPyTorchLayout);
+    let applied = skeleton.apply(tensors, None, Some(Box::new(adapter)), true);
+    if !applied.errors.is_empty() || !applied.missing.is_empty() || !applied.unused.is_empty() {
+        return Err(err(format!(
+            "the tensors do not fit the level: {} errors, missing {:?}, unused {:?}",
+            applied.errors.len(),
+            applied.missing.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            applied.unused
+        )));
     }
-    Ok((config, model))
+    Ok((manifest, skeleton))
 }
 
 /// How the levels of a consensus export are combined.
@@ -457,24 +597,24 @@ pub struct ConsensusManifest {
     pub hierarchy: Option<HierarchyConfig>,
 }
 
-/// Every level as a standalone model plus the way to combine them.
-pub struct ConsensusModel {
+/// Every level as a standalone network plus the way to combine them.
+pub struct ConsensusModel<C: NestedNetworkConfig> {
     /// The manifest.
     pub manifest: ConsensusManifest,
     /// The levels, core first.
-    pub levels: Vec<LevelModel>,
+    pub levels: Vec<LevelNetwork<C>>,
     /// The learned layer (method `learned`).
     pub layer: Option<Linear>,
 }
 
-impl ConsensusModel {
+impl<C: NestedNetworkConfig> ConsensusModel<C> {
     /// Every level's probabilities for `images`.
     pub fn outputs(&self, images: Tensor<4>) -> LevelOutputs {
         let n = images.dims()[0];
         let mut probs = Vec::new();
         let mut classes = Vec::new();
         for level in &self.levels {
-            let p = burn::tensor::activation::softmax(level.forward(images.clone()), 1);
+            let p = burn::tensor::activation::softmax(level.forward_level(images.clone(), 0), 1);
             classes.push(p.dims()[1]);
             probs.push(p.into_data().convert::<f32>().try_to_vec::<f32>().expect("probabilities"));
         }
@@ -494,84 +634,94 @@ impl ConsensusModel {
     }
 }
 
-/// Exports every level of `model` and the consensus into `dir`: `level{k}.safetensors`
-/// (PyTorch layout) for the `mnist-cnn`, `level{k}.bpk` + `level{k}.json` for a residual
-/// network (see [`export_resnet_level`]), `consensus.json` and, for the learned consensus,
-/// `consensus.safetensors` (`weight` `[classes, Σ level classes]` in PyTorch's layout, `bias`).
-pub fn export_consensus(
-    model: &NestedModel,
+/// Exports every level of `network` (evaluation mode) and the consensus into `dir`:
+/// `level{k}.safetensors` (PyTorch layout, each verified), `consensus.json` and, for the
+/// learned consensus, `consensus.safetensors` (`weight` `[classes, Σ level classes]` in
+/// PyTorch's layout, `bias`). The folder is then read back and its consensus must predict
+/// what the nested levels' consensus predicts on 64 fixed random images; returns the manifest
+/// and the number of images checked.
+pub fn export_consensus<C: NestedNetworkConfig>(
+    network: &C::Network,
+    config: &C,
     method: ConsensusMethod,
     hierarchy: Option<&HierarchyConfig>,
     layer: Option<&Linear>,
     dir: &Path,
-) -> Result<ConsensusManifest> {
-    use nestednet_models::NestedClassifier;
-    if model.num_levels() < 2 {
+) -> Result<(ConsensusManifest, usize)> {
+    if network.num_levels() < 2 {
         return Err(TrainError::Invalid("a consensus needs at least 2 levels".into()));
     }
     if method == ConsensusMethod::Learned && layer.is_none() {
         return Err(TrainError::Invalid("the run has no learned consensus (consensus.bpk)".into()));
     }
     std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
-    for level in 0..model.num_levels() {
-        match model {
-            NestedModel::MnistCnn(m) => {
-                export_level(
-                    m,
-                    level,
-                    &dir.join(format!("level{level}.safetensors")),
-                    ExportFormat::Safetensors,
-                )?;
-            }
-            NestedModel::ResNet(m) => {
-                export_resnet_level(m, level, &dir.join(format!("level{level}.bpk")))?;
-            }
-        }
+    for level in 0..network.num_levels() {
+        export_level(
+            network,
+            config,
+            level,
+            &dir.join(format!("level{level}.safetensors")),
+            ExportFormat::Safetensors,
+        )?;
     }
     if let (ConsensusMethod::Learned, Some(layer)) = (method, layer) {
         let path = dir.join("consensus.safetensors");
         let weight = layer.weight.val().transpose();
         let bias = layer.bias.as_ref().map(|b| b.val()).expect("consensus layer has a bias");
         let tensors = [
-            ("weight".to_string(), weight.dims().to_vec(), f32_bytes(weight)),
-            ("bias".to_string(), bias.dims().to_vec(), f32_bytes(bias)),
+            ("weight".to_string(), weight.dims().to_vec(), Dtype::F32, f32_bytes(weight)),
+            ("bias".to_string(), bias.dims().to_vec(), Dtype::F32, f32_bytes(bias)),
         ];
-        let views = tensors
-            .iter()
-            .map(|(name, shape, data)| {
-                TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.clone(), v))
-            })
-            .collect::<core::result::Result<Vec<_>, _>>()
-            .map_err(|e| TrainError::Safetensors { path: path.clone(), message: e.to_string() })?;
-        let bytes = safetensors::tensor::serialize(views, None)
-            .map_err(|e| TrainError::Safetensors { path: path.clone(), message: e.to_string() })?;
-        write_atomic(&path, &bytes)?;
+        write_atomic(&path, &serialize(&tensors, HashMap::new(), &path)?)?;
     }
     let manifest =
-        ConsensusManifest { method, num_levels: model.num_levels(), hierarchy: hierarchy.cloned() };
+        ConsensusManifest { method, num_levels: network.num_levels(), hierarchy: hierarchy.cloned() };
     write_atomic(
         &dir.join("consensus.json"),
         &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"),
     )?;
-    Ok(manifest)
+    // Verify: the folder's consensus against the nested levels' on the same images.
+    let device = network.devices().into_iter().next().map_or_else(Device::default, |d| d.inner());
+    let reloaded = load_consensus_export::<C>(dir, &device)?;
+    let images = probe_images(network.input_shape(), 64, &device);
+    let mut nested = reloaded.outputs(images.clone());
+    nested.probs = (0..network.num_levels())
+        .map(|k| {
+            let p = burn::tensor::activation::softmax(network.forward_level(images.clone(), k), 1);
+            p.into_data().convert::<f32>().try_to_vec::<f32>().expect("probabilities")
+        })
+        .collect();
+    let expected = match (method, layer) {
+        (ConsensusMethod::Learned, Some(layer)) => nested.consensus_learned(layer)?,
+        _ => nested.consensus_average(hierarchy)?,
+    };
+    let got = reloaded.predict(images)?;
+    let differing = got.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    if differing > 0 {
+        return Err(TrainError::Invalid(format!(
+            "{}: the exported consensus disagrees with the nested levels on {differing} of {} inputs",
+            dir.display(),
+            got.len()
+        )));
+    }
+    Ok((manifest, got.len()))
+}
+
+fn f32_bytes<const D: usize>(t: Tensor<D>) -> Vec<u8> {
+    f32_slice_bytes(&t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data"))
 }
 
 /// Loads a consensus export written by [`export_consensus`].
-pub fn load_consensus_export(dir: &Path, device: &Device) -> Result<ConsensusModel> {
+pub fn load_consensus_export<C: NestedNetworkConfig>(
+    dir: &Path,
+    device: &Device,
+) -> Result<ConsensusModel<C>> {
     let path = dir.join("consensus.json");
     let text = std::fs::read(&path).map_err(TrainError::io(&path))?;
     let manifest: ConsensusManifest =
         serde_json::from_slice(&text).map_err(|source| TrainError::Json { path: path.clone(), source })?;
     let levels = (0..manifest.num_levels)
-        .map(|k| {
-            let residual = dir.join(format!("level{k}.bpk"));
-            if residual.is_file() {
-                load_resnet_level(&residual, device).map(|(_, m)| LevelModel::ResNet(m))
-            } else {
-                load_safetensors_level(&dir.join(format!("level{k}.safetensors")), device)
-                    .map(|(_, m)| LevelModel::MnistCnn(m))
-            }
-        })
+        .map(|k| load_level::<C>(&dir.join(format!("level{k}.safetensors")), device).map(|(_, m)| m))
         .collect::<Result<Vec<_>>>()?;
     let layer = match manifest.method {
         ConsensusMethod::Average => None,
@@ -582,12 +732,10 @@ pub fn load_consensus_export(dir: &Path, device: &Device) -> Result<ConsensusMod
             let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
             let read = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
                 let view = st.tensor(name).map_err(|e| err(format!("tensor `{name}`: {e}")))?;
-                let values = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                Ok((view.shape().to_vec(), values))
+                if view.dtype() != Dtype::F32 {
+                    return Err(err(format!("tensor `{name}` is {:?}, expected F32", view.dtype())));
+                }
+                Ok((view.shape().to_vec(), f32_values(view.data())))
             };
             let (wshape, w) = read("weight")?;
             let (bshape, b) = read("bias")?;
@@ -596,8 +744,9 @@ pub fn load_consensus_export(dir: &Path, device: &Device) -> Result<ConsensusMod
             }
             let mut layer = burn::nn::LinearConfig::new(wshape[1], wshape[0]).init(device);
             let weight: Tensor<2> = Tensor::from_data(TensorData::new(w, wshape), device);
-            layer.weight = Param::from_tensor(weight.transpose());
-            layer.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(b, bshape), device)));
+            layer.weight = burn::module::Param::from_tensor(weight.transpose());
+            layer.bias =
+                Some(burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(b, bshape), device)));
             Some(layer)
         }
     };

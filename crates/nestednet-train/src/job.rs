@@ -1,22 +1,23 @@
 //! The whole job behind `nestednet train` and the examples: load data, train, report.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use nestednet_models::NestedClassifier;
+use nestednet_data::{DataSource, ImageSet};
+use nestednet_models::{NestedNetwork, NestedNetworkConfig};
 
 use crate::{
-    Backend, Progress, Report, Result, RunDir, TrainOutcome, TrainingConfig, build_report, level_outputs,
-    train, train_learned_consensus,
+    Backend, Progress, Report, Result, RunConfig, RunDir, TrainData, TrainError, TrainOutcome, build_report,
+    level_outputs, train, train_learned_consensus,
 };
 
-/// A complete training job.
+/// A complete training job, for any nested network `C` (a built-in
+/// [`ModelConfig`](nestednet_models::ModelConfig) or a user's own configuration).
 #[derive(Debug, Clone)]
-pub struct TrainJob {
+pub struct TrainJob<C> {
     /// What to train.
-    pub config: TrainingConfig,
-    /// Folder holding the data set's files.
-    pub data_dir: PathBuf,
+    pub config: RunConfig<C>,
+    /// Where the data are.
+    pub data: DataSource,
     /// Where the run goes.
     pub run: RunDir,
     /// Backend to train and measure on.
@@ -25,37 +26,65 @@ pub struct TrainJob {
     pub resume: bool,
 }
 
+/// What a job gives: the trained network and its history, and the report (`None` when the
+/// run stopped early at `max_steps`).
+pub struct JobOutcome<M> {
+    /// The training outcome.
+    pub training: TrainOutcome<M>,
+    /// The per-level report written to the run folder.
+    pub report: Option<Report>,
+}
+
 /// Loads the data, trains every level jointly, then measures every level and writes
 /// `report.json` and `accuracy_vs_macs.png` into the run folder.
-pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<(TrainOutcome, Report)> {
-    job.config.validate()?;
+pub fn run_job<C: NestedNetworkConfig>(
+    job: &TrainJob<C>,
+    progress: &mut dyn Progress,
+) -> Result<JobOutcome<C::Network>> {
+    let (train_set, test_set) = job.data.load()?;
+    run_job_with_data(job, Arc::new(train_set), Arc::new(test_set), progress)
+}
+
+/// [`run_job`] on data already loaded (from `job.data`).
+pub fn run_job_with_data<C: NestedNetworkConfig>(
+    job: &TrainJob<C>,
+    train_set: Arc<ImageSet>,
+    test_set: Arc<ImageSet>,
+    progress: &mut dyn Progress,
+) -> Result<JobOutcome<C::Network>> {
+    let training = &job.config.training;
     let device = job.backend.device()?;
-    let (train_set, test_set) = job.config.dataset.load(&job.data_dir)?;
-    let (train_set, test_set) = (Arc::new(train_set), Arc::new(test_set));
+    // Everything that needs no data is checked before the data are touched.
+    let network = job.config.validate(&device)?;
+    let names: Vec<String> = (0..network.num_levels()).map(|k| network.level_name(k)).collect();
     progress.message(&format!(
         "training {} levels of {} ({}; {}) on {} ({} train / {} test images) with {}",
-        job.config.model.num_levels(),
+        names.len(),
         job.config.model.name(),
-        job.config.model.describe_levels(),
-        job.config.method_name(),
-        job.config.dataset,
-        job.config.train_limit.map_or(train_set.len(), |n| n.min(train_set.len())),
+        names.join(","),
+        training.method_name(),
+        training.dataset,
+        training.train_limit.map_or(train_set.len(), |n| n.min(train_set.len())),
         test_set.len(),
         job.backend
     ));
-    let train_for_consensus = match job.config.train_limit {
+    let train_for_consensus = match training.train_limit {
         Some(n) => Arc::new(train_set.take(n)),
         None => train_set.clone(),
     };
-    let outcome =
-        train(&job.config, train_set, Some(test_set.clone()), &device, &job.run, job.resume, progress)?;
+    let data = TrainData::new(train_set, Some(test_set.clone()));
+    let outcome = train(&job.config, data, &device, &job.run, job.resume, progress)?;
+    if outcome.stopped_early {
+        return Ok(JobOutcome { training: outcome, report: None });
+    }
     let seconds: Vec<f64> =
         outcome.history.iter().filter(|m| m.phase == crate::Phase::Joint).map(|m| m.train_seconds).collect();
     let per_epoch = (!seconds.is_empty()).then(|| seconds.iter().sum::<f64>() / seconds.len() as f64);
+    let model = &outcome.model;
     // NestedNet-L: a layer on all levels' outputs, trained after them on the training set.
-    let consensus = if outcome.model.num_levels() > 1 {
+    let consensus = if model.num_levels() > 1 {
         progress.message("training the learned consensus of the levels (NestedNet-L)...");
-        let train_outputs = level_outputs(&outcome.model, train_for_consensus, 256, &device)?;
+        let train_outputs = level_outputs(model, train_for_consensus, 256, &device)?;
         let layer = train_learned_consensus(&train_outputs, 300, &device)?;
         job.run.save_consensus(&layer)?;
         Some(layer)
@@ -64,46 +93,116 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<(TrainOutc
     };
     progress.message("measuring every level (accuracy, size, latency)...");
     let report = build_report(
-        &outcome.model,
+        model,
+        &job.config.model,
         crate::ReportContext {
             model: &job.config.model.name(),
-            dataset: &job.config.dataset.to_string(),
+            dataset: &training.dataset.to_string(),
             backend: job.backend.name(),
-            method: &job.config.method_name(),
+            method: &training.method_name(),
             train_seconds_per_epoch: per_epoch,
-            labels: &job.config.level_labels(),
-            hierarchy: job.config.hierarchy.as_ref(),
+            labels: &training.level_labels(model.num_levels()),
+            hierarchy: training.hierarchy.as_ref(),
             consensus_layer: consensus.as_ref(),
         },
         test_set,
         &device,
     )?;
     report.write_to_run(&job.run)?;
-    Ok((outcome, report))
+    Ok(JobOutcome { training: outcome, report: Some(report) })
+}
+
+/// Trains level `level` of `config`'s model as a network of its own
+/// ([`NestedNetworkConfig::level_alone`]: the level's widths, depth and classes, one level)
+/// with the same optimizer, schedule, epochs, batch size and seed, on the level's own labels
+/// (its depth of the hierarchy, if any), without masks or distillation, into `run`; returns
+/// its tally on `test` and training time. This is the baseline a nested level is measured
+/// against.
+pub fn train_level_alone<C: NestedNetworkConfig>(
+    config: &RunConfig<C>,
+    level: usize,
+    train_set: Arc<ImageSet>,
+    test_set: Arc<ImageSet>,
+    device: &burn::prelude::Device,
+    run: &RunDir,
+    progress: &mut dyn Progress,
+) -> Result<LevelAlone> {
+    let alone = config.model.level_alone(level).ok_or_else(|| {
+        TrainError::Invalid(format!("{} cannot make level {level} a network of its own", config.model.name()))
+    })?;
+    let (train_set, test_set) = match &config.training.hierarchy {
+        Some(h) => {
+            let depth = *h.level_depths.get(level).ok_or_else(|| {
+                TrainError::Invalid(format!("the hierarchy gives no depth to level {level}"))
+            })?;
+            let (map, classes) = (&h.hierarchy.depths[depth].of_fine, h.hierarchy.num_classes(depth));
+            (Arc::new(train_set.relabel(map, classes)?), Arc::new(test_set.relabel(map, classes)?))
+        }
+        None => (train_set, test_set),
+    };
+    let mut training = config.training.clone();
+    training.masking = None;
+    training.hierarchy = None;
+    training.distillation = None;
+    training.level_loss_weights = None;
+    let alone = RunConfig::new(alone, training);
+    let outcome = train(&alone, TrainData::new(train_set, None), device, run, false, progress)?;
+    let tallies = crate::evaluate(&outcome.model, test_set, 500, device, &crate::LevelLabels::fine(1))?;
+    Ok(LevelAlone {
+        tally: tallies.into_iter().next().expect("one level"),
+        train_seconds: outcome.history.iter().map(|m| m.train_seconds).sum(),
+    })
+}
+
+/// A level trained as a network of its own ([`train_level_alone`]).
+#[derive(Debug, Clone)]
+pub struct LevelAlone {
+    /// Its test tally.
+    pub tally: crate::LevelTally,
+    /// Seconds of training.
+    pub train_seconds: f64,
+}
+
+impl LevelAlone {
+    /// Its test accuracy.
+    pub fn accuracy(&self) -> f64 {
+        self.tally.accuracy()
+    }
 }
 
 /// Han et al.'s baseline, one network per ratio: for each density of the job's magnitude
-/// masks, a single-level network is trained densely, pruned by magnitude and fine-tuned in its
-/// own run folder `RUN/density-D/` (a normal run: `eval`, `export` and `inspect` work on it).
-/// The networks' reports are then put side by side, one line per density, in `RUN/report.json`.
-pub fn run_magnitude_jobs(job: &TrainJob, progress: &mut dyn Progress) -> Result<Report> {
-    let Some(masking) = job.config.masking.clone().filter(|m| m.method == crate::MaskMethod::Magnitude)
-    else {
-        return Err(crate::TrainError::Invalid("run_magnitude_jobs needs magnitude masks".into()));
+/// masks, a single-level network of the full level's architecture
+/// ([`NestedNetworkConfig::level_alone`]) is trained densely, pruned by magnitude and
+/// fine-tuned in its own run folder `RUN/density-D/` (a normal run: `eval`, `export` and
+/// `inspect` work on it). The networks' reports are then put side by side, one line per
+/// density, in `RUN/report.json`.
+pub fn run_magnitude_jobs<C: NestedNetworkConfig>(
+    job: &TrainJob<C>,
+    train_set: Arc<ImageSet>,
+    test_set: Arc<ImageSet>,
+    progress: &mut dyn Progress,
+) -> Result<Report> {
+    let training = &job.config.training;
+    let Some(masking) = training.masking.clone().filter(|m| m.method == crate::MaskMethod::Magnitude) else {
+        return Err(TrainError::Invalid("run_magnitude_jobs needs magnitude masks".into()));
     };
     let nestednet_prune::MaskTargets::Densities(densities) = masking.targets.clone() else {
-        return Err(crate::TrainError::Invalid("magnitude pruning is given by densities".into()));
+        return Err(TrainError::Invalid("magnitude pruning is given by densities".into()));
     };
-    job.config.validate()?;
+    training.validate()?;
+    let num_levels = densities.len();
+    let single = job.config.model.level_alone(num_levels - 1).ok_or_else(|| {
+        TrainError::Invalid(format!(
+            "{} cannot be made a one-level network, which magnitude pruning trains per density",
+            job.config.model.name()
+        ))
+    })?;
     let mut combined: Option<Report> = None;
     for (index, &density) in densities.iter().enumerate() {
-        let mut config = job.config.clone();
-        let Some(model) = config.model.as_mnist_cnn_mut() else {
-            return Err(crate::TrainError::Invalid("magnitude pruning needs masks: mnist-cnn only".into()));
-        };
-        model.levels = nestednet_schedule::LevelSpec::Ratios(vec![1.0]);
-        config.level_loss_weights = None;
-        config.masking = Some(crate::MaskingConfig {
+        let mut config =
+            RunConfig::new(single.clone(), training.clone()).with_settings(job.config.settings.clone());
+        config.training.level_loss_weights = None;
+        config.training.masking = Some(crate::MaskingConfig {
             targets: nestednet_prune::MaskTargets::Densities(vec![density]),
             ..masking.clone()
         });
@@ -113,8 +212,13 @@ pub fn run_magnitude_jobs(job: &TrainJob, progress: &mut dyn Progress) -> Result
             index + 1,
             densities.len()
         ));
-        let sub = TrainJob { config, run, ..job.clone() };
-        let (_, report) = run_job(&sub, progress)?;
+        let sub = TrainJob { config, run, data: job.data.clone(), backend: job.backend, resume: job.resume };
+        let Some(report) = run_job_with_data(&sub, train_set.clone(), test_set.clone(), progress)?.report
+        else {
+            return Err(TrainError::Invalid(
+                "the magnitude baseline stopped before its report (max_steps)".into(),
+            ));
+        };
         let mut line = report.levels[0].clone();
         line.level = index;
         match combined.as_mut() {
@@ -122,14 +226,14 @@ pub fn run_magnitude_jobs(job: &TrainJob, progress: &mut dyn Progress) -> Result
             None => combined = Some(Report { levels: vec![line], ..report }),
         }
     }
-    let mut combined = combined.ok_or_else(|| crate::TrainError::Invalid("no densities given".into()))?;
+    let mut combined = combined.ok_or_else(|| TrainError::Invalid("no densities given".into()))?;
     combined.method = format!("magnitude (one network per ratio), {}", masking.targets);
     // Densities relative to the densest network of the comparison.
     let full = combined.levels.iter().map(|l| l.params).max().unwrap_or(1).max(1);
     for l in &mut combined.levels {
         l.density = l.params as f64 / full as f64;
     }
-    std::fs::create_dir_all(job.run.path()).map_err(crate::TrainError::io(job.run.path()))?;
+    std::fs::create_dir_all(job.run.path()).map_err(TrainError::io(job.run.path()))?;
     combined.write_to_run(&job.run)?;
     Ok(combined)
 }

@@ -1,13 +1,20 @@
-//! Training, evaluation, checkpoints, per-level reports and export for nestednet.
+//! Training, evaluation, checkpoints, per-level reports and export for nestednet, for any
+//! nested network (a built-in model or a user's own, through
+//! [`NestedNetwork`](nestednet_models::NestedNetwork)).
 //!
 //! - [`train`] trains every level jointly (paper, Eq. 5): each batch runs every level, the
 //!   loss is the weighted mean of the level losses, and one `backward()` updates the shared
 //!   weights. Adam or SGD with momentum and weight decay, constant, step or cosine learning
-//!   rate, everything seeded.
-//! - [`RunDir`] is the run folder: one atomic checkpoint for all levels per epoch, resumable.
+//!   rate, weight masks (learned, random, magnitude), coarse-to-fine labels, distillation,
+//!   everything seeded.
+//! - [`RunDir`] is the run folder: one atomic checkpoint for all levels per epoch, resumable;
+//!   [`RunConfig`] its `config.json`.
 //! - [`build_report`] measures every level: accuracy, parameters, MACs, exported bytes and
 //!   latency at batch 1 and 256; [`Report`] writes `report.json`, a table and a plot.
-//! - [`export_level`] writes one level as a compact standalone model (burnpack or safetensors).
+//! - [`export_level`] writes one level as a compact standalone model (burnpack or safetensors
+//!   with PyTorch names, dense or sparse) and checks the file against the nested level.
+//! - [`TrainSettings`] are the settings as flags, config files and recorded runs know them;
+//!   [`TrainSettings::resolve`] makes them a [`TrainJob`] of a built-in model.
 //! - [`Backend`] picks a compiled-in backend at run time.
 #![warn(missing_docs)]
 
@@ -23,22 +30,27 @@ mod metrics;
 mod plot;
 mod report;
 mod run;
+mod settings;
 mod trainer;
 
 pub use anytime::{EarlyExit, LevelOutputs, level_outputs, train_learned_consensus};
 pub use compression::{
-    LayerDensity, MaskMethod, MaskingConfig, Phase, binarise_level, check_reachable, epoch_plan,
-    layer_densities, level_threshold, prune_by_magnitude, randomize_masks, set_soft_threshold,
+    LayerDensity, MaskMethod, MaskingConfig, Phase, binarise_level, check_reachable, enable_masks,
+    epoch_plan, layer_densities, level_threshold, prune_by_magnitude, randomize_masks, set_soft_threshold,
 };
-pub use config::{DistillationConfig, FORMAT_VERSION, LrSchedule, OptimizerConfig, TrainingConfig};
+pub use config::{
+    DistillationConfig, FORMAT_VERSION, LrSchedule, OptimizerConfig, RunConfig, TrainingConfig,
+};
 pub use device::Backend;
 pub use error::{Result, TrainError};
 pub use export::{
-    ConsensusManifest, ConsensusMethod, ConsensusModel, ExportFormat, ExportInfo, ResNetExportInfo,
-    burnpack_config_path, export_consensus, export_level, export_resnet_level, export_sizes,
-    load_burnpack_level, load_consensus_export, load_resnet_level, load_safetensors_level,
+    ConsensusManifest, ConsensusMethod, ConsensusModel, EXPORT_TOLERANCE, ExportFormat, ExportInfo,
+    LevelExport, LevelNetwork, burnpack_config_path, export_consensus, export_level, export_sizes,
+    load_consensus_export, load_level, load_level_as,
 };
-pub use job::{TrainJob, run_job, run_magnitude_jobs};
+pub use job::{
+    JobOutcome, LevelAlone, TrainJob, run_job, run_job_with_data, run_magnitude_jobs, train_level_alone,
+};
 pub use labels::{HierarchyConfig, LevelLabels};
 pub use metrics::{BarProgress, EpochMetrics, LevelTally, Progress, QuietProgress, format_levels};
 pub use plot::{plot_accuracy_vs_macs, plot_early_exit};
@@ -46,8 +58,9 @@ pub use report::{
     EARLY_EXIT_SWEEP, LevelReport, LevelsTogether, Report, ReportContext, anytime_figures, build_report,
     measure_latency, median_latency_ms,
 };
-pub use run::{CheckpointState, RunDir, load_record, record_bytes, write_atomic};
+pub use run::{CheckpointState, RunDir, load_record, record_bytes, skeleton, write_atomic};
+pub use settings::{ImageSize, Method, OptimizerKind, ResolvedRun, Task, TrainSettings, UnnestedLayer};
 pub use trainer::{
-    DistillStep, StepStats, TrainOutcome, check_compatible, evaluate, seeded_model, train, train_step,
-    train_step_levels, train_step_levels_deferred,
+    DistillStep, StepStats, TrainData, TrainOutcome, check_compatible, evaluate, seeded_model, train,
+    train_step, train_step_levels, train_step_levels_deferred, with_init_lock,
 };

@@ -7,7 +7,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use nestednet_data::ImageSet;
-use nestednet_models::{NestedClassifier, NestedModel};
+use nestednet_models::{NestedNetwork, NestedNetworkConfig};
 use serde::{Deserialize, Serialize};
 
 use nestednet_heads::{HierarchyLevelMetrics, hierarchy_metrics};
@@ -53,8 +53,7 @@ pub struct LevelReport {
     /// Weights the level uses in each layer, of those in its channel block (masks applied).
     #[serde(default)]
     pub layers: Vec<LayerDensity>,
-    /// Bytes of the level exported as dense safetensors (pruned weights stored as zeros); 0
-    /// for residual networks, which export as Burnpack only.
+    /// Bytes of the level exported as dense safetensors (pruned weights stored as zeros).
     #[serde(default)]
     pub dense_bytes: usize,
     /// Bytes of the level exported as sparse safetensors (masked weights compressed).
@@ -97,11 +96,11 @@ pub const EARLY_EXIT_SWEEP: [f64; 8] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.
 
 /// Median wall-clock milliseconds of level `level` at `batch` on random inputs, after warm-up,
 /// run the way a deployed level runs: on its weights extracted once
-/// ([`NestedModel::extract_level`]), not re-sliced from the shared tensors on every call.
+/// ([`NestedNetwork::extract_level`]), not re-sliced from the shared tensors on every call.
 /// Each measured call ends with a read of the output, so asynchronous backends are timed to
 /// completion. Runs at least `min_runs` calls and at least ~`min_ms` milliseconds.
-pub fn measure_latency(
-    model: &NestedModel,
+pub fn measure_latency<M: NestedNetwork>(
+    model: &M,
     level: usize,
     batch: usize,
     device: &Device,
@@ -109,7 +108,14 @@ pub fn measure_latency(
     min_ms: f64,
 ) -> f64 {
     let standalone = model.extract_level(level);
-    median_latency_ms(|x| standalone.forward(x), model.input_shape(), batch, device, min_runs, min_ms)
+    median_latency_ms(
+        |x| standalone.forward_level(x, 0),
+        model.input_shape(),
+        batch,
+        device,
+        min_runs,
+        min_ms,
+    )
 }
 
 /// Median wall-clock milliseconds of `forward` on a random `[batch, c, h, w]` input on `device`,
@@ -162,9 +168,11 @@ pub struct ReportContext<'a> {
     pub consensus_layer: Option<&'a Linear>,
 }
 
-/// Builds the report of `model` (evaluation mode, plain device) on `test`.
-pub fn build_report(
-    model: &NestedModel,
+/// Builds the report of `model` (evaluation mode, plain device; built from `config`) on
+/// `test`.
+pub fn build_report<C: NestedNetworkConfig>(
+    model: &C::Network,
+    config: &C,
     context: ReportContext<'_>,
     test: Arc<ImageSet>,
     device: &Device,
@@ -177,18 +185,11 @@ pub fn build_report(
     let mut levels = Vec::new();
     for (level, tally) in accuracies.iter().enumerate() {
         let cost = model.level_cost(level);
-        let export_bytes = match model {
-            NestedModel::MnistCnn(m) => record_bytes(&m.extract_level(level).1)?.len(),
-            NestedModel::ResNet(m) => record_bytes(&m.extract_level(level).1)?.len(),
-        };
         // Latency is measured as a level is served: on its weights extracted once.
         let standalone = model.extract_level(level);
+        let export_bytes = record_bytes(&standalone)?.len();
         let input = model.input_shape();
-        let (dense_bytes, sparse_bytes) = match model {
-            NestedModel::MnistCnn(m) => export_sizes(m, level)?,
-            // Residual networks export as Burnpack only (no safetensors, no masks).
-            NestedModel::ResNet(_) => (0, 0),
-        };
+        let (dense_bytes, sparse_bytes) = export_sizes(model, config, level)?;
         levels.push(LevelReport {
             level,
             name: model.level_name(level),
@@ -201,9 +202,16 @@ pub fn build_report(
             density: cost.params as f64 / full_params as f64,
             macs: cost.macs,
             export_bytes,
-            latency_ms_b1: median_latency_ms(|x| standalone.forward(x), input, 1, device, 30, 200.0),
-            latency_ms_b256: median_latency_ms(|x| standalone.forward(x), input, 256, device, 5, 500.0),
-            widths: level_widths(model, level),
+            latency_ms_b1: median_latency_ms(|x| standalone.forward_level(x, 0), input, 1, device, 30, 200.0),
+            latency_ms_b256: median_latency_ms(
+                |x| standalone.forward_level(x, 0),
+                input,
+                256,
+                device,
+                5,
+                500.0,
+            ),
+            widths: model.level_widths(level),
             layers: layer_densities(model, level),
             dense_bytes,
             sparse_bytes,
@@ -222,27 +230,6 @@ pub fn build_report(
     })
 }
 
-/// Output channels of the model's main layers at `level`: the `mnist-cnn`'s layers, or a
-/// residual network's stem and stages (and its blocks per stage).
-fn level_widths(model: &NestedModel, level: usize) -> Vec<(String, usize)> {
-    match model {
-        NestedModel::MnistCnn(m) => vec![
-            ("conv1".into(), m.conv1.level_dims(level).1),
-            ("conv2".into(), m.conv2.level_dims(level).1),
-            ("fc1".into(), m.fc1.level_dims(level).1),
-            ("fc2".into(), m.level_classes(level)),
-        ],
-        NestedModel::ResNet(m) => {
-            let mut widths = vec![("stem".to_string(), m.stem.level_dims(level).1)];
-            for block in m.blocks.iter().filter(|b| b.index == 0) {
-                widths.push((format!("stage{}", block.stage + 1), block.conv2.level_dims(level).1));
-            }
-            widths.push(("blocks_per_stage".into(), m.depths[level]));
-            widths
-        }
-    }
-}
-
 /// What the levels give together.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LevelsTogether {
@@ -256,7 +243,7 @@ pub struct LevelsTogether {
 
 /// What the levels give together: hierarchy metrics, consensus accuracy and the early-exit sweep
 /// (each where it applies to the model's levels).
-pub fn anytime_figures<M: NestedClassifier>(
+pub fn anytime_figures<M: NestedNetwork>(
     model: &M,
     outputs: &LevelOutputs,
     hierarchy: Option<&HierarchyConfig>,
@@ -344,13 +331,18 @@ impl Report {
 
     /// The report as a Markdown table (also readable on a terminal).
     pub fn table(&self) -> String {
-        let mut out = String::from(
-            "| level | widths (conv1/conv2/fc1) | accuracy | params | density | MACs/sample | export bytes | latency b1 (ms) | latency b256 (ms) |\n\
+        let names = self
+            .levels
+            .first()
+            .map(|l| l.widths.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join("/"))
+            .unwrap_or_default();
+        let mut out = format!(
+            "| level | widths ({names}) | accuracy | params | density | MACs/sample | export bytes | latency b1 (ms) | latency b256 (ms) |\n\
              |---|---|---|---|---|---|---|---|---|\n",
         );
         let masked = self.levels.iter().any(|l| l.sparse_bytes < l.dense_bytes);
         for l in &self.levels {
-            let widths = l.widths.iter().take(3).map(|(_, w)| w.to_string()).collect::<Vec<_>>().join("/");
+            let widths = l.widths.iter().map(|(_, w)| w.to_string()).collect::<Vec<_>>().join("/");
             out.push_str(&format!(
                 "| {} | {} | {:.4} | {} | {:.3} | {} | {} | {:.3} | {:.2} |\n",
                 l.level,

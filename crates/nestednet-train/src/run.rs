@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! RUN/
-//!   config.json              TrainingConfig (with format_version)
+//!   config.json              RunConfig: model, training, settings (with format_version)
 //!   model.bpk                the latest completed model: every level, one record
 //!   checkpoint.json          the last completed epoch and its metrics history
 //!   checkpoints/epoch-NNNN/  model.bpk + optimizer.bpk of that epoch (resume point)
@@ -26,10 +26,10 @@ use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
-use nestednet_models::NestedModel;
+use nestednet_models::NestedNetworkConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::{EpochMetrics, Result, TrainError, TrainingConfig};
+use crate::{EpochMetrics, Result, RunConfig, TrainError, enable_masks};
 
 /// Writes `bytes` to `path` atomically: temporary file in the same folder, `fsync`, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -142,20 +142,26 @@ impl RunDir {
         TrainError::Run { path: self.path.clone(), reason: reason.into() }
     }
 
-    /// Whether the folder already holds a run (a `config.json`).
+    /// Whether the folder holds a run's configuration (a `config.json`).
     pub fn exists(&self) -> bool {
         self.config_path().is_file()
     }
 
+    /// Whether the folder holds a completed epoch (a `checkpoint.json`): a run to resume.
+    pub fn has_checkpoint(&self) -> bool {
+        self.checkpoint_path().is_file()
+    }
+
     /// Creates the folder and writes `config.json`.
-    pub fn create(&self, config: &TrainingConfig) -> Result<()> {
+    pub fn create<C: NestedNetworkConfig>(&self, config: &RunConfig<C>) -> Result<()> {
         fs::create_dir_all(&self.path).map_err(TrainError::io(&self.path))?;
         let json = serde_json::to_vec_pretty(config).expect("config serializes");
         write_atomic(&self.config_path(), &json)
     }
 
-    /// Reads `config.json`.
-    pub fn load_config(&self) -> Result<TrainingConfig> {
+    /// Reads `config.json` as a run of model configuration `C` (a built-in
+    /// [`ModelConfig`](nestednet_models::ModelConfig), or a user's own).
+    pub fn load_config<C: NestedNetworkConfig>(&self) -> Result<RunConfig<C>> {
         let path = self.config_path();
         if !self.path.is_dir() {
             return Err(self.run_error("does not exist"));
@@ -175,9 +181,9 @@ impl RunDir {
                 crate::FORMAT_VERSION
             )));
         }
-        let config: TrainingConfig =
+        let config: RunConfig<C> =
             serde_json::from_value(value).map_err(|source| TrainError::Json { path, source })?;
-        config.validate()?;
+        config.training.validate()?;
         Ok(config)
     }
 
@@ -192,21 +198,21 @@ impl RunDir {
     }
 
     /// Loads the configuration and the latest model (all levels) on `device`.
-    pub fn load_model(&self, device: &Device) -> Result<(TrainingConfig, NestedModel)> {
-        let config = self.load_config()?;
+    pub fn load_model<C: NestedNetworkConfig>(&self, device: &Device) -> Result<(RunConfig<C>, C::Network)> {
+        let config = self.load_config::<C>()?;
         let path = self.model_path();
         if !path.is_file() {
             return Err(self.run_error("has no model.bpk: no epoch has completed yet"));
         }
-        let model = load_record(config.model.try_init(device)?, &path)?;
+        let model = load_record(skeleton(&config, device)?, &path)?;
         Ok((config, model))
     }
 
     /// Saves one completed epoch: records into `checkpoints/epoch-NNNN/`, then
     /// `checkpoint.json`, then `model.bpk`; older checkpoints are removed afterwards.
-    pub fn save_checkpoint(
+    pub fn save_checkpoint<M: Module>(
         &self,
-        model: &NestedModel,
+        model: &M,
         optim: &ModuleOptimizer,
         state: &CheckpointState,
     ) -> Result<()> {
@@ -237,25 +243,38 @@ impl RunDir {
     }
 
     /// Loads the model and optimizer of the latest completed checkpoint.
-    pub fn load_checkpoint(
+    pub fn load_checkpoint<C: NestedNetworkConfig>(
         &self,
-        config: &TrainingConfig,
+        config: &RunConfig<C>,
         device: &Device,
-    ) -> Result<Option<(CheckpointState, NestedModel, ModuleOptimizer)>> {
+    ) -> Result<Option<(CheckpointState, C::Network, ModuleOptimizer)>> {
         let Some(state) = self.load_checkpoint_state()? else {
             return Ok(None);
         };
         let dir = self.path.join(&state.dir);
-        let model = load_record(config.model.try_init(device)?, &dir.join("model.bpk"))?;
+        let model = load_record(skeleton(config, device)?, &dir.join("model.bpk"))?;
         let optim_path = dir.join("optimizer.bpk");
         let bytes = fs::read(&optim_path).map_err(TrainError::io(&optim_path))?;
         let optim = config
+            .training
             .optimizer
             .init()
             .from_bytes(Bytes::from_bytes_vec(bytes))
             .map_err(TrainError::record(&optim_path))?;
         Ok(Some((state, model, optim)))
     }
+}
+
+/// The network of `config` with its masks on, ready to take a record (its parameters are not
+/// drawn: loading replaces them).
+pub fn skeleton<C: NestedNetworkConfig>(config: &RunConfig<C>, device: &Device) -> Result<C::Network> {
+    crate::with_init_lock(|| {
+        let mut network = config.model.init_network(device)?;
+        if let Some(masking) = &config.training.masking {
+            enable_masks(&mut network, masking)?;
+        }
+        Ok(network)
+    })
 }
 
 /// The burnpack bytes of a module's record.

@@ -8,19 +8,19 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use nestednet_data::{ImageSet, epoch_loader, prefetch};
 use nestednet_heads::{JointLoss, correct_count, cross_entropy, distillation_loss, soft_targets};
-use nestednet_models::{ModelConfig, NestedClassifier, NestedModel};
+use nestednet_models::{ModelConfig, NestedNetwork, NestedNetworkConfig};
 
 use nestednet_prune::{MaskTargets, SoftThreshold};
 
 use crate::{
-    CheckpointState, EpochMetrics, LevelLabels, LevelTally, MaskMethod, Phase, Progress, Result, RunDir,
-    TrainError, TrainingConfig, binarise_level, check_reachable, level_threshold, prune_by_magnitude,
-    randomize_masks, set_soft_threshold,
+    CheckpointState, EpochMetrics, LevelLabels, LevelTally, MaskMethod, MaskingConfig, Phase, Progress,
+    Result, RunConfig, RunDir, TrainError, binarise_level, check_reachable, enable_masks, level_threshold,
+    prune_by_magnitude, randomize_masks, set_soft_threshold,
 };
 
 /// Checks that a data set fits a model: image shape, and that every level predicts as many
 /// classes as its labels have (the data set's, or its depth's of the hierarchy).
-pub fn check_compatible<M: NestedClassifier>(
+pub fn check_compatible<M: NestedNetwork>(
     model: &M,
     set: &ImageSet,
     labels: &LevelLabels,
@@ -65,16 +65,34 @@ pub fn check_compatible<M: NestedClassifier>(
 const READ_EVERY: usize = 16;
 
 /// What a finished training run returns.
-pub struct TrainOutcome {
-    /// The trained model, in evaluation mode on the plain (non-autodiff) device.
-    pub model: NestedModel,
-    /// Metrics of every epoch, including epochs done before a resume.
+pub struct TrainOutcome<M> {
+    /// The trained network, in evaluation mode on the plain (non-autodiff) device.
+    pub model: M,
+    /// Metrics of every completed epoch, including epochs done before a resume.
     pub history: Vec<EpochMetrics>,
+    /// The run stopped after `max_steps` steps, inside an epoch: nothing was checkpointed.
+    pub stopped_early: bool,
+}
+
+/// The data of a training run.
+#[derive(Debug, Clone)]
+pub struct TrainData {
+    /// The training set.
+    pub train: Arc<ImageSet>,
+    /// The test set, evaluated after every epoch when given.
+    pub test: Option<Arc<ImageSet>>,
+}
+
+impl TrainData {
+    /// Training data, with a test set.
+    pub fn new(train: Arc<ImageSet>, test: Option<Arc<ImageSet>>) -> Self {
+        Self { train, test }
+    }
 }
 
 /// One optimizer step on a batch: every level's forward pass, the joint loss, **one**
 /// backward pass, one optimizer step. Returns the model and each level's (mean loss, correct).
-pub fn train_step<M: NestedClassifier>(
+pub fn train_step<M: NestedNetwork>(
     model: M,
     optim: &mut ModuleOptimizer,
     joint: &JointLoss,
@@ -110,7 +128,7 @@ pub struct DistillStep<'a> {
 /// The returned losses are the levels' cross-entropies (comparable with and without
 /// distillation).
 #[allow(clippy::too_many_arguments)]
-pub fn train_step_levels<M: NestedClassifier>(
+pub fn train_step_levels<M: NestedNetwork>(
     model: M,
     optim: &mut ModuleOptimizer,
     joint: &JointLoss,
@@ -160,7 +178,7 @@ impl StepStats {
 /// [`train_step_levels`] without reading anything back: the level statistics stay on the
 /// device as a [`StepStats`] of one batch.
 #[allow(clippy::too_many_arguments)]
-pub fn train_step_levels_deferred<M: NestedClassifier>(
+pub fn train_step_levels_deferred<M: NestedNetwork>(
     model: M,
     optim: &mut ModuleOptimizer,
     joint: &JointLoss,
@@ -220,88 +238,95 @@ pub fn train_step_levels_deferred<M: NestedClassifier>(
     (model, StepStats { loss_sums, correct, samples })
 }
 
-/// Trains `config` on `train` (evaluating on `test` after each epoch when given) into `run`.
+/// Trains the run `config` on `data` (evaluating on the test set after each epoch when
+/// given) into the run folder `run`.
 ///
-/// A fresh run requires an empty run folder; with `resume`, training continues after the last
-/// completed epoch of the run folder, whose configuration then rules. Every epoch ends with an
-/// atomic checkpoint, so a killed run loses at most the epoch in progress.
-pub fn train(
-    config: &TrainingConfig,
-    train: Arc<ImageSet>,
-    test: Option<Arc<ImageSet>>,
+/// Everything that can be checked is checked before the folder is written: the settings, the
+/// network they build, the masked layers, that the data fit the network. A folder that holds
+/// no completed epoch is not a run yet and is reused; one with a completed epoch needs
+/// `resume`, which continues after the last completed epoch (the configuration must be the
+/// stored one, except the number of epochs). Every epoch ends with an atomic checkpoint, so
+/// a killed run loses at most the epoch in progress.
+pub fn train<C: NestedNetworkConfig>(
+    config: &RunConfig<C>,
+    data: TrainData,
     device: &Device,
     run: &RunDir,
     resume: bool,
     progress: &mut dyn Progress,
-) -> Result<TrainOutcome> {
-    config.validate()?;
-    let train = match config.train_limit {
-        Some(n) => Arc::new(train.take(n)),
-        None => train,
+) -> Result<TrainOutcome<C::Network>> {
+    let training = &config.training;
+    training.validate()?;
+    let train = match training.train_limit {
+        Some(n) => Arc::new(data.train.take(n)),
+        None => data.train,
     };
+    let test = data.test;
     if train.is_empty() {
         return Err(TrainError::Invalid("the training set is empty".into()));
     }
     let train_device = device.clone().autodiff();
-    let num_levels = config.model.num_levels();
-    let joint = JointLoss::new(num_levels, config.level_loss_weights.as_deref())?;
 
-    let (mut model, mut optim, mut state) = match (run.exists(), resume) {
-        (true, true) => {
-            let stored = run.load_config()?;
-            let json = |c: &TrainingConfig| serde_json::to_value(&c.model).expect("config serializes");
-            if json(&stored) != json(config)
-                || stored.seed != config.seed
-                || stored.dataset != config.dataset
-                || stored.masking != config.masking
-            {
-                return Err(TrainError::Run {
-                    path: run.path().to_path_buf(),
-                    reason: "holds a run with a different model, data set, seed or masks; resume it with its own config.json".into(),
-                });
-            }
-            run.create(config)?;
-            match run.load_checkpoint(config, &train_device)? {
-                Some((state, model, optim)) => {
-                    progress.message(&format!(
-                        "resuming after epoch {} of {}",
-                        state.epochs_completed,
-                        config.epoch_plan().len()
-                    ));
-                    (model, optim, state)
-                }
-                None => fresh(config, &train_device)?,
-            }
-        }
-        (true, false) => {
+    let resumable = run.has_checkpoint();
+    if resumable && !resume {
+        return Err(TrainError::Run {
+            path: run.path().to_path_buf(),
+            reason:
+                "already holds a training run; pass --resume to continue it, or choose another output folder"
+                    .into(),
+        });
+    }
+    let (mut model, mut optim, mut state) = if resumable {
+        let stored: RunConfig<C> = run.load_config()?;
+        let json = |c: &C| serde_json::to_value(c).expect("config serializes");
+        let (old, new) = (&stored.training, training);
+        if json(&stored.model) != json(&config.model)
+            || old.seed != new.seed
+            || old.dataset != new.dataset
+            || old.masking != new.masking
+        {
             return Err(TrainError::Run {
                 path: run.path().to_path_buf(),
-                reason: "already holds a training run; pass --resume to continue it, or choose another output folder".into(),
+                reason: "holds a run with a different model, data set, seed or masks; resume it with its own config.json".into(),
             });
         }
-        (false, _) => {
-            run.create(config)?;
-            fresh(config, &train_device)?
+        match run.load_checkpoint(config, &train_device)? {
+            Some((state, model, optim)) => {
+                progress.message(&format!(
+                    "resuming after epoch {} of {}",
+                    state.epochs_completed,
+                    training.epoch_plan(model.num_levels()).len()
+                ));
+                (model, optim, state)
+            }
+            None => fresh(config, &train_device)?,
         }
+    } else {
+        fresh(config, &train_device)?
     };
-    let level_labels = config.level_labels();
+    training.validate_for(&model)?;
+    let num_levels = model.num_levels();
+    let joint = JointLoss::new(num_levels, training.level_loss_weights.as_deref())?;
+    let level_labels = training.level_labels(num_levels);
     check_compatible(&model, &train, &level_labels, "training")?;
     if let Some(test) = &test {
         check_compatible(&model, test, &level_labels, "test")?;
     }
-
-    if let Some(masking) = &config.masking {
+    if let Some(masking) = &training.masking {
         check_reachable(&model, masking)?;
     }
-    let teacher = match config.distillation.as_ref().and_then(|d| d.teacher_run.as_ref()) {
-        Some(folder) => Some(load_teacher(folder, &train, &device.clone().inner())?),
+    let plain = device.clone().inner();
+    let teacher = match training.distillation.as_ref().and_then(|d| d.teacher_run.as_ref()) {
+        Some(folder) => Some(load_teacher::<C>(folder, &train, &plain)?),
         None => None,
     };
+    // Everything checked: only now does the folder get its configuration.
+    run.create(config)?;
 
-    let plan = config.epoch_plan();
-    let batches_per_epoch = train.len().div_ceil(config.batch_size);
+    let plan = training.epoch_plan(num_levels);
+    let batches_per_epoch = train.len().div_ceil(training.batch_size);
     let total_steps = batches_per_epoch * plan.len();
-    let augment = config.dataset.train_augment();
+    let augment = training.dataset.train_augment();
     for epoch in state.epochs_completed..plan.len() {
         let phase = plan[epoch];
         let starts_phase = epoch == 0 || plan[epoch - 1] != phase;
@@ -310,10 +335,10 @@ pub fn train(
             progress.message(&format!("epoch {}: {phase}", epoch + 1));
             if epoch > 0 {
                 // Each phase optimises a different objective: its own optimizer state.
-                optim = config.optimizer.init();
+                optim = training.optimizer.init();
             }
         }
-        let masking = config.masking.as_ref();
+        let masking = training.masking.as_ref();
         if let (Some(m), Phase::Joint, true) = (masking, phase, starts_phase)
             && m.method == MaskMethod::Magnitude
             && epoch > 0
@@ -337,15 +362,15 @@ pub fn train(
         progress.epoch_start(epoch, plan.len(), batches_per_epoch);
         let loader = epoch_loader(
             train.clone(),
-            config.batch_size,
-            config.seed,
+            training.batch_size,
+            training.seed,
             epoch as u64,
             true,
             augment,
             &train_device,
         )?;
         let mut tallies = vec![LevelTally::default(); num_levels];
-        let mut lr = config.learning_rate;
+        let mut lr = training.learning_rate;
         let start = Instant::now();
         // Level statistics stay on the device and are read every `READ_EVERY` steps, so the
         // host never waits for the device after a single batch; batches are prefetched.
@@ -355,18 +380,22 @@ pub fn train(
         while let Some(batch) = batches.next() {
             let batch =
                 batch.map_err(|e| TrainError::Invalid(format!("loading a training batch failed: {e}")))?;
-            lr =
-                config.lr_schedule.learning_rate(config.learning_rate, epoch, state.global_step, total_steps);
+            lr = training.lr_schedule.learning_rate(
+                training.learning_rate,
+                epoch,
+                state.global_step,
+                total_steps,
+            );
             let labels = levels.iter().map(|&k| level_labels.labels(&batch.labels, k)).collect();
             // Distillation belongs to joint training; a stage that trains one level alone
             // (mask learning, dense pre-training) learns from the labels only.
             let distill =
-                config.distillation.as_ref().filter(|_| phase == Phase::Joint).map(|d| DistillStep {
+                training.distillation.as_ref().filter(|_| phase == Phase::Joint).map(|d| DistillStep {
                     temperature: d.temperature,
                     alpha: d.alpha,
-                    teacher_logits: teacher.as_ref().map(|t: &NestedModel| {
-                        Tensor::from_inner(t.forward_level(batch.images.clone().inner(), t.num_levels() - 1))
-                    }),
+                    teacher_logits: teacher
+                        .as_ref()
+                        .map(|t| Tensor::from_inner(t(batch.images.clone().inner()))),
                     labels: &level_labels,
                 });
             let (next, stats) = train_step_levels_deferred(
@@ -386,7 +415,8 @@ pub fn train(
             });
             state.global_step += 1;
             steps += 1;
-            if steps.is_multiple_of(READ_EVERY) || batches.peek().is_none() {
+            let stop = training.max_steps.is_some_and(|max| state.global_step >= max);
+            if steps.is_multiple_of(READ_EVERY) || batches.peek().is_none() || stop {
                 let p = pending.take().expect("statistics of this step");
                 let samples = p.samples;
                 for (&level, (loss_sum, correct)) in levels.iter().zip(p.read()) {
@@ -402,6 +432,18 @@ pub fn train(
                     tally.correct += correct;
                     tally.total += samples;
                 }
+            }
+            if stop {
+                progress.batch_done(&tallies);
+                progress.message(&format!(
+                    "stopped after {} step(s), as asked (max_steps): no checkpoint, no report",
+                    state.global_step
+                ));
+                return Ok(TrainOutcome {
+                    model: model.valid(),
+                    history: state.history,
+                    stopped_early: true,
+                });
             }
             // With density targets, τ follows the weights as they move.
             if let (Some(m), Some(s)) = (masking, soft.as_mut())
@@ -432,7 +474,7 @@ pub fn train(
         let test_accuracy = match &test {
             Some(test) => {
                 let eval_model = model.valid();
-                let accs = evaluate(&eval_model, test.clone(), 256, &device.clone().inner(), &level_labels)?;
+                let accs = evaluate(&eval_model, test.clone(), 256, &plain, &level_labels)?;
                 Some(accs.iter().map(LevelTally::accuracy).collect())
             }
             None => None,
@@ -455,27 +497,42 @@ pub fn train(
         run.save_checkpoint(&model.valid(), &optim, &state)?;
         progress.epoch_end(&metrics);
     }
-    Ok(TrainOutcome { model: model.valid(), history: state.history })
+    Ok(TrainOutcome { model: model.valid(), history: state.history, stopped_early: false })
 }
 
-/// The trained model of `folder`, in evaluation mode, checked to take `set`'s images and
-/// predict its classes with its full level.
-fn load_teacher(folder: &str, set: &ImageSet, device: &Device) -> Result<NestedModel> {
-    let run = RunDir::new(folder);
-    let (_, teacher) = run.load_model(device).map_err(|e| {
-        TrainError::Invalid(format!("the distillation teacher {folder} could not be loaded: {e}"))
-    })?;
-    let full = teacher.num_levels() - 1;
-    let shape = [set.channels, set.height, set.width];
-    if teacher.input_shape() != shape || teacher.level_classes(full) != set.num_classes {
-        return Err(TrainError::Invalid(format!(
-            "the distillation teacher {folder} takes {:?} images and predicts {} classes, but the data has {shape:?} images and {} classes",
-            teacher.input_shape(),
-            teacher.level_classes(full),
-            set.num_classes
-        )));
+/// A teacher's full level, as a function of a batch of images.
+type Teacher = Box<dyn Fn(Tensor<4>) -> Tensor<2>>;
+
+/// The trained network of `folder` (a built-in model's run, or one of the student's own
+/// model type), in evaluation mode, checked to take `set`'s images and predict its classes
+/// with its full level.
+fn load_teacher<C: NestedNetworkConfig>(folder: &str, set: &ImageSet, device: &Device) -> Result<Teacher> {
+    fn checked<M: NestedNetwork + 'static>(teacher: M, folder: &str, set: &ImageSet) -> Result<Teacher> {
+        let full = teacher.num_levels() - 1;
+        let shape = [set.channels, set.height, set.width];
+        if teacher.input_shape() != shape || teacher.level_classes(full) != set.num_classes {
+            return Err(TrainError::Invalid(format!(
+                "the distillation teacher {folder} takes {:?} images and predicts {} classes, but the data has {shape:?} images and {} classes",
+                teacher.input_shape(),
+                teacher.level_classes(full),
+                set.num_classes
+            )));
+        }
+        let teacher = teacher.valid();
+        Ok(Box::new(move |images| teacher.forward_level(images, full)))
     }
-    Ok(teacher.valid())
+    let run = RunDir::new(folder);
+    let cannot = |e: TrainError| {
+        TrainError::Invalid(format!("the distillation teacher {folder} could not be loaded: {e}"))
+    };
+    match run.load_model::<ModelConfig>(device) {
+        Ok((_, teacher)) => checked(teacher, folder, set),
+        // Not a built-in model: perhaps one of the student's own type.
+        Err(builtin) => match run.load_model::<C>(device) {
+            Ok((_, teacher)) => checked(teacher, folder, set),
+            Err(_) => Err(cannot(builtin)),
+        },
+    }
 }
 
 /// Draws every parameter of `module` now. Burn initializes parameters lazily, on first use,
@@ -493,22 +550,44 @@ impl ModuleVisitor for Materialize {
 /// shared by everything in the process (parallel tests, several trainers).
 static SEEDED_INIT: Mutex<()> = Mutex::new(());
 
-/// A freshly initialized model whose weights depend only on `seed`.
-pub fn seeded_model(config: &ModelConfig, seed: u64, device: &Device) -> NestedModel {
+/// Runs `build` while no other thread seeds the device and draws weights. Building a network
+/// lazily draws nothing, but reading a lazily initialised parameter's shape (turning a mask
+/// on, counting a level's costs) draws that parameter from the device's shared generator:
+/// outside this lock that could shift the weights of a seeded run in another thread.
+pub fn with_init_lock<T>(build: impl FnOnce() -> T) -> T {
     let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
-    device.seed(seed);
-    let model = config.init(device);
-    model.visit(&mut Materialize);
-    model
+    build()
 }
 
-fn fresh(
-    config: &TrainingConfig,
+/// A freshly initialized network whose weights depend only on `seed`, with the nested masks
+/// of `masking` (dense) on its masked layers.
+pub fn seeded_model<C: NestedNetworkConfig>(
+    config: &C,
+    masking: Option<&MaskingConfig>,
+    seed: u64,
+    device: &Device,
+) -> Result<C::Network> {
+    with_init_lock(|| {
+        device.seed(seed);
+        let mut model = config.init_network(device)?;
+        // Masks first: turning one on reads its weight's shape, which draws that weight, in
+        // the layers' order (as masked runs always have: their published figures depend on it).
+        if let Some(masking) = masking {
+            enable_masks(&mut model, masking)?;
+        }
+        model.visit(&mut Materialize);
+        Ok(model)
+    })
+}
+
+fn fresh<C: NestedNetworkConfig>(
+    config: &RunConfig<C>,
     train_device: &Device,
-) -> Result<(NestedModel, ModuleOptimizer, CheckpointState)> {
-    let mut model = seeded_model(&config.model, config.seed, train_device);
-    if let Some(m) = config.masking.as_ref().filter(|m| m.method == MaskMethod::Random) {
-        randomize_masks(&mut model, m, config.seed)?;
+) -> Result<(C::Network, ModuleOptimizer, CheckpointState)> {
+    let training = &config.training;
+    let mut model = seeded_model(&config.model, training.masking.as_ref(), training.seed, train_device)?;
+    if let Some(m) = training.masking.as_ref().filter(|m| m.method == MaskMethod::Random) {
+        randomize_masks(&mut model, m, training.seed)?;
     }
     let state = CheckpointState {
         epochs_completed: 0,
@@ -517,13 +596,13 @@ fn fresh(
         history: Vec::new(),
         thresholds: Vec::new(),
     };
-    Ok((model, config.optimizer.init(), state))
+    Ok((model, training.optimizer.init(), state))
 }
 
 /// Accuracy (and mean loss) of every level of `model` on `set`, in batches of `batch_size`,
 /// each level against its own labels. `model` should be in evaluation mode (`valid()`) and
 /// `device` a plain device.
-pub fn evaluate<M: NestedClassifier>(
+pub fn evaluate<M: NestedNetwork>(
     model: &M,
     set: Arc<ImageSet>,
     batch_size: usize,
@@ -578,6 +657,7 @@ mod tests {
             num_classes: classes,
             num_coarse_classes: 0,
             normalization: Normalization { mean: vec![0.5; channels], std: vec![0.5; channels] },
+            class_names: Vec::new(),
         }
     }
 

@@ -1,0 +1,133 @@
+//! `nestednet inspect`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use nestednet::models::{ModelConfig, NestedNetwork, NestedNetworkConfig};
+use nestednet::train::{Backend, Report, RunDir, export_sizes, layer_densities, skeleton};
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Run folder.
+    #[arg(long)]
+    run: PathBuf,
+}
+
+pub fn run(a: InspectArgs) -> Result<()> {
+    let run = RunDir::new(&a.run);
+    let config = run.load_config::<ModelConfig>()?;
+    let training = &config.training;
+    // Without a completed epoch, costs need only the shapes of a fresh network.
+    let device = Backend::default_compiled()?.device()?;
+    let trained = run.model_path().is_file();
+    let model = if trained { run.load_model::<ModelConfig>(&device)?.1 } else { skeleton(&config, &device)? };
+    let n = model.num_levels();
+    let names: Vec<String> = (0..n).map(|k| model.level_name(k)).collect();
+    println!("run: {}", run.path().display());
+    println!(
+        "model: {}, {n} levels ({}), data set {}",
+        config.model.name(),
+        names.join(","),
+        training.dataset
+    );
+    println!(
+        "training: {:?}, lr {} ({}), {} epochs, batch {}, seed {}",
+        training.optimizer,
+        training.learning_rate,
+        training.lr_schedule,
+        training.epochs,
+        training.batch_size,
+        training.seed
+    );
+    if let Some(settings) = &config.settings {
+        println!(
+            "settings (repeat with `nestednet train --config {}/config.json --out NEW`):",
+            run.path().display()
+        );
+        println!("  {}", serde_json::to_string(settings)?);
+    }
+    let widths: Vec<Vec<(String, usize)>> = (0..n).map(|k| model.level_widths(k)).collect();
+    if let Some(first) = widths.first().filter(|w| !w.is_empty()) {
+        println!("\nper-layer widths (core → full):");
+        for (i, (name, _)) in first.iter().enumerate() {
+            let per_level: Vec<usize> = widths.iter().map(|w| w[i].1).collect();
+            println!("  {name:<16} {per_level:?}");
+        }
+    }
+    if let Some(m) = &training.masking {
+        println!(
+            "\nmasks: {} on layers {} (γ = {}, {} epoch(s) per stage)",
+            training.method_name(),
+            m.layer_names(&model).join(", "),
+            m.gamma,
+            m.stage_epochs
+        );
+    }
+    println!("\n| level | name | params | density | compression | MACs/sample |\n|---|---|---|---|---|---|");
+    let full = model.level_cost(n - 1).params.max(1);
+    for level in 0..n {
+        let cost = model.level_cost(level);
+        println!(
+            "| {level} | {} | {} | {:.4} | {:.2}x | {} |",
+            model.level_name(level),
+            cost.params,
+            cost.params as f64 / full as f64,
+            full as f64 / cost.params.max(1) as f64,
+            cost.macs
+        );
+    }
+    if training.masking.is_some() && trained {
+        let layers: Vec<String> = layer_densities(&model, n - 1).into_iter().map(|d| d.name).collect();
+        println!(
+            "\nper-layer weight density, and the level exported dense vs sparse (safetensors):\n\
+             | level | {} | dense bytes | sparse bytes | sparse / dense |\n|---|{}---|---|---|",
+            layers.join(" | "),
+            "---|".repeat(layers.len())
+        );
+        for level in 0..n {
+            let densities: Vec<String> = layer_densities(&model, level)
+                .iter()
+                .map(|d| format!("{:.3} ({}/{})", d.kept as f64 / d.total.max(1) as f64, d.kept, d.total))
+                .collect();
+            let (dense, sparse) = export_sizes(&model, &config.model, level)?;
+            println!(
+                "| {level} | {} | {dense} | {sparse} | {:.3} |",
+                densities.join(" | "),
+                sparse as f64 / dense.max(1) as f64
+            );
+        }
+    }
+    match run.load_checkpoint_state()? {
+        Some(state) => {
+            println!(
+                "\ncheckpoint: {} of {} epochs completed ({} steps)",
+                state.epochs_completed,
+                training.epoch_plan(n).len(),
+                state.global_step
+            );
+            for (level, tau) in &state.thresholds {
+                println!("  level {level}'s mask binarised at tau = {tau:.6}");
+            }
+            for m in &state.history {
+                let test = m
+                    .test_accuracy
+                    .as_ref()
+                    .map(|t| t.iter().map(|a| format!("{a:.4}")).collect::<Vec<_>>().join(", "));
+                println!(
+                    "  epoch {} ({}): {:.1} s, test accuracy per level: [{}]",
+                    m.epoch + 1,
+                    m.phase,
+                    m.train_seconds,
+                    test.unwrap_or_default()
+                );
+            }
+        }
+        None => println!("\ncheckpoint: none (no epoch completed)"),
+    }
+    if run.report_path().is_file() {
+        let report = Report::read_json(&run.report_path()).context("reading report.json")?;
+        println!("\nreport ({}):\n{}", report.backend, report.table());
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! What every nested network offers: the trait that training, masks, heads, reports, exports
+//! and checkpoints are written against, built-in models and a user's own alike.
+
+use burn::module::Module;
+use burn::prelude::*;
+use nestednet_nn::{Maskable, record_costs};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::ModelError;
+
+/// What one level costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LevelCost {
+    /// Trainable parameters the level uses (weights, biases and its batch-norm affine
+    /// parameters; running statistics are buffers, not parameters, as in PyTorch).
+    pub params: usize,
+    /// Multiply-accumulates of the convolution and linear layers for one input sample.
+    pub macs: usize,
+}
+
+/// A nested network: `n` levels in one set of weights, level 0 the core and level `n − 1`
+/// the full network, each classifying the same kind of images.
+///
+/// Only four items have no default: [`num_levels`](Self::num_levels),
+/// [`forward_level`](Self::forward_level), [`input_shape`](Self::input_shape) and
+/// [`extract_level`](Self::extract_level) with its [`Level`](Self::Level) type. A network built
+/// from `nestednet-nn`'s layers then gets its per-level costs and classes measured
+/// ([`measure_level`]); listing its maskable layers in [`weight_layers`](Self::weight_layers)
+/// and [`weight_layers_mut`](Self::weight_layers_mut) lets weight masks be learned on it.
+pub trait NestedNetwork: Module {
+    /// One level as a standalone network (exports and serving): its own type, with one level,
+    /// is the simplest choice (`type Level = Self`, built with each layer's `single_level`).
+    type Level: NestedNetwork;
+
+    /// Number of levels (level 0 = core, last = full).
+    fn num_levels(&self) -> usize;
+
+    /// Logits `[batch, classes_level]` of level `level` for images `[batch, c, h, w]`.
+    fn forward_level(&self, images: Tensor<4>, level: usize) -> Tensor<2>;
+
+    /// The images the network takes, `[channels, height, width]`.
+    fn input_shape(&self) -> [usize; 3];
+
+    /// Level `level` as a standalone network whose weights are compact copies of the level's
+    /// (masks applied); its level 0 computes what `forward_level(·, level)` computes in
+    /// evaluation mode.
+    fn extract_level(&self, level: usize) -> Self::Level;
+
+    /// Logits of every level, core first.
+    fn forward_all(&self, images: Tensor<4>) -> Vec<Tensor<2>> {
+        (0..self.num_levels()).map(|k| self.forward_level(images.clone(), k)).collect()
+    }
+
+    /// Level `level`'s name in reports and on the command line (`L0`, `L1`, … by default).
+    fn level_name(&self, level: usize) -> String {
+        format!("L{level}")
+    }
+
+    /// The level called `key`: its number (`2`, `L2`) or its [`level_name`](Self::level_name).
+    fn find_level(&self, key: &str) -> crate::Result<usize> {
+        let n = self.num_levels();
+        let key = key.trim();
+        let number = key.strip_prefix('L').unwrap_or(key).parse::<usize>().ok();
+        number.filter(|&k| k < n).or_else(|| (0..n).find(|&k| self.level_name(k) == key)).ok_or_else(|| {
+            ModelError::UnknownLevel {
+                key: key.to_string(),
+                levels: (0..n)
+                    .map(|k| format!("{k} ({})", self.level_name(k)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+        })
+    }
+
+    /// Parameters and MACs of level `level`; by default measured ([`measure_level`]).
+    fn level_cost(&self, level: usize) -> LevelCost {
+        measure_level(self, level).0
+    }
+
+    /// Number of classes level `level` predicts; by default measured ([`measure_level`]).
+    fn level_classes(&self, level: usize) -> usize {
+        measure_level(self, level).1
+    }
+
+    /// Output widths of the network's main layers at `level`, for reports (may be empty).
+    fn level_widths(&self, level: usize) -> Vec<(String, usize)> {
+        let _ = level;
+        Vec::new()
+    }
+
+    /// Every layer that could carry a nested weight mask, by name, in forward order (masked or
+    /// not: see [`Maskable::mask`]). Empty by default: no masks.
+    fn weight_layers(&self) -> Vec<(String, &dyn Maskable)> {
+        Vec::new()
+    }
+
+    /// The same layers, mutably, in the same order.
+    fn weight_layers_mut(&mut self) -> Vec<(String, &mut dyn Maskable)> {
+        Vec::new()
+    }
+
+    /// Whether level `level` runs the weight layer `layer` at all (a residual level skips the
+    /// blocks beyond its depth). Mask densities count only the layers a level runs.
+    fn level_uses_layer(&self, layer: &str, level: usize) -> bool {
+        let _ = (layer, level);
+        true
+    }
+
+    /// The name under which the tensor at module path `path` is exported for PyTorch
+    /// (safetensors exports), after Burn's own PyTorch conventions are applied (`gamma` →
+    /// `weight`, `beta` → `bias`). Identity by default.
+    fn export_name(&self, path: &str) -> String {
+        path.to_string()
+    }
+}
+
+/// The configuration of a nested network: what a run folder stores to rebuild it.
+pub trait NestedNetworkConfig: Serialize + DeserializeOwned + Clone + core::fmt::Debug + 'static {
+    /// The network it builds.
+    type Network: NestedNetwork;
+
+    /// Validates the configuration, then initializes the network on `device` (parameters are
+    /// initialized lazily, on first use).
+    fn init_network(&self, device: &Device) -> crate::Result<Self::Network>;
+
+    /// The architecture's name for reports (`mnist-cnn`, `wrn-32-4`, …).
+    fn name(&self) -> String;
+
+    /// A configuration of one level only, with exactly the architecture (widths, depth,
+    /// classes) of this configuration's level `level`: the network a level is compared with
+    /// when trained alone, and the one network per budget of baselines such as magnitude
+    /// pruning. `None` (the default) when the model cannot say.
+    fn level_alone(&self, level: usize) -> Option<Self> {
+        let _ = level;
+        None
+    }
+}
+
+/// Measures level `level` of `network` by running it once on a single zero image in
+/// evaluation mode (no batch-norm statistics change): the parameters and MACs its nested
+/// layers record (see [`nestednet_nn::record_costs`]) and the number of classes it outputs.
+pub fn measure_level<M: NestedNetwork>(network: &M, level: usize) -> (LevelCost, usize) {
+    let [c, h, w] = network.input_shape();
+    let device = network.devices().into_iter().next().map_or_else(Device::default, |d| d.inner());
+    let network = network.valid();
+    let images = Tensor::<4>::zeros([1, c, h, w], &device);
+    let (logits, recorded) = record_costs(|| network.forward_level(images, level));
+    (LevelCost { params: recorded.params, macs: recorded.macs }, logits.dims()[1])
+}

@@ -1,0 +1,771 @@
+//! Training settings as a user writes them: command-line flags, a TOML or JSON config file, or
+//! the `settings` a run recorded in its `config.json`. One struct holds them all
+//! ([`TrainSettings`], every field optional); [`TrainSettings::resolve`] turns them, with the
+//! data, into a [`TrainJob`] of a built-in model, filling every default, and records the
+//! resolved values so that the run can be repeated from its own `config.json`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nestednet_data::{DataSource, DatasetKind, ImageSet};
+use nestednet_heads::Hierarchy;
+use nestednet_models::{LevelRequest, ModelConfig, ModelRequest, NestedNetwork, NestedNetworkConfig};
+use nestednet_prune::MaskTargets;
+use nestednet_schedule::{LatticeSpec, LevelSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Backend, DistillationConfig, HierarchyConfig, LrSchedule, MaskMethod, MaskingConfig, OptimizerConfig,
+    Result, RunConfig, RunDir, TrainError, TrainJob, TrainingConfig,
+};
+
+/// What the levels are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Adaptive deep compression: levels of growing width (channel scheduling) or density
+    /// (weight masks), every level predicting every class (default levels `0.25,0.5,1`).
+    Compression,
+    /// Coarse-to-fine classification: level `k` predicts depth `k` of a class hierarchy, with
+    /// its own output layer (default: one level per depth, each twice as wide as the last).
+    Hierarchy,
+    /// Knowledge distillation: compact levels learned jointly with the full one (default
+    /// levels: widths `0.25,1` and, for residual networks, depths `⌈2/5⌉` of the blocks and all
+    /// of them; add `--distill A` for in-place distillation, `--teacher RUN` for a teacher).
+    Distillation,
+}
+
+/// How the levels differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Channel scheduling (and layer scheduling, with depths): each level uses the leading
+    /// channels of every layer.
+    Channels,
+    /// NestedNet's weight connection learning: nested unstructured masks learned from the full
+    /// level down to the core.
+    Weights,
+    /// Random nested masks of the same densities (the paper's ablation).
+    Random,
+    /// Han et al.'s magnitude pruning, one network per density (each in `OUT/density-D/`).
+    Magnitude,
+}
+
+/// The optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// Adam (β = 0.9, 0.999; ε = 1e-8).
+    Adam,
+    /// SGD with momentum (no dampening).
+    Sgd,
+}
+
+/// A layer that can be un-nested: every level gets its own copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum UnnestedLayer {
+    /// The first convolution (the image input is never split; this gives every level its own
+    /// first layer).
+    FirstConv,
+    /// The output layer.
+    Output,
+}
+
+/// Images resized to `HEIGHTxWIDTH` (or `SIDE` for squares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageSize(pub [usize; 2]);
+
+impl core::str::FromStr for ImageSize {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        let num = |t: &str| {
+            t.trim().parse::<usize>().map_err(|_| {
+                TrainError::Invalid(format!(
+                    "image size `{s}`: give SIDE or HEIGHTxWIDTH in pixels (e.g. 32, 224x224)"
+                ))
+            })
+        };
+        match s.split_once(['x', 'X']) {
+            Some((h, w)) => Ok(Self([num(h)?, num(w)?])),
+            None => {
+                let side = num(s)?;
+                Ok(Self([side, side]))
+            }
+        }
+    }
+}
+
+impl core::fmt::Display for ImageSize {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}x{}", self.0[0], self.0[1])
+    }
+}
+
+/// `Option<T>` as its textual form (`Display` / `FromStr`) in config files.
+mod as_text {
+    use core::fmt::Display;
+    use core::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => s.serialize_some(&v.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => text.parse().map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Every setting of a training run, as flags, a config file or a run's recorded settings.
+///
+/// All fields are optional: what is left out takes its default when the settings are
+/// [resolved](Self::resolve). Flags override a config file ([`merged_over`](Self::merged_over)).
+/// In a config file the keys are these field names (`task = "hierarchy"`, `epochs = 200`,
+/// `levels = "0.25,0.5,1"`, `densities = [0.33, 0.5, 1.0]`, `lr_schedule = "cosine"`); an
+/// unknown key is an error.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSettings {
+    /// Task: compression (default), hierarchy or distillation.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
+    /// Model: mnist-cnn (default), mnist-resnet, resnet-N (resnet-20, resnet-56, ...),
+    /// wrn-D-K (wrn-16-2, wrn-32-4, ...) or resnet-18. Its input and classes come from the data.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Data format: mnist (idx files, any size; default), cifar10, cifar100 or image-folder
+    /// (DIR/train/<class>/*.png|jpg, DIR/test/<class>/*).
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetKind>,
+    /// Folder holding the data set's files.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Image folders: resize every image to SIDE or HEIGHTxWIDTH (default: the first image's
+    /// size).
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<ImageSize>,
+    /// Levels as width ratios (`0.25,0.5,1.0`) or, for mnist-cnn, channel counts
+    /// (`conv1=8,16,32;conv2=16,32,64;fc1=32,64,128`).
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub levels: Option<LevelSpec>,
+    /// Width ratios of a lattice of levels (with --depths), e.g. 0.25,1.
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub widths: Option<Vec<f64>>,
+    /// Blocks per stage of a residual lattice's levels, e.g. 2,5 (the last: the network's).
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depths: Option<Vec<usize>>,
+    /// The lattice's trained levels by name (w0.25-d2,w1-d5); default: every pair.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<String>,
+    /// Layers every level gets its own copy of (un-nested, as the paper's residual set-ups):
+    /// first-conv, output. Default: none, every layer nested.
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unnested: Option<Vec<UnnestedLayer>>,
+    /// Class hierarchy file (.json or .csv) for --task hierarchy; default: the data set's
+    /// built-in one (MNIST: digits by shape; CIFAR-100: its 20 super-classes).
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hierarchy: Option<PathBuf>,
+    /// How the levels differ: channels (default), weights (learned nested masks), random
+    /// (random nested masks) or magnitude (Han et al., one network per density).
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+    /// Fraction of parameters each level keeps, core first (e.g. 0.33,0.5,1.0). With
+    /// --method channels, the widths are chosen to hold these fractions.
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub densities: Option<Vec<f64>>,
+    /// Compression ratio of each level, core first (3,2,1 = densities 1/3, 1/2, 1).
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Vec<f64>>,
+    /// Global magnitude threshold of each level, core first (method weights; e.g. 0.03,0.015,0).
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Vec<f64>>,
+    /// Layers that keep all their weights under masks (`none` to mask every layer; default:
+    /// the first and the last weight layer).
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dense_layers: Option<Vec<String>>,
+    /// Epochs of each mask-learning stage (weights) or of dense pre-training (magnitude);
+    /// default 1.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage_epochs: Option<usize>,
+    /// Slope γ of the relaxed mask tanh(γ·relu(|w|−τ)); default 1e5.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
+    /// Epochs (of joint training, after any mask stages); default 2.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// Batch size; default 64.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Seed of initialisation, data order and augmentation; default 42.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Optimizer: adam (default) or sgd.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<OptimizerKind>,
+    /// Learning rate; default 1e-3.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Learning-rate schedule: constant (default), step:EVERY:GAMMA or cosine[:MIN_LR].
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub lr_schedule: Option<LrSchedule>,
+    /// SGD momentum; default 0.9.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    /// L2 weight decay (default: 0 for Adam, 5e-4 for SGD).
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f32>,
+    /// Weights of the level losses, core first (default: equal).
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_weights: Option<Vec<f64>>,
+    /// In-place distillation: the lower levels also learn the full level's softened outputs,
+    /// with this weight α of the distillation term (loss (1−α)·CE + α·T²·KL).
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distill: Option<f64>,
+    /// Distillation temperature T; default 4.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Run folder of an external teacher whose full level every level learns from (with
+    /// --distill as its weight α; default 0.5).
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<PathBuf>,
+    /// Train on the first N training images only.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<usize>,
+    /// Stop after N optimizer steps, without checkpoint or report (checks that a
+    /// configuration builds, loads its data and trains).
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<usize>,
+    /// Backend: flex, ndarray, wgpu, tch or cuda (must be compiled in; default: $BURN_DEVICE,
+    /// else the first compiled).
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub device: Option<Backend>,
+}
+
+/// Settings resolved with their data: the job to run and the data it runs on.
+pub struct ResolvedRun {
+    /// The job (its `config.settings` holds every resolved setting).
+    pub job: TrainJob<ModelConfig>,
+    /// The training set.
+    pub train: Arc<ImageSet>,
+    /// The test set.
+    pub test: Arc<ImageSet>,
+}
+
+/// Applies `$f` to every field name of [`TrainSettings`].
+macro_rules! each_setting {
+    ($f:ident) => {
+        $f!(
+            task,
+            model,
+            dataset,
+            data_dir,
+            image_size,
+            levels,
+            widths,
+            depths,
+            pairs,
+            unnested,
+            hierarchy,
+            method,
+            densities,
+            compression,
+            thresholds,
+            dense_layers,
+            stage_epochs,
+            gamma,
+            epochs,
+            batch_size,
+            seed,
+            optimizer,
+            lr,
+            lr_schedule,
+            momentum,
+            weight_decay,
+            loss_weights,
+            distill,
+            temperature,
+            teacher,
+            train_limit,
+            max_steps,
+            device
+        )
+    };
+}
+
+impl TrainSettings {
+    /// Reads settings from a file: TOML (`.toml`), or JSON, either plain settings or a run's
+    /// `config.json` (whose recorded `settings` are used). Unknown keys are errors.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(TrainError::io(path))?;
+        let bad = |message: String| TrainError::Invalid(format!("config file {}: {message}", path.display()));
+        if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+            return toml::from_str(&text).map_err(|e| bad(e.to_string()));
+        }
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|source| TrainError::Json { path: path.to_path_buf(), source })?;
+        match value.get("format_version") {
+            // A run's config.json.
+            Some(_) => match value.get("settings") {
+                Some(settings) => serde_json::from_value(settings.clone()).map_err(|e| bad(e.to_string())),
+                None => Err(bad(
+                    "this run's config.json records no settings (it was made through the library): it cannot be repeated with --config".into(),
+                )),
+            },
+            None => serde_json::from_value(value).map_err(|e| bad(e.to_string())),
+        }
+    }
+
+    /// These settings, with every setting they leave out taken from `base` (flags over a
+    /// config file).
+    pub fn merged_over(self, base: TrainSettings) -> TrainSettings {
+        macro_rules! merge {
+            ($($field:ident),*) => {
+                TrainSettings { $($field: self.$field.or(base.$field)),* }
+            };
+        }
+        each_setting!(merge)
+    }
+
+    /// The settings given here that differ from `stored` (a run's recorded settings), by name,
+    /// except those a resumed run may change: `epochs` (to train longer), `device` and
+    /// `data_dir`.
+    pub fn differences(&self, stored: &TrainSettings) -> Vec<String> {
+        let mut out = Vec::new();
+        macro_rules! compare {
+            ($($field:ident),*) => {
+                $(if stringify!($field) != "epochs" && stringify!($field) != "device" && stringify!($field) != "data_dir"
+                    && self.$field.is_some() && self.$field != stored.$field
+                {
+                    out.push(stringify!($field).replace('_', "-"));
+                })*
+            };
+        }
+        each_setting!(compare);
+        out
+    }
+
+    /// The run in `out` these settings describe, with its data loaded: every default filled
+    /// in and recorded in the job's `config.settings`. With `resume` and a run in `out` that
+    /// has a completed epoch, the run's recorded settings are the base, and a setting given
+    /// here that differs from them is an error naming it (only the number of epochs, the
+    /// device and the data folder may change).
+    pub fn resolve(self, out: &Path, resume: bool) -> Result<ResolvedRun> {
+        let run = RunDir::new(out);
+        let given = if resume && run.has_checkpoint() {
+            let stored = run.load_config::<ModelConfig>()?.settings.ok_or_else(|| TrainError::Run {
+                path: out.to_path_buf(),
+                reason: "records no settings (it was made through the library): resume it from the library"
+                    .into(),
+            })?;
+            let differing = self.differences(&stored);
+            if !differing.is_empty() {
+                return Err(TrainError::Run {
+                    path: out.to_path_buf(),
+                    reason: format!(
+                        "was trained with other settings; to resume it, leave out or match --{}",
+                        differing.join(", --")
+                    ),
+                });
+            }
+            self.merged_over(stored)
+        } else {
+            self
+        };
+        given.resolve_fresh(run, resume)
+    }
+
+    fn resolve_fresh(self, run: RunDir, resume: bool) -> Result<ResolvedRun> {
+        let invalid = |m: String| Err(TrainError::Invalid(m));
+        let mut s = self;
+        let task = *s.task.get_or_insert(Task::Compression);
+        // The data first: they decide the model's input and classes.
+        let kind = *s.dataset.get_or_insert(DatasetKind::Mnist);
+        let Some(data_dir) = s.data_dir.clone() else {
+            return invalid("give the data folder (--data-dir DIR, or data_dir in a config file)".into());
+        };
+        let data = DataSource { kind, dir: data_dir, image_size: s.image_size.map(|s| s.0) };
+        let (train, test) = data.load()?;
+        let input_shape = [train.channels, train.height, train.width];
+        let classes = train.num_classes;
+        if test.num_classes != classes || [test.channels, test.height, test.width] != input_shape {
+            return invalid(format!(
+                "the test set ({}x{}x{}, {} classes) does not match the training set ({}x{}x{}, {classes} classes)",
+                test.channels,
+                test.height,
+                test.width,
+                test.num_classes,
+                input_shape[0],
+                input_shape[1],
+                input_shape[2]
+            ));
+        }
+
+        let hierarchy = match (task, &s.hierarchy) {
+            (Task::Hierarchy, Some(path)) => Some(Hierarchy::load(path)?),
+            (Task::Hierarchy, None) => Some(builtin_hierarchy(kind, &train)?),
+            (_, Some(_)) => return invalid("--hierarchy needs --task hierarchy".into()),
+            (_, None) => None,
+        };
+        if let Some(h) = &hierarchy {
+            h.check_classes(classes)?;
+            check_class_names(h, &train)?;
+        }
+
+        let method = *s.method.get_or_insert(Method::Channels);
+        let targets = match (&s.densities, &s.compression, &s.thresholds) {
+            (Some(d), None, None) => Some(MaskTargets::Densities(d.clone())),
+            (None, Some(c), None) => Some(MaskTargets::from_compression(c)?),
+            (None, None, Some(t)) => Some(MaskTargets::Thresholds(t.clone())),
+            (None, None, None) => None,
+            _ => return invalid("give one of --densities, --compression and --thresholds".into()),
+        };
+        match (method, &targets) {
+            (Method::Channels, Some(MaskTargets::Thresholds(_))) => {
+                return invalid(
+                    "--thresholds needs a mask method (--method weights); channel levels take --levels or --densities"
+                        .into(),
+                );
+            }
+            (Method::Channels, Some(_)) if s.levels.is_some() || s.widths.is_some() => {
+                return invalid(
+                    "--method channels takes either --levels/--widths or --densities/--compression, not both"
+                        .into(),
+                );
+            }
+            (Method::Weights | Method::Random | Method::Magnitude, None) => {
+                return invalid(format!(
+                    "--method {} needs --densities, --compression or --thresholds",
+                    text(&method)
+                ));
+            }
+            _ => {}
+        }
+
+        let default_model = match (task, kind) {
+            (Task::Distillation, DatasetKind::Mnist) => "mnist-resnet",
+            (Task::Distillation, _) => "wrn-32-4",
+            _ => "mnist-cnn",
+        };
+        let name = s.model.get_or_insert_with(|| default_model.to_string()).clone();
+        let unnested = s.unnested.get_or_insert_with(Vec::new).clone();
+        let mut request = ModelRequest {
+            name: name.clone(),
+            input_shape,
+            num_classes: classes,
+            level_classes: Vec::new(),
+            levels: LevelRequest::Channels(LevelSpec::default_ratios()),
+            unnested_first_conv: unnested.contains(&UnnestedLayer::FirstConv),
+            unnested_output: unnested.contains(&UnnestedLayer::Output),
+        };
+        let device = s.device.map_or_else(Backend::from_env_or_default, Ok)?;
+        s.device = Some(device);
+        request.levels = self_levels(&mut s, task, method, &targets, hierarchy.as_ref(), &request, &device)?;
+        if let Some(h) = &hierarchy {
+            if request.levels.num_levels() != h.num_depths() {
+                return invalid(format!(
+                    "--task hierarchy trains one level per depth: the hierarchy has {} depths but the levels are {}",
+                    h.num_depths(),
+                    request.levels.num_levels()
+                ));
+            }
+            request.level_classes = (0..h.num_depths()).map(|d| h.num_classes(d)).collect();
+        }
+        let model = ModelConfig::from_request(&request)?;
+
+        let masking = match (method, targets) {
+            (Method::Channels, _) | (_, None) => {
+                if s.dense_layers.is_some() || s.stage_epochs.is_some() || s.gamma.is_some() {
+                    return invalid("--dense-layers, --stage-epochs and --gamma belong to weight masks (--method weights, random or magnitude)".into());
+                }
+                None
+            }
+            (method, Some(targets)) => {
+                let plain = device.device()?;
+                let layers: Vec<String> = crate::with_init_lock(|| {
+                    model
+                        .init_network(&plain)
+                        .map(|n| n.weight_layers().into_iter().map(|(n, _)| n).collect())
+                })?;
+                let default_dense = match (layers.first(), layers.last()) {
+                    (Some(first), Some(last)) if layers.len() > 2 => vec![first.clone(), last.clone()],
+                    _ => Vec::new(),
+                };
+                let dense = s.dense_layers.get_or_insert(default_dense).clone();
+                let dense: Vec<String> = dense.into_iter().filter(|d| d != "none").collect();
+                if let Some(bad) = dense.iter().find(|d| !layers.contains(d)) {
+                    return invalid(format!(
+                        "unknown layer `{bad}` in --dense-layers ({name} has {})",
+                        layers.join(", ")
+                    ));
+                }
+                let masked = layers.into_iter().filter(|l| !dense.contains(l)).collect();
+                let method = match method {
+                    Method::Weights => MaskMethod::Learned,
+                    Method::Random => MaskMethod::Random,
+                    _ => MaskMethod::Magnitude,
+                };
+                Some(MaskingConfig {
+                    gamma: *s.gamma.get_or_insert(nestednet_prune::DEFAULT_GAMMA),
+                    stage_epochs: *s.stage_epochs.get_or_insert(1),
+                    ..MaskingConfig::new(method, targets).with_masked_layers(masked)
+                })
+            }
+        };
+
+        let optimizer = match *s.optimizer.get_or_insert(OptimizerKind::Adam) {
+            OptimizerKind::Adam => OptimizerConfig::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 1e-8,
+                weight_decay: *s.weight_decay.get_or_insert(0.0),
+            },
+            OptimizerKind::Sgd => OptimizerConfig::Sgd {
+                momentum: *s.momentum.get_or_insert(0.9),
+                nesterov: false,
+                weight_decay: *s.weight_decay.get_or_insert(5e-4),
+            },
+        };
+        if s.temperature.is_some() && s.distill.is_none() && s.teacher.is_none() {
+            return invalid("--temperature needs --distill or --teacher".into());
+        }
+        let distillation = match (s.distill, &s.teacher) {
+            (None, None) => None,
+            (alpha, teacher) => Some(
+                DistillationConfig::new()
+                    .with_alpha(*s.distill.get_or_insert(alpha.unwrap_or(0.5)))
+                    .with_temperature(*s.temperature.get_or_insert(4.0))
+                    .with_teacher_run(teacher.as_ref().map(|t| t.display().to_string())),
+            ),
+        };
+        let training = TrainingConfig::new()
+            .with_dataset(kind)
+            .with_optimizer(optimizer)
+            .with_learning_rate(*s.lr.get_or_insert(1e-3))
+            .with_lr_schedule(s.lr_schedule.get_or_insert(LrSchedule::Constant).clone())
+            .with_epochs(*s.epochs.get_or_insert(2))
+            .with_batch_size(*s.batch_size.get_or_insert(64))
+            .with_seed(*s.seed.get_or_insert(42))
+            .with_level_loss_weights(s.loss_weights.clone())
+            .with_train_limit(s.train_limit)
+            .with_max_steps(s.max_steps)
+            .with_masking(masking)
+            .with_hierarchy(hierarchy.map(HierarchyConfig::one_level_per_depth))
+            .with_distillation(distillation);
+        training.validate()?;
+        let config = RunConfig::new(model, training).with_settings(Some(s));
+        let job = TrainJob { config, data, run, backend: device, resume };
+        Ok(ResolvedRun { job, train: Arc::new(train), test: Arc::new(test) })
+    }
+}
+
+/// The settings' level layout (recording what was chosen in `s`).
+fn self_levels(
+    s: &mut TrainSettings,
+    task: Task,
+    method: Method,
+    targets: &Option<MaskTargets>,
+    hierarchy: Option<&Hierarchy>,
+    request: &ModelRequest,
+    device: &Backend,
+) -> Result<LevelRequest> {
+    let invalid = |m: &str| Err(TrainError::Invalid(m.into()));
+    if s.levels.is_some() && (s.widths.is_some() || s.depths.is_some() || s.pairs.is_some()) {
+        return invalid("give the levels either as --levels or as --widths/--depths/--pairs, not both");
+    }
+    if s.pairs.is_some() && s.depths.is_none() {
+        return invalid("--pairs names levels of a lattice: give --widths and --depths too");
+    }
+    if let Some(spec) = &s.levels {
+        return Ok(LevelRequest::Channels(spec.clone()));
+    }
+    if let Some(depths) = &s.depths {
+        let widths = s.widths.get_or_insert_with(|| vec![1.0]).clone();
+        let lattice = LatticeSpec::grid(widths, depths.clone());
+        let lattice = match &s.pairs {
+            Some(pairs) => lattice.with_pairs_str(pairs)?,
+            None => lattice,
+        };
+        return Ok(LevelRequest::Lattice(lattice));
+    }
+    if let Some(widths) = &s.widths {
+        return Ok(LevelRequest::Channels(LevelSpec::Ratios(widths.clone())));
+    }
+    // Defaults, recorded as what they resolved to.
+    let request = match (targets, method) {
+        (Some(t), Method::Weights | Method::Random | Method::Magnitude) => {
+            LevelRequest::Channels(LevelSpec::Ratios(vec![1.0; t.num_levels()]))
+        }
+        (Some(MaskTargets::Densities(d)), Method::Channels) => {
+            let ratios = request.ratios_for_densities(d, &device.device()?)?;
+            LevelRequest::Channels(ratios)
+        }
+        _ => match (task, hierarchy) {
+            (Task::Hierarchy, Some(h)) => {
+                let depths = h.num_depths();
+                LevelRequest::Channels(LevelSpec::Ratios(
+                    (0..depths).map(|k| 0.5f64.powi((depths - 1 - k) as i32)).collect(),
+                ))
+            }
+            (Task::Distillation, _) => {
+                let blocks = residual_blocks(request);
+                match blocks {
+                    Some(b) => {
+                        let short = (2 * b).div_ceil(5).max(1);
+                        let depths = if short < b { vec![short, b] } else { vec![b] };
+                        LevelRequest::Lattice(LatticeSpec::grid(vec![0.25, 1.0], depths))
+                    }
+                    None => LevelRequest::Channels(LevelSpec::Ratios(vec![0.25, 1.0])),
+                }
+            }
+            _ => LevelRequest::Channels(LevelSpec::default_ratios()),
+        },
+    };
+    match &request {
+        LevelRequest::Channels(spec) => s.levels = Some(spec.clone()),
+        LevelRequest::Lattice(l) => {
+            s.widths = Some(l.widths.clone());
+            s.depths = Some(l.depths.clone());
+        }
+    }
+    Ok(request)
+}
+
+/// Blocks per stage of the residual network `request` names (`None` for other models).
+fn residual_blocks(request: &ModelRequest) -> Option<usize> {
+    match ModelConfig::from_request(&ModelRequest {
+        levels: LevelRequest::Channels(LevelSpec::Ratios(vec![1.0])),
+        level_classes: Vec::new(),
+        ..request.clone()
+    })
+    .ok()?
+    {
+        ModelConfig::ResNet(r) => Some(r.blocks_per_stage),
+        _ => None,
+    }
+}
+
+/// The hierarchy a data set comes with: MNIST digits by shape, CIFAR-100's super-classes.
+fn builtin_hierarchy(kind: DatasetKind, train: &ImageSet) -> Result<Hierarchy> {
+    match kind {
+        DatasetKind::Mnist if train.num_classes == 10 => Ok(Hierarchy::mnist_shapes()),
+        DatasetKind::Cifar100 => {
+            let coarse = train
+                .coarse_labels
+                .as_deref()
+                .ok_or_else(|| TrainError::Invalid("CIFAR-100 data without coarse labels".into()))?;
+            Ok(Hierarchy::cifar100_from_labels(coarse, &train.labels)?)
+        }
+        other => Err(TrainError::Invalid(format!(
+            "{other} data have no built-in hierarchy: give --hierarchy FILE (.json or .csv)"
+        ))),
+    }
+}
+
+/// For data whose classes have names (image folders), the hierarchy's fine classes must be
+/// them, in label order.
+fn check_class_names(hierarchy: &Hierarchy, set: &ImageSet) -> Result<()> {
+    let Some(fine) = hierarchy.depths.last() else { return Ok(()) };
+    if set.class_names.is_empty() || set.class_names.iter().all(|n| n.parse::<usize>().is_ok()) {
+        return Ok(());
+    }
+    match set.class_names.iter().zip(&fine.classes).enumerate().find(|(_, (a, b))| a != b) {
+        Some((label, (data, file))) => Err(TrainError::Invalid(format!(
+            "the hierarchy's class {label} is `{file}` but the data's class {label} (sorted folder names) is `{data}`"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The kebab-case name of a settings enum.
+fn text<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_parse_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("run.toml");
+        std::fs::write(
+            &toml,
+            "task = \"hierarchy\"\nmodel = \"mnist-resnet\"\nepochs = 3\nlevels = \"0.5,1\"\nlr_schedule = \"cosine\"\ndensities = [0.5, 1.0]\n",
+        )
+        .unwrap();
+        let file = TrainSettings::from_file(&toml).unwrap();
+        assert_eq!(file.task, Some(Task::Hierarchy));
+        assert_eq!(file.levels, Some("0.5,1".parse().unwrap()));
+        assert_eq!(file.lr_schedule, Some(LrSchedule::Cosine { min_lr: 0.0 }));
+        let flags = TrainSettings { epochs: Some(5), ..Default::default() };
+        let merged = flags.merged_over(file.clone());
+        assert_eq!((merged.epochs, merged.model.as_deref()), (Some(5), Some("mnist-resnet")));
+        // JSON round trip of the same settings.
+        let json = dir.path().join("run.json");
+        std::fs::write(&json, serde_json::to_string(&merged).unwrap()).unwrap();
+        assert_eq!(TrainSettings::from_file(&json).unwrap(), merged);
+        // A typo is an error naming the key.
+        std::fs::write(&toml, "epoch = 3\n").unwrap();
+        let e = TrainSettings::from_file(&toml).unwrap_err().to_string();
+        assert!(e.contains("epoch") && e.contains("run.toml"), "{e}");
+        // Resume: what differs is named, epochs may change.
+        let stored = TrainSettings { lr: Some(0.1), epochs: Some(2), ..Default::default() };
+        let asked = TrainSettings { lr: Some(0.01), epochs: Some(4), ..Default::default() };
+        assert_eq!(asked.differences(&stored), vec!["lr".to_string()]);
+        assert_eq!("32".parse::<ImageSize>().unwrap(), ImageSize([32, 32]));
+        assert_eq!("24x32".parse::<ImageSize>().unwrap(), ImageSize([24, 32]));
+        assert!("big".parse::<ImageSize>().is_err());
+    }
+}
