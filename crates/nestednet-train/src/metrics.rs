@@ -149,9 +149,10 @@ impl Progress for BarProgress {
     }
 
     fn message(&mut self, text: &str) {
+        // A hidden bar (output not a terminal: logs, CI) would drop the line.
         match &self.bar {
-            Some(bar) => bar.println(text),
-            None => println!("{text}"),
+            Some(bar) if !bar.is_hidden() => bar.println(text),
+            _ => println!("{text}"),
         }
     }
 }

@@ -336,13 +336,17 @@ impl Report {
             .first()
             .map(|l| l.widths.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join("/"))
             .unwrap_or_default();
+        let names = if names.is_empty() { String::new() } else { format!(" ({names})") };
         let mut out = format!(
-            "| level | widths ({names}) | accuracy | params | density | MACs/sample | export bytes | latency b1 (ms) | latency b256 (ms) |\n\
+            "| level | widths{names} | accuracy | params | density | MACs/sample | export bytes | latency b1 (ms) | latency b256 (ms) |\n\
              |---|---|---|---|---|---|---|---|---|\n",
         );
         let masked = self.levels.iter().any(|l| l.sparse_bytes < l.dense_bytes);
         for l in &self.levels {
-            let widths = l.widths.iter().map(|(_, w)| w.to_string()).collect::<Vec<_>>().join("/");
+            let widths = match l.widths.is_empty() {
+                true => "-".to_string(),
+                false => l.widths.iter().map(|(_, w)| w.to_string()).collect::<Vec<_>>().join("/"),
+            };
             out.push_str(&format!(
                 "| {} | {} | {:.4} | {} | {:.3} | {} | {} | {:.3} | {:.2} |\n",
                 l.level,
