@@ -1,14 +1,25 @@
 #!/usr/bin/env python3
-"""Load a level exported by `nestednet export --format safetensors` into plain PyTorch.
+"""Load a level exported by `nestednet export` (safetensors) into plain PyTorch.
 
 The file holds PyTorch names and layouts (see docs/EXPORT.md), so `load_state_dict(strict=True)`
-accepts it as is. The model is rebuilt from the configuration stored in the file's metadata,
-evaluated on the MNIST test images, and the accuracy printed.
+takes it as is. The network is rebuilt from the tensors' names and shapes alone:
 
-    python3 scripts/load_exported.py core.safetensors --data-dir data/mnist10k
+- `mnist-cnn`: `conv1`, `bn1`, `conv2`, `bn2`, `fc1`, `fc2` (the input size comes from the
+  file's `nestednet.export` metadata);
+- residual networks, with torchvision's names: `conv1` (3x3 stride 1, or 7x7 stride 2 with a
+  3x3 max-pool: ImageNet stem), `bn1` (post-activation networks), `layer{s}.{b}.{conv1,bn1,
+  conv2,bn2}`, `layer{s}.{b}.downsample.{0,1}` (projection shortcuts; without them a block that
+  changes shape uses option A: subsample and zero-pad), `final_bn` (pre-activation networks),
+  `fc`. A ResNet-18 level at the standard widths also loads into `torchvision.models.resnet18`
+  when torchvision is installed (`--torchvision`).
+
+    python3 scripts/load_exported.py core.safetensors --data-dir data/mnist10k   # accuracy
+    python3 scripts/load_exported.py level.safetensors --check expected.safetensors
+      # expected.safetensors: `images` and nestednet's `logits` for them; exits 1 if they differ
 """
 import argparse
 import json
+import re
 import sys
 
 import torch
@@ -17,21 +28,21 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from torch_mnist_cnn import load  # noqa: E402  (same idx reader and normalisation)
-
 
 class MnistCnn(nn.Module):
-    """A plain mnist-cnn: what one exported level is."""
+    """A plain mnist-cnn: what one exported level of it is."""
 
-    def __init__(self, in_channels, height, width, conv1_channels, conv2_channels, hidden, num_classes):
+    def __init__(self, state, input_shape):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, conv1_channels, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(conv1_channels)
-        self.conv2 = nn.Conv2d(conv1_channels, conv2_channels, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(conv2_channels)
-        self.fc1 = nn.Linear(conv2_channels * (height // 4) * (width // 4), hidden)
-        self.fc2 = nn.Linear(hidden, num_classes)
+        c_in, height, width = input_shape
+        c1, c2 = state["conv1.weight"].shape[0], state["conv2.weight"].shape[0]
+        hidden, classes = state["fc1.weight"].shape[0], state["fc2.weight"].shape[0]
+        self.conv1 = nn.Conv2d(c_in, c1, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(c1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(c2)
+        self.fc1 = nn.Linear(c2 * (height // 4) * (width // 4), hidden)
+        self.fc2 = nn.Linear(hidden, classes)
 
     def forward(self, x):
         x = F.relu(F.max_pool2d(self.bn1(self.conv1(x)), 2))
@@ -39,26 +50,134 @@ class MnistCnn(nn.Module):
         return self.fc2(F.relu(self.fc1(x)))
 
 
+class Block(nn.Module):
+    """A basic residual block, post- or pre-activation, with a projection, option-A or
+    identity shortcut."""
+
+    def __init__(self, state, prefix, stride, pre_activation):
+        super().__init__()
+        w1, w2 = state[prefix + "conv1.weight"], state[prefix + "conv2.weight"]
+        c_in, c_out = w1.shape[1], w1.shape[0]
+        self.pre_activation, self.stride, self.c_out = pre_activation, stride, c_out
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_in if pre_activation else c_out)
+        self.conv2 = nn.Conv2d(c_out, w2.shape[0], 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = None
+        if prefix + "downsample.0.weight" in state:
+            layers = [nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)]
+            if prefix + "downsample.1.weight" in state:
+                layers.append(nn.BatchNorm2d(c_out))
+            self.downsample = nn.Sequential(*layers)
+
+    def shortcut(self, x, activated):
+        if self.downsample is not None:
+            return self.downsample(activated if self.pre_activation else x)
+        if self.stride != 1 or x.shape[1] != self.c_out:
+            # Option A: the first pixel of every stride x stride cell, zero channels added.
+            x = x[:, :, :: self.stride, :: self.stride]
+            return F.pad(x, (0, 0, 0, 0, 0, self.c_out - x.shape[1]))
+        return x
+
+    def forward(self, x):
+        if self.pre_activation:
+            activated = F.relu(self.bn1(x))
+            y = self.conv2(F.relu(self.bn2(self.conv1(activated))))
+            return y + self.shortcut(x, activated)
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(y + self.shortcut(x, x))
+
+
+class ResNet(nn.Module):
+    """Any residual level nestednet exports: stem, stages of basic blocks, classifier."""
+
+    def __init__(self, state):
+        super().__init__()
+        stem = state["conv1.weight"]
+        self.imagenet = stem.shape[-1] == 7
+        self.conv1 = nn.Conv2d(stem.shape[1], stem.shape[0], stem.shape[-1], stride=2 if self.imagenet else 1,
+                               padding=stem.shape[-1] // 2, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem.shape[0]) if "bn1.weight" in state else None
+        self.pre_activation = "final_bn.weight" in state
+        blocks = sorted({(int(m[1]), int(m[2])) for m in (re.match(r"layer(\d+)\.(\d+)\.", k) for k in state) if m})
+        stages = max(s for s, _ in blocks)
+        for s in range(1, stages + 1):
+            depth = max(b for t, b in blocks if t == s) + 1
+            layer = [Block(state, f"layer{s}.{b}.", 2 if s > 1 and b == 0 else 1, self.pre_activation)
+                     for b in range(depth)]
+            setattr(self, f"layer{s}", nn.Sequential(*layer))
+        self.stages = stages
+        self.final_bn = nn.BatchNorm2d(state["final_bn.weight"].shape[0]) if self.pre_activation else None
+        self.fc = nn.Linear(state["fc.weight"].shape[1], state["fc.weight"].shape[0])
+
+    def forward(self, x):
+        x = self.conv1(x)
+        if self.bn1 is not None:
+            x = F.relu(self.bn1(x))
+        if self.imagenet:
+            x = F.max_pool2d(x, 3, stride=2, padding=1)
+        for s in range(1, self.stages + 1):
+            x = getattr(self, f"layer{s}")(x)
+        if self.final_bn is not None:
+            x = F.relu(self.final_bn(x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def build(path):
+    """The PyTorch module of an exported level, its weights loaded with strict=True."""
+    state = load_file(path)
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata()
+    manifest = json.loads(meta["nestednet.export"])
+    model = ResNet(state) if "fc.weight" in state else MnistCnn(state, manifest["input_shape"])
+    model.load_state_dict(state, strict=True)
+    return model.eval(), manifest, state
+
+
+def torchvision_resnet18(state):
+    """The level in torchvision's own ResNet-18 (standard widths only)."""
+    import torchvision
+
+    classes, c_in = state["fc.weight"].shape[0], state["conv1.weight"].shape[1]
+    model = torchvision.models.resnet18(num_classes=classes)
+    if c_in != 3:
+        model.conv1 = nn.Conv2d(c_in, 64, 7, stride=2, padding=3, bias=False)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("file")
     p.add_argument("--data-dir", default="data/mnist10k")
+    p.add_argument("--check", help="safetensors file with `images` and nestednet's `logits`")
+    p.add_argument("--tolerance", type=float, default=1e-4)
+    p.add_argument("--torchvision", action="store_true", help="also load into torchvision's resnet18")
     a = p.parse_args()
-    with safe_open(a.file, framework="pt") as f:
-        meta = f.metadata()
-    config = json.loads(meta["nestednet.config"])
-    model = MnistCnn(**config)
-    model.load_state_dict(load_file(a.file), strict=True)
-    model.eval()
+    model, manifest, state = build(a.file)
+    models = {"rebuilt": model}
+    if a.torchvision:
+        models["torchvision.resnet18"] = torchvision_resnet18(state)
+    if a.check:
+        expected = load_file(a.check)
+        worst = 0.0
+        with torch.no_grad():
+            for name, m in models.items():
+                diff = (m(expected["images"]) - expected["logits"]).abs().max().item()
+                print(json.dumps({"file": a.file, "module": name, "max_abs_diff": diff}))
+                worst = max(worst, diff)
+        sys.exit(0 if worst <= a.tolerance else 1)
+    sys.path.insert(0, __file__.rsplit("/", 1)[0])
+    from torch_mnist_cnn import load  # same idx reader and normalisation
+
     x, y = load(a.data_dir, "t10k")
     with torch.no_grad():
         pred = torch.cat([model(x[i : i + 500]).argmax(1) for i in range(0, len(x), 500)])
-    params = sum(p.numel() for p in model.parameters())
     print(json.dumps({
         "file": a.file,
-        "level": int(meta["nestednet.level"]),
-        "config": config,
-        "params": params,
+        "level": manifest["level"],
+        "name": manifest["level_name"],
+        "params": sum(p.numel() for p in model.parameters()),
         "accuracy": (pred == y).float().mean().item(),
     }))
 

@@ -157,7 +157,7 @@ fn learned_masks_nest_reach_their_densities_survive_reload_and_export_sparse() {
     assert_ne!(patched, header, "expected a column-compressed tensor");
     bytes.splice(8..8 + header.len(), patched.into_bytes());
     std::fs::write(&path, &bytes).unwrap();
-    let err = load_level::<ModelConfig>(&path, &device).err().expect("a corrupt file").to_string();
+    let err = load_level::<ModelConfig>(&path, &device).expect_err("a corrupt file").to_string();
     assert!(err.contains("corrupt sparse tensor") && err.contains(".weight"), "{err}");
 }
 
@@ -184,7 +184,7 @@ fn random_and_magnitude_masks_reach_their_densities_and_nest() {
 fn bad_mask_requests_are_clear_errors() {
     let device = Device::flex();
     let err = |config: RunConfig<ModelConfig>| {
-        config.validate(&device).err().expect("an invalid request").to_string()
+        config.validate(&device).expect_err("an invalid request").to_string()
     };
     let e = err(masked_config(MaskMethod::Learned, &[0.0, 1.0]));
     assert!(e.contains("density of level 0 is 0"), "{e}");
@@ -229,7 +229,7 @@ fn bad_mask_requests_are_clear_errors() {
     let config = masked_config(MaskMethod::Learned, &[0.001, 1.0]);
     let run = RunDir::new(dir.path().join("run"));
     let result = train(&config, data(&train_set, None), &device, &run, false, &mut QuietProgress);
-    let e = result.err().expect("unreachable density").to_string();
+    let e = result.expect_err("unreachable density").to_string();
     assert!(e.contains("density 0.001 of level 0 cannot be reached"), "{e}");
     // Found before anything was written.
     assert!(!run.path().join("config.json").exists());
@@ -293,33 +293,6 @@ fn global_thresholds_are_used_as_given() {
     assert!(masks_nest(&model));
 }
 
-/// Stops the run (by panicking) once epoch `after` is checkpointed, as a kill would.
-struct KillAfter(usize);
-
-impl Progress for KillAfter {
-    fn epoch_start(&mut self, _: usize, _: usize, _: usize) {}
-    fn batch_done(&mut self, _: &[LevelTally]) {}
-    fn epoch_end(&mut self, metrics: &EpochMetrics) {
-        if metrics.epoch + 1 == self.0 {
-            panic!("killed after epoch {}", self.0);
-        }
-    }
-    fn message(&mut self, _: &str) {}
-}
-
-fn float_values<M: nestednet::burn::module::Module>(model: &M) -> Vec<u32> {
-    use nestednet::burn::module::{ModuleVisitor, Param};
-    struct Collect(Vec<u32>);
-    impl ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.extend(param.val().into_data().iter::<f32>().map(f32::to_bits));
-        }
-    }
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
-}
-
 #[test]
 fn a_run_killed_in_the_middle_of_a_mask_stage_resumes_exactly() {
     let (train_set, _) = common::mnist();
@@ -336,13 +309,13 @@ fn a_run_killed_in_the_middle_of_a_mask_stage_resumes_exactly() {
     // Killed after epoch 3: the first of level 1's two stage epochs.
     let run = RunDir::new(dir.path().join("killed"));
     let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train(&config, data(&train_set, None), &device, &run, false, &mut KillAfter(3))
+        train(&config, data(&train_set, None), &device, &run, false, &mut common::KillAfter(3))
     }));
     assert!(killed.is_err());
     assert_eq!(run.load_checkpoint_state().unwrap().unwrap().epochs_completed, 3);
     let resumed =
         train(&config, data(&train_set, None), &device, &run, true, &mut QuietProgress).unwrap().model;
-    assert_eq!(float_values(&resumed), float_values(&straight), "weights differ after the resume");
+    assert_eq!(common::weights(&resumed), common::weights(&straight), "weights differ after the resume");
     for ((_, a), (_, b)) in resumed.weight_layers().iter().zip(straight.weight_layers().iter()) {
         assert_eq!(a.mask().map(|m| m.level_map_values()), b.mask().map(|m| m.level_map_values()));
     }

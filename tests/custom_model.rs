@@ -11,8 +11,8 @@ use nestednet::burn::prelude::*;
 use nestednet::models::{NestedNetwork, NestedNetworkConfig};
 use nestednet::prune::MaskTargets;
 use nestednet::train::{
-    EpochMetrics, ExportFormat, LevelTally, MaskMethod, MaskingConfig, Progress, QuietProgress, RunConfig,
-    RunDir, TrainData, TrainingConfig, export_level, load_level, train,
+    ExportFormat, MaskMethod, MaskingConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig,
+    export_level, load_level, train,
 };
 
 use model::TinyNetConfig;
@@ -40,18 +40,6 @@ fn a_user_network_gets_its_costs_measured() {
     assert!(err.to_string().contains("level 1"), "{err}");
 }
 
-/// Stops the run (by panicking) once epoch `after` is checkpointed, as a kill would.
-struct KillAfter(usize);
-
-impl Progress for KillAfter {
-    fn epoch_start(&mut self, _: usize, _: usize, _: usize) {}
-    fn batch_done(&mut self, _: &[LevelTally]) {}
-    fn epoch_end(&mut self, metrics: &EpochMetrics) {
-        assert!(metrics.epoch + 1 != self.0, "killed after epoch {}", self.0);
-    }
-    fn message(&mut self, _: &str) {}
-}
-
 #[test]
 fn a_user_network_trains_resumes_exactly_and_exports_verified() {
     let (train_set, test_set) = common::mnist();
@@ -69,7 +57,7 @@ fn a_user_network_trains_resumes_exactly_and_exports_verified() {
     .unwrap();
     let run = RunDir::new(dir.path().join("killed"));
     let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train(&config(2), data(), &device, &run, false, &mut KillAfter(1))
+        train(&config(2), data(), &device, &run, false, &mut common::KillAfter(1))
     }));
     assert!(killed.is_err());
     let resumed = train(&config(2), data(), &device, &run, true, &mut QuietProgress).unwrap();

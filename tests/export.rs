@@ -100,7 +100,7 @@ fn mnist_cnn_levels_export_in_every_format() {
     // A file that is not a nestednet export is rejected with its name.
     let bogus = dir.path().join("bogus.safetensors");
     std::fs::write(&bogus, b"garbage").unwrap();
-    let err = load_level::<ModelConfig>(&bogus, &Device::flex()).err().expect("an error").to_string();
+    let err = load_level::<ModelConfig>(&bogus, &Device::flex()).expect_err("an error").to_string();
     assert!(err.contains("bogus.safetensors"), "{err}");
     // A safetensors export missing a tensor, or with one too many, does not load.
     let path = dir.path().join("level0.safetensors");
@@ -112,7 +112,7 @@ fn mnist_cnn_levels_export_in_every_format() {
     let pruned = safetensors::tensor::serialize(tensors, meta.metadata().clone()).unwrap();
     let broken = dir.path().join("broken.safetensors");
     std::fs::write(&broken, pruned).unwrap();
-    let err = load_level::<ModelConfig>(&broken, &Device::flex()).err().expect("an error").to_string();
+    let err = load_level::<ModelConfig>(&broken, &Device::flex()).expect_err("an error").to_string();
     assert!(err.contains("fc1.bias"), "{err}");
 }
 

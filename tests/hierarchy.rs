@@ -78,7 +78,7 @@ fn residual_levels_learn_their_own_granularity() {
 fn a_hierarchy_that_does_not_fit_is_a_clear_error() {
     let device = Device::flex();
     let config = hierarchical_config();
-    let err = |c: RunConfig<ModelConfig>| c.validate(&device).err().expect("an error").to_string();
+    let err = |c: RunConfig<ModelConfig>| c.validate(&device).expect_err("an error").to_string();
     let mut wrong_classes = config.clone();
     if let ModelConfig::MnistCnn(cnn) = &mut wrong_classes.model {
         cnn.level_classes = vec![4, 10];

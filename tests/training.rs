@@ -167,7 +167,7 @@ fn a_killed_run_resumes_to_the_same_model() {
 fn broken_run_folders_are_clear_errors() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
-    let load = |run: &RunDir| run.load_model::<ModelConfig>(&device).err().expect("an error").to_string();
+    let load = |run: &RunDir| run.load_model::<ModelConfig>(&device).expect_err("an error").to_string();
     let err = load(&RunDir::new(dir.path().join("nothing")));
     assert!(err.contains("does not exist"), "{err}");
     let run = RunDir::new(dir.path().join("run"));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use nestednet::burn::module::{Module, ModuleVisitor, Param};
 use nestednet::burn::prelude::*;
 use nestednet::data::{ImageSet, Mnist};
+use nestednet::train::{EpochMetrics, LevelTally, Progress};
 
 /// The real MNIST digits: the vendored copy, or `../shared/data/mnist10k` beside the checkout.
 pub fn mnist_dir() -> PathBuf {
@@ -37,4 +38,16 @@ pub fn weights<M: Module>(model: &M) -> Vec<f32> {
     let mut c = Collect(Vec::new());
     model.visit(&mut c);
     c.0
+}
+
+/// Stops a run (by panicking) once epoch `after` is checkpointed, as a kill would.
+pub struct KillAfter(pub usize);
+
+impl Progress for KillAfter {
+    fn epoch_start(&mut self, _: usize, _: usize, _: usize) {}
+    fn batch_done(&mut self, _: &[LevelTally]) {}
+    fn epoch_end(&mut self, metrics: &EpochMetrics) {
+        assert!(metrics.epoch + 1 != self.0, "killed after epoch {}", self.0);
+    }
+    fn message(&mut self, _: &str) {}
 }

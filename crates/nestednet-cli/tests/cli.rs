@@ -1,30 +1,10 @@
 //! The `nestednet` binary end to end, on the vendored real MNIST.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn mnist_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist10k")
-}
+use std::process::Command;
 
-fn nestednet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nestednet")).args(args).output().expect("nestednet runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = nestednet(args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "nestednet {args:?} failed:\n{text}");
-    text
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = nestednet(args);
-    let text = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "nestednet {args:?} should fail");
-    assert!(!text.contains("panicked"), "nestednet {args:?} panicked:\n{text}");
-    text
-}
+use common::{fails, mnist_dir, ok};
 
 #[test]
 fn every_subcommand_has_help() {

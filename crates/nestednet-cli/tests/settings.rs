@@ -1,31 +1,11 @@
 //! Settings from files and flags, runs repeated from their own `config.json`, and data of
 //! other shapes and formats, through the real binary.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use std::path::Path;
 
-fn nestednet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nestednet")).args(args).output().expect("nestednet runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = nestednet(args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "nestednet {args:?} failed:\n{text}");
-    text
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = nestednet(args);
-    let text = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "nestednet {args:?} should fail");
-    assert!(!text.contains("panicked"), "nestednet {args:?} panicked:\n{text}");
-    text
-}
+use common::{fails, ok, repo};
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()

@@ -1,12 +1,12 @@
 //! The paper's four set-ups (`configs/table{1,2,3,4}-*.toml`), each accepted and started by
 //! the real binary on generated data of the right shape, and stopped after one step.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::repo;
 
 /// Runs `nestednet train --config CONFIG ARGS --max-steps 1 --train-limit 2` and returns its
 /// output, failing the test if it failed.

@@ -233,7 +233,7 @@ mod tests {
     fn bad_folders_and_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let err = |r: Result<(ImageSet, ImageSet)>| r.err().expect("an error").to_string();
+        let err = |r: Result<(ImageSet, ImageSet)>| r.expect_err("an error").to_string();
         assert!(err(ImageFolder::load(root, None)).contains("train"));
         write_png(&root.join("train/a/1.png"), 4, false, 1);
         write_png(&root.join("train/b/1.png"), 4, false, 2);

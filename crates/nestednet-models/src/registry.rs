@@ -58,6 +58,25 @@ pub struct ModelRequest {
 }
 
 impl ModelRequest {
+    /// The model `name` for images of `input_shape` and `num_classes` classes, with `levels`,
+    /// every level predicting every class, nothing un-nested.
+    pub fn new(
+        name: impl Into<String>,
+        input_shape: [usize; 3],
+        num_classes: usize,
+        levels: LevelRequest,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            input_shape,
+            num_classes,
+            level_classes: Vec::new(),
+            levels,
+            unnested_first_conv: false,
+            unnested_output: false,
+        }
+    }
+
     /// Channel scheduling by parameter budget: width ratios (one per level, core first) whose
     /// levels hold, as nearly as whole channels allow, the fractions `densities` of the full
     /// level's parameters (`0.5, 1.0` = "2 levels at 2× and 1× compression"), for the model
@@ -316,15 +335,7 @@ mod tests {
     use nestednet_schedule::LevelSpec;
 
     fn request(name: &str, shape: [usize; 3], levels: LevelRequest) -> ModelRequest {
-        ModelRequest {
-            name: name.into(),
-            input_shape: shape,
-            num_classes: 10,
-            level_classes: Vec::new(),
-            levels,
-            unnested_first_conv: false,
-            unnested_output: false,
-        }
+        ModelRequest::new(name, shape, 10, levels)
     }
 
     fn ratios(r: &[f64]) -> LevelRequest {

@@ -945,6 +945,24 @@ mod tests {
         }
     }
 
+    /// A level alone is the configuration of the level's extracted network (the baseline a
+    /// level is compared with trains exactly that architecture).
+    #[test]
+    fn a_level_alone_is_the_extracted_levels_architecture() {
+        let device = Device::flex();
+        for name in ["mnist-resnet", "wrn-16-2", "resnet-20"] {
+            let mut config = NestedResNetConfig::from_name(name, 1, 28, 10).unwrap();
+            config.lattice = LatticeSpec::grid(vec![0.5, 1.0], vec![1, config.blocks_per_stage]);
+            let model = config.init(&device);
+            for level in 0..model.num_levels() {
+                let alone = config.level_alone(level).unwrap();
+                let json = |c: &NestedResNetConfig| serde_json::to_value(c).unwrap();
+                assert_eq!(json(&alone), json(&model.level_config(level)), "{name} level {level}");
+                assert_eq!(alone.init(&device).level_cost(0), model.level_cost(level));
+            }
+        }
+    }
+
     #[test]
     fn imagenet_resnet18_and_bad_configs() {
         let config = NestedResNetConfig::resnet18(100, 64);

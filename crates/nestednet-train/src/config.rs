@@ -162,7 +162,7 @@ impl core::fmt::Display for LrSchedule {
         match *self {
             Self::Constant => write!(f, "constant"),
             Self::Step { every_epochs, gamma } => write!(f, "step:{every_epochs}:{gamma}"),
-            Self::Cosine { min_lr } if min_lr == 0.0 => write!(f, "cosine"),
+            Self::Cosine { min_lr: 0.0 } => write!(f, "cosine"),
             Self::Cosine { min_lr } => write!(f, "cosine:{min_lr}"),
         }
     }

@@ -175,7 +175,8 @@ pub fn export_level<C: NestedNetworkConfig>(
     let nested = network.forward_level(images.clone(), level);
     let alone = reloaded.valid().forward_level(images, 0);
     let max_abs_diff = (alone - nested).abs().max().into_scalar::<f32>();
-    if !(max_abs_diff <= EXPORT_TOLERANCE) {
+    // NaN fails too.
+    if max_abs_diff.is_nan() || max_abs_diff > EXPORT_TOLERANCE {
         return Err(TrainError::Invalid(format!(
             "{}: the exported level {level} differs from the nested level by {max_abs_diff} (largest logit difference)",
             path.display()

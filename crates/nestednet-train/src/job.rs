@@ -28,6 +28,7 @@ pub struct TrainJob<C> {
 
 /// What a job gives: the trained network and its history, and the report (`None` when the
 /// run stopped early at `max_steps`).
+#[derive(Debug)]
 pub struct JobOutcome<M> {
     /// The training outcome.
     pub training: TrainOutcome<M>,

@@ -65,6 +65,7 @@ pub fn check_compatible<M: NestedNetwork>(
 const READ_EVERY: usize = 16;
 
 /// What a finished training run returns.
+#[derive(Debug)]
 pub struct TrainOutcome<M> {
     /// The trained network, in evaluation mode on the plain (non-autodiff) device.
     pub model: M,

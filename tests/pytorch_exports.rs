@@ -1,0 +1,126 @@
+//! Exported levels load into plain PyTorch with `load_state_dict(strict=True)` and give
+//! nestednet's logits there, for every model family (and into torchvision's own ResNet-18).
+//!
+//! Needs Python with `torch` and `safetensors` (and `torchvision` for the ResNet-18 check):
+//!
+//! ```text
+//! NESTEDNET_PYTHON=.venv/bin/python cargo test --test pytorch_exports -- --ignored
+//! ```
+//!
+//! CI runs it with the libtorch wheel it installs for the `tch` backend.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use nestednet::burn::prelude::*;
+use nestednet::data::{ImageSet, Normalization, SplitMix64};
+use nestednet::models::{LevelRequest, ModelConfig, ModelRequest, NestedNetwork};
+use nestednet::schedule::LevelSpec;
+use nestednet::train::{
+    ExportFormat, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, export_level,
+    train,
+};
+use safetensors::tensor::{Dtype, TensorView};
+
+/// Random images of `shape` with labels: enough for batch-norm statistics to move away from
+/// their initial values.
+fn random_set(shape: [usize; 3], classes: usize) -> Arc<ImageSet> {
+    let mut rng = SplitMix64::new(17);
+    let n = 64;
+    let [c, h, w] = shape;
+    Arc::new(ImageSet {
+        pixels: (0..n * c * h * w).map(|_| rng.next_u64() as u8).collect(),
+        labels: (0..n).map(|_| rng.below(classes)).collect(),
+        coarse_labels: None,
+        channels: c,
+        height: h,
+        width: w,
+        num_classes: classes,
+        num_coarse_classes: 0,
+        normalization: Normalization { mean: vec![0.5; c], std: vec![0.25; c] },
+        class_names: Vec::new(),
+    })
+}
+
+fn request(name: &str, shape: [usize; 3], levels: LevelRequest) -> ModelRequest {
+    ModelRequest::new(name, shape, 10, levels)
+}
+
+fn f32_bytes(t: Tensor<4>) -> Vec<u8> {
+    t.into_data().iter::<f32>().flat_map(f32::to_le_bytes).collect()
+}
+
+/// Exports every level of `request`'s model (trained a few steps) and checks each in PyTorch.
+fn check(python: &str, request: ModelRequest, dir: &Path) {
+    let config = ModelConfig::from_request(&request).unwrap();
+    let set = random_set(request.input_shape, 10);
+    let run_config = RunConfig::new(
+        config.clone(),
+        TrainingConfig::new()
+            .with_max_steps(Some(3))
+            .with_batch_size(16)
+            .with_optimizer(OptimizerConfig::sgd()),
+    );
+    let device = Device::flex();
+    let run = RunDir::new(dir.join(format!("run-{}", request.name)));
+    let model = train(&run_config, TrainData::new(set, None), &device, &run, false, &mut QuietProgress)
+        .unwrap()
+        .model;
+    let [c, h, w] = request.input_shape;
+    let mut rng = SplitMix64::new(3);
+    let values: Vec<f32> = (0..4 * c * h * w).map(|_| (rng.below(2000) as f32 - 1000.0) / 500.0).collect();
+    let images = Tensor::<4>::from_data(TensorData::new(values, [4, c, h, w]), &device);
+    for level in 0..model.num_levels() {
+        let name = format!("{}-{level}", request.name);
+        let file = dir.join(format!("{name}.safetensors"));
+        export_level(&model, &config, level, &file, ExportFormat::Safetensors).unwrap();
+        let logits = model.forward_level(images.clone(), level);
+        let [n, classes] = logits.dims();
+        let (image_bytes, logit_bytes) =
+            (f32_bytes(images.clone()), f32_bytes(logits.reshape([n, classes, 1, 1])));
+        let views = vec![
+            ("images".to_string(), TensorView::new(Dtype::F32, vec![4, c, h, w], &image_bytes).unwrap()),
+            ("logits".to_string(), TensorView::new(Dtype::F32, vec![n, classes], &logit_bytes).unwrap()),
+        ];
+        let expected = dir.join(format!("{name}.expected.safetensors"));
+        std::fs::write(
+            &expected,
+            safetensors::tensor::serialize(views, None::<HashMap<String, String>>).unwrap(),
+        )
+        .unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/load_exported.py");
+        let mut args =
+            vec![script.to_str().unwrap(), file.to_str().unwrap(), "--check", expected.to_str().unwrap()];
+        // The full level of a standard-width ResNet-18 is torchvision's own resnet18.
+        let standard = request.name == "resnet-18" && level + 1 == model.num_levels() && c == 3;
+        if standard {
+            args.push("--torchvision");
+        }
+        let out = Command::new(python).args(&args).output().expect("python runs");
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        println!("{text}");
+        assert!(out.status.success(), "{name} in PyTorch:\n{text}");
+        assert!(!standard || text.contains("torchvision.resnet18"), "{text}");
+    }
+}
+
+#[test]
+#[ignore = "needs PyTorch: NESTEDNET_PYTHON=PATH cargo test --test pytorch_exports -- --ignored"]
+fn every_model_family_loads_into_pytorch() {
+    let python = std::env::var("NESTEDNET_PYTHON").expect("set NESTEDNET_PYTHON to a python with torch");
+    let dir = tempfile::tempdir().unwrap();
+    let ratios = |r: &[f64]| LevelRequest::Channels(LevelSpec::Ratios(r.to_vec()));
+    let lattice = LevelRequest::Lattice("0.5,1;1,2".parse().unwrap());
+    // Post-activation with option-A shortcuts, a lattice of depths.
+    check(&python, request("mnist-resnet", [1, 28, 28], lattice), dir.path());
+    check(&python, request("mnist-cnn", [1, 28, 28], ratios(&[0.25, 0.5, 1.0])), dir.path());
+    // Pre-activation with projections; un-nested first convolution and output layer.
+    let mut wrn = request("wrn-16-2", [3, 16, 16], ratios(&[0.5, 1.0]));
+    (wrn.unnested_first_conv, wrn.unnested_output) = (true, true);
+    check(&python, wrn, dir.path());
+    // ImageNet stem; the full level is torchvision's resnet18.
+    check(&python, request("resnet-18", [3, 32, 32], ratios(&[0.25, 1.0])), dir.path());
+}
