@@ -8,13 +8,13 @@
 //!
 //! | module | crate | what |
 //! |---|---|---|
-//! | [`schedule`] | `nestednet-schedule` | [`LevelSpec`](schedule::LevelSpec), [`ChannelSchedule`](schedule::ChannelSchedule): validated level descriptions |
-//! | [`nn`] | `nestednet-nn` | `NestedLinear`, `NestedConv2d`, `LevelBatchNorm` |
+//! | [`schedule`] | `nestednet-schedule` | [`LevelSpec`](schedule::LevelSpec), [`ChannelSchedule`](schedule::ChannelSchedule), [`LatticeSpec`](schedule::LatticeSpec): validated level descriptions |
+//! | [`nn`] | `nestednet-nn` | `NestedLinear`, `NestedConv2d`, `LevelConv2d`, `LevelBatchNorm`, the cost probe |
 //! | [`prune`] | `nestednet-prune` | `NestedMask`: nested unstructured masks as one level map |
-//! | [`heads`] | `nestednet-heads` | joint loss (Eq. 5), cross-entropy, accuracy |
-//! | [`models`] | `nestednet-models` | `NestedMnistCnn` and its standalone per-level export |
-//! | [`data`] | `nestednet-data` | MNIST / CIFAR loaders, augmentation, batching |
-//! | [`train`] | `nestednet-train` | training, checkpoints, reports, export, backends |
+//! | [`heads`] | `nestednet-heads` | joint loss (Eq. 5), losses, hierarchies, `NestedHead` |
+//! | [`models`] | `nestednet-models` | the [`NestedNetwork`](models::NestedNetwork) trait every network implements (a user's own too), and the built-in models' registry |
+//! | [`data`] | `nestednet-data` | idx / CIFAR / image-folder loaders, augmentation, batching |
+//! | [`train`] | `nestednet-train` | training, settings, checkpoints, reports, export, backends |
 //!
 //! Backends are Cargo features of this crate: `flex` (default), `ndarray`, `wgpu`, `tch`,
 //! `cuda`. The code itself is backend-agnostic: everything takes a `&Device`.

@@ -154,7 +154,7 @@ pub struct TrainSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Data format: mnist (idx files, any size; default), cifar10, cifar100 or image-folder
-    /// (DIR/train/<class>/*.png|jpg, DIR/test/<class>/*).
+    /// (`DIR/train/<class>/*.png|jpg`, `DIR/test/<class>/*`).
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
     pub dataset: Option<DatasetKind>,
@@ -246,7 +246,7 @@ pub struct TrainSettings {
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
-    /// Learning-rate schedule: constant (default), step:EVERY:GAMMA or cosine[:MIN_LR].
+    /// Learning-rate schedule: `constant` (default), `step:EVERY:GAMMA` or `cosine[:MIN_LR]`.
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
     pub lr_schedule: Option<LrSchedule>,
@@ -396,13 +396,15 @@ impl TrainSettings {
     }
 
     /// The run in `out` these settings describe, with its data loaded: every default filled
-    /// in and recorded in the job's `config.settings`. With `resume` and a run in `out` that
-    /// has a completed epoch, the run's recorded settings are the base, and a setting given
-    /// here that differs from them is an error naming it (only the number of epochs, the
-    /// device and the data folder may change).
+    /// in and recorded in the job's `config.settings`. With `resume` and a run in `out`, the
+    /// run's recorded settings are the base, and a setting given here that differs from them
+    /// is an error naming it (only the number of epochs, the device and the data folder may
+    /// change).
     pub fn resolve(self, out: &Path, resume: bool) -> Result<ResolvedRun> {
         let run = RunDir::new(out);
-        let given = if resume && run.has_checkpoint() {
+        // A run that stopped before its first checkpoint resumes (from scratch) with its
+        // recorded settings too.
+        let given = if resume && run.exists() {
             let stored = run.load_config::<ModelConfig>()?.settings.ok_or_else(|| TrainError::Run {
                 path: out.to_path_buf(),
                 reason: "records no settings (it was made through the library): resume it from the library"
