@@ -38,7 +38,7 @@ fn a_config_file_and_flags_and_a_run_repeated_from_its_config_json() {
     std::fs::write(
         &file,
         format!(
-            "model = \"mnist-resnet\"\ndata_dir = \"{}\"\nlevels = \"0.5,1\"\nepochs = 3\nbatch_size = 32\ntrain_limit = 256\noptimizer = \"sgd\"\nlr = 0.05\nlr_schedule = \"cosine\"\nseed = 9\n",
+            "model = \"mnist-cnn\"\ndata_dir = \"{}\"\nlevels = \"0.5,1\"\nepochs = 3\nbatch_size = 32\ntrain_limit = 256\noptimizer = \"sgd\"\nlr = 0.05\nlr_schedule = \"cosine\"\nseed = 9\n",
             data.display()
         ),
     )
@@ -47,7 +47,7 @@ fn a_config_file_and_flags_and_a_run_repeated_from_its_config_json() {
     // The flag wins over the file's 3 epochs.
     let text =
         ok(&["train", "--config", file.to_str().unwrap(), "--epochs", "1", "--out", first.to_str().unwrap()]);
-    assert!(text.contains("2 levels of mnist-resnet"), "{text}");
+    assert!(text.contains("2 levels of mnist-cnn"), "{text}");
     let recorded = json(&first.join("config.json"))["settings"].clone();
     assert_eq!((recorded["epochs"].clone(), recorded["lr"].clone()), (1.into(), 0.05.into()));
     assert_eq!(recorded["task"], "compression");
