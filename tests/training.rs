@@ -137,6 +137,11 @@ fn a_killed_run_resumes_to_the_same_model() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("--resume"), "{err}");
+    // Resuming with other settings names them; more epochs are what resuming is for.
+    let other = with_training(quick_config(2, 384), |t| t.with_learning_rate(0.01).with_batch_size(32));
+    let err =
+        train(&other, alone(&train_set), &device, &run, true, &mut QuietProgress).unwrap_err().to_string();
+    assert!(err.contains("another batch_size, learning_rate;"), "{err}");
     let resumed =
         train(&quick_config(2, 384), alone(&train_set), &device, &run, true, &mut QuietProgress).unwrap();
     assert_eq!(resumed.history.len(), 2);

@@ -279,16 +279,14 @@ pub fn train<C: NestedNetworkConfig>(
     }
     let (mut model, mut optim, mut state) = if resumable {
         let stored: RunConfig<C> = run.load_config()?;
-        let json = |c: &C| serde_json::to_value(c).expect("config serializes");
-        let (old, new) = (&stored.training, training);
-        if json(&stored.model) != json(&config.model)
-            || old.seed != new.seed
-            || old.dataset != new.dataset
-            || old.masking != new.masking
-        {
+        let differing = differing_settings(&stored, config);
+        if !differing.is_empty() {
             return Err(TrainError::Run {
                 path: run.path().to_path_buf(),
-                reason: "holds a run with a different model, data set, seed or masks; resume it with its own config.json".into(),
+                reason: format!(
+                    "holds a run with another {}; resume it with its own configuration (only the epochs may grow)",
+                    differing.join(", ")
+                ),
             });
         }
         match run.load_checkpoint(config, &train_device)? {
@@ -499,6 +497,26 @@ pub fn train<C: NestedNetworkConfig>(
         progress.epoch_end(&metrics);
     }
     Ok(TrainOutcome { model: model.valid(), history: state.history, stopped_early: false })
+}
+
+/// What differs between a stored run and the configuration asked to resume it: `model`, or the
+/// names of the training settings, except `epochs` (a resumed run may train longer).
+fn differing_settings<C: NestedNetworkConfig>(stored: &RunConfig<C>, asked: &RunConfig<C>) -> Vec<String> {
+    fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+        serde_json::to_value(value).expect("configurations serialize")
+    }
+    let mut out = Vec::new();
+    if json(&stored.model) != json(&asked.model) {
+        out.push("model".to_string());
+    }
+    if let (serde_json::Value::Object(old), serde_json::Value::Object(new)) =
+        (json(&stored.training), json(&asked.training))
+    {
+        out.extend(
+            old.iter().filter(|(k, v)| *k != "epochs" && new.get(*k) != Some(v)).map(|(k, _)| k.clone()),
+        );
+    }
+    out
 }
 
 /// A teacher's full level, as a function of a batch of images.
