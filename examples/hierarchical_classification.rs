@@ -106,6 +106,9 @@ fn main() -> Result<()> {
         let settings = TrainSettings {
             task: Some(Task::Hierarchy),
             model: Some(args.model.clone()),
+            // The example's own flags set the optimizer; what they leave out (weight decay,
+            // augmentation) comes from the plain recipe, as when the tables were measured.
+            recipe: Some("plain".into()),
             data_dir: Some(data_dir.clone()),
             hierarchy: args.hierarchy.clone(),
             epochs: Some(args.epochs),

@@ -210,7 +210,7 @@ fn main() -> Result<()> {
                     ModelConfig::from(config.clone()),
                     recipe(&args, args.dataset, seed).with_distillation(distillation),
                 ),
-                data: DataSource { kind: args.dataset, dir: data_dir.clone(), image_size: None },
+                data: DataSource::new(args.dataset, data_dir.clone()),
                 run: RunDir::new(args.out.join(format!("{name}-seed-{seed}"))),
                 backend,
                 resume: false,

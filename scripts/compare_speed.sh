@@ -27,7 +27,9 @@ trap 'rm -rf "$tmp"' EXIT
 logged() { local log=$1; shift; "$@" >"$log" 2>&1 || { cat "$log" >&2; echo "failed: $*" >&2; exit 1; }; }
 json() { "$PYTHON" -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
-logged "$tmp/burn.log" target/release/nestednet train --data-dir "$DATA" --out "$tmp/run" --epochs "$EPOCHS" --device flex
+# The `plain` recipe (Adam 1e-3, constant rate, batch 64): the PyTorch script's settings.
+logged "$tmp/burn.log" target/release/nestednet train --data-dir "$DATA" --out "$tmp/run" --epochs "$EPOCHS" \
+    --recipe plain --device flex
 burn=$(json "$tmp/run/report.json" "d['train_seconds_per_epoch']")
 burn_acc=$(json "$tmp/run/report.json" "[round(l['accuracy'],4) for l in d['levels']]")
 logged "$tmp/bench.log" cargo bench -q --bench speed -- --backends flex --batches 1,256 --json "$tmp/bench.json"

@@ -16,6 +16,8 @@ takes it as is. The network is rebuilt from the tensors' names and shapes alone:
     python3 scripts/load_exported.py core.safetensors --data-dir data/mnist10k   # accuracy
     python3 scripts/load_exported.py level.safetensors --check expected.safetensors
       # expected.safetensors: `images` and nestednet's `logits` for them; exits 1 if they differ
+    python3 scripts/load_exported.py level.safetensors --logits images.safetensors
+      # PyTorch's logits for `images`, as JSON (the backend tests' stored reference)
 """
 import argparse
 import json
@@ -153,8 +155,14 @@ def main():
     p.add_argument("--check", help="safetensors file with `images` and nestednet's `logits`")
     p.add_argument("--tolerance", type=float, default=1e-4)
     p.add_argument("--torchvision", action="store_true", help="also load into torchvision's resnet18")
+    p.add_argument("--logits", help="safetensors file with `images`: print PyTorch's logits for them as JSON")
     a = p.parse_args()
     model, manifest, state = build(a.file)
+    if a.logits:
+        with torch.no_grad():
+            logits = model(load_file(a.logits)["images"])
+        print(json.dumps({"file": a.file, "logits": logits.tolist()}))
+        return
     models = {"rebuilt": model}
     if a.torchvision:
         models["torchvision.resnet18"] = torchvision_resnet18(state)

@@ -231,7 +231,9 @@ macro_rules! backend_tests {
     };
 }
 
-backend_tests!(flex, Backend::Flex, "flex");
+// `flex` against itself: these check the harness (seeding, record moves, the step) and that
+// flex is deterministic, not flex's values; `flex_matches_pytorch` below checks those.
+backend_tests!(flex_against_itself, Backend::Flex, "flex");
 backend_tests!(ndarray, Backend::Ndarray, "ndarray");
 backend_tests!(wgpu, Backend::Wgpu, "wgpu");
 backend_tests!(tch, Backend::Tch, "tch");
@@ -248,4 +250,45 @@ fn compiled_backends_are_listed() {
     let compiled: Vec<String> = Backend::compiled().iter().map(|b| b.to_string()).collect();
     println!("backends compiled into this test run: {}", compiled.join(", "));
     assert!(compiled.contains(&"flex".to_string()), "the backend tests need flex as the reference");
+}
+
+/// `flex`'s logits against values computed independently of nestednet's forward passes:
+/// PyTorch's output for the same seeded, untrained networks (exported and rebuilt in plain
+/// PyTorch), stored in `tests/fixtures/pytorch_logits.json` (written, and re-checked by CI, by
+/// `tests/pytorch_exports.rs`). Every level of `mnist-cnn` and of the `mnist-resnet` lattice.
+#[cfg(feature = "flex")]
+#[test]
+fn flex_matches_pytorch() {
+    use nestednet::models::{LevelRequest, ModelRequest};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch_logits.json");
+    let fixture: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(fixture["seed"], SEED);
+    let device = reference();
+    for stored in fixture["models"].as_array().unwrap() {
+        let name = stored["name"].as_str().unwrap();
+        let levels = match name {
+            "mnist-cnn" => {
+                LevelRequest::Channels(nestednet::schedule::LevelSpec::Ratios(vec![0.25, 0.5, 1.0]))
+            }
+            _ => LevelRequest::Lattice("0.5,1;1,2".parse().unwrap()),
+        };
+        let config = ModelConfig::from_request(&ModelRequest::new(name, [1, 28, 28], 10, levels)).unwrap();
+        let model = seeded_model(&config, None, SEED, &device).unwrap();
+        let images: Vec<f32> =
+            stored["images"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let images = Tensor::<4>::from_data(TensorData::new(images, [2, 1, 28, 28]), &device);
+        let expected = stored["levels"].as_array().unwrap();
+        assert_eq!(expected.len(), model.num_levels());
+        for (level, logits) in expected.iter().enumerate() {
+            let want: Vec<f32> = logits
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+                .collect();
+            let d = deviation(&values(model.forward_level(images.clone(), level)), &want);
+            println!("flex {name} level {level}: logits deviate {d:.2e} from PyTorch's");
+            assert!(d <= 1e-4, "flex {name} level {level}: logits deviate by {d:e} from PyTorch's");
+        }
+    }
 }

@@ -39,17 +39,58 @@ fn data(train: &Arc<nestednet::data::ImageSet>, test: Option<&Arc<nestednet::dat
     TrainData::new(train.clone(), test.cloned())
 }
 
-/// Whether every level's mask is contained in the next level's, in every masked layer.
-fn masks_nest<M: NestedNetwork>(model: &M) -> bool {
-    model.weight_layers().iter().filter_map(|(_, l)| l.mask()).all(|mask| {
-        let map = mask.level_map_values();
-        (0..mask.num_levels - 1).all(|k| {
-            // Level k keeps `map <= k`; level k + 1 keeps `map <= k + 1`, a superset.
-            let lower = map.iter().filter(|&&v| v <= k as i64).count();
-            let upper = map.iter().filter(|&&v| v <= k as i64 + 1).count();
-            lower <= upper
-        }) && map.iter().all(|&v| v >= 0 && v <= mask.num_levels as i64)
-    })
+/// Whether level `level`'s outputs ignore every weight of a masked layer whose level-map value
+/// `dropped` selects: those weights get large new values, and the level's logits must stay
+/// bit-identical. This reads what the forward pass uses, not the masks' own bookkeeping (a
+/// level map gives nested masks by construction; what can break is which weights a level's
+/// forward pass multiplies).
+fn ignores<M: NestedNetwork + Module>(model: &M, level: usize, dropped: impl Fn(i64) -> bool) -> bool {
+    let device = model.devices().into_iter().next().expect("a model on a device");
+    let [c, h, w] = model.input_shape();
+    let pixels: Vec<f32> = (0..4 * c * h * w).map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5).collect();
+    let images = Tensor::<4>::from_data(TensorData::new(pixels, [4, c, h, w]), &device);
+    let logits = |m: &M| m.forward_level(images.clone(), level).into_data().try_to_vec::<f32>().unwrap();
+    let before = logits(model);
+    let mut changed = model.clone();
+    for (_, layer) in changed.weight_layers_mut() {
+        let Some(map) = layer.mask().map(|m| m.level_map_values()) else { continue };
+        let mut values = layer.weight_values();
+        for (v, &m) in values.iter_mut().zip(&map) {
+            if dropped(m) {
+                *v += 1.0 + v.abs();
+            }
+        }
+        layer.set_weight_values(&values).unwrap();
+    }
+    before == logits(&changed)
+}
+
+/// Whether the levels nest as their forward passes compute them: level `k` ignores every
+/// weight whose map value is above `k` (so every weight a level uses, the next level uses
+/// too), and depends on the weights it keeps (the check can fail: `checks_can_fail` shows it).
+fn masks_nest<M: NestedNetwork + Module>(model: &M) -> bool {
+    (0..model.num_levels())
+        .all(|k| ignores(model, k, |m| m > k as i64) && !ignores(model, k, |m| m <= k as i64))
+}
+
+#[test]
+fn checks_can_fail() {
+    let config = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
+    let mut model =
+        nestednet::train::seeded_model(&config.model, config.training.masking.as_ref(), 3, &Device::flex())
+            .unwrap();
+    for (_, layer) in model.weight_layers_mut() {
+        if let Some(mask) = layer.mask_mut() {
+            // Every other weight enters at level 1.
+            let map: Vec<i64> = (0..mask.level_map_values().len()).map(|i| (i % 2) as i64).collect();
+            mask.set_level_map_values(map).unwrap();
+        }
+    }
+    assert!(masks_nest(&model));
+    // Claiming that level 1 ignores the weights that enter at level 1 is caught.
+    assert!(!ignores(&model, 1, |m| m >= 1));
+    // The core depends on the weights it keeps: a forward pass that dropped them fails too.
+    assert!(!ignores(&model, 0, |m| m == 0));
 }
 
 /// Measured density of every level: its parameters over the full level's.

@@ -8,8 +8,8 @@ use nestednet::burn::prelude::*;
 use nestednet::data::epoch_loader;
 use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedNetwork, NestedResNetConfig};
 use nestednet::train::{
-    ExportFormat, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, export_level,
-    load_level, train,
+    ExportFormat, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig,
+    burnpack_config_path, export_level, load_level, seeded_model, train,
 };
 
 const FORMATS: [(ExportFormat, &str); 3] = [
@@ -138,5 +138,26 @@ fn residual_levels_export_in_every_format() {
         ["conv1.weight", "bn1.running_var", "bn1.num_batches_tracked", "layer2.1.conv2.weight", "fc.weight"]
     {
         assert!(names.iter().any(|n| n == expected), "no `{expected}` in {names:?}");
+    }
+}
+
+/// A configuration read from an export is checked like user input before anything is
+/// allocated: one declaring a huge network, or a level larger than the file, is refused.
+#[test]
+fn hostile_export_configurations_are_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let config: ModelConfig = NestedMnistCnnConfig::new().into();
+    let model = seeded_model(&config, None, 1, &Device::flex()).unwrap();
+    let file = dir.path().join("level0.bpk");
+    export_level(&model, &config, 0, &file, ExportFormat::Burnpack).unwrap();
+    let manifest_path = burnpack_config_path(&file);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    for (hidden, expected) in [(1u64 << 40, "declares a network of"), (4096, "more than the")] {
+        let mut hostile = manifest.clone();
+        hostile["model"]["mnist_cnn"]["hidden"] = hidden.into();
+        std::fs::write(&manifest_path, serde_json::to_vec(&hostile).unwrap()).unwrap();
+        let err = load_level::<ModelConfig>(&file, &Device::flex()).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains(expected) && err.contains("level0.bpk"), "hidden {hidden}: {err}");
     }
 }

@@ -124,3 +124,90 @@ fn every_model_family_loads_into_pytorch() {
     // ImageNet stem; the full level is torchvision's resnet18.
     check(&python, request("resnet-18", [3, 32, 32], ratios(&[0.25, 1.0])), dir.path());
 }
+
+/// The backend tests' stored reference (`tests/fixtures/pytorch_logits.json`): every level's
+/// logits of seeded, untrained `mnist-cnn` and `mnist-resnet` lattice networks on fixed
+/// images, computed by PyTorch from the exported weights, so that the default build's backend
+/// test (`flex` only) compares against values computed independently of nestednet's forward
+/// passes. With `NESTEDNET_WRITE_FIXTURE=1` the file is (re)written; otherwise PyTorch's
+/// values must still equal the stored ones.
+#[test]
+#[ignore = "needs PyTorch: NESTEDNET_PYTHON=PATH cargo test --test pytorch_exports -- --ignored"]
+fn the_backend_fixture_is_pytorch_s_output() {
+    let python = std::env::var("NESTEDNET_PYTHON").expect("set NESTEDNET_PYTHON to a python with torch");
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let mut models = Vec::new();
+    for (name, levels) in [
+        ("mnist-cnn", LevelRequest::Channels(LevelSpec::Ratios(vec![0.25, 0.5, 1.0]))),
+        ("mnist-resnet", LevelRequest::Lattice("0.5,1;1,2".parse().unwrap())),
+    ] {
+        let request = request(name, [1, 28, 28], levels);
+        let config = ModelConfig::from_request(&request).unwrap();
+        let model = nestednet::train::seeded_model(&config, None, FIXTURE_SEED, &device).unwrap();
+        let mut rng = SplitMix64::new(3);
+        let values: Vec<f32> = (0..2 * 28 * 28).map(|_| (rng.below(2000) as f32 - 1000.0) / 500.0).collect();
+        let images = Tensor::<4>::from_data(TensorData::new(values.clone(), [2, 1, 28, 28]), &device);
+        let image_bytes = f32_bytes(images);
+        let input = dir.path().join(format!("{name}.images.safetensors"));
+        let views = vec![(
+            "images".to_string(),
+            TensorView::new(Dtype::F32, vec![2, 1, 28, 28], &image_bytes).unwrap(),
+        )];
+        std::fs::write(
+            &input,
+            safetensors::tensor::serialize(views, None::<HashMap<String, String>>).unwrap(),
+        )
+        .unwrap();
+        let mut levels = Vec::new();
+        for level in 0..model.num_levels() {
+            let file = dir.path().join(format!("{name}-{level}.safetensors"));
+            export_level(&model, &config, level, &file, ExportFormat::Safetensors).unwrap();
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/load_exported.py");
+            let out = Command::new(&python)
+                .args([script.to_str().unwrap(), file.to_str().unwrap(), "--logits", input.to_str().unwrap()])
+                .output()
+                .expect("python runs");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            levels.push(json["logits"].clone());
+        }
+        models.push(serde_json::json!({"name": name, "images": values, "levels": levels}));
+    }
+    let fixture = serde_json::json!({
+        "about": "PyTorch's logits for seeded, untrained nestednet models (tests/pytorch_exports.rs writes it; tests/backends.rs reads it)",
+        "seed": FIXTURE_SEED,
+        "models": models,
+    });
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch_logits.json");
+    if std::env::var_os("NESTEDNET_WRITE_FIXTURE").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_vec_pretty(&fixture).unwrap()).unwrap();
+        return;
+    }
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for (model, stored) in
+        fixture["models"].as_array().unwrap().iter().zip(stored["models"].as_array().unwrap())
+    {
+        for (level, (now, then)) in
+            model["levels"].as_array().unwrap().iter().zip(stored["levels"].as_array().unwrap()).enumerate()
+        {
+            let flat = |v: &serde_json::Value| -> Vec<f64> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+                    .collect()
+            };
+            let worst = flat(now).iter().zip(flat(then)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            assert!(
+                worst <= 1e-5,
+                "{} level {level}: PyTorch now gives logits {worst:e} away from the stored fixture",
+                model["name"]
+            );
+        }
+    }
+}
+
+/// The seed of the stored backend fixture (`tests/backends.rs` uses the same).
+const FIXTURE_SEED: u64 = 20;

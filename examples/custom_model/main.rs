@@ -45,8 +45,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let data =
-        DataSource { kind: DatasetKind::Mnist, dir: nestednet::vendored_mnist_dir(), image_size: None };
+    let data = DataSource::new(DatasetKind::Mnist, nestednet::vendored_mnist_dir());
     let (train, test) = data.load()?;
     let model = TinyNetConfig::new(
         vec![0.25, 0.5, 1.0],

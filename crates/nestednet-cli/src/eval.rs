@@ -57,6 +57,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
             .or(recorded.as_ref().map(|d| d.dir.clone()))
             .context("give the data folder (--data-dir): the run records none")?,
         image_size: a.image_size.map(|s| s.0).or(recorded.and_then(|d| d.image_size)),
+        // The test set, also for runs trained with a validation split (their report is on
+        // the held-out training images; this is the final measurement).
+        validation_split: None,
     };
     let (_, test) = source.load()?;
     let test = Arc::new(test);

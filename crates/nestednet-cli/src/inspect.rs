@@ -41,6 +41,11 @@ pub fn run(a: InspectArgs) -> Result<()> {
         training.seed
     );
     if let Some(settings) = &config.settings {
+        let recipe = settings.recipe.as_deref().unwrap_or(nestednet::models::Recipe::PLAIN.name);
+        match ModelConfig::recipe(recipe) {
+            Ok(r) => println!("recipe: {r} (the training line above is what the run used)"),
+            Err(_) => println!("recipe: {recipe} (not known to this build)"),
+        }
         println!(
             "settings (repeat with `nestednet train --config {}/config.json --out NEW`):",
             run.path().display()

@@ -30,6 +30,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train every level of a nested network jointly, then report each level.
+    #[command(after_help = train::recipes_help())]
     Train(Box<train::TrainArgs>),
     /// Evaluate the levels of a trained run on a data set.
     Eval(eval::EvalArgs),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use nestednet::models::ModelConfig;
 use nestednet::train::{BarProgress, MaskMethod, TrainSettings, run_job_with_data, run_magnitude_jobs};
 
 #[derive(Args, Debug)]
@@ -22,13 +23,45 @@ pub struct TrainArgs {
     settings: TrainSettings,
 }
 
+/// The recipes, for `nestednet train --help`.
+pub fn recipes_help() -> String {
+    let mut text = String::from(
+        "Recipes (--recipe NAME; default: the model's own). Each flag or config-file key overrides its part:\n",
+    );
+    for recipe in ModelConfig::recipes() {
+        text += &format!(
+            "  {}: {}\n      {}\n      chosen by: {}\n",
+            recipe.name,
+            recipe.description,
+            recipe.summary(),
+            recipe.chosen_by
+        );
+    }
+    text
+}
+
 pub fn run(a: TrainArgs) -> Result<()> {
     let settings = match &a.config {
         Some(file) => a.settings.merged_over(TrainSettings::from_file(file)?),
         None => a.settings,
     };
+    let given = settings.clone();
     let resolved = settings.resolve(&a.out, a.resume)?;
     let job = &resolved.job;
+    if let Some(name) = job.config.settings.as_ref().and_then(|s| s.recipe.as_deref()) {
+        let recipe = ModelConfig::recipe(name)?;
+        let overridden = given.recipe_overrides();
+        let overridden = match overridden.is_empty() {
+            true => String::new(),
+            false => format!(" (given: --{})", overridden.join(", --")),
+        };
+        println!("recipe {recipe}{overridden}");
+    }
+    if let Some(fraction) = given.validation_split {
+        println!(
+            "validation split: the last {fraction} of the training images are held out; accuracies below are on them, not on the test set"
+        );
+    }
     let mut progress = BarProgress::default();
     if job.config.training.masking.as_ref().is_some_and(|m| m.method == MaskMethod::Magnitude) {
         let report = run_magnitude_jobs(job, resolved.train, resolved.test, &mut progress)?;

@@ -9,11 +9,15 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::mnist::read_maybe_gz;
+use crate::mnist::DataFile;
 use crate::{DataError, ImageSet, Normalization, Result};
 
 /// Pixel bytes per CIFAR image (3 × 32 × 32).
 pub const CIFAR_IMAGE_BYTES: usize = 3 * 32 * 32;
+
+/// The most records one CIFAR binary file may hold (the published CIFAR-100 `train.bin` has
+/// 50,000).
+pub const MAX_RECORDS_PER_FILE: usize = 50_000;
 
 /// Label bytes and class counts of one CIFAR variant.
 struct Layout {
@@ -39,7 +43,13 @@ fn read_records(paths: &[PathBuf], layout: &Layout, normalization: Normalization
         if !path.is_file() {
             return Err(DataError::Missing { tried: vec![path.clone()] });
         }
-        let bytes = read_maybe_gz(path)?;
+        // The format has no header to announce a size: a file may hold at most as many records
+        // as the largest published one (CIFAR-100's train.bin, 50,000), and reading stops one
+        // byte past that, so a compressed file inflating without end is refused early.
+        let mut file = DataFile::open(path)?;
+        let limit = (MAX_RECORDS_PER_FILE * record) as u64;
+        let bytes =
+            file.read_at_most(limit, &format!("of {MAX_RECORDS_PER_FILE} records a CIFAR file may hold"))?;
         if bytes.is_empty() || bytes.len() % record != 0 {
             return Err(DataError::BadSize {
                 path: path.clone(),
@@ -163,6 +173,26 @@ mod tests {
         assert_eq!(train.coarse_labels.as_deref(), Some(&[3, 19, 0][..]));
         assert_eq!((train.num_classes, train.num_coarse_classes), (100, 20));
         assert_eq!(test.coarse_labels.as_deref(), Some(&[4][..]));
+    }
+
+    /// A small gzip file that inflates past the records a CIFAR file may hold is refused one
+    /// byte past that bound, not read to its end.
+    #[test]
+    fn a_compressed_file_inflating_past_the_largest_cifar_file_is_refused() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train.bin");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 3074 * 1000];
+        for _ in 0..(MAX_RECORDS_PER_FILE / 1000 + 1) {
+            enc.write_all(&zeros).unwrap();
+        }
+        std::fs::write(&p, enc.finish().unwrap()).unwrap();
+        let err = Cifar100::load_files(std::slice::from_ref(&p)).unwrap_err().to_string();
+        assert!(
+            err.contains("train.bin") && err.contains("more data than") && err.contains("50000 records"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -118,6 +118,33 @@ impl ImageSet {
         }
     }
 
+    /// The first images for training and the last `fraction` of them for validation (the
+    /// order of the files: MNIST and CIFAR are stored in random order). Both parts keep this
+    /// set's normalisation, and neither may be empty.
+    pub fn split_validation(self, fraction: f64) -> crate::Result<(Self, Self)> {
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(crate::DataError::Invalid(format!(
+                "validation split {fraction}: give a fraction of the training set between 0 and 1 (e.g. 0.125)"
+            )));
+        }
+        let held = (self.len() as f64 * fraction).round() as usize;
+        if held == 0 || held >= self.len() {
+            return Err(crate::DataError::Invalid(format!(
+                "a validation split of {fraction} of {} training images leaves an empty part",
+                self.len()
+            )));
+        }
+        let kept = self.len() - held;
+        let at = kept * self.image_size();
+        let validation = Self {
+            pixels: self.pixels[at..].to_vec(),
+            labels: self.labels[kept..].to_vec(),
+            coarse_labels: self.coarse_labels.as_ref().map(|c| c[kept..].to_vec()),
+            ..self.clone_meta()
+        };
+        Ok((self.take(kept), validation))
+    }
+
     /// The same images with every label `l` replaced by `map[l]`, out of `num_classes` classes
     /// (e.g. digits mapped to their shape groups, to train a network on coarse labels).
     pub fn relabel(&self, map: &[usize], num_classes: usize) -> crate::Result<Self> {
@@ -229,6 +256,29 @@ mod tests {
 #[cfg(test)]
 mod measure_tests {
     use super::*;
+
+    #[test]
+    fn validation_split_holds_out_the_last_images() {
+        let set = ImageSet {
+            pixels: (0..10u8).collect(),
+            labels: (0..10).map(|l| l % 3).collect(),
+            coarse_labels: None,
+            channels: 1,
+            height: 1,
+            width: 1,
+            num_classes: 3,
+            num_coarse_classes: 0,
+            normalization: Normalization::mnist(),
+            class_names: Vec::new(),
+        };
+        let (train, validation) = set.clone().split_validation(0.2).unwrap();
+        assert_eq!((train.pixels, validation.pixels), ((0..8).collect(), vec![8, 9]));
+        assert_eq!(validation.labels, vec![2, 0]);
+        for bad in [0.0, 1.0, -0.5, f64::NAN, 0.01] {
+            let e = set.clone().split_validation(bad).unwrap_err().to_string();
+            assert!(e.contains("validation split"), "{e}");
+        }
+    }
 
     #[test]
     fn statistics_are_measured_per_channel() {

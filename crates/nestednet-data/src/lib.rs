@@ -22,7 +22,7 @@ mod mnist;
 mod rng;
 
 pub use batch::{Augment, EpochDataset, ImageBatch, ImageBatcher, ImageItem, epoch_loader, prefetch};
-pub use cifar::{CIFAR_IMAGE_BYTES, Cifar10, Cifar100};
+pub use cifar::{CIFAR_IMAGE_BYTES, Cifar10, Cifar100, MAX_RECORDS_PER_FILE};
 pub use error::{DataError, Result};
 pub use image_folder::{IMAGE_EXTENSIONS, ImageFolder};
 pub use image_set::{ImageSet, Normalization};
@@ -53,7 +53,7 @@ impl DatasetKind {
     /// Loads the training and test sets of this kind from `dir` (image folders at the first
     /// image's size).
     pub fn load(self, dir: &std::path::Path) -> Result<(ImageSet, ImageSet)> {
-        DataSource { kind: self, dir: dir.to_path_buf(), image_size: None }.load()
+        DataSource::new(self, dir).load()
     }
 
     /// The augmentation the usual recipe applies to this kind's training set: none for MNIST
@@ -63,6 +63,57 @@ impl DatasetKind {
             Self::Mnist | Self::ImageFolder => None,
             Self::Cifar10 | Self::Cifar100 => Some(Augment { crop_padding: 4, horizontal_flip: true }),
         }
+    }
+}
+
+/// Which training-time augmentation a run applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augmentation {
+    /// The data set's usual one ([`DatasetKind::train_augment`]): none for MNIST and image
+    /// folders, 4-pixel padded crop and horizontal flip for CIFAR.
+    #[default]
+    Usual,
+    /// None.
+    None,
+    /// 4-pixel zero-padded random crop (no flip: digits and text must not be mirrored).
+    Crop,
+    /// 4-pixel zero-padded random crop and random horizontal flip.
+    CropFlip,
+}
+
+impl Augmentation {
+    /// Every choice, for help texts.
+    pub const ALL: [Augmentation; 4] = [Self::Usual, Self::None, Self::Crop, Self::CropFlip];
+
+    /// The augmentation this choice applies to `kind`'s training set.
+    pub fn for_dataset(self, kind: DatasetKind) -> Option<Augment> {
+        match self {
+            Self::Usual => kind.train_augment(),
+            Self::None => None,
+            Self::Crop => Some(Augment { crop_padding: 4, horizontal_flip: false }),
+            Self::CropFlip => Some(Augment { crop_padding: 4, horizontal_flip: true }),
+        }
+    }
+}
+
+impl core::fmt::Display for Augmentation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Usual => "usual",
+            Self::None => "none",
+            Self::Crop => "crop",
+            Self::CropFlip => "crop-flip",
+        })
+    }
+}
+
+impl core::str::FromStr for Augmentation {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|a| a.to_string() == s).ok_or_else(|| {
+            DataError::Invalid(format!("unknown augmentation `{s}`: give usual, none, crop or crop-flip"))
+        })
     }
 }
 
@@ -91,7 +142,7 @@ impl core::fmt::Display for DatasetKind {
 }
 
 /// Where a data set is and how to read it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataSource {
     /// The format.
     pub kind: DatasetKind,
@@ -100,9 +151,18 @@ pub struct DataSource {
     /// Image folders: the size every image is resized to, `[height, width]` (default: the
     /// first training image's). Other formats have a fixed size and refuse this.
     pub image_size: Option<[usize; 2]>,
+    /// Hold out this fraction of the training set (its last images) as the evaluation set in
+    /// place of the test set, to choose settings without looking at the test set.
+    #[serde(default)]
+    pub validation_split: Option<f64>,
 }
 
 impl DataSource {
+    /// The data set of `kind` in `dir`, read at its own size, with its own test set.
+    pub fn new(kind: DatasetKind, dir: impl Into<std::path::PathBuf>) -> Self {
+        Self { kind, dir: dir.into(), image_size: None, validation_split: None }
+    }
+
     /// Loads the training and test sets.
     pub fn load(&self) -> Result<(ImageSet, ImageSet)> {
         if self.image_size.is_some() && self.kind != DatasetKind::ImageFolder {
@@ -111,11 +171,15 @@ impl DataSource {
                 self.kind
             )));
         }
-        match self.kind {
-            DatasetKind::Mnist => Mnist::load(&self.dir),
-            DatasetKind::Cifar10 => Cifar10::load(&self.dir),
-            DatasetKind::Cifar100 => Cifar100::load(&self.dir),
-            DatasetKind::ImageFolder => ImageFolder::load(&self.dir, self.image_size),
+        let (train, test) = match self.kind {
+            DatasetKind::Mnist => Mnist::load(&self.dir)?,
+            DatasetKind::Cifar10 => Cifar10::load(&self.dir)?,
+            DatasetKind::Cifar100 => Cifar100::load(&self.dir)?,
+            DatasetKind::ImageFolder => ImageFolder::load(&self.dir, self.image_size)?,
+        };
+        match self.validation_split {
+            None => Ok((train, test)),
+            Some(fraction) => train.split_validation(fraction),
         }
     }
 }

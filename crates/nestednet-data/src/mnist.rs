@@ -17,34 +17,94 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads a whole file, gunzipping it if it starts with the gzip magic bytes (whatever its name).
-pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let io = |source| DataError::Io { path: path.to_path_buf(), source };
-    let raw = std::fs::read(path).map_err(io)?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(|e| {
-            DataError::BadSize {
-                path: path.to_path_buf(),
-                reason: format!("corrupt or truncated gzip stream: {e}"),
-            }
-        })?;
+/// Deflate expands data at most about 1032-fold: a gzip file cannot hold more than this many
+/// times its own size, whatever its header claims.
+const MAX_GZIP_RATIO: u64 = 1032;
+
+/// A data file opened for reading, gunzipped on the fly if it starts with the gzip magic
+/// bytes (whatever its name).
+pub(crate) struct DataFile {
+    path: PathBuf,
+    reader: Box<dyn Read>,
+    /// Size on disk.
+    file_len: u64,
+    compressed: bool,
+    /// Bytes read so far (after decompression).
+    consumed: u64,
+}
+
+impl DataFile {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let io = |source| DataError::Io { path: path.to_path_buf(), source };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        let mut magic = [0u8; 2];
+        let compressed = file_len >= 2 && {
+            file.read_exact(&mut magic).map_err(io)?;
+            magic == [0x1f, 0x8b]
+        };
+        use std::io::Seek;
+        file.rewind().map_err(io)?;
+        let file = std::io::BufReader::new(file);
+        let reader: Box<dyn Read> =
+            if compressed { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
+        Ok(Self { path: path.to_path_buf(), reader, file_len, compressed, consumed: 0 })
+    }
+
+    fn read_error(&self, e: std::io::Error) -> DataError {
+        match self.compressed {
+            true => self.bad(format!("corrupt or truncated gzip stream: {e}")),
+            false => DataError::Io { path: self.path.clone(), source: e },
+        }
+    }
+
+    fn bad(&self, reason: String) -> DataError {
+        DataError::BadSize { path: self.path.clone(), reason }
+    }
+
+    /// The most bytes this file can decompress to.
+    pub(crate) fn max_content(&self) -> u64 {
+        if self.compressed { self.file_len.saturating_mul(MAX_GZIP_RATIO) } else { self.file_len }
+    }
+
+    /// Reads up to `limit` bytes (fewer at the end of the data). Reading stops one byte past
+    /// `limit`: a stream that goes on is an error, and never more than `limit + 1` bytes are
+    /// decompressed or held.
+    pub(crate) fn read_at_most(&mut self, limit: u64, what: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(limit.min(1 << 24) as usize);
+        (&mut self.reader)
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut out)
+            .map_err(|e| self.read_error(e))?;
+        self.consumed += out.len() as u64;
+        if out.len() as u64 > limit {
+            return Err(self.bad(format!("more data than the {limit} bytes {what}")));
+        }
         Ok(out)
-    } else {
-        Ok(raw)
+    }
+
+    /// Reads exactly `n` bytes.
+    pub(crate) fn read_exact_bytes(&mut self, n: u64, what: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(n.min(1 << 24) as usize);
+        (&mut self.reader).take(n).read_to_end(&mut out).map_err(|e| self.read_error(e))?;
+        self.consumed += out.len() as u64;
+        if (out.len() as u64) < n {
+            return Err(self.bad(format!("truncated {what}: the data end after {} bytes", self.consumed)));
+        }
+        Ok(out)
     }
 }
 
 /// Reads an idx file of unsigned bytes (`.gz` or raw) and checks its header against the data:
 /// the magic number must be `expected_magic`, and the file must hold exactly the bytes the
-/// dimensions announce.
+/// dimensions announce. The size is computed with checked arithmetic and compared with what
+/// the file can hold before anything is allocated; decompression stops one byte past the
+/// announced size, so a small file inflating to gigabytes costs no more than its header says.
 pub fn read_idx(path: &Path, expected_magic: u32, what: &'static str) -> Result<IdxArray> {
-    let bytes = read_maybe_gz(path)?;
+    let mut file = DataFile::open(path)?;
     let bad = |reason: String| DataError::BadSize { path: path.to_path_buf(), reason };
-    if bytes.len() < 4 {
-        return Err(bad(format!("{} bytes is too short for an idx header", bytes.len())));
-    }
-    let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let head = file.read_exact_bytes(4, "idx header")?;
+    let magic = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
     if magic != expected_magic {
         return Err(DataError::BadMagic {
             path: path.to_path_buf(),
@@ -53,31 +113,41 @@ pub fn read_idx(path: &Path, expected_magic: u32, what: &'static str) -> Result<
             what,
         });
     }
-    let ndim = (magic & 0xff) as usize;
+    let ndim = (magic & 0xff) as u64;
     let header = 4 + 4 * ndim;
-    if bytes.len() < header {
-        return Err(bad(format!("truncated header: {} bytes, need {header}", bytes.len())));
+    let dim_bytes = file.read_exact_bytes(4 * ndim, "idx header")?;
+    let dims: Vec<usize> =
+        dim_bytes.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
+    let expected = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .ok_or_else(|| bad(format!("the header's dimensions {dims:?} overflow a 64-bit size")))?;
+    let room = file.max_content().saturating_sub(header);
+    if expected > room {
+        return Err(bad(match file.compressed {
+            true => format!(
+                "the header announces {dims:?} = {expected} bytes of data, more than a {}-byte gzip file can hold",
+                file.file_len
+            ),
+            false => {
+                format!("truncated: header announces {dims:?} = {expected} bytes of data, file has {room}")
+            }
+        }));
     }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|i| {
-            let o = 4 + 4 * i;
-            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
-        })
-        .collect();
-    let expected = dims.iter().product::<usize>();
-    let found = bytes.len() - header;
-    if found < expected {
-        return Err(bad(format!(
-            "truncated: header announces {dims:?} = {expected} bytes of data, file has {found}"
-        )));
-    }
-    if found > expected {
+    if !file.compressed && expected < room {
         return Err(bad(format!(
             "{} unexpected bytes after the {expected} bytes of data announced by {dims:?}",
-            found - expected
+            room - expected
         )));
     }
-    Ok(IdxArray { dims, data: bytes[header..].to_vec() })
+    let data = file.read_at_most(expected, &format!("announced by {dims:?}"))?;
+    if (data.len() as u64) < expected {
+        return Err(bad(format!(
+            "truncated: header announces {dims:?} = {expected} bytes of data, file has {}",
+            data.len()
+        )));
+    }
+    Ok(IdxArray { dims, data })
 }
 
 /// MNIST in the idx format (any image size), 10 classes.
@@ -191,6 +261,29 @@ mod tests {
         train.validate().unwrap();
     }
 
+    /// A file whose header announces 10 images of 28x28 but whose stream inflates to 256 MiB:
+    /// reading stops one byte past the 7,840 announced bytes.
+    #[test]
+    fn a_gzip_bomb_is_refused_after_what_its_header_announces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train-images-idx3-ubyte.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&idx(IMAGES_MAGIC, &[10, 28, 28], &[])).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            enc.write_all(&zeros).unwrap();
+        }
+        std::fs::write(&path, enc.finish().unwrap()).unwrap();
+        let mut file = DataFile::open(&path).unwrap();
+        assert!(file.max_content() > 256 << 20, "the bomb fits the gzip ratio: only the header bounds it");
+        let err = read_idx(&path, IMAGES_MAGIC, "images").unwrap_err().to_string();
+        assert!(err.contains("more data than the 7840 bytes"), "{err}");
+        // What was decompressed: the header, then one byte past the announced data.
+        file.read_exact_bytes(16, "header").unwrap();
+        assert!(file.read_at_most(7840, "announced").is_err());
+        assert_eq!(file.consumed, 16 + 7841);
+    }
+
     #[test]
     fn bad_files_are_named_errors() {
         let dir = tempfile::tempdir().unwrap();
@@ -229,6 +322,16 @@ mod tests {
         std::fs::write(&g, bytes).unwrap();
         let err = read_idx(&g, IMAGES_MAGIC, "images").unwrap_err().to_string();
         assert!(err.contains("corrupt.gz") && err.contains("gzip"), "{err}");
+
+        // A header whose sizes overflow when multiplied (they wrapped before: three dimensions
+        // of 4294967295 read as 12884901887 bytes).
+        std::fs::write(&p, idx(IMAGES_MAGIC, &[u32::MAX; 3], &[0; 16])).unwrap();
+        let err = read_idx(&p, IMAGES_MAGIC, "images").unwrap_err().to_string();
+        assert!(err.contains("overflow"), "{err}");
+        // A header announcing more than a small gzip file can hold: refused before reading.
+        std::fs::write(&g, gz(&idx(IMAGES_MAGIC, &[1_000_000, 1000, 1000], &[0; 64]))).unwrap();
+        let err = read_idx(&g, IMAGES_MAGIC, "images").unwrap_err().to_string();
+        assert!(err.contains("more than a") && err.contains("gzip file can hold"), "{err}");
 
         // Label out of range.
         std::fs::write(&p, &full).unwrap();

@@ -203,6 +203,13 @@ impl Maskable for NestedHead {
         }
     }
 
+    fn set_weight_values(&mut self, values: &[f32]) -> Result<(), nestednet_nn::PruneError> {
+        match &mut self.shared {
+            Some(layer) => layer.set_weight_values(values),
+            None => nestednet_nn::set_concatenated_weights(&mut self.private, values),
+        }
+    }
+
     fn block_weights(&self, level: usize) -> usize {
         let (layer, k) = self.of_level(level);
         layer.block_weights(k)

@@ -171,6 +171,17 @@ impl Hierarchy {
 
     /// Reads a hierarchy file: `.json` or `.csv` (see the module documentation).
     pub fn load(path: &Path) -> Result<Self> {
+        // Far above any real label tree (ImageNet's WordNet paths are a few MB as text).
+        const MAX_BYTES: u64 = 64 << 20;
+        let size = std::fs::metadata(path)
+            .map_err(|e| invalid(format!("cannot read hierarchy file {}: {e}", path.display())))?
+            .len();
+        if size > MAX_BYTES {
+            return Err(invalid(format!(
+                "hierarchy file {} is {size} bytes; a hierarchy file may hold at most {MAX_BYTES}",
+                path.display()
+            )));
+        }
         let text = std::fs::read_to_string(path)
             .map_err(|e| invalid(format!("cannot read hierarchy file {}: {e}", path.display())))?;
         let named = |e: HeadError| match e {
@@ -209,14 +220,23 @@ impl Hierarchy {
             return Err(invalid("the CSV header must be `label,<depth 0>,...,<finest depth>`"));
         }
         let depth_names = &header[1..];
-        let mut rows: Vec<Option<Vec<String>>> = Vec::new();
-        for (line_no, line) in lines.enumerate() {
+        // One row per fine class: with N rows the labels are 0..N, so a label is checked
+        // against the row count before it indexes anything (a huge label is an error, not a
+        // huge allocation).
+        let lines: Vec<&str> = lines.collect();
+        let mut rows: Vec<Option<Vec<String>>> = vec![None; lines.len()];
+        for (line_no, line) in lines.iter().enumerate() {
             let cells: Vec<String> = line.split(',').map(|s| s.trim().to_string()).collect();
             let label: usize = cells[0]
                 .parse()
                 .map_err(|_| invalid(format!("row {}: `{}` is not a label index", line_no + 2, cells[0])))?;
             if label >= rows.len() {
-                rows.resize(label + 1, None);
+                return Err(invalid(format!(
+                    "row {}: label {label} is out of range: the file maps {} fine classes, so labels run from 0 to {}",
+                    line_no + 2,
+                    rows.len(),
+                    rows.len() - 1
+                )));
             }
             if rows[label].is_some() {
                 return Err(invalid(format!("fine class {label} is mapped twice")));
@@ -520,7 +540,10 @@ mod tests {
         let err = Hierarchy::from_csv("label,k,f\n0,m,cat\n0,m,dog\n").unwrap_err().to_string();
         assert!(err.contains("fine class 0 is mapped twice"), "{err}");
         let err = Hierarchy::from_csv("label,k,f\n0,m,cat\n2,m,dog\n").unwrap_err().to_string();
-        assert!(err.contains("fine class 1 is not mapped"), "{err}");
+        assert!(err.contains("label 2 is out of range"), "{err}");
+        // The largest label a u64 holds panicked before ("index out of bounds").
+        let err = Hierarchy::from_csv("label,k,f\n18446744073709551615,m,cat\n").unwrap_err().to_string();
+        assert!(err.contains("row 2: label 18446744073709551615 is out of range"), "{err}");
         let err = Hierarchy::from_csv("label,k,f\n0,cat,cat\n").unwrap_err().to_string();
         assert!(err.contains("its own ancestor"), "{err}");
         let err = Hierarchy::from_csv("label,k,f\n0,m\n").unwrap_err().to_string();

@@ -12,6 +12,14 @@ pub enum ModelError {
     /// A model dimension is invalid.
     #[error("invalid model configuration: {0}")]
     Invalid(String),
+    /// No training recipe has this name.
+    #[error("unknown recipe `{name}` (known: {known})")]
+    UnknownRecipe {
+        /// The name asked for.
+        name: String,
+        /// The recipes the registry knows.
+        known: String,
+    },
     /// No built-in model has this name.
     #[error("unknown model `{name}` (known: {known})")]
     UnknownModel {

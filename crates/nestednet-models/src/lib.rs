@@ -16,6 +16,7 @@ mod error;
 mod fused;
 mod mnist_cnn;
 mod network;
+mod recipe;
 mod registry;
 mod resnet;
 
@@ -25,5 +26,6 @@ pub use mnist_cnn::{
 };
 pub use nestednet_nn::Maskable;
 pub use network::{LevelCost, NestedNetwork, NestedNetworkConfig, measure_level};
+pub use recipe::{Recipe, RecipeContext, RecipeOptimizer, RecipeSchedule};
 pub use registry::{LevelModel, LevelRequest, ModelConfig, ModelFamily, ModelRequest, NestedModel};
 pub use resnet::{NestedBasicBlock, NestedResNet, NestedResNetConfig, Shortcut, Stem};

@@ -8,6 +8,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use nestednet_data::Augmentation;
 use nestednet_heads::{NestedHead, NestedHeadConfig};
 use nestednet_nn::{
     LevelBatchNorm, LevelBatchNormConfig, LevelConv2d, LevelConv2dConfig, Maskable, NestedConv2d,
@@ -19,6 +20,7 @@ use nestednet_schedule::{ChannelSchedule, LevelSpec, ScheduledLayer};
 use crate::fused::{norm_pool_relu, pool};
 use crate::{
     LevelCost, LevelRequest, ModelError, ModelFamily, ModelRequest, NestedNetwork, NestedNetworkConfig,
+    Recipe, RecipeContext, RecipeOptimizer, RecipeSchedule,
 };
 
 /// Configuration of the nested `mnist-cnn`.
@@ -369,9 +371,33 @@ impl NestedNetworkConfig for NestedMnistCnnConfig {
     }
 }
 
+/// `mnist-cnn`'s default recipe, for channel levels and weight masks alike (chosen on a
+/// validation split of mnist10k's training set: `docs/RECIPES.md`).
+pub const MNIST_CNN_RECIPE: Recipe = Recipe {
+    name: "mnist-cnn",
+    description: "mnist-cnn on small grey-scale images (channel levels, weight masks, hierarchies)",
+    optimizer: RecipeOptimizer::Adam,
+    learning_rate: 1e-3,
+    momentum: 0.9,
+    weight_decay: 0.0,
+    lr_schedule: RecipeSchedule::Cosine,
+    batch_size: 32,
+    epochs: 4,
+    augmentation: Augmentation::Usual,
+    chosen_by: "validation split of mnist10k (7,000 / 1,000), docs/RECIPES.md",
+};
+
 impl ModelFamily for NestedMnistCnnConfig {
     fn names() -> &'static [&'static str] {
         &["mnist-cnn"]
+    }
+
+    fn recipes() -> &'static [Recipe] {
+        std::slice::from_ref(&MNIST_CNN_RECIPE)
+    }
+
+    fn default_recipe(name: &str, _context: RecipeContext) -> Option<&'static Recipe> {
+        (name == "mnist-cnn").then_some(&MNIST_CNN_RECIPE)
     }
 
     fn from_request(request: &ModelRequest) -> Option<crate::Result<Self>> {

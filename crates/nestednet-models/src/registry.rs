@@ -13,7 +13,7 @@ use nestednet_nn::Maskable;
 use nestednet_schedule::{LatticeSpec, LevelSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::{LevelCost, ModelError, NestedNetwork, NestedNetworkConfig};
+use crate::{LevelCost, ModelError, NestedNetwork, NestedNetworkConfig, Recipe, RecipeContext};
 use crate::{MnistCnn, NestedMnistCnn, NestedMnistCnnConfig, NestedResNet, NestedResNetConfig};
 
 /// How the levels of a requested model are laid out.
@@ -157,6 +157,18 @@ pub trait ModelFamily: NestedNetworkConfig + Sized {
     /// The configuration `request` asks for, or `None` when `request.name` is not one of this
     /// family's names. Images the model cannot take are an error naming the size.
     fn from_request(request: &ModelRequest) -> Option<crate::Result<Self>>;
+
+    /// The training recipes this family offers (see [`Recipe`]); none by default.
+    fn recipes() -> &'static [Recipe] {
+        &[]
+    }
+
+    /// The recipe the model `name` trains with when the user gives none, or `None` when
+    /// `name` is not one of this family's (or the family has no recipe: [`Recipe::PLAIN`]).
+    fn default_recipe(name: &str, context: RecipeContext) -> Option<&'static Recipe> {
+        let _ = (name, context);
+        None
+    }
 }
 
 /// Defines the registry enums from a list of `Variant(Config => Network, Level)` entries.
@@ -196,6 +208,30 @@ macro_rules! model_registry {
                 let mut names = Vec::new();
                 $(names.extend(<$config as ModelFamily>::names());)+
                 names
+            }
+
+            /// Every named training recipe: [`Recipe::PLAIN`] and each family's.
+            pub fn recipes() -> Vec<&'static Recipe> {
+                let mut recipes = vec![&Recipe::PLAIN];
+                $(recipes.extend(<$config as ModelFamily>::recipes());)+
+                recipes
+            }
+
+            /// The recipe called `name`.
+            pub fn recipe(name: &str) -> crate::Result<&'static Recipe> {
+                Self::recipes().into_iter().find(|r| r.name == name).ok_or_else(|| ModelError::UnknownRecipe {
+                    name: name.to_string(),
+                    known: Self::recipes().iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
+                })
+            }
+
+            /// The recipe the model called `model` trains with when the user gives none
+            /// ([`Recipe::PLAIN`] for names no family claims).
+            pub fn default_recipe(model: &str, context: RecipeContext) -> &'static Recipe {
+                $(if let Some(recipe) = <$config as ModelFamily>::default_recipe(model, context) {
+                    return recipe;
+                })+
+                &Recipe::PLAIN
             }
 
             /// The built-in model `request` asks for.

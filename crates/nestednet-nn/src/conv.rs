@@ -272,6 +272,11 @@ impl Maskable for NestedConv2d {
         crate::host_values(self.weight.val())
     }
 
+    fn set_weight_values(&mut self, values: &[f32]) -> Result<(), nestednet_prune::PruneError> {
+        self.weight = crate::replace_values(self.weight.clone(), values)?;
+        Ok(())
+    }
+
     fn block_weights(&self, level: usize) -> usize {
         let (c_in, c_out) = self.level_dims(level);
         let [kh, kw] = self.kernel_size();

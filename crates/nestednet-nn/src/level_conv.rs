@@ -148,6 +148,13 @@ impl Maskable for LevelConv2d {
         }
     }
 
+    fn set_weight_values(&mut self, values: &[f32]) -> Result<(), nestednet_prune::PruneError> {
+        if let Some(conv) = &mut self.shared {
+            return conv.set_weight_values(values);
+        }
+        crate::set_concatenated_weights(&mut self.private, values)
+    }
+
     fn block_weights(&self, level: usize) -> usize {
         let (conv, k) = self.of_level(level);
         conv.block_weights(k)

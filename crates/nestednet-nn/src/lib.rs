@@ -41,7 +41,7 @@ pub use batch_norm::{LevelBatchNorm, LevelBatchNormConfig};
 pub use conv::{NestedConv2d, NestedConv2dConfig};
 pub use level_conv::{LevelConv2d, LevelConv2dConfig};
 pub use linear::{NestedLinear, NestedLinearConfig};
-pub use nestednet_prune::NestedMask;
+pub use nestednet_prune::{NestedMask, PruneError};
 pub use probe::{RecordedCost, record_costs};
 pub use widths::check_level_widths;
 
@@ -54,6 +54,9 @@ pub trait Maskable {
     fn mask_mut(&mut self) -> Option<&mut NestedMask>;
     /// The full shared weight as host values (flat, row-major, the mask's order).
     fn weight_values(&self) -> Vec<f32>;
+    /// Replaces the full shared weight with `values` (flat, row-major, the order of
+    /// [`weight_values`](Self::weight_values)); the parameter keeps its id and gradient state.
+    fn set_weight_values(&mut self, values: &[f32]) -> Result<(), nestednet_prune::PruneError>;
     /// Weights in level `level`'s channel block (what the level would use unmasked).
     fn block_weights(&self, level: usize) -> usize;
     /// Sets the weights no level uses to exactly zero (they get no gradient once masked, but
@@ -66,6 +69,48 @@ pub trait Maskable {
     }
     /// Turns the nested mask on, dense (every level uses its whole block), if it is off.
     fn enable_mask(&mut self);
+}
+
+/// `param` with its values replaced by `values` (same shape), id and gradient state kept.
+pub(crate) fn replace_values<const D: usize>(
+    param: burn::module::Param<burn::tensor::Tensor<D>>,
+    values: &[f32],
+) -> Result<burn::module::Param<burn::tensor::Tensor<D>>, nestednet_prune::PruneError> {
+    let dims = param.dims();
+    if dims.iter().product::<usize>() != values.len() {
+        return Err(nestednet_prune::PruneError::ShapeMismatch {
+            what: "weight values".into(),
+            expected: dims.to_vec(),
+            found: vec![values.len()],
+        });
+    }
+    Ok(param.map(|w| {
+        let device = w.device();
+        burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(values.to_vec(), dims), &device)
+    }))
+}
+
+/// Sets the weights of `layers` (per-level private copies) from their values one after
+/// another, as their owner's [`Maskable::weight_values`] lists them.
+pub fn set_concatenated_weights<L: Maskable>(
+    layers: &mut [L],
+    values: &[f32],
+) -> Result<(), nestednet_prune::PruneError> {
+    let sizes: Vec<usize> = layers.iter().map(|l| l.weight_values().len()).collect();
+    if sizes.iter().sum::<usize>() != values.len() {
+        return Err(nestednet_prune::PruneError::ShapeMismatch {
+            what: "weight values of the per-level copies".into(),
+            expected: sizes,
+            found: vec![values.len()],
+        });
+    }
+    let mut rest = values;
+    for (layer, size) in layers.iter_mut().zip(sizes) {
+        let (mine, tail) = rest.split_at(size);
+        layer.set_weight_values(mine)?;
+        rest = tail;
+    }
+    Ok(())
 }
 
 /// Host values of a float tensor.

@@ -198,6 +198,11 @@ impl Maskable for NestedLinear {
         crate::host_values(self.weight.val())
     }
 
+    fn set_weight_values(&mut self, values: &[f32]) -> Result<(), nestednet_prune::PruneError> {
+        self.weight = crate::replace_values(self.weight.clone(), values)?;
+        Ok(())
+    }
+
     fn block_weights(&self, level: usize) -> usize {
         let (d_in, d_out) = self.level_dims(level);
         d_in * d_out

@@ -4,8 +4,8 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
-use nestednet_data::DatasetKind;
-use nestednet_models::{NestedNetwork, NestedNetworkConfig};
+use nestednet_data::{Augmentation, DatasetKind};
+use nestednet_models::{NestedNetwork, NestedNetworkConfig, Recipe, RecipeOptimizer, RecipeSchedule};
 use serde::{Deserialize, Serialize};
 
 // `Result` stays qualified: `#[derive(Config)]` expands to code naming the prelude's `Result`.
@@ -286,6 +286,9 @@ pub struct TrainingConfig {
     /// (the model's per-level classes must match it). `None`: every level predicts the data
     /// set's labels.
     pub hierarchy: Option<HierarchyConfig>,
+    /// Training-time augmentation; `None`: the data set's usual one (none for MNIST, crop and
+    /// flip for CIFAR).
+    pub augmentation: Option<Augmentation>,
     /// Knowledge distillation on top of the joint loss: lower levels learn the full level's
     /// softened outputs (in-place), or every level learns an external teacher's. `None`: the
     /// paper's setting, all levels trained jointly from their labels alone.
@@ -293,6 +296,41 @@ pub struct TrainingConfig {
 }
 
 impl TrainingConfig {
+    /// A model's default recipe (see [`ModelConfig::default_recipe`](nestednet_models::ModelConfig::default_recipe))
+    /// as a training configuration: its optimizer, learning rate and schedule, batch size,
+    /// epochs and augmentation, the other settings at their defaults.
+    pub fn from_recipe(recipe: &Recipe) -> Self {
+        let optimizer = match recipe.optimizer {
+            RecipeOptimizer::Adam => OptimizerConfig::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 1e-8,
+                weight_decay: recipe.weight_decay as f32,
+            },
+            RecipeOptimizer::Sgd => OptimizerConfig::Sgd {
+                momentum: recipe.momentum,
+                nesterov: false,
+                weight_decay: recipe.weight_decay as f32,
+            },
+        };
+        let lr_schedule = match recipe.lr_schedule {
+            RecipeSchedule::Constant => LrSchedule::Constant,
+            RecipeSchedule::Cosine => LrSchedule::Cosine { min_lr: 0.0 },
+        };
+        Self::new()
+            .with_optimizer(optimizer)
+            .with_learning_rate(recipe.learning_rate)
+            .with_lr_schedule(lr_schedule)
+            .with_batch_size(recipe.batch_size)
+            .with_epochs(recipe.epochs)
+            .with_augmentation(Some(recipe.augmentation))
+    }
+
+    /// The augmentation this run applies to its training images.
+    pub fn train_augment(&self) -> Option<nestednet_data::Augment> {
+        self.augmentation.unwrap_or_default().for_dataset(self.dataset)
+    }
+
     /// Checks every setting that needs neither the model nor the data.
     pub fn validate(&self) -> crate::Result<()> {
         self.optimizer.validate()?;
@@ -426,6 +464,7 @@ impl<C: NestedNetworkConfig> RunConfig<C> {
             kind: s.dataset.unwrap_or(self.training.dataset),
             dir: s.data_dir.clone()?,
             image_size: s.image_size.map(|size| size.0),
+            validation_split: s.validation_split,
         })
     }
 

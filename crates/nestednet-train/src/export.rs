@@ -22,6 +22,8 @@
 //!   [`nestednet_prune::SparseTensor`].
 
 use std::collections::{BTreeMap, HashMap};
+
+use crate::MAX_NETWORK_PARAMS;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -229,24 +231,60 @@ pub fn load_level_as<C: NestedNetworkConfig>(
     match format {
         ExportFormat::Burnpack => {
             let config_path = burnpack_config_path(path);
+            let manifest_len = std::fs::metadata(&config_path).map_err(TrainError::io(&config_path))?.len();
+            if manifest_len > MAX_MANIFEST_BYTES {
+                return Err(TrainError::Record {
+                    path: config_path,
+                    message: format!(
+                        "{manifest_len} bytes: an export's configuration file holds at most {MAX_MANIFEST_BYTES}"
+                    ),
+                });
+            }
             let text = std::fs::read(&config_path).map_err(TrainError::io(&config_path))?;
             let manifest: LevelExport<C> = serde_json::from_slice(&text)
                 .map_err(|source| TrainError::Json { path: config_path.clone(), source })?;
-            let skeleton = level_skeleton(&manifest, device)?;
+            let file_len = std::fs::metadata(path).map_err(TrainError::io(path))?.len();
+            let skeleton = level_skeleton(&manifest, device, path, file_len, false)?;
             Ok((manifest, load_record(skeleton, path)?))
         }
         ExportFormat::Safetensors | ExportFormat::SparseSafetensors => load_safetensors_level(path, device),
     }
 }
 
+/// The largest configuration file beside a burnpack export (real ones are a few kB).
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
 /// The level's standalone network, of the right shapes, ready to take its tensors.
+///
+/// The configuration comes from the file, so it is checked like user input before anything is
+/// allocated (networks initialise lazily: counting their parameters allocates nothing): the
+/// nested network it declares may hold at most [`MAX_NETWORK_PARAMS`] parameters, and the level
+/// no more than `file_len` bytes of dense f32 weights can hold (sparse files: at most as many
+/// as the full network).
 fn level_skeleton<C: NestedNetworkConfig>(
     manifest: &LevelExport<C>,
     device: &Device,
+    file: &Path,
+    file_len: u64,
+    sparse: bool,
 ) -> Result<LevelNetwork<C>> {
     crate::with_init_lock(|| {
         let network = manifest.model.init_network(device)?;
         check_level(manifest.level, network.num_levels())?;
+        let full = network.level_cost(network.num_levels() - 1).params as u64;
+        let level = network.level_cost(manifest.level).params as u64;
+        let refuse = |reason: String| TrainError::Record { path: file.to_path_buf(), message: reason };
+        if full > MAX_NETWORK_PARAMS {
+            return Err(refuse(format!(
+                "its configuration declares a network of {full} parameters; exports of more than {MAX_NETWORK_PARAMS} are refused"
+            )));
+        }
+        if !sparse && level.saturating_mul(4) > file_len {
+            return Err(refuse(format!(
+                "its configuration declares a level of {level} parameters ({} bytes), more than the {file_len}-byte file holds",
+                level.saturating_mul(4)
+            )));
+        }
         Ok(network.extract_level(manifest.level))
     })
 }
@@ -411,7 +449,28 @@ fn serialize(tensors: &[NamedTensor], metadata: HashMap<String, String>, path: &
         })
         .collect::<core::result::Result<Vec<_>, _>>()
         .map_err(err)?;
-    safetensors::tensor::serialize(views, Some(metadata)).map_err(err)
+    let bytes = safetensors::tensor::serialize(views, Some(metadata)).map_err(err)?;
+    canonical_header(bytes).ok_or_else(|| TrainError::Safetensors {
+        path: path.to_path_buf(),
+        message: "the safetensors writer produced an unreadable header".into(),
+    })
+}
+
+/// The same safetensors file with its JSON header's keys in sorted order: the writer takes the
+/// metadata as a `HashMap`, whose order changes from run to run, so identical exports came out
+/// as different bytes. The data and their offsets are unchanged; the header keeps its 8-byte
+/// alignment (padded with spaces, as the format allows).
+fn canonical_header(bytes: Vec<u8>) -> Option<Vec<u8>> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    // serde_json's maps are ordered by key.
+    let mut json = serde_json::to_vec(&header).ok()?;
+    json.resize(json.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(bytes.len() + 8);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Some(out)
 }
 
 fn safetensors_bytes<L: NestedNetwork, C: NestedNetworkConfig>(
@@ -483,7 +542,8 @@ fn load_safetensors_level<C: NestedNetworkConfig>(
         .ok_or_else(|| err(format!("no `{EXPORT_KEY}` metadata: not a nestednet export")))?;
     let manifest: LevelExport<C> =
         serde_json::from_str(manifest_json).map_err(|e| err(format!("bad {EXPORT_KEY} metadata: {e}")))?;
-    let mut skeleton = level_skeleton(&manifest, device)?;
+    let sparse = metadata.keys().any(|k| k.starts_with(SPARSE_PREFIX));
+    let mut skeleton = level_skeleton(&manifest, device, path, bytes.len() as u64, sparse)?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
     let raw = |name: &str, dtypes: &[Dtype]| -> Result<(Vec<usize>, Dtype, &[u8])> {
         let view = st.tensor(name).map_err(|e| err(format!("tensor `{name}`: {e}")))?;

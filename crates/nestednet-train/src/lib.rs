@@ -58,7 +58,10 @@ pub use report::{
     EARLY_EXIT_SWEEP, LevelReport, LevelsTogether, Report, ReportContext, anytime_figures, build_report,
     measure_latency, median_latency_ms,
 };
-pub use run::{CheckpointState, RunDir, load_record, record_bytes, skeleton, write_atomic};
+pub use run::{
+    CheckpointState, MAX_NETWORK_PARAMS, RunDir, RunLock, load_record, record_bytes, skeleton,
+    with_stable_ids, write_atomic,
+};
 pub use settings::{ImageSize, Method, OptimizerKind, ResolvedRun, Task, TrainSettings, UnnestedLayer};
 pub use trainer::{
     DistillStep, StepStats, TrainData, TrainOutcome, check_compatible, evaluate, seeded_model, train,

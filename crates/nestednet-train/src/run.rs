@@ -26,7 +26,7 @@ use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
-use nestednet_models::NestedNetworkConfig;
+use nestednet_models::{NestedNetwork, NestedNetworkConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::{EpochMetrics, Result, RunConfig, TrainError, enable_masks};
@@ -159,6 +159,28 @@ impl RunDir {
         write_atomic(&self.config_path(), &json)
     }
 
+    /// Takes the folder for this process (creating it if needed): an exclusive lock on
+    /// `.lock` inside it, held until the returned guard is dropped. The operating system
+    /// releases it when the process ends, however it ends, so a killed run never blocks the
+    /// retry; a second process training into the same folder meanwhile gets a clear error.
+    pub fn lock(&self) -> Result<RunLock> {
+        fs::create_dir_all(&self.path).map_err(TrainError::io(&self.path))?;
+        let path = self.path.join(".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(TrainError::io(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(self.run_error(
+                "is in use: another nestednet process is training into it (it holds its .lock); wait for it to finish or choose another output folder",
+            )),
+            Err(fs::TryLockError::Error(e)) => Err(TrainError::io(&path)(e)),
+        }
+    }
+
     /// Reads `config.json` as a run of model configuration `C` (a built-in
     /// [`ModelConfig`](nestednet_models::ModelConfig), or a user's own).
     pub fn load_config<C: NestedNetworkConfig>(&self) -> Result<RunConfig<C>> {
@@ -224,7 +246,8 @@ impl RunDir {
         fs::create_dir_all(&tmp_dir).map_err(TrainError::io(&tmp_dir))?;
         let model_bytes = record_bytes(model)?;
         write_atomic(&tmp_dir.join("model.bpk"), &model_bytes)?;
-        let optim_bytes = optim.into_bytes().map_err(TrainError::record(tmp_dir.join("optimizer.bpk")))?;
+        let optim_bytes =
+            stable_ids(optim.into_bytes().map_err(TrainError::record(tmp_dir.join("optimizer.bpk")))?)?;
         write_atomic(&tmp_dir.join("optimizer.bpk"), &optim_bytes)?;
         let _ = fs::remove_dir_all(&final_dir);
         fs::rename(&tmp_dir, &final_dir).map_err(TrainError::io(&final_dir))?;
@@ -270,6 +293,14 @@ impl RunDir {
 pub fn skeleton<C: NestedNetworkConfig>(config: &RunConfig<C>, device: &Device) -> Result<C::Network> {
     crate::with_init_lock(|| {
         let mut network = config.model.init_network(device)?;
+        // The configuration comes from a file (a run folder, a teacher): checked before
+        // anything is allocated (networks initialise lazily; counting allocates nothing).
+        let params = network.level_cost(network.num_levels() - 1).params as u64;
+        if params > MAX_NETWORK_PARAMS {
+            return Err(TrainError::Invalid(format!(
+                "the configuration declares a network of {params} parameters; networks read from files may hold at most {MAX_NETWORK_PARAMS}"
+            )));
+        }
         if let Some(masking) = &config.training.masking {
             enable_masks(&mut network, masking)?;
         }
@@ -277,10 +308,60 @@ pub fn skeleton<C: NestedNetworkConfig>(config: &RunConfig<C>, device: &Device) 
     })
 }
 
-/// The burnpack bytes of a module's record.
+/// The most parameters a network read from a file (a run folder's or an export's
+/// configuration) may declare: 2^28, 1 GiB of f32 (ResNet-18 has 11.7 million, WRN-32-4 7.4
+/// million).
+pub const MAX_NETWORK_PARAMS: u64 = 1 << 28;
+
+/// A run folder held by this process (see [`RunDir::lock`]); dropping it releases the folder.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: fs::File,
+}
+
+/// The burnpack bytes of a module's record, every parameter id replaced by a hash of its
+/// tensor's path: two identical runs write identical files.
 pub fn record_bytes<M: Module>(module: &M) -> Result<Vec<u8>> {
     let bytes = module.clone().into_record().into_bytes().map_err(TrainError::record("<in memory>"))?;
-    Ok(bytes.to_vec())
+    stable_ids(bytes).map(|b| b.to_vec())
+}
+
+/// `module` with the parameter ids [`record_bytes`] writes. Burn draws ids at random (from the
+/// OS, whatever the seed) and records store them, so identical runs wrote different bytes;
+/// optimizer states are keyed by them, so a trained network takes these ids when it is
+/// created ([`seeded_model`](crate::seeded_model)) and keeps them through every checkpoint
+/// and resume. Applying it twice changes nothing.
+pub fn with_stable_ids<M: Module>(module: M) -> Result<M> {
+    let bytes = module.clone().into_record().into_bytes().map_err(TrainError::record("<in memory>"))?;
+    let record = ModuleRecord::from_bytes(stable_ids(bytes)?).map_err(TrainError::record("<in memory>"))?;
+    module.try_load_record(record).map_err(TrainError::record("<in memory>"))
+}
+
+/// Rewrites every tensor's parameter id in burnpack `bytes` as the 64-bit FNV-1a hash of its
+/// path (unique within a module, since paths are). Optimizer states are keyed by their
+/// tensors' names, which hold the (stable) id of the parameter they belong to; their own ids
+/// were random too.
+fn stable_ids(bytes: Bytes) -> Result<Bytes> {
+    let error =
+        |e: burn_pack::Error| TrainError::Record { path: "<in memory>".into(), message: e.to_string() };
+    let reader = burn_pack::Reader::from_bytes(bytes).map_err(error)?;
+    let (metadata, scalars) = (reader.metadata().clone(), reader.scalars().clone());
+    let mut tensors = reader.into_tensors().map_err(error)?;
+    for tensor in &mut tensors {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in tensor.name.bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        tensor.param_id = Some(hash);
+    }
+    let mut writer = burn_pack::Writer::new(tensors);
+    for (key, value) in &metadata {
+        writer = writer.with_metadata(key, value);
+    }
+    for (key, value) in scalars {
+        writer = writer.with_scalar(&key, value);
+    }
+    writer.into_bytes().map_err(error)
 }
 
 /// Applies the record at `path` to `module`, with a clear error if the file is missing, not a

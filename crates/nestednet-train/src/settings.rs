@@ -7,9 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nestednet_data::{DataSource, DatasetKind, ImageSet};
+use nestednet_data::{Augmentation, DataSource, DatasetKind, ImageSet};
 use nestednet_heads::Hierarchy;
-use nestednet_models::{LevelRequest, ModelConfig, ModelRequest, NestedNetwork, NestedNetworkConfig};
+use nestednet_models::{
+    LevelRequest, ModelConfig, ModelRequest, NestedNetwork, NestedNetworkConfig, Recipe, RecipeContext,
+    RecipeOptimizer, RecipeSchedule,
+};
 use nestednet_prune::MaskTargets;
 use nestednet_schedule::{LatticeSpec, LevelSpec};
 use serde::{Deserialize, Serialize};
@@ -226,11 +229,17 @@ pub struct TrainSettings {
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gamma: Option<f64>,
-    /// Epochs (of joint training, after any mask stages); default 2.
+    /// Training recipe every unset optimizer, learning-rate, schedule, batch-size, epoch and
+    /// augmentation setting comes from; default: the model's own (`nestednet train --help`
+    /// lists them). The run records which one it used.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<String>,
+    /// Epochs (of joint training, after any mask stages); default: the recipe's.
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epochs: Option<usize>,
-    /// Batch size; default 64.
+    /// Batch size; default: the recipe's.
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
@@ -238,26 +247,34 @@ pub struct TrainSettings {
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
-    /// Optimizer: adam (default) or sgd.
+    /// Optimizer: adam or sgd; default: the recipe's. Another optimizer than the recipe's
+    /// takes its own learning rate, momentum and weight decay defaults (Adam: 1e-3, weight
+    /// decay 0; SGD: 0.1, momentum 0.9, weight decay 5e-4) unless they are given.
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub optimizer: Option<OptimizerKind>,
-    /// Learning rate; default 1e-3.
+    /// Learning rate; default: the recipe's.
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
-    /// Learning-rate schedule: `constant` (default), `step:EVERY:GAMMA` or `cosine[:MIN_LR]`.
+    /// Learning-rate schedule: `constant`, `step:EVERY:GAMMA` or `cosine[:MIN_LR]`; default:
+    /// the recipe's.
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
     pub lr_schedule: Option<LrSchedule>,
-    /// SGD momentum; default 0.9.
+    /// SGD momentum; default: the recipe's.
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub momentum: Option<f64>,
-    /// L2 weight decay (default: 0 for Adam, 5e-4 for SGD).
+    /// L2 weight decay; default: the recipe's.
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f32>,
+    /// Training-time augmentation: usual (the data set's: none for MNIST and image folders,
+    /// crop and flip for CIFAR), none, crop or crop-flip; default: the recipe's.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augmentation>,
     /// Weights of the level losses, core first (default: equal).
     #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -276,6 +293,11 @@ pub struct TrainSettings {
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub teacher: Option<PathBuf>,
+    /// Hold out this fraction of the training set (its last images) and report on it in
+    /// place of the test set: to choose settings without looking at the test set.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_split: Option<f64>,
     /// Train on the first N training images only.
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -324,6 +346,7 @@ macro_rules! each_setting {
             dense_layers,
             stage_epochs,
             gamma,
+            recipe,
             epochs,
             batch_size,
             seed,
@@ -332,10 +355,12 @@ macro_rules! each_setting {
             lr_schedule,
             momentum,
             weight_decay,
+            augment,
             loss_weights,
             distill,
             temperature,
             teacher,
+            validation_split,
             train_limit,
             max_steps,
             device
@@ -375,6 +400,23 @@ impl TrainSettings {
             };
         }
         each_setting!(merge)
+    }
+
+    /// The recipe's parts these settings give themselves (flag names), e.g. `["lr", "epochs"]`.
+    pub fn recipe_overrides(&self) -> Vec<&'static str> {
+        [
+            ("optimizer", self.optimizer.is_some()),
+            ("lr", self.lr.is_some()),
+            ("momentum", self.momentum.is_some()),
+            ("weight-decay", self.weight_decay.is_some()),
+            ("lr-schedule", self.lr_schedule.is_some()),
+            ("batch-size", self.batch_size.is_some()),
+            ("epochs", self.epochs.is_some()),
+            ("augment", self.augment.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
     }
 
     /// The settings given here that differ from `stored` (a run's recorded settings), by name,
@@ -420,7 +462,10 @@ impl TrainSettings {
                     ),
                 });
             }
-            self.merged_over(stored)
+            let mut merged = self.merged_over(stored);
+            // Runs made before recipes existed were trained with the plain defaults.
+            merged.recipe.get_or_insert_with(|| Recipe::PLAIN.name.to_string());
+            merged
         } else {
             self
         };
@@ -436,7 +481,12 @@ impl TrainSettings {
         let Some(data_dir) = s.data_dir.clone() else {
             return invalid("give the data folder (--data-dir DIR, or data_dir in a config file)".into());
         };
-        let data = DataSource { kind, dir: data_dir, image_size: s.image_size.map(|s| s.0) };
+        let data = DataSource {
+            kind,
+            dir: data_dir,
+            image_size: s.image_size.map(|s| s.0),
+            validation_split: s.validation_split,
+        };
         let (train, test) = data.load()?;
         let input_shape = [train.channels, train.height, train.width];
         let classes = train.num_classes;
@@ -565,18 +615,46 @@ impl TrainSettings {
             }
         };
 
-        let optimizer = match *s.optimizer.get_or_insert(OptimizerKind::Adam) {
+        // The recipe fills what the settings leave out.
+        let context = RecipeContext {
+            weight_masks: masking.as_ref().is_some_and(|m| m.method != MaskMethod::Magnitude),
+        };
+        let recipe = match &s.recipe {
+            Some(name) => ModelConfig::recipe(name)?,
+            None => ModelConfig::default_recipe(&name, context),
+        };
+        s.recipe = Some(recipe.name.to_string());
+        let recipe_optimizer = match recipe.optimizer {
+            RecipeOptimizer::Adam => OptimizerKind::Adam,
+            RecipeOptimizer::Sgd => OptimizerKind::Sgd,
+        };
+        let kind_chosen = *s.optimizer.get_or_insert(recipe_optimizer);
+        // Another optimizer than the recipe's brings its own defaults: a learning rate tuned
+        // for SGD would make Adam diverge.
+        let (lr, momentum, weight_decay) = match kind_chosen {
+            _ if kind_chosen == recipe_optimizer => {
+                (recipe.learning_rate, recipe.momentum, recipe.weight_decay)
+            }
+            OptimizerKind::Adam => (1e-3, 0.9, 0.0),
+            OptimizerKind::Sgd => (0.1, 0.9, 5e-4),
+        };
+        let optimizer = match kind_chosen {
             OptimizerKind::Adam => OptimizerConfig::Adam {
                 beta1: 0.9,
                 beta2: 0.999,
                 epsilon: 1e-8,
-                weight_decay: *s.weight_decay.get_or_insert(0.0),
+                weight_decay: *s.weight_decay.get_or_insert(weight_decay as f32),
             },
             OptimizerKind::Sgd => OptimizerConfig::Sgd {
-                momentum: *s.momentum.get_or_insert(0.9),
+                momentum: *s.momentum.get_or_insert(momentum),
                 nesterov: false,
-                weight_decay: *s.weight_decay.get_or_insert(5e-4),
+                weight_decay: *s.weight_decay.get_or_insert(weight_decay as f32),
             },
+        };
+        let lr = *s.lr.get_or_insert(lr);
+        let schedule = match recipe.lr_schedule {
+            RecipeSchedule::Constant => LrSchedule::Constant,
+            RecipeSchedule::Cosine => LrSchedule::Cosine { min_lr: 0.0 },
         };
         if s.temperature.is_some() && s.distill.is_none() && s.teacher.is_none() {
             return invalid("--temperature needs --distill or --teacher".into());
@@ -593,10 +671,11 @@ impl TrainSettings {
         let training = TrainingConfig::new()
             .with_dataset(kind)
             .with_optimizer(optimizer)
-            .with_learning_rate(*s.lr.get_or_insert(1e-3))
-            .with_lr_schedule(s.lr_schedule.get_or_insert(LrSchedule::Constant).clone())
-            .with_epochs(*s.epochs.get_or_insert(2))
-            .with_batch_size(*s.batch_size.get_or_insert(64))
+            .with_learning_rate(lr)
+            .with_lr_schedule(s.lr_schedule.get_or_insert(schedule).clone())
+            .with_epochs(*s.epochs.get_or_insert(recipe.epochs))
+            .with_batch_size(*s.batch_size.get_or_insert(recipe.batch_size))
+            .with_augmentation(Some(*s.augment.get_or_insert(recipe.augmentation)))
             .with_seed(*s.seed.get_or_insert(42))
             .with_level_loss_weights(s.loss_weights.clone())
             .with_train_limit(s.train_limit)

@@ -268,6 +268,9 @@ pub fn train<C: NestedNetworkConfig>(
     }
     let train_device = device.clone().autodiff();
 
+    // One process per folder. A folder that does not exist yet is only created (and taken)
+    // once everything is checked, below.
+    let early_lock = if run.path().is_dir() { Some(run.lock()?) } else { None };
     let resumable = run.has_checkpoint();
     if resumable && !resume {
         return Err(TrainError::Run {
@@ -320,12 +323,28 @@ pub fn train<C: NestedNetworkConfig>(
         None => None,
     };
     // Everything checked: only now does the folder get its configuration.
+    // Held until training ends.
+    let _lock = match early_lock {
+        Some(lock) => lock,
+        None => {
+            let lock = run.lock()?;
+            // Another process may have made a run here while this one was checking.
+            if run.has_checkpoint() {
+                return Err(TrainError::Run {
+                    path: run.path().to_path_buf(),
+                    reason: "was made into a training run by another process meanwhile; choose another output folder"
+                        .into(),
+                });
+            }
+            lock
+        }
+    };
     run.create(config)?;
 
     let plan = training.epoch_plan(num_levels);
     let batches_per_epoch = train.len().div_ceil(training.batch_size);
     let total_steps = batches_per_epoch * plan.len();
-    let augment = training.dataset.train_augment();
+    let augment = training.train_augment();
     for epoch in state.epochs_completed..plan.len() {
         let phase = plan[epoch];
         let starts_phase = epoch == 0 || plan[epoch - 1] != phase;
@@ -493,7 +512,17 @@ pub fn train<C: NestedNetworkConfig>(
         state.history.push(metrics.clone());
         // `valid()` first folds the batch norms' pending running-statistics updates into their
         // values (a record of the training model would miss the last batch's update).
-        run.save_checkpoint(&model.valid(), &optim, &state)?;
+        run.save_checkpoint(&model.valid(), &optim, &state).map_err(|e| TrainError::Run {
+            path: run.path().to_path_buf(),
+            reason: format!(
+                "could not write the checkpoint of epoch {} ({e}); {}: free space or fix the folder's permissions, then resume with --resume",
+                epoch + 1,
+                match epoch {
+                    0 => "no earlier checkpoint exists, nothing was lost but this epoch".to_string(),
+                    done => format!("the checkpoint of epoch {done} is intact"),
+                }
+            ),
+        })?;
         progress.epoch_end(&metrics);
     }
     Ok(TrainOutcome { model: model.valid(), history: state.history, stopped_early: false })
@@ -595,7 +624,7 @@ pub fn seeded_model<C: NestedNetworkConfig>(
             enable_masks(&mut model, masking)?;
         }
         model.visit(&mut Materialize);
-        Ok(model)
+        crate::run::with_stable_ids(model)
     })
 }
 
