@@ -192,6 +192,14 @@ fn broken_run_folders_are_clear_errors() {
     std::fs::write(run.config_path(), b"{ not json").unwrap();
     let err = run.load_config::<ModelConfig>().unwrap_err().to_string();
     assert!(err.contains("config.json") && err.contains("JSON"), "{err}");
+    // A checkpoint.json naming a folder elsewhere is refused before anything is read there.
+    std::fs::write(
+        run.checkpoint_path(),
+        br#"{"epochs_completed": 0, "global_step": 0, "dir": "../../etc", "history": []}"#,
+    )
+    .unwrap();
+    let err = run.load_checkpoint_state().unwrap_err().to_string();
+    assert!(err.contains("checkpoint.json") && err.contains("../../etc") && err.contains("damaged"), "{err}");
 }
 
 #[test]

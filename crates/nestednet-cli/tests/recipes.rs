@@ -54,7 +54,7 @@ fn each_model_trains_with_its_recipe_and_flags_override_parts() {
     let s = one_step(&d.join("resnet"), &["--model", "mnist-resnet", "--widths", "0.5,1", "--depths", "1,2"]);
     assert_eq!(
         recipe_part(&s),
-        serde_json::json!(["mnist-resnet", "sgd", 0.3, 0.9, 0.0005, "cosine", 32, 4, "usual"]),
+        serde_json::json!(["mnist-resnet", "sgd", 0.3, 0.9, 0.0005, "cosine", 32, 5, "usual"]),
         "{s}"
     );
     // One flag overrides its part only.
@@ -153,4 +153,22 @@ fn a_validation_split_replaces_the_test_set() {
         ]);
         assert!(err.contains("validation split"), "{err}");
     }
+}
+
+/// The case the issue on failed runs reported: a run that diverges before its first completed
+/// epoch (`--lr 1e6`) leaves a folder that a corrected retry may reuse, and `--resume` with the
+/// corrected rate is an error naming it instead of silently diverging again with the stored one.
+#[test]
+fn a_diverged_run_does_not_block_the_corrected_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::repo().join("data/digits8x8");
+    let run = dir.path().join("r");
+    let (data, run) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let base = ["train", "--data-dir", data, "--out", run, "--epochs", "1", "--optimizer", "sgd"];
+    let err = fails(&[&base[..], &["--lr", "1e6"]].concat());
+    assert!(err.contains("diverged") && err.contains("lower the learning rate"), "{err}");
+    let err = fails(&["train", "--out", run, "--resume", "--lr", "0.01"]);
+    assert!(err.contains("--lr"), "{err}");
+    let text = ok(&[&base[..], &["--lr", "0.01"]].concat());
+    assert!(text.contains("run folder"), "{text}");
 }

@@ -782,7 +782,7 @@ pub const RESNET_RECIPES: [Recipe; 2] = [
         weight_decay: 5e-4,
         lr_schedule: RecipeSchedule::Cosine,
         batch_size: 32,
-        epochs: 4,
+        epochs: 5,
         augmentation: Augmentation::Usual,
         chosen_by: "validation split of mnist10k (7,000 / 1,000), docs/RECIPES.md",
     },

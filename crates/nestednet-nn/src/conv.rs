@@ -259,39 +259,9 @@ impl NestedConv2d {
     }
 }
 
-impl Maskable for NestedConv2d {
-    fn mask(&self) -> Option<&NestedMask> {
-        self.mask.as_ref()
-    }
-
-    fn mask_mut(&mut self) -> Option<&mut NestedMask> {
-        self.mask.as_mut()
-    }
-
-    fn weight_values(&self) -> Vec<f32> {
-        crate::host_values(self.weight.val())
-    }
-
-    fn set_weight_values(&mut self, values: &[f32]) -> Result<(), nestednet_prune::PruneError> {
-        self.weight = crate::replace_values(self.weight.clone(), values)?;
-        Ok(())
-    }
-
-    fn block_weights(&self, level: usize) -> usize {
-        let (c_in, c_out) = self.level_dims(level);
-        let [kh, kw] = self.kernel_size();
-        c_out * c_in * kh * kw
-    }
-
-    fn zero_pruned(&mut self) {
-        if let Some(mask) = &self.mask {
-            self.weight = mask.zero_unused(self.weight.clone()).expect("the mask has the weight's shape");
-        }
-    }
-
-    fn enable_mask(&mut self) {
-        if self.mask.is_none() {
-            self.mask = Some(self.dense_mask(&self.weight.device()));
-        }
-    }
-}
+// The shared parts (mask access, weight values, pruning) come from `maskable_layer!`.
+crate::maskable_layer!(NestedConv2d, |layer: &NestedConv2d, level| {
+    let (c_in, c_out) = layer.level_dims(level);
+    let [kh, kw] = layer.kernel_size();
+    c_out * c_in * kh * kw
+});

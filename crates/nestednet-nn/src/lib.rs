@@ -71,6 +71,51 @@ pub trait Maskable {
     fn enable_mask(&mut self);
 }
 
+/// Implements [`Maskable`] for a nested layer with `weight: Param<Tensor<_>>`, `mask:
+/// Option<NestedMask>` and `dense_mask(&Device)`; `$block` gives the weights in a level's block.
+macro_rules! maskable_layer {
+    ($layer:ty, $block:expr) => {
+        impl $crate::Maskable for $layer {
+            fn mask(&self) -> Option<&$crate::NestedMask> {
+                self.mask.as_ref()
+            }
+
+            fn mask_mut(&mut self) -> Option<&mut $crate::NestedMask> {
+                self.mask.as_mut()
+            }
+
+            fn weight_values(&self) -> Vec<f32> {
+                $crate::host_values(self.weight.val())
+            }
+
+            fn set_weight_values(&mut self, values: &[f32]) -> Result<(), $crate::PruneError> {
+                self.weight = $crate::replace_values(self.weight.clone(), values)?;
+                Ok(())
+            }
+
+            fn block_weights(&self, level: usize) -> usize {
+                let block: fn(&$layer, usize) -> usize = $block;
+                block(self, level)
+            }
+
+            fn zero_pruned(&mut self) {
+                if let Some(mask) = &self.mask {
+                    self.weight =
+                        mask.zero_unused(self.weight.clone()).expect("the mask has the weight's shape");
+                }
+            }
+
+            fn enable_mask(&mut self) {
+                if self.mask.is_none() {
+                    self.mask = Some(self.dense_mask(&self.weight.device()));
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use maskable_layer;
+
 /// `param` with its values replaced by `values` (same shape), id and gradient state kept.
 pub(crate) fn replace_values<const D: usize>(
     param: burn::module::Param<burn::tensor::Tensor<D>>,

@@ -216,7 +216,23 @@ impl RunDir {
             return Ok(None);
         }
         let text = fs::read(&path).map_err(TrainError::io(&path))?;
-        serde_json::from_slice(&text).map(Some).map_err(|source| TrainError::Json { path, source })
+        let state: CheckpointState = serde_json::from_slice(&text)
+            .map_err(|source| TrainError::Json { path: path.clone(), source })?;
+        // The folder it names is read next: only the one this format writes, never a path
+        // elsewhere (`../..`) from a damaged or hostile file.
+        let expected = format!("checkpoints/epoch-{:04}", state.epochs_completed);
+        if state.dir != expected || state.history.len() != state.epochs_completed {
+            return Err(TrainError::Run {
+                path: path.clone(),
+                reason: format!(
+                    "is damaged: it records {} completed epochs, {} epochs of history and the folder `{}` (expected `{expected}`)",
+                    state.epochs_completed,
+                    state.history.len(),
+                    state.dir
+                ),
+            });
+        }
+        Ok(Some(state))
     }
 
     /// Loads the configuration and the latest model (all levels) on `device`.
@@ -278,6 +294,17 @@ impl RunDir {
         let model = load_record(skeleton(config, device)?, &dir.join("model.bpk"))?;
         let optim_path = dir.join("optimizer.bpk");
         let bytes = fs::read(&optim_path).map_err(TrainError::io(&optim_path))?;
+        // Burn's optimizer loader panics on a tensor without a parameter id (the fuzzer found
+        // it with one flipped byte): checked here first.
+        let tensors = burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes.clone()))
+            .and_then(|r| r.into_tensors())
+            .map_err(|e| TrainError::Record { path: optim_path.clone(), message: e.to_string() })?;
+        if let Some(t) = tensors.iter().find(|t| t.param_id.is_none()) {
+            return Err(TrainError::Record {
+                path: optim_path,
+                message: format!("tensor `{}` carries no parameter id: the file is damaged", t.name),
+            });
+        }
         let optim = config
             .training
             .optimizer
