@@ -341,7 +341,6 @@ impl Target {
                 shown(runner.run(&strategy, |input| {
                     let root = dir.join("folder");
                     let _ = std::fs::remove_dir_all(&root);
-                    let mut total = 0;
                     for (i, (train, class, kind, random, m)) in input.files.iter().enumerate() {
                         let split = if *train { "train" } else { "test" };
                         let folder = root.join(split).join(format!("c{class}"));
@@ -351,7 +350,6 @@ impl Target {
                             1 => ("png", mutate(&self.seeds[0].1, m)),
                             _ => ("jpg", mutate(&self.seeds[1].1, m)),
                         };
-                        total += bytes.len();
                         std::fs::write(folder.join(format!("{i}.{ext}")), bytes).unwrap();
                     }
                     // Decoding is bounded by the reader's own limits (16,384 pixels a side,
@@ -359,9 +357,6 @@ impl Target {
                     let size = input.size.map(|(h, w)| [h, w]);
                     bounded(600 << 20, || {
                         let _ = ImageFolder::load(&root, size);
-                    })
-                    .map(|()| {
-                        let _ = total;
                     })
                 }))
             }
