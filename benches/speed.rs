@@ -100,6 +100,7 @@ fn epoch_seconds(config: &ModelConfig, train: &Arc<ImageSet>, backend: Backend, 
                 1e-3,
                 &levels,
                 None,
+                &[],
             );
             model = next;
             let stats = match pending.take() {

@@ -3,14 +3,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use nestednet::burn::module::Module;
 use nestednet::data::{DataSource, DatasetKind};
+use nestednet::models::NestedModel;
 use nestednet::models::{ModelConfig, NestedNetwork, NestedNetworkConfig};
 use nestednet::train::{
-    ImageSize, LevelReport, Report, ReportContext, RunDir, anytime_figures, build_report, check_compatible,
-    evaluate, level_outputs, plot_early_exit,
+    ImageSize, LevelLabels, LevelReport, Report, ReportContext, RunDir, anytime_figures, build_report,
+    check_compatible, evaluate, level_outputs, mix_name, plot_early_exit,
 };
 
 #[derive(Args, Debug)]
@@ -30,6 +31,10 @@ pub struct EvalArgs {
     /// Evaluate only this level (default: all): its number, or a lattice level's name or pair.
     #[arg(long)]
     level: Option<String>,
+    /// Evaluate the most accurate level within these budgets instead of --level (see
+    /// `nestednet select`).
+    #[command(flatten)]
+    budget: crate::select::BudgetArgs,
     /// Backend (must be compiled in; default: $BURN_DEVICE, else the first compiled).
     #[arg(long)]
     device: Option<nestednet::train::Backend>,
@@ -49,17 +54,22 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let run = RunDir::new(&a.run);
     let (config, model) = run.load_model::<ModelConfig>(&device)?;
     let only = a.level.as_deref().map(|key| model.find_level(key)).transpose()?;
-    let recorded = config.data_source();
-    let source = DataSource {
-        kind: a.dataset.or(recorded.as_ref().map(|d| d.kind)).unwrap_or(config.training.dataset),
-        dir: a
-            .data_dir
-            .or(recorded.as_ref().map(|d| d.dir.clone()))
-            .context("give the data folder (--data-dir): the run records none")?,
-        image_size: a.image_size.map(|s| s.0).or(recorded.and_then(|d| d.image_size)),
-        // The test set, also for runs trained with a validation split (their report is on
-        // the held-out training images; this is the final measurement).
-        validation_split: None,
+    // The test set, also for runs trained with a validation split (their report is on the
+    // held-out training images; this is the final measurement).
+    let source = crate::run_data(&config, a.dataset, a.data_dir, a.image_size.map(|s| s.0), false)?;
+    let only = match (&only, a.budget.budgets.is_empty()) {
+        (Some(_), false) => anyhow::bail!("give --level or --budget, not both"),
+        (None, false) => {
+            let chosen = crate::select::choose(&run, &model, &a.budget, backend, &device, false)?;
+            match (&chosen.candidate.mix, chosen.candidate.level) {
+                (Some(choice), _) => return eval_mix(&model, choice, &run, &source, &device),
+                (None, level) => {
+                    println!("budget: {} selected\n", chosen.candidate.name);
+                    level
+                }
+            }
+        }
+        (only, true) => *only,
     };
     let (_, test) = source.load()?;
     let test = Arc::new(test);
@@ -159,5 +169,30 @@ pub fn run(a: EvalArgs) -> Result<()> {
         plot_early_exit(&report, &path)?;
         println!("early-exit plot: {}", path.display());
     }
+    Ok(())
+}
+
+/// Evaluates the Mix'n'Match sub-network `choice` of the run (recalibrated as its search did).
+fn eval_mix(
+    model: &NestedModel,
+    choice: &[usize],
+    run: &RunDir,
+    source: &DataSource,
+    device: &nestednet::burn::prelude::Device,
+) -> Result<()> {
+    let mixed = crate::export::recalibrated(model, choice, run, source, device)?;
+    let (_, test) = source.load()?;
+    let tally = &evaluate(&mixed, Arc::new(test), 256, device, &LevelLabels::fine(1))?[0];
+    let cost = mixed.level_cost(0);
+    println!(
+        "| sub-network | accuracy | loss | correct/total | params | MACs/sample |\n|---|---|---|---|---|---|\n| {} | {:.4} | {:.4} | {}/{} | {} | {} |",
+        mix_name(choice),
+        tally.accuracy(),
+        tally.loss(),
+        tally.correct,
+        tally.total,
+        cost.params,
+        cost.macs
+    );
     Ok(())
 }

@@ -5,8 +5,14 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use nestednet::burn::module::Module;
+use nestednet::burn::prelude::Device;
+use nestednet::data::DataSource;
+use nestednet::models::NestedModel;
 use nestednet::models::{ModelConfig, NestedNetwork};
-use nestednet::train::{ConsensusMethod, ExportFormat, RunDir, export_consensus, export_level};
+use nestednet::train::{
+    ConsensusMethod, ExportFormat, RunDir, SearchResults, SearchSettings, calibrated_mix,
+    calibration_batches, export_consensus, export_level, export_mix, mix_name, parse_mix,
+};
 
 /// How the levels of a consensus export are combined.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -35,8 +41,17 @@ pub struct ExportArgs {
     run: PathBuf,
     /// Level to export: its number (0 = core), or for a lattice its name (`w0.25-d2`) or pair
     /// (`0.25,2`).
-    #[arg(long, required_unless_present = "consensus", conflicts_with = "consensus")]
+    #[arg(long, conflicts_with_all = ["consensus", "mix"])]
     level: Option<String>,
+    /// Export a Mix'n'Match sub-network instead: the level whose width each mixable layer
+    /// takes (`2,0,1`, or a front point's name `mix-2-0-1`); its batch norms are recalibrated
+    /// on training batches as `nestednet search` does.
+    #[arg(long, conflicts_with = "consensus")]
+    mix: Option<String>,
+    /// Export the most accurate level (or searched sub-network) within these budgets instead
+    /// of --level (see `nestednet select`).
+    #[command(flatten)]
+    budget: crate::select::BudgetArgs,
     /// Export the consensus of all levels instead: every level plus consensus.json (and, for
     /// `learned`, consensus.safetensors) into the folder --out.
     #[arg(long)]
@@ -52,6 +67,26 @@ pub struct ExportArgs {
     /// Backend (must be compiled in; default: $BURN_DEVICE, else the first compiled).
     #[arg(long)]
     device: Option<nestednet::train::Backend>,
+}
+
+/// The sub-network `choice` of `model` with its batch norms recalibrated on the run's training
+/// data, with the settings of the run's search when it has one (so that an export reproduces
+/// the front's point), the search's defaults otherwise.
+pub fn recalibrated(
+    model: &NestedModel,
+    choice: &[usize],
+    run: &RunDir,
+    source: &DataSource,
+    device: &Device,
+) -> Result<NestedModel> {
+    let defaults = SearchSettings::default();
+    let (batches, batch_size, seed) = match SearchResults::read(run)? {
+        Some(r) => (r.calibration_batches, r.calibration_batch_size, r.seed),
+        None => (defaults.calibration_batches, defaults.calibration_batch_size, defaults.seed),
+    };
+    let (train, _) = source.load()?;
+    let calibration = calibration_batches(std::sync::Arc::new(train), batches, batch_size, seed, device)?;
+    Ok(calibrated_mix(model, choice, &calibration)?)
 }
 
 pub fn run(a: ExportArgs) -> Result<()> {
@@ -78,13 +113,43 @@ pub fn run(a: ExportArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let key = a.level.as_deref().context("give --level or --consensus")?;
-    let level = model.find_level(key)?;
     let format = match a.format {
         Some(Format::Burnpack) => ExportFormat::Burnpack,
         Some(Format::Safetensors) => ExportFormat::Safetensors,
         Some(Format::Sparse) => ExportFormat::SparseSafetensors,
         None => ExportFormat::from_path(&a.out),
+    };
+    let choice = match (&a.level, &a.mix, a.budget.budgets.is_empty()) {
+        (Some(key), None, true) => Err(model.find_level(key)?),
+        (None, Some(mix), true) => Ok(parse_mix(mix)?),
+        (None, None, false) => {
+            let backend = crate::backend(a.device)?;
+            let chosen = crate::select::choose(&run, &model, &a.budget, backend, &device, false)?;
+            println!("budget: {} selected", chosen.candidate.name);
+            match (chosen.candidate.mix, chosen.candidate.level) {
+                (Some(mix), _) => Ok(mix),
+                (None, level) => Err(level.context("a candidate is a level or a mix")?),
+            }
+        }
+        _ => anyhow::bail!("give one of --level, --mix, --budget and --consensus"),
+    };
+    let level = match choice {
+        Err(level) => level,
+        Ok(choice) => {
+            let source = crate::run_data(&config, None, None, None, true)?;
+            let mixed = recalibrated(&model, &choice, &run, &source, &device)?;
+            let name = mix_name(&choice);
+            let info = export_mix(&mixed, &config.model, &choice, &name, &a.out, format)?;
+            let widths: Vec<String> = mixed.level_widths(0).iter().map(|(n, w)| format!("{n} {w}")).collect();
+            println!(
+                "exported sub-network {name} ({format:?}) to {}: {} bytes, {}; verified: max |Δlogit| = {:.2e}",
+                a.out.display(),
+                info.bytes,
+                widths.join(", "),
+                info.max_abs_diff
+            );
+            return Ok(());
+        }
     };
     let info = export_level(&model, &config.model, level, &a.out, format)?;
     let widths: Vec<String> = model.level_widths(level).iter().map(|(n, w)| format!("{n} {w}")).collect();

@@ -134,5 +134,18 @@ pub fn run(a: InspectArgs) -> Result<()> {
         let report = Report::read_json(&run.report_path()).context("reading report.json")?;
         println!("\nreport ({}):\n{}", report.backend, report.table());
     }
+    if let Some(search) = nestednet::train::SearchResults::read(&run)? {
+        println!(
+            "\nMix'n'Match search ({}):\n{}",
+            nestednet::train::SearchResults::folder(&run).display(),
+            search.table()
+        );
+    }
+    let measured = run.path().join("measurements");
+    if let Ok(files) = std::fs::read_dir(&measured) {
+        let names: Vec<String> =
+            files.flatten().map(|f| f.file_name().to_string_lossy().into_owned()).collect();
+        println!("\nmeasurements cached for `select` ({}): {}", measured.display(), names.join(", "));
+    }
     Ok(())
 }

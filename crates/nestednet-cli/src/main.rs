@@ -8,16 +8,22 @@
 mod eval;
 mod export;
 mod inspect;
+mod nestify;
+mod search;
+mod select;
 mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use nestednet::train::Backend;
+use nestednet::data::{DataSource, DatasetKind};
+use nestednet::models::ModelConfig;
+use nestednet::train::{Backend, PeakAllocator, RunConfig};
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
 // of mapping and zeroing new pages for each (a quarter of a training step with glibc's malloc).
+// Wrapped in a counter, so that `select` can measure a level's peak inference memory.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: PeakAllocator<mimalloc::MiMalloc> = PeakAllocator::new(mimalloc::MiMalloc);
 
 /// Nested sparse networks: many networks in one set of weights.
 #[derive(Parser, Debug)]
@@ -38,6 +44,15 @@ enum Command {
     Export(export::ExportArgs),
     /// Show a run's configuration, levels, checkpoint and report.
     Inspect(inspect::InspectArgs),
+    /// The most accurate level (or searched sub-network) within a latency, MAC, parameter,
+    /// size or memory budget, measured on this device.
+    Select(select::SelectArgs),
+    /// Mix'n'Match: search the sub-networks whose layers take different levels' widths, write
+    /// their accuracy–MACs Pareto front and export its points.
+    Search(search::SearchArgs),
+    /// Turn a pretrained dense network into a nested one (channels ordered by importance),
+    /// then fine-tune every level jointly.
+    Nestify(Box<nestify::NestifyArgs>),
 }
 
 /// The backend asked for, or `$BURN_DEVICE`, or the first compiled one.
@@ -48,11 +63,35 @@ fn backend(choice: Option<Backend>) -> Result<Backend> {
     })
 }
 
+/// The data a run was trained on, with a different folder, format or image size where given.
+/// With `own_split`, a run trained with a validation split is evaluated on it (as its report
+/// was); otherwise on the test set.
+fn run_data(
+    config: &RunConfig<ModelConfig>,
+    dataset: Option<DatasetKind>,
+    data_dir: Option<std::path::PathBuf>,
+    image_size: Option<[usize; 2]>,
+    own_split: bool,
+) -> Result<DataSource> {
+    let recorded = config.data_source();
+    Ok(DataSource {
+        kind: dataset.or(recorded.as_ref().map(|d| d.kind)).unwrap_or(config.training.dataset),
+        dir: data_dir
+            .or(recorded.as_ref().map(|d| d.dir.clone()))
+            .ok_or_else(|| anyhow::anyhow!("give the data folder (--data-dir): the run records none"))?,
+        image_size: image_size.or(recorded.as_ref().and_then(|d| d.image_size)),
+        validation_split: if own_split { recorded.and_then(|d| d.validation_split) } else { None },
+    })
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::run(a),
         Command::Export(a) => export::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Select(a) => select::run(a),
+        Command::Search(a) => search::run(a),
+        Command::Nestify(a) => nestify::run(*a),
     }
 }

@@ -8,11 +8,13 @@ use anyhow::Result;
 use nestednet::burn::prelude::*;
 use nestednet::data::{Cifar10, Cifar100, ImageFolder, ImageSet, Mnist, Normalization};
 use nestednet::heads::Hierarchy;
-use nestednet::models::{LevelRequest, ModelConfig, ModelRequest, NestedNetwork, NestedNetworkConfig};
+use nestednet::models::{
+    ChannelImportance, LevelRequest, ModelConfig, ModelRequest, NestedNetwork, NestedNetworkConfig,
+};
 use nestednet::schedule::LevelSpec;
 use nestednet::train::{
-    ExportFormat, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, export_level, load_level,
-    train,
+    ExportFormat, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, calibrated_mix,
+    calibration_batches, export_level, export_mix, load_level, nestify, train,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -387,9 +389,21 @@ impl Target {
                                 let _ = run.load_checkpoint(&config, &device.clone().autodiff());
                             }
                         } else {
-                            for file in ["level.bpk", "level.safetensors", "level.sparse.safetensors"] {
+                            for file in
+                                ["level.bpk", "level.safetensors", "level.sparse.safetensors", "mix.bpk"]
+                            {
                                 let _ = load_level::<ModelConfig>(&root.join(file), &device);
                             }
+                            let config = seed_config().expect("the seed configuration builds");
+                            let importance = Some(ChannelImportance::BatchNormGamma);
+                            let _ = nestify(
+                                &config,
+                                None,
+                                1,
+                                &root.join("full.safetensors"),
+                                importance,
+                                &device,
+                            );
                         }
                     })
                 }))
@@ -441,6 +455,17 @@ fn shown<T: std::fmt::Debug>(
     })
 }
 
+/// The model of the seed files: a 2-level `mnist-cnn` on 8x8 images.
+fn seed_config() -> Result<ModelConfig> {
+    let request = ModelRequest::new(
+        "mnist-cnn",
+        [1, 8, 8],
+        10,
+        LevelRequest::Channels(LevelSpec::Ratios(vec![0.5, 1.0])),
+    );
+    Ok(ModelConfig::from_request(&request)?)
+}
+
 /// The valid files a target's inputs damage: a tiny PNG and JPEG (image folders), a trained
 /// run folder (run folders), or one level exported in every format (level files).
 fn seed_files(target: &str, dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
@@ -448,13 +473,7 @@ fn seed_files(target: &str, dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
         return Ok(vec![("seed.png".into(), tiny_image("png")?), ("seed.jpg".into(), tiny_image("jpg")?)]);
     }
     let device = Device::flex();
-    let request = ModelRequest::new(
-        "mnist-cnn",
-        [1, 8, 8],
-        10,
-        LevelRequest::Channels(LevelSpec::Ratios(vec![0.5, 1.0])),
-    );
-    let config = ModelConfig::from_request(&request)?;
+    let config = seed_config()?;
     let set = Arc::new(ImageSet {
         pixels: (0..32 * 64).map(|i| (i * 37 % 256) as u8).collect(),
         labels: (0..32).map(|i| i % 10).collect(),
@@ -470,7 +489,8 @@ fn seed_files(target: &str, dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let run = RunDir::new(dir.join("seed-run"));
     let run_config = RunConfig::new(config.clone(), TrainingConfig::new().with_epochs(1).with_batch_size(16));
     let model =
-        train(&run_config, TrainData::new(set, None), &device, &run, false, &mut QuietProgress)?.model;
+        train(&run_config, TrainData::new(set.clone(), None), &device, &run, false, &mut QuietProgress)?
+            .model;
     let mut files = Vec::new();
     if target == "run-folder" {
         for rel in [
@@ -492,6 +512,16 @@ fn seed_files(target: &str, dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
             files.push((file.to_string(), std::fs::read(dir.join(file))?));
         }
         files.push(("level.json".into(), std::fs::read(dir.join("level.json"))?));
+        // A Mix'n'Match sub-network (its manifest names the mix), and the full level as the
+        // dense input of nestify.
+        let calibration = calibration_batches(set, 1, 16, 1, &device)?;
+        let choice = [1, 0, 1];
+        let mixed = calibrated_mix(&model, &choice, &calibration)?;
+        export_mix(&mixed, &config, &choice, "mix-1-0-1", &dir.join("mix.bpk"), ExportFormat::Burnpack)?;
+        export_level(&model, &config, 1, &dir.join("full.safetensors"), ExportFormat::Safetensors)?;
+        for file in ["mix.bpk", "mix.json", "full.safetensors"] {
+            files.push((file.to_string(), std::fs::read(dir.join(file))?));
+        }
     }
     Ok(files)
 }

@@ -180,6 +180,38 @@ impl NestedHead {
         layer.extract_level(k)
     }
 
+    /// The shared classifier on the leading `features` inputs, predicting every class, as a
+    /// one-level head: the head of a Mix'n'Match sub-network. `None` when the levels do not
+    /// share one classifier over the same classes (private or split heads) or it is masked.
+    pub fn single_block(&self, features: usize) -> Option<NestedHead> {
+        let layer = self.shared.as_ref().filter(|l| l.mask.is_none())?;
+        let classes = layer.level_dims(0).1;
+        if (0..layer.num_levels()).any(|k| layer.level_dims(k).1 != classes) {
+            return None;
+        }
+        Some(NestedHead { shared: Some(layer.single_block(features, classes)), private: Vec::new() })
+    }
+
+    /// The shared classifier over every class on `features` (any width up to the full one),
+    /// sharing its parameters: the training forward pass of a Mix'n'Match sub-network (panics
+    /// for heads [`single_block`](Self::single_block) refuses).
+    pub fn forward_block(&self, features: Tensor<2>) -> Tensor<2> {
+        let layer = self.shared.as_ref().expect("NestedHead: private heads have no shared blocks");
+        layer.forward_block(features, layer.level_dims(0).1)
+    }
+
+    /// Sets the shared classifier from `dense` (see [`NestedLinear::load_full`]); `false` when
+    /// private (nothing is set).
+    pub fn load_full(&mut self, dense: &Linear) -> bool {
+        match &mut self.shared {
+            Some(layer) => {
+                layer.load_full(dense);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Level `level` alone, as a shared one-level head with compact copies of its weights.
     pub fn single_level(&self, level: usize) -> NestedHead {
         let (layer, k) = self.of_level(level);

@@ -12,6 +12,9 @@ pub enum ModelError {
     /// A model dimension is invalid.
     #[error("invalid model configuration: {0}")]
     Invalid(String),
+    /// The network does not offer this.
+    #[error("this network does not support {0}")]
+    Unsupported(String),
     /// No training recipe has this name.
     #[error("unknown recipe `{name}` (known: {known})")]
     UnknownRecipe {

@@ -24,8 +24,10 @@ pub use error::{ModelError, Result};
 pub use mnist_cnn::{
     LAYERS as MNIST_CNN_LAYERS, MnistCnn, MnistCnnConfig, NestedMnistCnn, NestedMnistCnnConfig,
 };
-pub use nestednet_nn::Maskable;
-pub use network::{LevelCost, NestedNetwork, NestedNetworkConfig, measure_level};
-pub use recipe::{Recipe, RecipeContext, RecipeOptimizer, RecipeSchedule};
+pub use nestednet_nn::{ChannelImportance, Maskable};
+pub use network::{
+    ChannelOrders, LevelCost, MixableLayer, NestedNetwork, NestedNetworkConfig, measure_level,
+};
+pub use recipe::{Recipe, RecipeContext, RecipeLevelWeights, RecipeOptimizer, RecipeSchedule};
 pub use registry::{LevelModel, LevelRequest, ModelConfig, ModelFamily, ModelRequest, NestedModel};
 pub use resnet::{NestedBasicBlock, NestedResNet, NestedResNetConfig, Shortcut, Stem};

@@ -11,16 +11,16 @@ use burn::tensor::activation::relu;
 use nestednet_data::Augmentation;
 use nestednet_heads::{NestedHead, NestedHeadConfig};
 use nestednet_nn::{
-    LevelBatchNorm, LevelBatchNormConfig, LevelConv2d, LevelConv2dConfig, Maskable, NestedConv2d,
-    NestedConv2dConfig, NestedLinear, NestedLinearConfig,
+    ChannelImportance, LevelBatchNorm, LevelBatchNormConfig, LevelConv2d, LevelConv2dConfig, Maskable,
+    NestedConv2d, NestedConv2dConfig, NestedLinear, NestedLinearConfig,
 };
 use nestednet_schedule::{ChannelSchedule, LevelSpec, ScheduledLayer};
 
 // `Result` stays qualified: `#[derive(Config)]` expands to code naming the prelude's `Result`.
 use crate::fused::{norm_pool_relu, pool};
 use crate::{
-    LevelCost, LevelRequest, ModelError, ModelFamily, ModelRequest, NestedNetwork, NestedNetworkConfig,
-    Recipe, RecipeContext, RecipeOptimizer, RecipeSchedule,
+    LevelCost, LevelRequest, MixableLayer, ModelError, ModelFamily, ModelRequest, NestedNetwork,
+    NestedNetworkConfig, Recipe, RecipeContext, RecipeLevelWeights, RecipeOptimizer, RecipeSchedule,
 };
 
 /// Configuration of the nested `mnist-cnn`.
@@ -226,7 +226,7 @@ pub struct NestedMnistCnn {
 /// relu(max-pool(x)) == max-pool(relu(x)) exactly (max is monotone), and pooling first runs
 /// the ReLU on 4x fewer values.
 fn level_norm_pool_relu(x: Tensor<4>, norm: &LevelBatchNorm, level: usize) -> Tensor<4> {
-    if x.is_autodiff() {
+    if x.is_autodiff() || nestednet_nn::recalibrating() {
         return relu(pool(norm.forward(x, level)));
     }
     let width = norm.width(level);
@@ -337,6 +337,111 @@ impl NestedNetwork for NestedMnistCnn {
             ("fc2".into(), &mut self.fc2),
         ]
     }
+
+    /// `conv1`, `conv2` and `fc1`, when every level shares them unmasked and one output layer
+    /// over the same classes (the head's input follows `fc1`).
+    fn mixable_layers(&self) -> Vec<MixableLayer> {
+        let masked = self.weight_layers().iter().any(|(_, l)| l.mask().is_some());
+        if masked || self.conv1.is_private() || self.fc2.single_block(self.fc1.level_dims(0).1).is_none() {
+            return Vec::new();
+        }
+        let n = self.num_levels();
+        let layer = |name: &str, width: &dyn Fn(usize) -> usize| MixableLayer {
+            name: name.into(),
+            widths: (0..n).map(width).collect(),
+        };
+        vec![
+            layer("conv1", &|k| self.conv1.level_dims(k).1),
+            layer("conv2", &|k| self.conv2.level_dims(k).1),
+            layer("fc1", &|k| self.fc1.level_dims(k).1),
+        ]
+    }
+
+    fn mixed(&self, choice: &[usize]) -> crate::Result<Self> {
+        let layers = self.mixable_layers();
+        check_choice(&layers, choice)?;
+        let (c1, c2, h) =
+            (layers[0].widths[choice[0]], layers[1].widths[choice[1]], layers[2].widths[choice[2]]);
+        let [_, height, width] = self.input_shape;
+        let spatial = (height / 4) * (width / 4);
+        let unsupported = || ModelError::Unsupported("Mix'n'Match with this head or first layer".into());
+        Ok(NestedMnistCnn {
+            conv1: self.conv1.single_block(c1).ok_or_else(unsupported)?,
+            bn1: self.bn1.single_level(choice[0]),
+            conv2: self.conv2.single_block(c1, c2),
+            bn2: self.bn2.single_level(choice[1]),
+            fc1: self.fc1.single_block(c2 * spatial, h),
+            fc2: self.fc2.single_block(h).ok_or_else(unsupported)?,
+            input_shape: self.input_shape,
+        })
+    }
+
+    fn forward_mix(&self, images: Tensor<4>, choice: &[usize]) -> crate::Result<Tensor<2>> {
+        let layers = self.mixable_layers();
+        check_choice(&layers, choice)?;
+        let width = |i: usize| layers[i].widths[choice[i]];
+        let x = self.conv1.forward_block(images, width(0));
+        let x = relu(pool(self.bn1.forward_batch_stats(x, choice[0])));
+        let x = self.conv2.forward_block(x, width(1));
+        let x = relu(pool(self.bn2.forward_batch_stats(x, choice[1]))).flatten::<2>(1, 3);
+        let x = relu(self.fc1.forward_block(x, width(2)));
+        Ok(self.fc2.forward_block(x))
+    }
+
+    fn load_dense(&mut self, dense: &MnistCnn) -> crate::Result<()> {
+        let full = self.level_config(self.num_levels() - 1);
+        let [in_channels, height, width] = dense.input_shape;
+        let got = MnistCnnConfig {
+            in_channels,
+            height,
+            width,
+            conv1_channels: dense.conv1.weight.dims()[0],
+            conv2_channels: dense.conv2.weight.dims()[0],
+            hidden: dense.fc1.weight.dims()[1],
+            num_classes: dense.fc2.weight.dims()[1],
+        };
+        if format!("{got:?}") != format!("{full:?}") {
+            return Err(ModelError::Invalid(format!(
+                "the dense network is {got:?}, but the nested model's full level is {full:?}"
+            )));
+        }
+        if !self.conv1.load_full(&dense.conv1) || !self.fc2.load_full(&dense.fc2) {
+            return Err(ModelError::Unsupported(
+                "nesting a dense network into un-nested (private per level) layers".into(),
+            ));
+        }
+        self.bn1.load_dense(&dense.bn1);
+        self.conv2.load_full(&dense.conv2);
+        self.bn2.load_dense(&dense.bn2);
+        self.fc1.load_full(&dense.fc1);
+        Ok(())
+    }
+}
+
+/// Checks a Mix'n'Match choice against the mixable layers: one level per layer, each a level.
+pub(crate) fn check_choice(layers: &[MixableLayer], choice: &[usize]) -> crate::Result<()> {
+    if layers.is_empty() {
+        return Err(ModelError::Unsupported(
+            "Mix'n'Match sub-networks in this configuration (masked, un-nested, split or per-level layers)"
+                .into(),
+        ));
+    }
+    if choice.len() != layers.len() {
+        return Err(ModelError::Invalid(format!(
+            "a sub-network gives one level per mixable layer ({}), not {} levels",
+            layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", "),
+            choice.len()
+        )));
+    }
+    let levels = layers[0].widths.len();
+    if let Some((layer, &k)) = layers.iter().zip(choice).find(|(_, k)| **k >= levels) {
+        return Err(ModelError::Invalid(format!(
+            "layer {} takes level {k}'s width, but the levels are 0..={}",
+            layer.name,
+            levels - 1
+        )));
+    }
+    Ok(())
 }
 
 impl NestedNetworkConfig for NestedMnistCnnConfig {
@@ -371,6 +476,9 @@ impl NestedNetworkConfig for NestedMnistCnnConfig {
     }
 }
 
+/// The fine-tuning learning rate (see [`MNIST_CNN_FINE_TUNE_RECIPE`]).
+const FINE_TUNE_LR: f64 = 3e-3;
+
 /// `mnist-cnn`'s default recipe, for channel levels and weight masks alike (chosen on a
 /// validation split of mnist10k's training set: `docs/RECIPES.md`).
 pub const MNIST_CNN_RECIPE: Recipe = Recipe {
@@ -384,8 +492,30 @@ pub const MNIST_CNN_RECIPE: Recipe = Recipe {
     batch_size: 32,
     epochs: 4,
     augmentation: Augmentation::Usual,
+    level_weights: RecipeLevelWeights::Mean,
     chosen_by: "validation split of mnist10k (7,000 / 1,000), docs/RECIPES.md",
 };
+
+/// `mnist-cnn` fine-tuned from given weights (a dense network nestified, `--init-from`): one
+/// epoch at a higher learning rate than from scratch, the smaller levels' losses weighing
+/// more, since the full level starts trained and the small ones from pruned weights (chosen on
+/// a validation split: `docs/RECIPES.md`).
+pub const MNIST_CNN_FINE_TUNE_RECIPE: Recipe = Recipe {
+    name: "mnist-cnn-fine-tune",
+    description: "mnist-cnn fine-tuned from given weights (nestify, --init-from)",
+    optimizer: RecipeOptimizer::Adam,
+    learning_rate: FINE_TUNE_LR,
+    momentum: 0.9,
+    weight_decay: 0.0,
+    lr_schedule: RecipeSchedule::Cosine,
+    batch_size: 32,
+    epochs: 1,
+    augmentation: Augmentation::Usual,
+    level_weights: RecipeLevelWeights::SmallerFirst,
+    chosen_by: "validation split of mnist10k (7,000 / 1,000), nestified dense networks, docs/RECIPES.md",
+};
+
+const MNIST_CNN_RECIPES: [Recipe; 2] = [MNIST_CNN_RECIPE, MNIST_CNN_FINE_TUNE_RECIPE];
 
 impl ModelFamily for NestedMnistCnnConfig {
     fn names() -> &'static [&'static str] {
@@ -393,11 +523,12 @@ impl ModelFamily for NestedMnistCnnConfig {
     }
 
     fn recipes() -> &'static [Recipe] {
-        std::slice::from_ref(&MNIST_CNN_RECIPE)
+        &MNIST_CNN_RECIPES
     }
 
-    fn default_recipe(name: &str, _context: RecipeContext) -> Option<&'static Recipe> {
-        (name == "mnist-cnn").then_some(&MNIST_CNN_RECIPE)
+    fn default_recipe(name: &str, context: RecipeContext) -> Option<&'static Recipe> {
+        let recipe = if context.fine_tune { &MNIST_CNN_RECIPES[1] } else { &MNIST_CNN_RECIPES[0] };
+        (name == "mnist-cnn").then_some(recipe)
     }
 
     fn from_request(request: &ModelRequest) -> Option<crate::Result<Self>> {
@@ -553,11 +684,40 @@ impl NestedNetwork for MnistCnn {
     fn level_classes(&self, _level: usize) -> usize {
         self.fc2.weight.dims()[1]
     }
+
+    /// `conv1` by its filters' L1 norm or `bn1`'s |γ|, `conv2` likewise with `bn2`, `fc1` by its
+    /// units' L1 norm (no batch norm follows it); the output layer keeps its classes.
+    fn reorder_channels(&self, importance: ChannelImportance) -> crate::Result<(Self, crate::ChannelOrders)> {
+        use nestednet_nn::{
+            batch_norm_gamma, conv_filter_l1, importance_order, linear_unit_l1, permute_batch_norm,
+            permute_conv_inputs, permute_conv_outputs, permute_linear_inputs, permute_linear_outputs,
+        };
+        let score = |conv: &Conv2d, norm: &BatchNorm| match importance {
+            ChannelImportance::FilterL1 => conv_filter_l1(conv),
+            ChannelImportance::BatchNormGamma => batch_norm_gamma(norm),
+        };
+        let o1 = importance_order(&score(&self.conv1, &self.bn1));
+        let o2 = importance_order(&score(&self.conv2, &self.bn2));
+        let o3 = importance_order(&linear_unit_l1(&self.fc1));
+        let [_, h, w] = self.input_shape;
+        let spatial = (h / 4) * (w / 4);
+        let model = MnistCnn {
+            conv1: permute_conv_outputs(&self.conv1, &o1),
+            bn1: permute_batch_norm(&self.bn1, &o1),
+            conv2: permute_conv_outputs(&permute_conv_inputs(&self.conv2, &o1), &o2),
+            bn2: permute_batch_norm(&self.bn2, &o2),
+            fc1: permute_linear_outputs(&permute_linear_inputs(&self.fc1, &o2, spatial), &o3),
+            fc2: permute_linear_inputs(&self.fc2, &o3, 1),
+            input_shape: self.input_shape,
+        };
+        Ok((model, vec![("conv1".into(), o1), ("conv2".into(), o2), ("fc1".into(), o3)]))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure_level;
     use burn::tensor::module::max_pool2d;
     use burn::tensor::ops::MaxPoolOptions;
     use burn::tensor::{Distribution, Tolerance};
@@ -635,6 +795,114 @@ mod tests {
             assert!(matches!(err, ModelError::Invalid(_) | ModelError::Head(_)), "{bad:?}: {err}");
         }
         assert!(config.clone().with_split_output(true).schedule().is_err());
+    }
+
+    #[test]
+    fn mixed_sub_networks_take_each_layer_from_its_level() {
+        let device = Device::flex();
+        device.seed(5);
+        let model = NestedMnistCnnConfig::new().init(&device);
+        let layers = model.mixable_layers();
+        assert_eq!(
+            layers.iter().map(|l| l.widths.clone()).collect::<Vec<_>>(),
+            [[8, 16, 32], [16, 32, 64], [32, 64, 128]]
+        );
+        let x = Tensor::<4>::random([2, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+        // A uniform choice is the level itself.
+        for k in 0..3 {
+            let mixed = model.mixed(&[k, k, k]).unwrap();
+            assert_eq!(mixed.num_levels(), 1);
+            assert_eq!(mixed.level_cost(0), model.level_cost(k));
+            mixed.forward_level(x.clone(), 0).into_data().assert_approx_eq::<f32>(
+                &model.forward_level(x.clone(), k).into_data(),
+                Tolerance::absolute(1e-5),
+            );
+        }
+        // A mixed one has the widths asked for, costs between its neighbours', and exports.
+        let mixed = model.mixed(&[2, 0, 1]).unwrap();
+        assert_eq!(
+            mixed.level_widths(0)[..3],
+            [("conv1".into(), 32), ("conv2".into(), 16), ("fc1".into(), 64)]
+        );
+        let (cost, classes) = measure_level(&mixed, 0);
+        assert_eq!((cost, classes), (mixed.level_cost(0), 10));
+        assert!(cost.macs > model.level_cost(0).macs && cost.macs < model.level_cost(2).macs);
+        mixed
+            .extract_level(0)
+            .forward(x.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&mixed.forward_level(x, 0).into_data(), Tolerance::absolute(1e-5));
+        for bad in [&[0, 1][..], &[0, 1, 3]] {
+            assert!(matches!(model.mixed(bad), Err(ModelError::Invalid(_))), "{bad:?}");
+        }
+        // The training forward of a mix shares the parameters: on an autodiff device, a uniform
+        // choice computes the level in training mode, and gradients reach the shared weights.
+        let train = NestedMnistCnnConfig::new().init(&device.clone().autodiff());
+        let xt =
+            Tensor::<4>::random([4, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device.clone().autodiff());
+        let running = train.bn2.norms[1].running_mean.value_sync().into_data();
+        let mix = train.forward_mix(xt.clone(), &[1, 1, 1]).unwrap();
+        assert_eq!(
+            train.bn2.norms[1].running_mean.value_sync().into_data(),
+            running,
+            "running statistics untouched"
+        );
+        mix.clone().into_data().assert_approx_eq::<f32>(
+            &train.forward_level(xt.clone(), 1).into_data(),
+            Tolerance::absolute(1e-4),
+        );
+        let grads = train.forward_mix(xt, &[2, 0, 1]).unwrap().sum().backward();
+        let g = train.conv1.shared.as_ref().unwrap().weight.grad(&grads).unwrap();
+        assert_eq!(g.dims(), [32, 1, 3, 3]);
+        let masked = NestedMnistCnnConfig::new().init(&device);
+        let mut masked = masked;
+        masked.conv2.enable_mask();
+        assert!(
+            masked.mixable_layers().is_empty()
+                && matches!(masked.mixed(&[0, 0, 0]), Err(ModelError::Unsupported(_)))
+        );
+        let coarse = NestedMnistCnnConfig::new()
+            .with_levels("0.5,1.0".parse().unwrap())
+            .with_level_classes(vec![3, 10]);
+        assert!(coarse.init(&device).mixable_layers().is_empty());
+    }
+
+    #[test]
+    fn a_dense_network_nests_after_its_channels_are_ordered() {
+        let device = Device::flex();
+        device.seed(6);
+        let dense = MnistCnnConfig::new(1, 12, 12, 8, 16, 20, 10).init(&device);
+        let x = Tensor::<4>::random([3, 1, 12, 12], Distribution::Normal(0.0, 1.0), &device);
+        for importance in [ChannelImportance::FilterL1, ChannelImportance::BatchNormGamma] {
+            let (ordered, orders) = dense.reorder_channels(importance).unwrap();
+            assert_eq!(orders.len(), 3);
+            ordered
+                .forward(x.clone())
+                .into_data()
+                .assert_approx_eq::<f32>(&dense.forward(x.clone()).into_data(), Tolerance::absolute(1e-5));
+            let config = NestedMnistCnnConfig::new()
+                .with_height(12)
+                .with_width(12)
+                .with_conv1_channels(8)
+                .with_conv2_channels(16)
+                .with_hidden(20)
+                .with_levels("0.5,1.0".parse().unwrap());
+            let mut nested = config.init(&device);
+            nested.load_dense(&ordered).unwrap();
+            nested
+                .forward_level(x.clone(), 1)
+                .into_data()
+                .assert_approx_eq::<f32>(&dense.forward(x.clone()).into_data(), Tolerance::absolute(1e-5));
+            // The core is the leading block of the ordered dense network.
+            let core = nested.extract_level(0);
+            assert_eq!(
+                core.conv1.weight.val().into_data(),
+                ordered.conv1.weight.val().slice(s![0..4, .., .., ..]).into_data()
+            );
+        }
+        let mut other = NestedMnistCnnConfig::new().init(&device);
+        let err = other.load_dense(&dense).unwrap_err().to_string();
+        assert!(err.contains("full level"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use burn::module::Module;
 use burn::prelude::*;
-use nestednet_nn::{Maskable, record_costs};
+use nestednet_nn::{ChannelImportance, Maskable, record_costs};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,18 @@ pub struct LevelCost {
     pub params: usize,
     /// Multiply-accumulates of the convolution and linear layers for one input sample.
     pub macs: usize,
+}
+
+/// Each re-ordered layer's channel order (new channel `i` = old channel `order[i]`), by name.
+pub type ChannelOrders = Vec<(String, Vec<usize>)>;
+
+/// A layer whose width a Mix'n'Match sub-network chooses among the trained levels' widths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MixableLayer {
+    /// The layer's name (`conv2`).
+    pub name: String,
+    /// Its output width at every level, core first.
+    pub widths: Vec<usize>,
 }
 
 /// A nested network: `n` levels in one set of weights, level 0 the core and level `n − 1`
@@ -107,7 +119,53 @@ pub trait NestedNetwork: Module {
         true
     }
 
-    /// The name under which the tensor at module path `path` is exported for PyTorch
+    /// Mix'n'Match: the layers whose width a sub-network may take from any trained level,
+    /// independently of the others, in forward order. Empty (the default) when only the
+    /// trained levels exist (no channel scheduling, masks, private or split layers).
+    fn mixable_layers(&self) -> Vec<MixableLayer> {
+        Vec::new()
+    }
+
+    /// The sub-network whose mixable layer `i` has level `choice[i]`'s width (see
+    /// [`mixable_layers`](Self::mixable_layers)), as a one-level network holding compact copies
+    /// of its weights. A batch norm after a layer is that of the level whose width it takes;
+    /// since its input comes from other widths than that level's, recalibrate its statistics
+    /// before use (`nestednet_nn::recalibrate_batch_norms`). `choice = [k; layers]` is level `k`.
+    fn mixed(&self, choice: &[usize]) -> crate::Result<Self> {
+        let _ = choice;
+        Err(ModelError::Unsupported("Mix'n'Match sub-networks (it lists no mixable layer)".into()))
+    }
+
+    /// The logits of the sub-network `choice` (see [`mixed`](Self::mixed)) for training: it
+    /// shares this network's parameters, and its batch norms normalise with batch statistics
+    /// without touching any level's running statistics. Training a few random sub-networks in
+    /// every step beside the levels (the "sandwich rule" of US-Nets) makes the untrained
+    /// combinations worth serving.
+    fn forward_mix(&self, images: Tensor<4>, choice: &[usize]) -> crate::Result<Tensor<2>> {
+        let _ = (images, choice);
+        Err(ModelError::Unsupported("training Mix'n'Match sub-networks (it lists no mixable layer)".into()))
+    }
+
+    /// This network with the channels of every scheduled layer re-ordered by decreasing
+    /// `importance`, the next layer's inputs permuted alike, so that it computes the same
+    /// function (up to float rounding) and a level's leading channels are the most important
+    /// ones; also returns each layer's order (new channel `i` = old channel `order[i]`). Run on
+    /// a dense network before [`load_dense`](Self::load_dense) nests it.
+    fn reorder_channels(&self, importance: ChannelImportance) -> crate::Result<(Self, ChannelOrders)> {
+        let _ = importance;
+        Err(ModelError::Unsupported("re-ordering its channels by importance".into()))
+    }
+
+    /// Nestify: sets the weights of every level from `dense`, a standalone network with the
+    /// full level's architecture (the full level then computes what `dense` computes; level
+    /// `k` takes the leading channels of every layer, and the leading channels of each batch
+    /// norm's statistics).
+    fn load_dense(&mut self, dense: &Self::Level) -> crate::Result<()> {
+        let _ = dense;
+        Err(ModelError::Unsupported("loading a dense network into its levels".into()))
+    }
+
+    /// The name under which the tensor at module path `path` is exported    /// The name under which the tensor at module path `path` is exported for PyTorch
     /// (safetensors exports), after Burn's own PyTorch conventions are applied (`gamma` →
     /// `weight`, `beta` → `bias`). Identity by default.
     fn export_name(&self, path: &str) -> String {

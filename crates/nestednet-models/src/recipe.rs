@@ -30,6 +30,31 @@ pub enum RecipeSchedule {
     Cosine,
 }
 
+/// How a recipe weighs the levels' losses in the joint objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecipeLevelWeights {
+    /// The paper's Eq. 5: the mean, `1/n` each.
+    Mean,
+    /// Smaller levels first: level `k` of `n` weighs `(n − k) / Σ`, so the core weighs `n` times
+    /// the full level (for fine-tuning, when the full level starts trained).
+    SmallerFirst,
+}
+
+impl RecipeLevelWeights {
+    /// The weights of `levels` levels, core first; `None` for the mean (the default of
+    /// [`JointLoss`](nestednet_heads::JointLoss)).
+    pub fn weights(self, levels: usize) -> Option<Vec<f64>> {
+        match self {
+            Self::Mean => None,
+            Self::SmallerFirst => {
+                let total = (levels * (levels + 1) / 2) as f64;
+                Some((0..levels).map(|k| (levels - k) as f64 / total).collect())
+            }
+        }
+    }
+}
+
 /// How a model is trained by default.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
@@ -53,6 +78,8 @@ pub struct Recipe {
     pub epochs: usize,
     /// Training-time augmentation.
     pub augmentation: Augmentation,
+    /// How the levels' losses are weighed.
+    pub level_weights: RecipeLevelWeights,
     /// How the values were chosen (a measurement on a validation split, or the literature).
     pub chosen_by: &'static str,
 }
@@ -72,6 +99,7 @@ impl Recipe {
         batch_size: 64,
         epochs: 2,
         augmentation: Augmentation::Usual,
+        level_weights: RecipeLevelWeights::Mean,
         chosen_by: "not tuned: the defaults before recipes existed",
     };
 
@@ -85,8 +113,12 @@ impl Recipe {
             RecipeSchedule::Constant => "constant",
             RecipeSchedule::Cosine => "cosine",
         };
+        let weights = match self.level_weights {
+            RecipeLevelWeights::Mean => "",
+            RecipeLevelWeights::SmallerFirst => ", level losses weighted n-k (smaller levels first)",
+        };
         format!(
-            "{optimizer}, weight decay {}, {schedule} schedule, batch {}, {} epochs, augmentation {}",
+            "{optimizer}, weight decay {}, {schedule} schedule, batch {}, {} epochs, augmentation {}{weights}",
             self.weight_decay, self.batch_size, self.epochs, self.augmentation
         )
     }
@@ -104,4 +136,7 @@ pub struct RecipeContext {
     /// The levels differ by learned or random weight masks (their stages come on top of the
     /// recipe's epochs).
     pub weight_masks: bool,
+    /// The run starts from given weights (`--init-from`, or a dense network `nestednet
+    /// nestify` nested) instead of a random draw: a fine-tuning.
+    pub fine_tune: bool,
 }

@@ -13,7 +13,10 @@ use nestednet_nn::Maskable;
 use nestednet_schedule::{LatticeSpec, LevelSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::{LevelCost, ModelError, NestedNetwork, NestedNetworkConfig, Recipe, RecipeContext};
+use crate::{
+    ChannelImportance, LevelCost, MixableLayer, ModelError, NestedNetwork, NestedNetworkConfig, Recipe,
+    RecipeContext,
+};
 use crate::{MnistCnn, NestedMnistCnn, NestedMnistCnnConfig, NestedResNet, NestedResNetConfig};
 
 /// How the levels of a requested model are laid out.
@@ -327,6 +330,32 @@ macro_rules! model_registry {
 
             fn export_name(&self, path: &str) -> String {
                 match self { $(Self::$variant(m) => m.export_name(path),)+ }
+            }
+
+            fn mixable_layers(&self) -> Vec<MixableLayer> {
+                match self { $(Self::$variant(m) => m.mixable_layers(),)+ }
+            }
+
+            fn mixed(&self, choice: &[usize]) -> crate::Result<Self> {
+                match self { $(Self::$variant(m) => m.mixed(choice).map(Self::$variant),)+ }
+            }
+
+            fn forward_mix(&self, images: Tensor<4>, choice: &[usize]) -> crate::Result<Tensor<2>> {
+                match self { $(Self::$variant(m) => m.forward_mix(images, choice),)+ }
+            }
+
+            fn reorder_channels(&self, importance: ChannelImportance) -> crate::Result<(Self, crate::ChannelOrders)> {
+                match self {
+                    $(Self::$variant(m) => m.reorder_channels(importance).map(|(m, o)| (Self::$variant(m), o)),)+
+                }
+            }
+
+            fn load_dense(&mut self, dense: &$level_enum) -> crate::Result<()> {
+                match (self, dense) {
+                    $((Self::$variant(m), $level_enum::$variant(d)) => m.load_dense(d),)+
+                    #[allow(unreachable_patterns)]
+                    _ => Err(ModelError::Invalid("the dense network is another model than the nested one".into())),
+                }
             }
         }
     };

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     LevelCost, LevelRequest, ModelError, ModelFamily, ModelRequest, NestedNetwork, NestedNetworkConfig,
-    Recipe, RecipeContext, RecipeOptimizer, RecipeSchedule,
+    Recipe, RecipeContext, RecipeLevelWeights, RecipeOptimizer, RecipeSchedule,
 };
 
 /// How a block's shortcut meets a change of channels or resolution (He et al., 2016).
@@ -784,6 +784,7 @@ pub const RESNET_RECIPES: [Recipe; 2] = [
         batch_size: 32,
         epochs: 5,
         augmentation: Augmentation::Usual,
+        level_weights: RecipeLevelWeights::Mean,
         chosen_by: "validation split of mnist10k (7,000 / 1,000), docs/RECIPES.md",
     },
     Recipe {
@@ -797,6 +798,7 @@ pub const RESNET_RECIPES: [Recipe; 2] = [
         batch_size: 128,
         epochs: 200,
         augmentation: Augmentation::Usual,
+        level_weights: RecipeLevelWeights::Mean,
         chosen_by: "the literature's CIFAR recipe (He et al. 2016, Zagoruyko & Komodakis 2016), not measured here: no CIFAR data on this machine",
     },
 ];

@@ -65,8 +65,9 @@ impl LevelBatchNorm {
     }
 
     /// Normalises `x` (`[batch, width_level, ...]`) with level `level`'s batch norm: batch
-    /// statistics (and a running-statistics update) when training on an autodiff device, the
-    /// running statistics otherwise.
+    /// statistics (and a running-statistics update) when training on an autodiff device or
+    /// inside [`recalibrate_batch_norms`](crate::recalibrate_batch_norms), the running
+    /// statistics otherwise.
     pub fn forward<const D: usize>(&self, x: Tensor<D>, level: usize) -> Tensor<D> {
         let width = self.width(level);
         let got = x.dims()[1];
@@ -75,11 +76,27 @@ impl LevelBatchNorm {
         if crate::probe::recording() {
             crate::probe::record(norm.gamma.id, self.level_num_params(level), 0);
         }
-        if x.is_autodiff() && norm.training.is_enabled() {
+        // While recalibrating, batch statistics on any device (no gradient is needed).
+        if (x.is_autodiff() && norm.training.is_enabled()) || crate::probe::recalibrating() {
             Self::forward_train(norm, x)
         } else {
             norm.forward(x)
         }
+    }
+
+    /// Normalises `x` with its own batch statistics and level `level`'s affine parameters,
+    /// leaving the running statistics as they are: the training forward pass of a Mix'n'Match
+    /// sub-network, whose statistics belong to no level (they are recalibrated when it is
+    /// served).
+    pub fn forward_batch_stats<const D: usize>(&self, x: Tensor<D>, level: usize) -> Tensor<D> {
+        let width = self.width(level);
+        let got = x.dims()[1];
+        assert_eq!(got, width, "LevelBatchNorm level {level}: expected {width} channels, got {got}");
+        Self::normalise_batch(&self.norms[level], x, false)
+    }
+
+    fn forward_train<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+        Self::normalise_batch(norm, x, true)
     }
 
     /// Batch statistics in one pass over the input (sum and sum of squares per channel) and one
@@ -87,7 +104,7 @@ impl LevelBatchNorm {
     /// `batch_norm_train` this cuts the passes over the activation roughly in half on `flex`
     /// (its backward is the dominant cost of the layer). The running variance is updated with
     /// the unbiased batch variance, as PyTorch does.
-    fn forward_train<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    fn normalise_batch<const D: usize>(norm: &BatchNorm, x: Tensor<D>, update_running: bool) -> Tensor<D> {
         let dims = x.dims();
         let (batch, channels) = (dims[0], dims[1]);
         let spatial = dims[2..].iter().product::<usize>();
@@ -102,8 +119,10 @@ impl LevelBatchNorm {
             var.clone().add_scalar(norm.epsilon).sqrt().recip() * norm.gamma.val().reshape([1, channels, 1]);
         let shift = norm.beta.val().reshape([1, channels, 1]) - mean.clone() * scale.clone();
         let y = (x3 * scale + shift).reshape(dims);
-
-        let m = norm.momentum;
+        if !update_running {
+            return y;
+        }
+        let m = crate::probe::calibration_momentum(norm.gamma.id).unwrap_or(norm.momentum);
         let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
         let device = y.device();
         let batch_mean = mean.detach().reshape([channels]);
@@ -146,6 +165,23 @@ impl LevelBatchNorm {
         norm.running_mean = RunningState::new(compact_copy(source.running_mean.value_sync()));
         norm.running_var = RunningState::new(compact_copy(source.running_var.value_sync()));
         norm
+    }
+
+    /// Sets every level's batch norm from `dense`, the full width's (its leading channels for a
+    /// smaller level): affine parameters and running statistics. Parameter ids are kept.
+    pub fn load_dense(&mut self, dense: &BatchNorm) {
+        let [full] = dense.gamma.dims();
+        for (level, norm) in self.norms.iter_mut().enumerate() {
+            let [w] = norm.gamma.dims();
+            assert!(w <= full, "LevelBatchNorm level {level}: {w} channels, the dense batch norm has {full}");
+            let lead = |t: Tensor<1>| compact_copy(t.narrow(0, 0, w));
+            let (gamma, beta) = (lead(dense.gamma.val()), lead(dense.beta.val()));
+            norm.gamma = norm.gamma.clone().map(|_| gamma);
+            norm.beta = norm.beta.clone().map(|_| beta);
+            norm.running_mean = RunningState::new(lead(dense.running_mean.value_sync()));
+            norm.running_var = RunningState::new(lead(dense.running_var.value_sync()));
+            norm.epsilon = dense.epsilon;
+        }
     }
 
     /// Level `level` alone, as a one-level `LevelBatchNorm`.

@@ -259,6 +259,63 @@ impl NestedConv2d {
     }
 }
 
+impl NestedConv2d {
+    /// The block of the leading `c_in` input and `c_out` output channels as a one-level layer
+    /// with compact copies of its weights, whatever levels those widths belong to: a layer of a
+    /// Mix'n'Match sub-network. The layer must not be masked (a mask belongs to its levels).
+    pub fn single_block(&self, c_in: usize, c_out: usize) -> NestedConv2d {
+        assert!(self.mask.is_none(), "NestedConv2d: a masked layer has no blocks outside its levels");
+        let [full_out, full_in, _, _] = self.weight.dims();
+        assert!(
+            c_in <= full_in && c_out <= full_out,
+            "NestedConv2d: block {c_out}x{c_in} outside the {full_out}x{full_in} weight"
+        );
+        NestedConv2d {
+            weight: Param::from_tensor(compact_copy(self.weight.val().slice(s![0..c_out, 0..c_in, .., ..]))),
+            bias: self.bias.as_ref().map(|b| Param::from_tensor(compact_copy(b.val().narrow(0, 0, c_out)))),
+            input_widths: vec![c_in],
+            output_widths: vec![c_out],
+            stride: self.stride,
+            padding: self.padding,
+            mask: None,
+        }
+    }
+
+    /// Applies the block of the leading `c_out` output channels over the input's channels to
+    /// `x` (`[batch, c_in, h, w]`, any `c_in` up to the full layer's), sharing the layer's
+    /// parameters: the training forward pass of a Mix'n'Match sub-network. The layer must not
+    /// be masked.
+    pub fn forward_block(&self, x: Tensor<4>, c_out: usize) -> Tensor<4> {
+        assert!(self.mask.is_none(), "NestedConv2d: a masked layer has no blocks outside its levels");
+        let c_in = x.dims()[1];
+        let weight = self.weight.val();
+        let [full_out, full_in, _, _] = weight.dims();
+        assert!(
+            c_in <= full_in && c_out <= full_out,
+            "NestedConv2d: block {c_out}x{c_in} outside the {full_out}x{full_in} weight"
+        );
+        let weight = weight.slice(s![0..c_out, 0..c_in, .., ..]);
+        let bias = self.bias.as_ref().map(|b| b.val().narrow(0, 0, c_out));
+        if x.is_autodiff() && !x.is_tracked() {
+            return self.forward_untracked_input(x, weight, bias);
+        }
+        conv2d(x, weight, bias, ConvOptions::new(self.stride, self.padding, [1, 1], 1))
+    }
+
+    /// Sets the full shared weight and bias from `dense` (same shape; parameter ids kept): the
+    /// full level then computes what `dense` does, every level its leading block.
+    pub fn load_full(&mut self, dense: &Conv2d) {
+        assert_eq!(self.weight.dims(), dense.weight.dims(), "NestedConv2d: the dense weight's shape differs");
+        assert_eq!(self.bias.is_some(), dense.bias.is_some(), "NestedConv2d: bias in one layer only");
+        let weight = compact_copy(dense.weight.val());
+        self.weight = self.weight.clone().map(|_| weight);
+        if let (Some(bias), Some(dense)) = (self.bias.take(), dense.bias.as_ref()) {
+            let values = compact_copy(dense.val());
+            self.bias = Some(bias.map(|_| values));
+        }
+    }
+}
+
 // The shared parts (mask access, weight values, pruning) come from `maskable_layer!`.
 crate::maskable_layer!(NestedConv2d, |layer: &NestedConv2d, level| {
     let (c_in, c_out) = layer.level_dims(level);

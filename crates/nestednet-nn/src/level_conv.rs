@@ -125,6 +125,36 @@ impl LevelConv2d {
         conv.extract_level(k)
     }
 
+    /// The leading `c_out` output channels (all input channels of the full layer) as a shared
+    /// one-level layer: a first layer of a Mix'n'Match sub-network. `None` when private (its
+    /// levels share no weight) or masked.
+    pub fn single_block(&self, c_out: usize) -> Option<LevelConv2d> {
+        let conv = self.shared.as_ref().filter(|c| c.mask.is_none())?;
+        let c_in = conv.weight.dims()[1];
+        Some(LevelConv2d { shared: Some(conv.single_block(c_in, c_out)), private: Vec::new() })
+    }
+
+    /// [`NestedConv2d::forward_block`] of the shared convolution (panics when private: a
+    /// network lists such a layer as not mixable).
+    pub fn forward_block(&self, x: Tensor<4>, c_out: usize) -> Tensor<4> {
+        self.shared
+            .as_ref()
+            .expect("LevelConv2d: private layers have no shared blocks")
+            .forward_block(x, c_out)
+    }
+
+    /// Sets the shared weight from `dense` (see [`NestedConv2d::load_full`]); `false` when
+    /// private (nothing is set).
+    pub fn load_full(&mut self, dense: &Conv2d) -> bool {
+        match &mut self.shared {
+            Some(conv) => {
+                conv.load_full(dense);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Level `level` alone, as a shared one-level layer holding compact copies of its weights.
     pub fn single_level(&self, level: usize) -> LevelConv2d {
         let (conv, k) = self.of_level(level);

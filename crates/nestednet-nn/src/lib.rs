@@ -32,6 +32,7 @@ mod conv;
 mod level_conv;
 mod linear;
 mod probe;
+mod reorder;
 mod widths;
 
 #[cfg(test)]
@@ -42,7 +43,12 @@ pub use conv::{NestedConv2d, NestedConv2dConfig};
 pub use level_conv::{LevelConv2d, LevelConv2dConfig};
 pub use linear::{NestedLinear, NestedLinearConfig};
 pub use nestednet_prune::{NestedMask, PruneError};
-pub use probe::{RecordedCost, record_costs};
+pub use probe::{RecordedCost, recalibrate_batch_norms, recalibrating, record_costs};
+pub use reorder::{
+    ChannelImportance, batch_norm_gamma, conv_filter_l1, importance_order, linear_unit_l1,
+    permute_batch_norm, permute_conv_inputs, permute_conv_outputs, permute_linear_inputs,
+    permute_linear_outputs,
+};
 pub use widths::check_level_widths;
 
 /// A layer whose weight can carry a nested unstructured mask: what mask learning, pruning and

@@ -185,6 +185,55 @@ impl NestedLinear {
     }
 }
 
+impl NestedLinear {
+    /// The block of the leading `d_in` inputs and `d_out` outputs as a one-level layer with
+    /// compact copies of its weights: a layer of a Mix'n'Match sub-network. The layer must not
+    /// be masked.
+    pub fn single_block(&self, d_in: usize, d_out: usize) -> NestedLinear {
+        assert!(self.mask.is_none(), "NestedLinear: a masked layer has no blocks outside its levels");
+        let [full_in, full_out] = self.weight.dims();
+        assert!(
+            d_in <= full_in && d_out <= full_out,
+            "NestedLinear: block {d_in}x{d_out} outside the {full_in}x{full_out} weight"
+        );
+        NestedLinear {
+            weight: Param::from_tensor(compact_copy(self.weight.val().slice(s![0..d_in, 0..d_out]))),
+            bias: self.bias.as_ref().map(|b| Param::from_tensor(compact_copy(b.val().narrow(0, 0, d_out)))),
+            input_widths: vec![d_in],
+            output_widths: vec![d_out],
+            mask: None,
+        }
+    }
+
+    /// Applies the block of the leading `d_out` outputs over the input's features (any number
+    /// up to the full layer's) to `x`, sharing the layer's parameters: the training forward
+    /// pass of a Mix'n'Match sub-network. The layer must not be masked.
+    pub fn forward_block<const D: usize>(&self, x: Tensor<D>, d_out: usize) -> Tensor<D> {
+        assert!(self.mask.is_none(), "NestedLinear: a masked layer has no blocks outside its levels");
+        let d_in = x.dims()[D - 1];
+        let weight = self.weight.val();
+        let [full_in, full_out] = weight.dims();
+        assert!(
+            d_in <= full_in && d_out <= full_out,
+            "NestedLinear: block {d_in}x{d_out} outside the {full_in}x{full_out} weight"
+        );
+        let bias = self.bias.as_ref().map(|b| b.val().narrow(0, 0, d_out));
+        linear(x, weight.slice(s![0..d_in, 0..d_out]), bias)
+    }
+
+    /// Sets the full shared weight and bias from `dense` (same shape; parameter ids kept).
+    pub fn load_full(&mut self, dense: &Linear) {
+        assert_eq!(self.weight.dims(), dense.weight.dims(), "NestedLinear: the dense weight's shape differs");
+        assert_eq!(self.bias.is_some(), dense.bias.is_some(), "NestedLinear: bias in one layer only");
+        let weight = compact_copy(dense.weight.val());
+        self.weight = self.weight.clone().map(|_| weight);
+        if let (Some(bias), Some(dense)) = (self.bias.take(), dense.bias.as_ref()) {
+            let values = compact_copy(dense.val());
+            self.bias = Some(bias.map(|_| values));
+        }
+    }
+}
+
 // The shared parts (mask access, weight values, pruning) come from `maskable_layer!`.
 crate::maskable_layer!(NestedLinear, |layer: &NestedLinear, level| {
     let (d_in, d_out) = layer.level_dims(level);

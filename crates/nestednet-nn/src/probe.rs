@@ -71,3 +71,46 @@ pub(crate) fn record(id: ParamId, params: usize, macs: usize) {
         }
     });
 }
+
+thread_local! {
+    /// Batches each batch norm has seen in the active [`recalibrate_batch_norms`] call.
+    static CALIBRATION: RefCell<Option<std::collections::HashMap<ParamId, usize>>> = const { RefCell::new(None) };
+}
+
+/// Runs `forward` (forward passes over a few training batches, on any device: no gradient is
+/// needed) with every [`LevelBatchNorm`](crate::LevelBatchNorm) that runs normalising with
+/// its batch's statistics and replacing its running statistics by the exact mean of the batch statistics it sees, instead of a moving
+/// average: batch `i` (from 1) weighs `1/i`, so the first batch overwrites whatever the
+/// statistics held. This is how a sub-network whose layers come from different levels (which
+/// no level's statistics describe) gets its own, as Slimmable and US-Nets recalibrate theirs.
+/// Nested calls are not supported.
+pub fn recalibrate_batch_norms<T>(forward: impl FnOnce() -> T) -> T {
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CALIBRATION.with(|c| *c.borrow_mut() = None);
+        }
+    }
+    CALIBRATION.with(|c| *c.borrow_mut() = Some(Default::default()));
+    let _restore = Restore;
+    forward()
+}
+
+/// Whether a [`recalibrate_batch_norms`] call is active on this thread: a network with its own
+/// inference path for batch norms (a fused kernel) must then go through
+/// [`LevelBatchNorm::forward`](crate::LevelBatchNorm::forward).
+pub fn recalibrating() -> bool {
+    CALIBRATION.with(|c| c.borrow().is_some())
+}
+
+/// The momentum the batch norm whose scale is `id` uses for this batch, inside
+/// [`recalibrate_batch_norms`] (`1/i` for its `i`-th batch); `None` outside.
+pub(crate) fn calibration_momentum(id: ParamId) -> Option<f64> {
+    CALIBRATION.with(|c| {
+        c.borrow_mut().as_mut().map(|seen| {
+            let count = seen.entry(id).or_insert(0);
+            *count += 1;
+            1.0 / *count as f64
+        })
+    })
+}

@@ -293,6 +293,15 @@ pub struct TrainingConfig {
     /// softened outputs (in-place), or every level learns an external teacher's. `None`: the
     /// paper's setting, all levels trained jointly from their labels alone.
     pub distillation: Option<DistillationConfig>,
+    /// Weights to start from instead of the seeded draw: a record (burnpack) of this run's
+    /// nested model, e.g. a dense network nested by `nestednet nestify`, or another run's
+    /// `model.bpk` to fine-tune. `None`: drawn from the seed.
+    pub initial_weights: Option<String>,
+    /// Mix'n'Match training (the sandwich rule of US-Nets): this many random sub-networks,
+    /// each mixable layer at a random level's width, are trained in every joint step beside the
+    /// levels, so that `nestednet search` finds sub-networks worth serving. `None` or 0: the
+    /// paper's joint training of the levels alone.
+    pub mix_samples: Option<usize>,
 }
 
 impl TrainingConfig {
@@ -362,6 +371,12 @@ impl TrainingConfig {
     pub fn validate_for<M: NestedNetwork>(&self, network: &M) -> crate::Result<()> {
         self.validate()?;
         let n = network.num_levels();
+        if self.mix_samples.unwrap_or(0) > 0 && network.mixable_layers().is_empty() {
+            return Err(TrainError::Invalid(
+                "mix training needs a model whose layers mix (channel levels of unmasked, shared layers predicting the same classes at every level)"
+                    .into(),
+            ));
+        }
         nestednet_heads::JointLoss::new(n, self.level_loss_weights.as_deref())?;
         if let Some(masking) = &self.masking {
             masking.validate(n)?;
@@ -416,6 +431,29 @@ impl TrainingConfig {
             Some(h) => LevelLabels::from_hierarchy(h),
             None => LevelLabels::fine(num_levels),
         }
+    }
+
+    /// The Mix'n'Match sub-networks trained at step `step` (see
+    /// [`mix_samples`](Self::mix_samples)): for mixable layers of `levels[i]` levels each,
+    /// random choices that are not a trained level (when another exists), a function of the
+    /// seed and the step only, so a resumed run draws what the uninterrupted one would.
+    pub fn sample_mixes(&self, levels: &[usize], step: usize) -> Vec<Vec<usize>> {
+        let count = self.mix_samples.unwrap_or(0);
+        if count == 0 || levels.is_empty() {
+            return Vec::new();
+        }
+        let mut rng = nestednet_data::SplitMix64::for_stream(&[self.seed, 0x006d_6978, step as u64]);
+        let any_mix = levels.len() > 1 && levels.iter().all(|&n| n > 1);
+        (0..count)
+            .map(|_| {
+                loop {
+                    let choice: Vec<usize> = levels.iter().map(|&n| rng.below(n)).collect();
+                    if !any_mix || choice.iter().any(|&k| k != choice[0]) {
+                        break choice;
+                    }
+                }
+            })
+            .collect()
     }
 
     /// The phase of every epoch of a run of `num_levels` levels, in order.

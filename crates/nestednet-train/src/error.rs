@@ -66,6 +66,9 @@ pub enum TrainError {
     /// A training or evaluation setting is invalid.
     #[error("invalid setting: {0}")]
     Invalid(String),
+    /// No level or sub-network fits a budget.
+    #[error("{0}")]
+    Budget(String),
     /// Writing the plot failed.
     #[error("{}: cannot draw plot: {message}", path.display())]
     Plot {

@@ -100,6 +100,10 @@ pub struct LevelExport<C> {
     pub input_shape: [usize; 3],
     /// Classes it predicts.
     pub classes: usize,
+    /// A Mix'n'Match sub-network instead of a trained level: the level whose width each
+    /// mixable layer takes ([`NestedNetwork::mixed`]); `level` is then the highest of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<Vec<usize>>,
 }
 
 impl<C: NestedNetworkConfig> LevelExport<C> {
@@ -111,6 +115,7 @@ impl<C: NestedNetworkConfig> LevelExport<C> {
             level_name: network.level_name(level),
             input_shape: network.input_shape(),
             classes: network.level_classes(level),
+            mix: None,
         }
     }
 }
@@ -150,8 +155,43 @@ pub fn export_level<C: NestedNetworkConfig>(
     format: ExportFormat,
 ) -> Result<ExportInfo> {
     check_level(level, network.num_levels())?;
+    export_checked(network, level, LevelExport::of(network, config, level), path, format)
+}
+
+/// Exports `mixed`, the Mix'n'Match sub-network `choice` of a model built from `config`
+/// ([`NestedNetwork::mixed`], its batch norms recalibrated: [`calibrated_mix`](crate::calibrated_mix)),
+/// to `path` in `format` under the name `name`, then reads the file back and checks it
+/// against `mixed` (within [`EXPORT_TOLERANCE`]). The file records `config` and `choice`.
+pub fn export_mix<C: NestedNetworkConfig>(
+    mixed: &C::Network,
+    config: &C,
+    choice: &[usize],
+    name: &str,
+    path: &Path,
+    format: ExportFormat,
+) -> Result<ExportInfo> {
+    let manifest = LevelExport {
+        model: config.clone(),
+        level: choice.iter().copied().max().unwrap_or(0),
+        level_name: name.to_string(),
+        input_shape: mixed.input_shape(),
+        classes: mixed.level_classes(0),
+        mix: Some(choice.to_vec()),
+    };
+    let mut info = export_checked(mixed, 0, manifest, path, format)?;
+    info.level = 0;
+    Ok(info)
+}
+
+/// Writes level `level` of `network` with `manifest`, reads it back and compares.
+fn export_checked<C: NestedNetworkConfig>(
+    network: &C::Network,
+    level: usize,
+    manifest: LevelExport<C>,
+    path: &Path,
+    format: ExportFormat,
+) -> Result<ExportInfo> {
     let standalone = network.extract_level(level);
-    let manifest = LevelExport::of(network, config, level);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
     }
@@ -196,7 +236,7 @@ pub fn export_level<C: NestedNetworkConfig>(
 
 /// `n` fixed pseudo-random images (standard-normal-ish, from a seeded host generator: no
 /// device generator is touched) to compare an export with its nested level.
-fn probe_images([c, h, w]: [usize; 3], n: usize, device: &Device) -> Tensor<4> {
+pub(crate) fn probe_images([c, h, w]: [usize; 3], n: usize, device: &Device) -> Tensor<4> {
     let mut rng = SplitMix64::new(0x5eed);
     let values: Vec<f32> = (0..n * c * h * w)
         .map(|_| {
@@ -279,11 +319,24 @@ fn level_skeleton<C: NestedNetworkConfig>(
                 "its configuration declares a network of {full} parameters; exports of more than {MAX_NETWORK_PARAMS} are refused"
             )));
         }
-        if !sparse && level.saturating_mul(4) > file_len {
+        if manifest.mix.is_none() && !sparse && level.saturating_mul(4) > file_len {
             return Err(refuse(format!(
                 "its configuration declares a level of {level} parameters ({} bytes), more than the {file_len}-byte file holds",
                 level.saturating_mul(4)
             )));
+        }
+        // A mix is built only once the full network's size is checked (building it draws the
+        // weights it copies).
+        if let Some(choice) = &manifest.mix {
+            let mixed = network.mixed(choice)?;
+            let level = mixed.level_cost(0).params as u64;
+            if !sparse && level.saturating_mul(4) > file_len {
+                return Err(refuse(format!(
+                    "its configuration declares a sub-network of {level} parameters ({} bytes), more than the {file_len}-byte file holds",
+                    level.saturating_mul(4)
+                )));
+            }
+            return Ok(mixed.extract_level(0));
         }
         Ok(network.extract_level(manifest.level))
     })
@@ -543,8 +596,46 @@ fn load_safetensors_level<C: NestedNetworkConfig>(
     let manifest: LevelExport<C> =
         serde_json::from_str(manifest_json).map_err(|e| err(format!("bad {EXPORT_KEY} metadata: {e}")))?;
     let sparse = metadata.keys().any(|k| k.starts_with(SPARSE_PREFIX));
-    let mut skeleton = level_skeleton(&manifest, device, path, bytes.len() as u64, sparse)?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
+    let skeleton = level_skeleton(&manifest, device, path, bytes.len() as u64, sparse)?;
+    let skeleton = fill_from_safetensors(skeleton, path, &bytes, &metadata)?;
+    Ok((manifest, skeleton))
+}
+
+/// A dense network's weights for `skeleton` (a standalone network of the right shapes) from
+/// `path`: safetensors with PyTorch's names and layouts (a nestednet export, or a state dict
+/// saved from PyTorch, `num_batches_tracked` optional), or a burnpack record. Every tensor of
+/// the skeleton must be in the file with its shape, and nothing else.
+pub fn load_dense_weights<L: NestedNetwork>(skeleton: L, path: &Path) -> Result<L> {
+    let len = std::fs::metadata(path).map_err(TrainError::io(path))?.len();
+    // Dense f32 weights (or f64 at most) plus a generous header: a larger file is not this
+    // network's, and is not read into memory.
+    let bound = (skeleton.num_params() as u64).saturating_mul(8).saturating_add(16 << 20);
+    if len > bound {
+        return Err(TrainError::Record {
+            path: path.to_path_buf(),
+            message: format!("{len} bytes, more than the {bound} a dense network of these shapes takes"),
+        });
+    }
+    if ExportFormat::from_path(path) == ExportFormat::Burnpack {
+        return load_record(skeleton, path);
+    }
+    let err = |message: String| TrainError::Safetensors { path: path.to_path_buf(), message };
+    let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(e.to_string()))?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    fill_from_safetensors(skeleton, path, &bytes, &metadata)
+}
+
+/// `skeleton` with every tensor read from the safetensors `bytes` (PyTorch names and layouts;
+/// sparse tensors as `metadata` describes them).
+fn fill_from_safetensors<L: NestedNetwork>(
+    mut skeleton: L,
+    path: &Path,
+    bytes: &[u8],
+    metadata: &HashMap<String, String>,
+) -> Result<L> {
+    let err = |message: String| TrainError::Safetensors { path: path.to_path_buf(), message };
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| err(e.to_string()))?;
     let raw = |name: &str, dtypes: &[Dtype]| -> Result<(Vec<usize>, Dtype, &[u8])> {
         let view = st.tensor(name).map_err(|e| err(format!("tensor `{name}`: {e}")))?;
         if !dtypes.contains(&view.dtype()) {
@@ -621,7 +712,7 @@ fn load_safetensors_level<C: NestedNetworkConfig>(
             applied.unused
         )));
     }
-    Ok((manifest, skeleton))
+    Ok(skeleton)
 }
 
 /// How the levels of a consensus export are combined.

@@ -27,9 +27,12 @@ mod export;
 mod job;
 mod labels;
 mod metrics;
+mod nestify;
 mod plot;
 mod report;
 mod run;
+mod search;
+mod select;
 mod settings;
 mod trainer;
 
@@ -45,22 +48,33 @@ pub use device::Backend;
 pub use error::{Result, TrainError};
 pub use export::{
     ConsensusManifest, ConsensusMethod, ConsensusModel, EXPORT_TOLERANCE, ExportFormat, ExportInfo,
-    LevelExport, LevelNetwork, burnpack_config_path, export_consensus, export_level, export_sizes,
-    load_consensus_export, load_level, load_level_as,
+    LevelExport, LevelNetwork, burnpack_config_path, export_consensus, export_level, export_mix,
+    export_sizes, load_consensus_export, load_dense_weights, load_level, load_level_as,
 };
 pub use job::{
     JobOutcome, LevelAlone, TrainJob, run_job, run_job_with_data, run_magnitude_jobs, train_level_alone,
 };
 pub use labels::{HierarchyConfig, LevelLabels};
 pub use metrics::{BarProgress, EpochMetrics, LevelTally, Progress, QuietProgress, format_levels};
+pub use nestednet_alloc::{PeakAllocator, peak_bytes_during, peak_memory_measured};
+pub use nestify::{Nestified, NestifyRecord, nestify};
 pub use plot::{plot_accuracy_vs_macs, plot_early_exit};
 pub use report::{
     EARLY_EXIT_SWEEP, LevelReport, LevelsTogether, Report, ReportContext, anytime_figures, build_report,
-    measure_latency, median_latency_ms,
+    latency_samples_ms, measure_latency, median_latency_ms,
 };
 pub use run::{
     CheckpointState, MAX_NETWORK_PARAMS, RunDir, RunLock, load_record, record_bytes, skeleton,
     with_stable_ids, write_atomic,
+};
+pub use search::{
+    MixPoint, SearchResults, SearchSettings, calibrated_mix, calibration_batches, export_front, mix_name,
+    pareto_front, parse_mix, search_mixes,
+};
+pub use select::{
+    Budget, BudgetKind, Candidate, MeasuredCandidate, Measurement, MeasurementCache, Selection,
+    candidates_table, device_description, measure_candidates, measure_network, run_candidates, select_in_run,
+    select_within,
 };
 pub use settings::{ImageSize, Method, OptimizerKind, ResolvedRun, Task, TrainSettings, UnnestedLayer};
 pub use trainer::{

@@ -12,7 +12,7 @@ use crate::{Report, Result, TrainError};
 /// plot has labels on machines without fonts.
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The embedded font is known-good; failure would only mean unlabelled text.

@@ -123,19 +123,32 @@ pub fn measure_latency<M: NestedNetwork>(
 /// calls and at least ~`min_ms` milliseconds (at most 10,000 calls).
 pub fn median_latency_ms(
     forward: impl Fn(Tensor<4>) -> Tensor<2>,
-    [c, h, w]: [usize; 3],
+    input: [usize; 3],
     batch: usize,
     device: &Device,
     min_runs: usize,
     min_ms: f64,
 ) -> f64 {
+    let times = latency_samples_ms(forward, input, batch, device, min_runs, min_ms);
+    times[times.len() / 2]
+}
+
+/// Every timed call of [`median_latency_ms`], in milliseconds, sorted (at least one).
+pub fn latency_samples_ms(
+    forward: impl Fn(Tensor<4>) -> Tensor<2>,
+    [c, h, w]: [usize; 3],
+    batch: usize,
+    device: &Device,
+    min_runs: usize,
+    min_ms: f64,
+) -> Vec<f64> {
     let x = Tensor::<4>::random([batch, c, h, w], Distribution::Normal(0.0, 1.0), device);
     for _ in 0..3 {
         let _ = forward(x.clone()).into_data();
     }
     let mut times = Vec::new();
     let start = Instant::now();
-    while times.len() < min_runs || start.elapsed().as_secs_f64() * 1e3 < min_ms {
+    while times.len() < min_runs.max(1) || start.elapsed().as_secs_f64() * 1e3 < min_ms {
         let t = Instant::now();
         let _ = forward(x.clone()).into_data();
         times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -144,7 +157,7 @@ pub fn median_latency_ms(
         }
     }
     times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    times
 }
 
 /// What a report says about where its figures come from.

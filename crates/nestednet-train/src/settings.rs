@@ -298,6 +298,17 @@ pub struct TrainSettings {
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub validation_split: Option<f64>,
+    /// Mix'n'Match training: also train this many random sub-networks (each layer at a random
+    /// level's width) in every step, so that `nestednet search` finds good ones (channel
+    /// levels only; default 0).
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mix_training: Option<usize>,
+    /// Start from these weights instead of a seeded draw: a record of the same nested model
+    /// (a run's model.bpk, or the nestified.bpk `nestednet nestify` writes), to fine-tune it.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
     /// Train on the first N training images only.
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -361,6 +372,8 @@ macro_rules! each_setting {
             temperature,
             teacher,
             validation_split,
+            init_from,
+            mix_training,
             train_limit,
             max_steps,
             device
@@ -413,6 +426,7 @@ impl TrainSettings {
             ("batch-size", self.batch_size.is_some()),
             ("epochs", self.epochs.is_some()),
             ("augment", self.augment.is_some()),
+            ("loss-weights", self.loss_weights.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, given)| given.then_some(name))
@@ -618,6 +632,7 @@ impl TrainSettings {
         // The recipe fills what the settings leave out.
         let context = RecipeContext {
             weight_masks: masking.as_ref().is_some_and(|m| m.method != MaskMethod::Magnitude),
+            fine_tune: s.init_from.is_some(),
         };
         let recipe = match &s.recipe {
             Some(name) => ModelConfig::recipe(name)?,
@@ -652,6 +667,9 @@ impl TrainSettings {
             },
         };
         let lr = *s.lr.get_or_insert(lr);
+        if s.loss_weights.is_none() {
+            s.loss_weights = recipe.level_weights.weights(request.levels.num_levels());
+        }
         let schedule = match recipe.lr_schedule {
             RecipeSchedule::Constant => LrSchedule::Constant,
             RecipeSchedule::Cosine => LrSchedule::Cosine { min_lr: 0.0 },
@@ -679,6 +697,8 @@ impl TrainSettings {
             .with_seed(*s.seed.get_or_insert(42))
             .with_level_loss_weights(s.loss_weights.clone())
             .with_train_limit(s.train_limit)
+            .with_initial_weights(s.init_from.as_ref().map(|p| p.display().to_string()))
+            .with_mix_samples(s.mix_training.filter(|&n| n > 0))
             .with_max_steps(s.max_steps)
             .with_masking(masking)
             .with_hierarchy(hierarchy.map(HierarchyConfig::one_level_per_depth))

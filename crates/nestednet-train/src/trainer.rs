@@ -15,7 +15,7 @@ use nestednet_prune::{MaskTargets, SoftThreshold};
 use crate::{
     CheckpointState, EpochMetrics, LevelLabels, LevelTally, MaskMethod, MaskingConfig, Phase, Progress,
     Result, RunConfig, RunDir, TrainError, binarise_level, check_reachable, enable_masks, level_threshold,
-    prune_by_magnitude, randomize_masks, set_soft_threshold,
+    load_record, prune_by_magnitude, randomize_masks, set_soft_threshold,
 };
 
 /// Checks that a data set fits a model: image shape, and that every level predicts as many
@@ -140,7 +140,7 @@ pub fn train_step_levels<M: NestedNetwork>(
     distill: Option<&DistillStep<'_>>,
 ) -> (M, Vec<(f64, usize)>) {
     let (model, stats) =
-        train_step_levels_deferred(model, optim, joint, images, labels, learning_rate, levels, distill);
+        train_step_levels_deferred(model, optim, joint, images, labels, learning_rate, levels, distill, &[]);
     let n = stats.samples as f64;
     (model, stats.read().into_iter().map(|(sum, correct)| (sum / n, correct)).collect())
 }
@@ -188,6 +188,7 @@ pub fn train_step_levels_deferred<M: NestedNetwork>(
     learning_rate: f64,
     levels: &[usize],
     distill: Option<&DistillStep<'_>>,
+    mixes: &[Vec<usize>],
 ) -> (M, StepStats) {
     assert_eq!(labels.len(), levels.len(), "one label tensor per trained level");
     let samples = images.dims()[0];
@@ -233,7 +234,16 @@ pub fn train_step_levels_deferred<M: NestedNetwork>(
         Tensor::from_inner(Tensor::cat(ce.iter().map(|l| l.clone().detach()).collect(), 0).inner())
             .mul_scalar(samples as f64);
     let correct = Tensor::from_inner(Tensor::cat(correct, 0).inner());
-    let loss = joint.combine(losses);
+    let mut loss = joint.combine(losses);
+    // Mix'n'Match sub-networks (the sandwich rule): each weighs what one level weighs in a mean,
+    // against the labels of the last trained level (the data set's classes: mixes need them).
+    if let Some(fine) = labels.last().filter(|_| !mixes.is_empty()) {
+        let weight = 1.0 / model.num_levels() as f64;
+        for choice in mixes {
+            let logits = model.forward_mix(images.clone(), choice).expect("mixable: checked before training");
+            loss = loss + cross_entropy(logits, fine.clone()).mul_scalar(weight);
+        }
+    }
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let model = optim.step(learning_rate, model, grads);
     (model, StepStats { loss_sums, correct, samples })
@@ -341,6 +351,7 @@ pub fn train<C: NestedNetworkConfig>(
     };
     run.create(config)?;
 
+    let mix_widths: Vec<usize> = model.mixable_layers().iter().map(|l| l.widths.len()).collect();
     let plan = training.epoch_plan(num_levels);
     let batches_per_epoch = train.len().div_ceil(training.batch_size);
     let total_steps = batches_per_epoch * plan.len();
@@ -416,6 +427,10 @@ pub fn train<C: NestedNetworkConfig>(
                         .map(|t| Tensor::from_inner(t(batch.images.clone().inner()))),
                     labels: &level_labels,
                 });
+            let mixes = match phase {
+                Phase::Joint => training.sample_mixes(&mix_widths, state.global_step),
+                _ => Vec::new(),
+            };
             let (next, stats) = train_step_levels_deferred(
                 model,
                 &mut optim,
@@ -425,6 +440,7 @@ pub fn train<C: NestedNetworkConfig>(
                 lr,
                 &levels,
                 distill.as_ref(),
+                &mixes,
             );
             model = next;
             pending = Some(match pending.take() {
@@ -634,6 +650,9 @@ fn fresh<C: NestedNetworkConfig>(
 ) -> Result<(C::Network, ModuleOptimizer, CheckpointState)> {
     let training = &config.training;
     let mut model = seeded_model(&config.model, training.masking.as_ref(), training.seed, train_device)?;
+    if let Some(path) = &training.initial_weights {
+        model = load_record(model, std::path::Path::new(path))?;
+    }
     if let Some(m) = training.masking.as_ref().filter(|m| m.method == MaskMethod::Random) {
         randomize_masks(&mut model, m, training.seed)?;
     }

@@ -1,0 +1,132 @@
+//! A counting global allocator, so that the peak memory of a level's inference can be measured
+//! on the running machine (`memory-mb=` budgets of `nestednet select`).
+//!
+//! A library cannot choose the process's allocator: the binary does, by wrapping its own in
+//! [`PeakAllocator`] (`nestednet` wraps mimalloc). Without it, memory is reported as not
+//! measured rather than guessed.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+static IN_USE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Wraps the allocator `A`, counting the bytes in use and their peak.
+///
+/// ```ignore
+/// #[global_allocator]
+/// static GLOBAL: nestednet_alloc::PeakAllocator<std::alloc::System> =
+///     nestednet_alloc::PeakAllocator::new(std::alloc::System);
+/// ```
+#[derive(Debug)]
+pub struct PeakAllocator<A> {
+    inner: A,
+}
+
+impl<A> PeakAllocator<A> {
+    /// Counts the allocations of `inner`.
+    pub const fn new(inner: A) -> Self {
+        Self { inner }
+    }
+}
+
+fn added(bytes: usize) {
+    let now = IN_USE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+fn removed(bytes: usize) {
+    IN_USE.fetch_sub(bytes, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded unchanged to `inner`; only counters are updated around it.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for PeakAllocator<A> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        INSTALLED.store(true, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's layout.
+        let ptr = unsafe { self.inner.alloc(layout) };
+        if !ptr.is_null() {
+            added(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        INSTALLED.store(true, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's layout.
+        let ptr = unsafe { self.inner.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            added(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's pointer and layout.
+        unsafe { self.inner.dealloc(ptr, layout) };
+        removed(layout.size());
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's pointer, layout and size.
+        let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            removed(layout.size());
+            added(new_size);
+        }
+        new
+    }
+}
+
+/// Whether a [`PeakAllocator`] is the process's allocator (it has counted an allocation).
+pub fn peak_memory_measured() -> bool {
+    INSTALLED.load(Ordering::Relaxed)
+}
+
+/// Runs `f` and returns its result with the most bytes held at once during it above what was
+/// held when it started (`None` without a [`PeakAllocator`]). Allocations of other threads
+/// count too: run it while nothing else works (the measurement of `select` does).
+pub fn peak_bytes_during<T>(f: impl FnOnce() -> T) -> (T, Option<usize>) {
+    let before = IN_USE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let out = f();
+    let peak = PEAK.load(Ordering::Relaxed);
+    (out, peak_memory_measured().then(|| peak.saturating_sub(before)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[global_allocator]
+    static COUNTING: PeakAllocator<std::alloc::System> = PeakAllocator::new(std::alloc::System);
+
+    #[test]
+    fn the_peak_of_a_closure_is_what_it_held_at_once() {
+        let (_, idle) = peak_bytes_during(|| ());
+        assert!(peak_memory_measured());
+        // Other test threads may allocate meanwhile: bounds, not equalities.
+        assert!(idle.unwrap() < 1 << 20);
+        let (sum, peak) = peak_bytes_during(|| {
+            let a = vec![1u8; 4 << 20];
+            let b = vec![2u8; 2 << 20];
+            let s = a.iter().map(|&x| x as usize).sum::<usize>() + b.len();
+            drop(a);
+            drop(b);
+            // Freed first: this one reuses the space, the peak stays at 6 MiB.
+            let c = vec![3u8; 3 << 20];
+            s + c.len()
+        });
+        assert_eq!(sum, (4 << 20) + (2 << 20) + (3 << 20));
+        let peak = peak.unwrap();
+        assert!((6 << 20..8 << 20).contains(&peak), "{peak}");
+        // A reallocation counts its new size, not both.
+        let (_, grown) = peak_bytes_during(|| {
+            let mut v = vec![0u8; 1 << 20];
+            v.resize(2 << 20, 0);
+            v
+        });
+        assert!((2 << 20..4 << 20).contains(&grown.unwrap()), "{grown:?}");
+    }
+}

@@ -1,0 +1,116 @@
+//! `nestednet search`: the Mix'n'Match sub-networks of a run, their accuracy–cost Pareto front.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use nestednet::burn::module::Module;
+use nestednet::models::ModelConfig;
+use nestednet::train::{
+    BarProgress, Budget, RunDir, SearchResults, SearchSettings, calibration_batches, export_front,
+    search_mixes,
+};
+
+/// What the search maximises.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Objective {
+    /// Accuracy on the run's evaluation set, traded against MACs.
+    Accuracy,
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// Run folder (a channel-scheduled model).
+    #[arg(long)]
+    run: PathBuf,
+    /// What the front trades against MACs.
+    #[arg(long, value_enum, default_value = "accuracy")]
+    objective: Objective,
+    /// A limit every sub-network must meet (repeat for several): macs<=N, params<=N, bytes<=N.
+    #[arg(long = "constraint")]
+    constraints: Vec<Budget>,
+    /// Training batches each sub-network's batch norms are recalibrated on.
+    #[arg(long, default_value_t = 16)]
+    calibration_batches: usize,
+    /// Images per calibration batch.
+    #[arg(long, default_value_t = 128)]
+    calibration_batch_size: usize,
+    /// Score every combination when there are at most this many; search evolutionarily otherwise.
+    #[arg(long, default_value_t = 512)]
+    exhaustive_limit: usize,
+    /// Evolutionary search: sub-networks per generation.
+    #[arg(long, default_value_t = 16)]
+    population: usize,
+    /// Evolutionary search: generations.
+    #[arg(long, default_value_t = 8)]
+    generations: usize,
+    /// Seed of the calibration batches and of the evolutionary search.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Folder holding the data set's files (default: the one the run trained on).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Backend (must be compiled in; default: $BURN_DEVICE, else the first compiled).
+    #[arg(long)]
+    device: Option<nestednet::train::Backend>,
+}
+
+pub fn run(a: SearchArgs) -> Result<()> {
+    let Objective::Accuracy = a.objective;
+    let device = crate::backend(a.device)?.device()?;
+    let run = RunDir::new(&a.run);
+    let (config, model) = run.load_model::<ModelConfig>(&device)?;
+    let model = model.valid();
+    // The run's own evaluation set: its validation split if it trained with one (the test
+    // set then stays out of the choice), its test set otherwise.
+    let source = crate::run_data(&config, None, a.data_dir, None, true)?;
+    let (train, eval) = source.load()?;
+    let (train, eval) = (Arc::new(train), Arc::new(eval));
+    let settings = SearchSettings {
+        constraints: a.constraints,
+        calibration_batches: a.calibration_batches,
+        calibration_batch_size: a.calibration_batch_size,
+        exhaustive_limit: a.exhaustive_limit,
+        population: a.population,
+        generations: a.generations,
+        seed: a.seed,
+    };
+    if config.training.mix_samples.unwrap_or(0) == 0 {
+        println!(
+            "note: this run was trained without --mix-training, so its mixes are combinations no step trained; expect them below the levels (train with --mix-training 1 to make them worth serving)"
+        );
+    }
+    let mut progress = BarProgress::default();
+    let eval_images = eval.len();
+    let mut results = search_mixes(&model, train.clone(), eval, &settings, &device, &mut progress)?;
+    let set = if source.validation_split.is_some() { "the run's validation split" } else { "the test set" };
+    results.evaluated_on = format!("{set} ({eval_images} images)");
+    let calibration = calibration_batches(
+        train,
+        settings.calibration_batches,
+        settings.calibration_batch_size,
+        settings.seed,
+        &device,
+    )?;
+    let exports = export_front(&run, &model, &config.model, &mut results, &calibration)?;
+    results.write(&run)?;
+    println!("\n{}", results.table());
+    for info in &exports {
+        println!(
+            "exported {} to {} ({} bytes); verified: max |Δlogit| = {:.2e}",
+            info.level_name,
+            info.path.display(),
+            info.bytes,
+            info.max_abs_diff
+        );
+    }
+    let dir = SearchResults::folder(&run);
+    println!(
+        "front: {} (table {}, plot {}); `nestednet select` now considers its mixes",
+        dir.join("front.json").display(),
+        dir.join("front.md").display(),
+        dir.join("front.png").display()
+    );
+    Ok(())
+}
