@@ -14,13 +14,14 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::data::{ImageSet, Normalization, SplitMix64};
-use nestednet::models::{LevelRequest, ModelConfig, ModelRequest, NestedNetwork};
+use nestednet::models::{ChannelImportance, LevelRequest, ModelConfig, ModelRequest, NestedNetwork};
 use nestednet::schedule::LevelSpec;
 use nestednet::train::{
     ExportFormat, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, export_level,
-    train,
+    nestify, train,
 };
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -211,3 +212,67 @@ fn the_backend_fixture_is_pytorch_s_output() {
 
 /// The seed of the stored backend fixture (`tests/backends.rs` uses the same).
 const FIXTURE_SEED: u64 = 20;
+
+/// A dense `mnist-cnn` built and saved by PyTorch itself (a plain `nn.Module`'s `state_dict`,
+/// random batch-norm statistics, written with `safetensors.torch.save_file`) nestifies: the
+/// nested model's full level gives PyTorch's logits, whatever the channel order.
+#[test]
+#[ignore = "needs PyTorch: NESTEDNET_PYTHON=PATH cargo test --test pytorch_exports -- --ignored"]
+fn a_dense_network_saved_by_pytorch_nestifies() {
+    let python = std::env::var("NESTEDNET_PYTHON").expect("set NESTEDNET_PYTHON to a python with torch");
+    let dir = tempfile::tempdir().unwrap();
+    let (weights, logits) = (dir.path().join("dense.safetensors"), dir.path().join("logits.json"));
+    let script = r#"
+import json, sys, torch, torch.nn as nn, torch.nn.functional as F
+from safetensors.torch import save_file
+torch.manual_seed(5)
+class MnistCnn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.conv2, self.bn2 = nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64)
+        self.fc1, self.fc2 = nn.Linear(64 * 49, 128), nn.Linear(128, 10)
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+m = MnistCnn()
+for bn in (m.bn1, m.bn2):
+    bn.running_mean.uniform_(-0.5, 0.5); bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(0.2, 2.0); bn.bias.data.uniform_(-0.3, 0.3)
+m.eval()
+x = torch.linspace(-2, 2, 2 * 28 * 28).reshape(2, 1, 28, 28)
+save_file(m.state_dict(), sys.argv[1])
+json.dump(m(x).tolist(), open(sys.argv[2], "w"))
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script, weights.to_str().unwrap(), logits.to_str().unwrap()])
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected: Vec<Vec<f64>> = serde_json::from_slice(&std::fs::read(&logits).unwrap()).unwrap();
+    let device = Device::flex();
+    let config = ModelConfig::from_request(&request(
+        "mnist-cnn",
+        [1, 28, 28],
+        LevelRequest::Channels(LevelSpec::Ratios(vec![0.25, 0.5, 1.0])),
+    ))
+    .unwrap();
+    let values: Vec<f32> =
+        (0..2 * 28 * 28).map(|i| -2.0 + 4.0 * i as f32 / (2.0 * 28.0 * 28.0 - 1.0)).collect();
+    let images = Tensor::<4>::from_data(TensorData::new(values, [2, 1, 28, 28]), &device);
+    for importance in [Some(ChannelImportance::BatchNormGamma), Some(ChannelImportance::FilterL1), None] {
+        let nested = nestify(&config, None, 1, &weights, importance, &device).unwrap();
+        let got = nested
+            .network
+            .valid()
+            .forward_level(images.clone(), 2)
+            .into_data()
+            .iter::<f32>()
+            .collect::<Vec<_>>();
+        let worst =
+            got.iter().zip(expected.iter().flatten()).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        println!("{importance:?}: full level vs PyTorch's dense network: {worst:e}");
+        assert!(worst <= 1e-4, "{importance:?}: {worst:e}");
+    }
+}
