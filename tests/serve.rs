@@ -19,7 +19,7 @@ use nestednet::train::{
 fn short_training() -> TrainingConfig {
     TrainingConfig::new()
         .with_epochs(1)
-        .with_train_limit(Some(960))
+        .with_train_limit(Some(640))
         .with_optimizer(OptimizerConfig::sgd())
         .with_learning_rate(0.05)
 }
@@ -127,7 +127,7 @@ fn mix_and_match_searches_scores_exports_and_serves_sub_networks() {
     let model = trained_run(NestedMnistCnnConfig::new(), training, dir.path()).valid();
     let device = Device::flex();
     let (train_set, test_set) = common::mnist();
-    let eval = Arc::new(test_set.take(300));
+    let eval = Arc::new(test_set.take(160));
     let settings =
         SearchSettings { calibration_batches: 2, calibration_batch_size: 64, ..SearchSettings::default() };
     let mut results =
@@ -165,7 +165,7 @@ fn mix_and_match_searches_scores_exports_and_serves_sub_networks() {
         .unwrap_err();
     assert!(err.to_string().contains("nestednet select"), "{err}");
     // The evolutionary search: seeded, so repeatable.
-    let evolve = SearchSettings { exhaustive_limit: 4, population: 3, generations: 2, ..settings.clone() };
+    let evolve = SearchSettings { exhaustive_limit: 4, population: 2, generations: 2, ..settings.clone() };
     let a =
         search_mixes(&model, train_set.clone(), eval.clone(), &evolve, &device, &mut QuietProgress).unwrap();
     let b =
@@ -176,7 +176,7 @@ fn mix_and_match_searches_scores_exports_and_serves_sub_networks() {
     // Every mix on the front is exported and verified; the file reloads alone and computes
     // what the recalibrated mix computes.
     let config = run.load_config::<ModelConfig>().unwrap().model;
-    let calibration = calibration_batches(train_set, 2, 64, settings.seed, &device).unwrap();
+    let calibration = calibration_batches(train_set, 1, 64, settings.seed, &device).unwrap();
     let infos = export_front(&run, &model, &config, &mut results, &calibration).unwrap();
     let mixes: Vec<_> = results.front.iter().filter(|p| p.trained_level.is_none()).collect();
     assert_eq!(infos.len(), mixes.len());
