@@ -62,7 +62,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
         (None, false) => {
             let chosen = crate::select::choose(&run, &model, &a.budget, backend, &device, false)?;
             match (&chosen.candidate.mix, chosen.candidate.level) {
-                (Some(choice), _) => return eval_mix(&model, choice, &run, &source, &device),
+                (Some(choice), _) => {
+                    // Recalibrated on the training images the search used (its validation
+                    // split held out, if the run has one), scored on the test set.
+                    let split = config.data_source().and_then(|d| d.validation_split);
+                    let calibration = DataSource { validation_split: split, ..source.clone() };
+                    return eval_mix(&model, choice, &run, &calibration, &source, &device);
+                }
                 (None, level) => {
                     println!("budget: {} selected\n", chosen.candidate.name);
                     level
@@ -177,11 +183,13 @@ fn eval_mix(
     model: &NestedModel,
     choice: &[usize],
     run: &RunDir,
+    calibration: &DataSource,
     source: &DataSource,
     device: &nestednet::burn::prelude::Device,
 ) -> Result<()> {
-    let mixed = crate::export::recalibrated(model, choice, run, source, device)?;
+    let (train, _) = calibration.load()?;
     let (_, test) = source.load()?;
+    let mixed = crate::export::recalibrated(model, choice, run, Arc::new(train), device)?;
     let tally = &evaluate(&mixed, Arc::new(test), 256, device, &LevelLabels::fine(1))?[0];
     let cost = mixed.level_cost(0);
     println!(

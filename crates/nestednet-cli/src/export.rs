@@ -1,12 +1,13 @@
 //! `nestednet export`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::Device;
-use nestednet::data::DataSource;
+use nestednet::data::ImageSet;
 use nestednet::models::NestedModel;
 use nestednet::models::{ModelConfig, NestedNetwork};
 use nestednet::train::{
@@ -69,14 +70,14 @@ pub struct ExportArgs {
     device: Option<nestednet::train::Backend>,
 }
 
-/// The sub-network `choice` of `model` with its batch norms recalibrated on the run's training
-/// data, with the settings of the run's search when it has one (so that an export reproduces
+/// The sub-network `choice` of `model` with its batch norms recalibrated on `train` (the run's
+/// training set), with the settings of the run's search when it has one (so that an export reproduces
 /// the front's point), the search's defaults otherwise.
 pub fn recalibrated(
     model: &NestedModel,
     choice: &[usize],
     run: &RunDir,
-    source: &DataSource,
+    train: Arc<ImageSet>,
     device: &Device,
 ) -> Result<NestedModel> {
     let defaults = SearchSettings::default();
@@ -84,8 +85,7 @@ pub fn recalibrated(
         Some(r) => (r.calibration_batches, r.calibration_batch_size, r.seed),
         None => (defaults.calibration_batches, defaults.calibration_batch_size, defaults.seed),
     };
-    let (train, _) = source.load()?;
-    let calibration = calibration_batches(std::sync::Arc::new(train), batches, batch_size, seed, device)?;
+    let calibration = calibration_batches(train, batches, batch_size, seed, device)?;
     Ok(calibrated_mix(model, choice, &calibration)?)
 }
 
@@ -137,7 +137,8 @@ pub fn run(a: ExportArgs) -> Result<()> {
         Err(level) => level,
         Ok(choice) => {
             let source = crate::run_data(&config, None, None, None, true)?;
-            let mixed = recalibrated(&model, &choice, &run, &source, &device)?;
+            let (train, _) = source.load()?;
+            let mixed = recalibrated(&model, &choice, &run, Arc::new(train), &device)?;
             let name = mix_name(&choice);
             let info = export_mix(&mixed, &config.model, &choice, &name, &a.out, format)?;
             let widths: Vec<String> = mixed.level_widths(0).iter().map(|(n, w)| format!("{n} {w}")).collect();

@@ -119,15 +119,30 @@ impl NestedConv2d {
         [out(h, kh, self.padding[0], self.stride[0]), out(w, kw, self.padding[1], self.stride[1])]
     }
 
-    fn level_tensors(&self, level: usize) -> (Tensor<4>, Option<Tensor<1>>) {
-        let (c_in, c_out) = self.level_dims(level);
+    /// The leading `c_out × c_in` block of the shared weight and the leading `c_out` biases,
+    /// unmasked (slices of the parameters: gradients reach them).
+    fn block_tensors(&self, c_in: usize, c_out: usize) -> (Tensor<4>, Option<Tensor<1>>) {
         let weight = self.weight.val();
         let [full_out, full_in, _, _] = weight.dims();
+        assert!(
+            c_in <= full_in && c_out <= full_out,
+            "NestedConv2d: block {c_out}x{c_in} outside the {full_out}x{full_in} weight"
+        );
         let weight = if (c_in, c_out) == (full_in, full_out) {
             weight
         } else {
             weight.slice(s![0..c_out, 0..c_in, .., ..])
         };
+        let bias = self.bias.as_ref().map(|b| {
+            let b = b.val();
+            if c_out == full_out { b } else { b.narrow(0, 0, c_out) }
+        });
+        (weight, bias)
+    }
+
+    fn level_tensors(&self, level: usize) -> (Tensor<4>, Option<Tensor<1>>) {
+        let (c_in, c_out) = self.level_dims(level);
+        let (weight, bias) = self.block_tensors(c_in, c_out);
         let weight = match &self.mask {
             Some(mask) => {
                 let [_, _, kh, kw] = weight.dims();
@@ -135,10 +150,6 @@ impl NestedConv2d {
             }
             None => weight,
         };
-        let bias = self.bias.as_ref().map(|b| {
-            let b = b.val();
-            if c_out == full_out { b } else { b.narrow(0, 0, c_out) }
-        });
         (weight, bias)
     }
 
@@ -265,14 +276,10 @@ impl NestedConv2d {
     /// Mix'n'Match sub-network. The layer must not be masked (a mask belongs to its levels).
     pub fn single_block(&self, c_in: usize, c_out: usize) -> NestedConv2d {
         assert!(self.mask.is_none(), "NestedConv2d: a masked layer has no blocks outside its levels");
-        let [full_out, full_in, _, _] = self.weight.dims();
-        assert!(
-            c_in <= full_in && c_out <= full_out,
-            "NestedConv2d: block {c_out}x{c_in} outside the {full_out}x{full_in} weight"
-        );
+        let (weight, bias) = self.block_tensors(c_in, c_out);
         NestedConv2d {
-            weight: Param::from_tensor(compact_copy(self.weight.val().slice(s![0..c_out, 0..c_in, .., ..]))),
-            bias: self.bias.as_ref().map(|b| Param::from_tensor(compact_copy(b.val().narrow(0, 0, c_out)))),
+            weight: Param::from_tensor(compact_copy(weight)),
+            bias: bias.map(|b| Param::from_tensor(compact_copy(b))),
             input_widths: vec![c_in],
             output_widths: vec![c_out],
             stride: self.stride,
@@ -287,15 +294,7 @@ impl NestedConv2d {
     /// be masked.
     pub fn forward_block(&self, x: Tensor<4>, c_out: usize) -> Tensor<4> {
         assert!(self.mask.is_none(), "NestedConv2d: a masked layer has no blocks outside its levels");
-        let c_in = x.dims()[1];
-        let weight = self.weight.val();
-        let [full_out, full_in, _, _] = weight.dims();
-        assert!(
-            c_in <= full_in && c_out <= full_out,
-            "NestedConv2d: block {c_out}x{c_in} outside the {full_out}x{full_in} weight"
-        );
-        let weight = weight.slice(s![0..c_out, 0..c_in, .., ..]);
-        let bias = self.bias.as_ref().map(|b| b.val().narrow(0, 0, c_out));
+        let (weight, bias) = self.block_tensors(x.dims()[1], c_out);
         if x.is_autodiff() && !x.is_tracked() {
             return self.forward_untracked_input(x, weight, bias);
         }

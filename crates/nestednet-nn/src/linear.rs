@@ -94,20 +94,31 @@ impl NestedLinear {
 
     /// The level's block of the shared weight and bias. Slicing keeps the autodiff link, so
     /// gradients flow back into the shared parameter (and are exactly zero outside the block).
-    fn level_tensors(&self, level: usize) -> (Tensor<2>, Option<Tensor<1>>) {
-        let (d_in, d_out) = self.level_dims(level);
+    /// The leading `d_in × d_out` block of the shared weight and the leading `d_out` biases,
+    /// unmasked (slices of the parameters: gradients reach them).
+    fn block_tensors(&self, d_in: usize, d_out: usize) -> (Tensor<2>, Option<Tensor<1>>) {
         let weight = self.weight.val();
         let [full_in, full_out] = weight.dims();
+        assert!(
+            d_in <= full_in && d_out <= full_out,
+            "NestedLinear: block {d_in}x{d_out} outside the {full_in}x{full_out} weight"
+        );
         let weight =
             if (d_in, d_out) == (full_in, full_out) { weight } else { weight.slice(s![0..d_in, 0..d_out]) };
-        let weight = match &self.mask {
-            Some(mask) => mask.apply_block(weight, level, [0..d_in, 0..d_out]),
-            None => weight,
-        };
         let bias = self.bias.as_ref().map(|b| {
             let b = b.val();
             if d_out == full_out { b } else { b.narrow(0, 0, d_out) }
         });
+        (weight, bias)
+    }
+
+    fn level_tensors(&self, level: usize) -> (Tensor<2>, Option<Tensor<1>>) {
+        let (d_in, d_out) = self.level_dims(level);
+        let (weight, bias) = self.block_tensors(d_in, d_out);
+        let weight = match &self.mask {
+            Some(mask) => mask.apply_block(weight, level, [0..d_in, 0..d_out]),
+            None => weight,
+        };
         (weight, bias)
     }
 
@@ -191,14 +202,10 @@ impl NestedLinear {
     /// be masked.
     pub fn single_block(&self, d_in: usize, d_out: usize) -> NestedLinear {
         assert!(self.mask.is_none(), "NestedLinear: a masked layer has no blocks outside its levels");
-        let [full_in, full_out] = self.weight.dims();
-        assert!(
-            d_in <= full_in && d_out <= full_out,
-            "NestedLinear: block {d_in}x{d_out} outside the {full_in}x{full_out} weight"
-        );
+        let (weight, bias) = self.block_tensors(d_in, d_out);
         NestedLinear {
-            weight: Param::from_tensor(compact_copy(self.weight.val().slice(s![0..d_in, 0..d_out]))),
-            bias: self.bias.as_ref().map(|b| Param::from_tensor(compact_copy(b.val().narrow(0, 0, d_out)))),
+            weight: Param::from_tensor(compact_copy(weight)),
+            bias: bias.map(|b| Param::from_tensor(compact_copy(b))),
             input_widths: vec![d_in],
             output_widths: vec![d_out],
             mask: None,
@@ -210,15 +217,8 @@ impl NestedLinear {
     /// pass of a Mix'n'Match sub-network. The layer must not be masked.
     pub fn forward_block<const D: usize>(&self, x: Tensor<D>, d_out: usize) -> Tensor<D> {
         assert!(self.mask.is_none(), "NestedLinear: a masked layer has no blocks outside its levels");
-        let d_in = x.dims()[D - 1];
-        let weight = self.weight.val();
-        let [full_in, full_out] = weight.dims();
-        assert!(
-            d_in <= full_in && d_out <= full_out,
-            "NestedLinear: block {d_in}x{d_out} outside the {full_in}x{full_out} weight"
-        );
-        let bias = self.bias.as_ref().map(|b| b.val().narrow(0, 0, d_out));
-        linear(x, weight.slice(s![0..d_in, 0..d_out]), bias)
+        let (weight, bias) = self.block_tensors(x.dims()[D - 1], d_out);
+        linear(x, weight, bias)
     }
 
     /// Sets the full shared weight and bias from `dense` (same shape; parameter ids kept).

@@ -244,7 +244,12 @@ pub fn calibrated_mix<N: NestedNetwork>(
     if calibration.is_empty() {
         return Err(TrainError::Invalid("recalibration needs at least one batch".into()));
     }
-    let mixed = network.mixed(choice)?;
+    recalibrated(network.mixed(choice)?, calibration)
+}
+
+/// `mixed` (a network [`NestedNetwork::mixed`] built) with the batch-norm statistics it sees
+/// on `calibration`.
+fn recalibrated<N: NestedNetwork>(mixed: N, calibration: &[Tensor<4>]) -> Result<N> {
     recalibrate_batch_norms(|| {
         for images in calibration {
             let _ = mixed.forward_level(images.clone(), 0);
@@ -332,7 +337,7 @@ pub fn search_mixes<N: NestedNetwork>(
         if !fits(cost.macs, cost.params, bytes) {
             return Ok(None);
         }
-        let mixed = calibrated_mix(network, choice, &calibration)?;
+        let mixed = recalibrated(unscored, &calibration)?;
         let tally = evaluate(&mixed, eval.clone(), 256, device, &LevelLabels::fine(1))?;
         progress.message(&format!(
             "{}: accuracy {:.4}, {} MACs",
