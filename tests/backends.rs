@@ -64,8 +64,11 @@ fn mnist_resnet() -> ModelConfig {
 /// Random images made on `flex` (so every backend sees the same values) and labels.
 fn batch(n: usize, seed: u64) -> (Tensor<4>, Tensor<1, Int>) {
     let device = reference();
-    device.seed(seed);
-    let images = Tensor::<4>::random([n, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+    // Under the lock seeded trainings hold: the device's generator is shared by every thread.
+    let images = nestednet::train::with_init_lock(|| {
+        device.seed(seed);
+        Tensor::<4>::random([n, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device)
+    });
     let labels = Tensor::<1, Int>::from_data(
         TensorData::new((0..n as i64).map(|i| (i * 7 + 3) % 10).collect::<Vec<_>>(), [n]),
         &device,

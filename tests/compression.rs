@@ -290,7 +290,13 @@ fn a_level_can_be_narrower_and_sparser() {
     assert!(masks_nest(&model));
     // Level 0 uses half the channels, and half of the parameters of its channel block.
     assert_eq!(model.as_mnist_cnn().unwrap().conv2.level_dims(0), (16, 32));
-    let unmasked = NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()).init(&device);
+    let unmasked = nestednet::train::seeded_model(
+        &NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()),
+        None,
+        0,
+        &device,
+    )
+    .unwrap();
     let block = unmasked.level_cost(0).params as f64;
     let density = model.level_cost(0).params as f64 / block;
     assert!((density - 0.5).abs() < 0.01, "{density}");

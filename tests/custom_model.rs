@@ -27,7 +27,7 @@ fn config(epochs: usize) -> RunConfig<TinyNetConfig> {
 /// The costs the nested layers record equal a hand count of TinyNet's levels.
 #[test]
 fn a_user_network_gets_its_costs_measured() {
-    let network = config(1).model.init_network(&Device::flex()).unwrap();
+    let network = nestednet::train::seeded_model(&config(1).model, None, 0, &Device::flex()).unwrap();
     for (level, (c1, c2)) in [(4, 8), (8, 16), (16, 32)].into_iter().enumerate() {
         let params = (c1 * 9 + c1) + 2 * c1 + (c2 * c1 * 9 + c2) + 2 * c2 + (c2 * 49 * 10 + 10);
         let macs = 28 * 28 * c1 * 9 + 14 * 14 * c2 * c1 * 9 + c2 * 49 * 10;

@@ -180,8 +180,7 @@ fn mix_and_match_searches_scores_exports_and_serves_sub_networks() {
     let infos = export_front(&run, &model, &config, &mut results, &calibration).unwrap();
     let mixes: Vec<_> = results.front.iter().filter(|p| p.trained_level.is_none()).collect();
     assert_eq!(infos.len(), mixes.len());
-    let images =
-        Tensor::<4>::random([4, 1, 28, 28], nestednet::burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let images = common::random_images([4, 1, 28, 28], 1, &device);
     for (point, info) in mixes.iter().zip(&infos) {
         assert!(info.max_abs_diff <= 1e-4);
         let (manifest, alone) =
@@ -212,8 +211,11 @@ fn mix_and_match_searches_scores_exports_and_serves_sub_networks() {
         assert_eq!(chosen.candidate.accuracy, best);
     }
     // Mixes need mixable layers: a masked model has none.
-    let mut masked = NestedMnistCnnConfig::new().init(&device);
-    nestednet::models::Maskable::enable_mask(&mut masked.conv2);
+    let masked = nestednet::train::with_init_lock(|| {
+        let mut masked = NestedMnistCnnConfig::new().init(&device);
+        nestednet::models::Maskable::enable_mask(&mut masked.conv2);
+        masked
+    });
     let err = TrainingConfig::new().with_mix_samples(Some(1)).validate_for(&masked).unwrap_err();
     assert!(err.to_string().contains("mix training needs"), "{err}");
     let sampled = TrainingConfig::new().with_mix_samples(Some(2)).sample_mixes(&[3, 3, 3], 7);
@@ -233,8 +235,7 @@ fn a_dense_network_nests_keeping_its_function() {
     let bpk = dir.path().join("dense.bpk");
     export_level(&dense, &config, 0, &bpk, ExportFormat::Burnpack).unwrap();
     let nested_config = ModelConfig::from(NestedMnistCnnConfig::new());
-    let images =
-        Tensor::<4>::random([4, 1, 28, 28], nestednet::burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let images = common::random_images([4, 1, 28, 28], 1, &device);
     let reference = dense.valid().forward_level(images.clone(), 0);
     for (path, importance) in [
         (&file, Some(ChannelImportance::FilterL1)),

@@ -183,9 +183,10 @@ fn broken_run_folders_are_clear_errors() {
     let err = load(&run);
     assert!(err.contains("model.bpk"), "{err}");
     // A record of a different architecture does not load silently.
-    let other = NestedModel::MnistCnn(
-        NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()).init(&device),
-    );
+    // (Seeded, as every network a test builds is: an unseeded one drawn from Burn's shared
+    // generator while a parallel test seeds its own would shift that test's weights.)
+    let other_config = ModelConfig::from(NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()));
+    let other: NestedModel = seeded_model(&other_config, None, 0, &device).unwrap();
     std::fs::write(run.model_path(), record_bytes(&other).unwrap()).unwrap();
     let err = load(&run);
     assert!(err.contains("model.bpk") && err.contains("shape mismatch"), "{err}");

@@ -26,6 +26,15 @@ pub fn mnist() -> (Arc<ImageSet>, Arc<ImageSet>) {
     (Arc::new(train), Arc::new(test))
 }
 
+/// Images of `shape` with values in [-2, 2) from a generator of their own. Burn's generator is
+/// shared by every thread of the process: a test drawing from it while a parallel test seeds
+/// and draws its network's weights would shift that network (and fail its reproducibility
+/// checks) under some thread timings only.
+pub fn random_images(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
+    let values = nestednet::data::SplitMix64::new(seed).uniform_f32(shape.iter().product(), -2.0, 2.0);
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
 /// Every float parameter and running statistic of `model`, in visiting order. (Record bytes
 /// would not do: they also hold each parameter's random id.)
 pub fn weights<M: Module>(model: &M) -> Vec<f32> {

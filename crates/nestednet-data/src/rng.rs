@@ -38,6 +38,14 @@ impl SplitMix64 {
         ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }
 
+    /// `n` values uniform in `[low, high)`, e.g. stand-in images for timing a network: unlike
+    /// Burn's `Tensor::random`, they leave the device's generator (shared by every thread of the
+    /// process, and seeded runs depend on it) alone.
+    pub fn uniform_f32(&mut self, n: usize, low: f32, high: f32) -> Vec<f32> {
+        // 24 random bits: every value of [0, 1) an f32 holds at that spacing.
+        (0..n).map(|_| low + (high - low) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)).collect()
+    }
+
     /// A seeded Fisher–Yates permutation of `0..n`.
     pub fn permutation(&mut self, n: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..n).collect();
@@ -58,6 +66,9 @@ mod tests {
         let b = SplitMix64::new(7).permutation(100);
         let c = SplitMix64::new(8).permutation(100);
         assert_eq!(a, b);
+        let u = SplitMix64::new(7).uniform_f32(1000, -2.0, 2.0);
+        assert!(u.iter().all(|v| (-2.0..2.0).contains(v)));
+        assert!(u.iter().any(|v| *v < -1.5) && u.iter().any(|v| *v > 1.5));
         assert_ne!(a, c);
         let mut sorted = a.clone();
         sorted.sort_unstable();

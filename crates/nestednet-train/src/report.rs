@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use nestednet_data::ImageSet;
 use nestednet_models::{NestedNetwork, NestedNetworkConfig};
 use serde::{Deserialize, Serialize};
@@ -142,7 +141,11 @@ pub fn latency_samples_ms(
     min_runs: usize,
     min_ms: f64,
 ) -> Vec<f64> {
-    let x = Tensor::<4>::random([batch, c, h, w], Distribution::Normal(0.0, 1.0), device);
+    // Inputs from a generator of their own, not Burn's: that one is shared by the whole process,
+    // and a draw here while a training in another thread seeds and draws its weights would
+    // change that training's network.
+    let values = nestednet_data::SplitMix64::new(0x1a7e_09c7).uniform_f32(batch * c * h * w, -2.0, 2.0);
+    let x = Tensor::<4>::from_data(TensorData::new(values, [batch, c, h, w]), device);
     for _ in 0..3 {
         let _ = forward(x.clone()).into_data();
     }
