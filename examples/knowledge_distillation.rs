@@ -213,6 +213,7 @@ fn main() -> Result<()> {
                 data: DataSource::new(args.dataset, data_dir.clone()),
                 run: RunDir::new(args.out.join(format!("{name}-seed-{seed}"))),
                 backend,
+                devices: None,
                 resume: false,
             };
             println!("\n== seed {seed}: the lattice trained jointly ({name})");

@@ -36,6 +36,7 @@ fn trained_run(
         data: DataSource::new(DatasetKind::Mnist, common::mnist_dir()),
         run: RunDir::new(dir),
         backend: Backend::Flex,
+        devices: None,
         resume: false,
     };
     let test_set = Arc::new(test_set.take(400));

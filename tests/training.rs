@@ -249,3 +249,122 @@ fn a_run_folder_of_an_older_format_is_named_as_such() {
     let err = run.load_config::<ModelConfig>().unwrap_err().to_string();
     assert!(err.contains("run format version 1") && err.contains("reads version 4"), "{err}");
 }
+
+/// A network without batch norm: its gradient is a sum over samples, so a batch cut into
+/// shards on several devices must give exactly one device's step.
+mod mlp {
+    use nestednet::burn::prelude::*;
+    use nestednet::burn::tensor::activation::relu;
+    use nestednet::models::{ModelError, NestedNetwork, NestedNetworkConfig};
+    use nestednet::nn::{NestedLinear, NestedLinearConfig};
+
+    /// Configuration of [`Mlp`].
+    #[derive(Config, Debug)]
+    pub struct MlpConfig {
+        /// Hidden units of each level, core first.
+        pub hidden: Vec<usize>,
+    }
+
+    /// 784 → hidden → 10, nested in its hidden units.
+    #[derive(Module, Debug)]
+    pub struct Mlp {
+        fc1: NestedLinear,
+        fc2: NestedLinear,
+    }
+
+    impl NestedNetworkConfig for MlpConfig {
+        type Network = Mlp;
+        fn init_network(&self, device: &Device) -> Result<Mlp, ModelError> {
+            let (n, full) = (self.hidden.len(), *self.hidden.last().unwrap());
+            Ok(Mlp {
+                fc1: NestedLinearConfig::new(784, full, vec![784; n], self.hidden.clone()).init(device),
+                fc2: NestedLinearConfig::new(full, 10, self.hidden.clone(), vec![10; n]).init(device),
+            })
+        }
+        fn name(&self) -> String {
+            "mlp".into()
+        }
+    }
+
+    impl NestedNetwork for Mlp {
+        type Level = Mlp;
+        fn num_levels(&self) -> usize {
+            self.fc1.num_levels()
+        }
+        fn input_shape(&self) -> [usize; 3] {
+            [1, 28, 28]
+        }
+        fn forward_level(&self, images: Tensor<4>, level: usize) -> Tensor<2> {
+            self.fc2.forward(relu(self.fc1.forward(images.flatten::<2>(1, 3), level)), level)
+        }
+        fn extract_level(&self, level: usize) -> Mlp {
+            Mlp { fc1: self.fc1.single_level(level), fc2: self.fc2.single_level(level) }
+        }
+    }
+}
+
+#[test]
+fn two_devices_take_one_devices_steps_and_a_killed_run_on_them_resumes_exactly() {
+    use nestednet::train::{TrainDevices, train_on};
+    let (train_set, _) = common::mnist();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    // 97 digits in batches of 32: the last batch has one sample, so one device sits it out.
+    let config = RunConfig::new(
+        mlp::MlpConfig::new(vec![16, 48]),
+        TrainingConfig::new()
+            .with_epochs(1)
+            .with_train_limit(Some(97))
+            .with_batch_size(32)
+            .with_seed(3)
+            .with_optimizer(OptimizerConfig::sgd())
+            .with_learning_rate(0.1),
+    );
+    let run = |name: &str, devices: &TrainDevices, config: &RunConfig<mlp::MlpConfig>| {
+        train_on(
+            config,
+            alone(&train_set),
+            devices,
+            &RunDir::new(dir.path().join(name)),
+            false,
+            &mut QuietProgress,
+        )
+        .unwrap()
+        .model
+    };
+    let one = run("one", &TrainDevices::single(device.clone()), &config);
+    let first_step =
+        RunConfig { training: config.training.clone().with_max_steps(Some(1)), ..config.clone() };
+    let one_step = run("one-step", &TrainDevices::single(device.clone()), &first_step);
+    for (list, what) in [("flex,flex", "even shards"), ("flex=1,flex=3", "shares 1:3")] {
+        let devices = TrainDevices::parse(list).unwrap();
+        for (a, b, steps) in [
+            (&one_step, run(&format!("{list}-step"), &devices, &first_step), 1),
+            (&one, run(list, &devices, &config), 4),
+        ] {
+            let (a, b) = (common::weights(a), common::weights(&b));
+            let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-5, "{what}, {steps} step(s): weights differ by up to {worst}");
+            assert_ne!(a, common::weights(&seeded_model(&config.model, None, 3, &device).unwrap()));
+        }
+    }
+
+    // mnist-cnn (batch norm: statistics per shard, running statistics averaged over the
+    // devices) on two devices: killed after epoch 1 and resumed, it ends bit for bit where an
+    // uninterrupted run ends.
+    let devices = TrainDevices::parse("flex,flex").unwrap();
+    let cnn = |epochs| quick_config(epochs, 200);
+    let straight = train_on(
+        &cnn(2),
+        alone(&train_set),
+        &devices,
+        &RunDir::new(dir.path().join("cnn")),
+        false,
+        &mut QuietProgress,
+    )
+    .unwrap();
+    let killed = RunDir::new(dir.path().join("cnn-killed"));
+    train_on(&cnn(1), alone(&train_set), &devices, &killed, false, &mut QuietProgress).unwrap();
+    let resumed = train_on(&cnn(2), alone(&train_set), &devices, &killed, true, &mut QuietProgress).unwrap();
+    assert_same_weights(&resumed.model, &straight.model, "two devices: resumed vs uninterrupted run");
+}

@@ -59,6 +59,7 @@ fn main() -> Result<()> {
         data,
         run: RunDir::new(&args.out),
         backend: Backend::from_env_or_default()?,
+        devices: None,
         resume: args.resume,
     };
     let outcome = run_job_with_data(&job, Arc::new(train), Arc::new(test), &mut BarProgress::default())?;

@@ -16,7 +16,7 @@ pub struct TrainArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Continue the run in --out after its last completed epoch (its recorded settings rule;
-    /// only --epochs, --device and --data-dir may change).
+    /// only --epochs, --device, --devices and --data-dir may change).
     #[arg(long)]
     resume: bool,
     #[command(flatten)]

@@ -355,6 +355,34 @@ fn burn_device_chooses_the_backend() {
         let err = run("cuda");
         assert!(err.contains("BURN_DEVICE=cuda") && err.contains("--features cuda"), "{err}");
     }
+    // A device list with an unknown or an uncompiled backend is named before any data is read.
+    let train = |devices: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nestednet"))
+            .args([
+                "train",
+                "--data-dir",
+                "/nonexistent/data",
+                "--out",
+                "/nonexistent/out",
+                "--devices",
+                devices,
+            ])
+            .output()
+            .expect("nestednet runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = train("flex,gpu:1");
+    assert!(err.contains("device `gpu:1`") && err.contains("unknown backend `gpu`"), "{err}");
+    if !cfg!(feature = "cuda") {
+        let err = train("flex,cuda:1");
+        assert!(
+            err.contains("`cuda` is not compiled into this build") && !err.contains("/nonexistent/data"),
+            "{err}"
+        );
+    }
+    let err = train("flex,flex=-1");
+    assert!(err.contains("device `flex=-1`") && err.contains("positive"), "{err}");
 }
 
 /// `--task distillation --dataset cifar10` on CIFAR-10 binary files we generate (the published

@@ -79,12 +79,25 @@ impl Backend {
 
     /// The (non-autodiff) device of this backend.
     pub fn device(self) -> Result<Device> {
+        self.device_at(0)
+    }
+
+    /// The (non-autodiff) device number `index` of this backend: the GPU of that index for
+    /// `cuda` and `wgpu` (discrete GPUs, except index 0: the default adapter); the CPU
+    /// backends have one device, index 0.
+    pub fn device_at(self, index: usize) -> Result<Device> {
         if !self.is_compiled() {
             let compiled: Vec<&str> = Self::compiled().into_iter().map(Self::name).collect();
             return Err(TrainError::Device(format!(
                 "backend `{}` is not compiled into this build (compiled: {}); rebuild with `--features {}`",
                 self.name(),
                 if compiled.is_empty() { "none".to_string() } else { compiled.join(", ") },
+                self.name()
+            )));
+        }
+        if index > 0 && !matches!(self, Self::Cuda | Self::Wgpu) {
+            return Err(TrainError::Device(format!(
+                "backend `{}` has one device, index 0 (asked: {index})",
                 self.name()
             )));
         }
@@ -95,12 +108,14 @@ impl Backend {
             #[allow(deprecated)]
             Self::Ndarray => Device::ndarray(),
             #[cfg(feature = "wgpu")]
-            Self::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+            Self::Wgpu if index == 0 => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)),
             #[cfg(feature = "tch")]
             #[allow(deprecated)]
             Self::Tch => Device::libtorch(),
             #[cfg(feature = "cuda")]
-            Self::Cuda => Device::cuda(0),
+            Self::Cuda => Device::cuda(index),
             #[allow(unreachable_patterns)]
             _ => unreachable!("checked by is_compiled"),
         })

@@ -6,8 +6,8 @@ use nestednet_data::{DataSource, ImageSet};
 use nestednet_models::{NestedNetwork, NestedNetworkConfig};
 
 use crate::{
-    Backend, Progress, Report, Result, RunConfig, RunDir, TrainData, TrainError, TrainOutcome, build_report,
-    level_outputs, train, train_learned_consensus,
+    Backend, DeviceList, Progress, Report, Result, RunConfig, RunDir, TrainData, TrainError, TrainOutcome,
+    build_report, level_outputs, train, train_learned_consensus, train_on,
 };
 
 /// A complete training job, for any nested network `C` (a built-in
@@ -22,6 +22,9 @@ pub struct TrainJob<C> {
     pub run: RunDir,
     /// Backend to train and measure on.
     pub backend: Backend,
+    /// Data-parallel training on these devices (the first, of `backend`, holds the network,
+    /// evaluates and measures); `None` trains on `backend`'s device alone.
+    pub devices: Option<DeviceList>,
     /// Continue the run in `run` instead of starting a new one.
     pub resume: bool,
 }
@@ -67,14 +70,25 @@ pub fn run_job_with_data<C: NestedNetworkConfig>(
         training.dataset,
         training.train_limit.map_or(train_set.len(), |n| n.min(train_set.len())),
         test_set.len(),
-        job.backend
+        job.devices.as_ref().map_or_else(|| job.backend.to_string(), |list| format!("devices {list}"))
     ));
     let train_for_consensus = match training.train_limit {
         Some(n) => Arc::new(train_set.take(n)),
         None => train_set.clone(),
     };
     let data = TrainData::new(train_set, Some(test_set.clone()));
-    let outcome = train(&job.config, data, &device, &job.run, job.resume, progress)?;
+    let outcome = match &job.devices {
+        Some(list) => {
+            if list.main_backend() != job.backend {
+                return Err(TrainError::Device(format!(
+                    "the first of the devices ({list}) must be of the job's backend, {}",
+                    job.backend
+                )));
+            }
+            train_on(&job.config, data, &list.devices()?, &job.run, job.resume, progress)?
+        }
+        None => train(&job.config, data, &device, &job.run, job.resume, progress)?,
+    };
     if outcome.stopped_early {
         return Ok(JobOutcome { training: outcome, report: None });
     }
@@ -213,7 +227,14 @@ pub fn run_magnitude_jobs<C: NestedNetworkConfig>(
             index + 1,
             densities.len()
         ));
-        let sub = TrainJob { config, run, data: job.data.clone(), backend: job.backend, resume: job.resume };
+        let sub = TrainJob {
+            config,
+            run,
+            data: job.data.clone(),
+            backend: job.backend,
+            devices: job.devices.clone(),
+            resume: job.resume,
+        };
         let Some(report) = run_job_with_data(&sub, train_set.clone(), test_set.clone(), progress)?.report
         else {
             return Err(TrainError::Invalid(

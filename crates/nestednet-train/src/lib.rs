@@ -28,6 +28,7 @@ mod job;
 mod labels;
 mod metrics;
 mod nestify;
+mod parallel;
 mod plot;
 mod report;
 mod run;
@@ -58,6 +59,7 @@ pub use labels::{HierarchyConfig, LevelLabels};
 pub use metrics::{BarProgress, EpochMetrics, LevelTally, Progress, QuietProgress, format_levels};
 pub use nestednet_alloc::{PeakAllocator, peak_bytes_during, peak_memory_measured};
 pub use nestify::{Nestified, NestifyRecord, nestify};
+pub use parallel::{DeviceList, DeviceSpec, TrainDevices};
 pub use plot::{plot_accuracy_vs_macs, plot_early_exit};
 pub use report::{
     EARLY_EXIT_SWEEP, LevelReport, LevelsTogether, Report, ReportContext, anytime_figures, build_report,
@@ -78,6 +80,6 @@ pub use select::{
 };
 pub use settings::{ImageSize, Method, OptimizerKind, ResolvedRun, Task, TrainSettings, UnnestedLayer};
 pub use trainer::{
-    DistillStep, StepStats, TrainData, TrainOutcome, check_compatible, evaluate, seeded_model, train,
-    train_step, train_step_levels, train_step_levels_deferred, with_init_lock,
+    DistillStep, StepStats, TrainData, TrainOutcome, check_compatible, evaluate, level_gradients,
+    seeded_model, train, train_on, train_step, train_step_levels, train_step_levels_deferred, with_init_lock,
 };

@@ -18,8 +18,8 @@ use nestednet_schedule::{LatticeSpec, LevelSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Backend, DistillationConfig, HierarchyConfig, LrSchedule, MaskMethod, MaskingConfig, OptimizerConfig,
-    Result, RunConfig, RunDir, TrainError, TrainJob, TrainingConfig,
+    Backend, DeviceList, DistillationConfig, HierarchyConfig, LrSchedule, MaskMethod, MaskingConfig,
+    OptimizerConfig, Result, RunConfig, RunDir, TrainError, TrainJob, TrainingConfig,
 };
 
 /// What the levels are for.
@@ -323,6 +323,13 @@ pub struct TrainSettings {
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
     pub device: Option<Backend>,
+    /// Data-parallel training on several devices, e.g. `flex,flex`, `cuda:0,cuda:1` or
+    /// `cuda:0=3,cuda:1=1` (`=share`: each device's part of every batch; default equal). The
+    /// first device holds the network and evaluates; gradients are gathered and summed there.
+    /// Batch norm statistics are per device's shard.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub devices: Option<DeviceList>,
 }
 
 /// Settings resolved with their data: the job to run and the data it runs on.
@@ -376,7 +383,8 @@ macro_rules! each_setting {
             mix_training,
             train_limit,
             max_steps,
-            device
+            device,
+            devices
         )
     };
 }
@@ -434,13 +442,13 @@ impl TrainSettings {
     }
 
     /// The settings given here that differ from `stored` (a run's recorded settings), by name,
-    /// except those a resumed run may change: `epochs` (to train longer), `device` and
-    /// `data_dir`.
+    /// except those a resumed run may change: `epochs` (to train longer), `device`, `devices`
+    /// and `data_dir`.
     pub fn differences(&self, stored: &TrainSettings) -> Vec<String> {
         let mut out = Vec::new();
         macro_rules! compare {
             ($($field:ident),*) => {
-                $(if stringify!($field) != "epochs" && stringify!($field) != "device" && stringify!($field) != "data_dir"
+                $(if !["epochs", "device", "devices", "data_dir"].contains(&stringify!($field))
                     && self.$field.is_some() && self.$field != stored.$field
                 {
                     out.push(stringify!($field).replace('_', "-"));
@@ -490,7 +498,21 @@ impl TrainSettings {
         let invalid = |m: String| Err(TrainError::Invalid(m));
         let mut s = self;
         let task = *s.task.get_or_insert(Task::Compression);
-        // The data first: they decide the model's input and classes.
+        // The devices first (cheap to check); then the data: they decide the model's input
+        // and classes.
+        let device = match (&s.devices, s.device) {
+            (Some(list), Some(device)) if list.main_backend() != device => {
+                return invalid(format!(
+                    "--device {device} and --devices {list} disagree: the first of --devices is the main device (leave --device out)"
+                ));
+            }
+            (Some(list), _) => {
+                list.devices()?;
+                list.main_backend()
+            }
+            (None, device) => device.map_or_else(Backend::from_env_or_default, Ok)?,
+        };
+        s.device = Some(device);
         let kind = *s.dataset.get_or_insert(DatasetKind::Mnist);
         let Some(data_dir) = s.data_dir.clone() else {
             return invalid("give the data folder (--data-dir DIR, or data_dir in a config file)".into());
@@ -574,8 +596,6 @@ impl TrainSettings {
             unnested_first_conv: unnested.contains(&UnnestedLayer::FirstConv),
             unnested_output: unnested.contains(&UnnestedLayer::Output),
         };
-        let device = s.device.map_or_else(Backend::from_env_or_default, Ok)?;
-        s.device = Some(device);
         request.levels = self_levels(&mut s, task, method, &targets, hierarchy.as_ref(), &request, &device)?;
         if let Some(h) = &hierarchy {
             if request.levels.num_levels() != h.num_depths() {
@@ -704,8 +724,9 @@ impl TrainSettings {
             .with_hierarchy(hierarchy.map(HierarchyConfig::one_level_per_depth))
             .with_distillation(distillation);
         training.validate()?;
+        let devices = s.devices.clone();
         let config = RunConfig::new(model, training).with_settings(Some(s));
-        let job = TrainJob { config, data, run, backend: device, resume };
+        let job = TrainJob { config, data, run, backend: device, devices, resume };
         Ok(ResolvedRun { job, train: Arc::new(train), test: Arc::new(test) })
     }
 }

@@ -12,6 +12,7 @@ use nestednet_models::{ModelConfig, NestedNetwork, NestedNetworkConfig};
 
 use nestednet_prune::{MaskTargets, SoftThreshold};
 
+use crate::parallel::{DeviceWorkers, TrainDevices, gather_and_sum};
 use crate::{
     CheckpointState, EpochMetrics, LevelLabels, LevelTally, MaskMethod, MaskingConfig, Phase, Progress,
     Result, RunConfig, RunDir, TrainError, binarise_level, check_reachable, enable_masks, level_threshold,
@@ -168,6 +169,15 @@ impl StepStats {
         }
     }
 
+    /// These statistics on `device`.
+    pub fn to_device(self, device: &Device) -> StepStats {
+        StepStats {
+            loss_sums: self.loss_sums.to_device(device),
+            correct: self.correct.to_device(device),
+            samples: self.samples,
+        }
+    }
+
     /// Reads the statistics (one transfer each): per level, the summed loss and correct count.
     pub fn read(self) -> Vec<(f64, usize)> {
         let losses = self.loss_sums.into_data().convert::<f64>().try_to_vec::<f64>().expect("f64 losses");
@@ -190,6 +200,25 @@ pub fn train_step_levels_deferred<M: NestedNetwork>(
     distill: Option<&DistillStep<'_>>,
     mixes: &[Vec<usize>],
 ) -> (M, StepStats) {
+    let (grads, stats) = level_gradients(&model, joint, images, labels, levels, distill, mixes, 1.0);
+    (optim.step(learning_rate, model, grads), stats)
+}
+
+/// The gradients of [`train_step_levels_deferred`]'s joint loss on `images`, times
+/// `loss_scale`, and the batch's level statistics; no optimizer step. Data-parallel training
+/// calls it once per device on that device's shard of the batch, with the shard's part of the
+/// batch as `loss_scale`, so that the summed gradients are the whole batch's.
+#[allow(clippy::too_many_arguments)]
+pub fn level_gradients<M: NestedNetwork>(
+    model: &M,
+    joint: &JointLoss,
+    images: Tensor<4>,
+    labels: Vec<Tensor<1, Int>>,
+    levels: &[usize],
+    distill: Option<&DistillStep<'_>>,
+    mixes: &[Vec<usize>],
+    loss_scale: f64,
+) -> (GradientsParams, StepStats) {
     assert_eq!(labels.len(), levels.len(), "one label tensor per trained level");
     let samples = images.dims()[0];
     let logits: Vec<Tensor<2>> = levels.iter().map(|&k| model.forward_level(images.clone(), k)).collect();
@@ -244,9 +273,11 @@ pub fn train_step_levels_deferred<M: NestedNetwork>(
             loss = loss + cross_entropy(logits, fine.clone()).mul_scalar(weight);
         }
     }
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
-    let model = optim.step(learning_rate, model, grads);
-    (model, StepStats { loss_sums, correct, samples })
+    if loss_scale != 1.0 {
+        loss = loss.mul_scalar(loss_scale);
+    }
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    (grads, StepStats { loss_sums, correct, samples })
 }
 
 /// Trains the run `config` on `data` (evaluating on the test set after each epoch when
@@ -266,6 +297,23 @@ pub fn train<C: NestedNetworkConfig>(
     resume: bool,
     progress: &mut dyn Progress,
 ) -> Result<TrainOutcome<C::Network>> {
+    train_on(config, data, &TrainDevices::single(device.clone()), run, resume, progress)
+}
+
+/// [`train`] on several devices: data-parallel, each batch cut into one shard per device (see
+/// [`TrainDevices`]), the gradients gathered and summed on the main (first) device, one
+/// optimizer step. Checkpoints, resume, reports, masks, heads and distillation are those of
+/// one device; the network, the data and the evaluation live on the main device. With one
+/// device this is [`train`].
+pub fn train_on<C: NestedNetworkConfig>(
+    config: &RunConfig<C>,
+    data: TrainData,
+    devices: &TrainDevices,
+    run: &RunDir,
+    resume: bool,
+    progress: &mut dyn Progress,
+) -> Result<TrainOutcome<C::Network>> {
+    let device = devices.main();
     let training = &config.training;
     training.validate()?;
     let train = match training.train_limit {
@@ -351,6 +399,13 @@ pub fn train<C: NestedNetworkConfig>(
     };
     run.create(config)?;
 
+    let sharded = match devices.len() {
+        1 => None,
+        n => {
+            progress.message(&format!("data-parallel on {n} devices: {}", devices.names().join(", ")));
+            Some(ShardedStep::new(devices)?)
+        }
+    };
     let mix_widths: Vec<usize> = model.mixable_layers().iter().map(|l| l.widths.len()).collect();
     let plan = training.epoch_plan(num_levels);
     let batches_per_epoch = train.len().div_ceil(training.batch_size);
@@ -431,17 +486,31 @@ pub fn train<C: NestedNetworkConfig>(
                 Phase::Joint => training.sample_mixes(&mix_widths, state.global_step),
                 _ => Vec::new(),
             };
-            let (next, stats) = train_step_levels_deferred(
-                model,
-                &mut optim,
-                &phase_joint,
-                batch.images,
-                labels,
-                lr,
-                &levels,
-                distill.as_ref(),
-                &mixes,
-            );
+            let (next, stats) = match &sharded {
+                None => train_step_levels_deferred(
+                    model,
+                    &mut optim,
+                    &phase_joint,
+                    batch.images,
+                    labels,
+                    lr,
+                    &levels,
+                    distill.as_ref(),
+                    &mixes,
+                ),
+                Some(sharded) => {
+                    let (grads, stats) = sharded.gradients(
+                        &model,
+                        &phase_joint,
+                        batch.images,
+                        labels,
+                        &levels,
+                        distill.as_ref(),
+                        &mixes,
+                    )?;
+                    (optim.step(lr, model, grads), stats)
+                }
+            };
             model = next;
             pending = Some(match pending.take() {
                 Some(p) => p.merge(stats),
@@ -542,6 +611,93 @@ pub fn train<C: NestedNetworkConfig>(
         progress.epoch_end(&metrics);
     }
     Ok(TrainOutcome { model: model.valid(), history: state.history, stopped_early: false })
+}
+
+/// The per-device half of a data-parallel step: the batch's shards, their gradients on their
+/// devices' worker threads, gathered and summed on the main device.
+struct ShardedStep {
+    devices: TrainDevices,
+    autodiff: Vec<Device>,
+    workers: DeviceWorkers,
+}
+
+impl ShardedStep {
+    fn new(devices: &TrainDevices) -> Result<Self> {
+        Ok(Self {
+            devices: devices.clone(),
+            autodiff: devices.devices().iter().map(|d| d.clone().autodiff()).collect(),
+            workers: DeviceWorkers::spawn(devices.len())?,
+        })
+    }
+
+    /// The gradients of the whole batch's joint loss (each shard's loss weighted by its part
+    /// of the batch), on the main device, and the batch's statistics there.
+    #[allow(clippy::too_many_arguments)]
+    fn gradients<M: NestedNetwork + 'static>(
+        &self,
+        model: &M,
+        joint: &JointLoss,
+        images: Tensor<4>,
+        labels: Vec<Tensor<1, Int>>,
+        levels: &[usize],
+        distill: Option<&DistillStep<'_>>,
+        mixes: &[Vec<usize>],
+    ) -> Result<(GradientsParams, StepStats)> {
+        type ShardJob = Box<dyn FnOnce() -> (GradientsParams, StepStats) + Send>;
+        let samples = images.dims()[0];
+        let ranges = self.devices.shard_ranges(samples);
+        let jobs: Vec<Option<ShardJob>> = ranges
+            .iter()
+            .zip(&self.autodiff)
+            .map(|(range, device)| {
+                if range.is_empty() {
+                    return None;
+                }
+                let (start, len) = (range.start, range.len());
+                let model = model.clone();
+                let device = device.clone();
+                let images = images.clone().narrow(0, start, len);
+                let labels: Vec<Tensor<1, Int>> =
+                    labels.iter().map(|l| l.clone().narrow(0, start, len)).collect();
+                let joint = joint.clone();
+                let levels = levels.to_vec();
+                let mixes = mixes.to_vec();
+                let distill = distill.map(|d| {
+                    let teacher = d.teacher_logits.as_ref().map(|t| t.clone().narrow(0, start, len));
+                    (d.temperature, d.alpha, teacher, d.labels.clone())
+                });
+                let scale = len as f64 / samples as f64;
+                let job: ShardJob = Box::new(move || {
+                    let model = model.fork(&device);
+                    let images = images.to_device(&device);
+                    let labels = labels.into_iter().map(|l| l.to_device(&device)).collect();
+                    let distill = distill.as_ref().map(|(temperature, alpha, teacher, labels)| DistillStep {
+                        temperature: *temperature,
+                        alpha: *alpha,
+                        teacher_logits: teacher.clone().map(|t| t.to_device(&device)),
+                        labels,
+                    });
+                    level_gradients(&model, &joint, images, labels, &levels, distill.as_ref(), &mixes, scale)
+                });
+                Some(job)
+            })
+            .collect();
+        let results = self.workers.run(jobs, self.devices.names())?;
+        let main = self.devices.main();
+        let main_autodiff = &self.autodiff[0];
+        let mut grads = Vec::with_capacity(results.len());
+        let mut stats: Option<StepStats> = None;
+        for (g, s) in results.into_iter().flatten() {
+            grads.push(g);
+            let s = s.to_device(main_autodiff);
+            stats = Some(match stats {
+                Some(total) => total.merge(s),
+                None => s,
+            });
+        }
+        let stats = stats.ok_or_else(|| TrainError::Invalid("an empty batch".into()))?;
+        Ok((gather_and_sum(model, grads, main), stats))
+    }
 }
 
 /// What differs between a stored run and the configuration asked to resume it: `model`, or the

@@ -1,0 +1,421 @@
+//! Data-parallel training on several devices, with Burn's own machinery.
+//!
+//! Each batch is cut into one shard per device, in proportion to the devices' shares. The
+//! network is forked onto every device ([`Module::fork`]) and each device computes its
+//! shard's joint loss and backward pass on a thread of its own, the loss weighted by the
+//! shard's part of the batch. Then, as burn-train's multi-device strategy does:
+//!
+//! the gradients move to the first ("main") device ([`GradientsParams::to_device`]) and are
+//! summed there ([`GradientsAccumulator`]), and one optimizer step updates the one network.
+//! This works on every backend, the CPU ones included. (Burn's DDP, which all-reduces inside
+//! `backward()`, runs on `cuda` only in Burn 0.22.1; see docs/ARCHITECTURE.md.)
+//!
+//! Because each shard's loss carries the weight `shard / batch`, the summed gradient is the
+//! gradient of the whole batch's loss: the step equals one device's step on the same batch,
+//! except where the network itself couples the samples of a batch (batch normalisation
+//! computes its statistics per shard, as DDP without synchronised batch norm does).
+
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::{Backend, Result, TrainError};
+
+/// One device of a data-parallel run, as written on the command line: `flex`, `cuda:1`,
+/// `wgpu:0=2` (`=share`: its part of each batch, relative to the others'; default 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceSpec {
+    /// The backend.
+    pub backend: Backend,
+    /// The device's index among the backend's devices (GPUs); CPU backends have index 0 only.
+    pub index: usize,
+    /// Its share of every batch, relative to the other devices' (positive).
+    pub share: f64,
+}
+
+impl DeviceSpec {
+    /// The Burn device (not autodiff); an error when the backend is not compiled in.
+    pub fn device(&self) -> Result<Device> {
+        self.backend.device_at(self.index)
+    }
+}
+
+impl core::str::FromStr for DeviceSpec {
+    type Err = TrainError;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |why: String| TrainError::Device(format!("device `{text}`: {why}"));
+        let (name, share) = match text.split_once('=') {
+            Some((name, share)) => {
+                let share: f64 =
+                    share.trim().parse().map_err(|_| bad(format!("the share `{share}` is not a number")))?;
+                if !(share.is_finite() && share > 0.0) {
+                    return Err(bad("a share must be a positive number".into()));
+                }
+                (name, share)
+            }
+            None => (text, 1.0),
+        };
+        let (backend, index) = match name.trim().split_once(':') {
+            Some((backend, index)) => {
+                let index: usize =
+                    index.parse().map_err(|_| bad(format!("the index `{index}` is not a device number")))?;
+                (backend, index)
+            }
+            None => (name.trim(), 0),
+        };
+        let backend: Backend = backend.parse().map_err(|e: TrainError| bad(e.to_string()))?;
+        if index > 0 && !matches!(backend, Backend::Cuda | Backend::Wgpu) {
+            return Err(bad(format!(
+                "`{backend}` has one device (index 0); to run several workers on it, name it several times"
+            )));
+        }
+        Ok(Self { backend, index, share })
+    }
+}
+
+impl core::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.backend)?;
+        if self.index > 0 || matches!(self.backend, Backend::Cuda | Backend::Wgpu) {
+            write!(f, ":{}", self.index)?;
+        }
+        if self.share != 1.0 {
+            write!(f, "={}", self.share)?;
+        }
+        Ok(())
+    }
+}
+
+/// A list of devices as written on the command line, `flex,flex` or `cuda:0=2,cuda:1` (see
+/// [`DeviceSpec`]); [`TrainDevices::from_specs`] turns it into devices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceList(pub Vec<DeviceSpec>);
+
+impl DeviceList {
+    /// The backend of the main (first) device.
+    pub fn main_backend(&self) -> Backend {
+        self.0[0].backend
+    }
+
+    /// The devices, checked to be compiled in.
+    pub fn devices(&self) -> Result<TrainDevices> {
+        TrainDevices::from_specs(&self.0)
+    }
+}
+
+impl core::str::FromStr for DeviceList {
+    type Err = TrainError;
+
+    fn from_str(list: &str) -> Result<Self> {
+        let specs = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<DeviceSpec>>>()?;
+        if specs.is_empty() {
+            return Err(TrainError::Device("the device list is empty".into()));
+        }
+        Ok(Self(specs))
+    }
+}
+
+impl core::fmt::Display for DeviceList {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let names: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// The devices a run trains on: one, or several for data-parallel training. The first is the
+/// main device: it holds the network, the optimizer and the data, and evaluates.
+#[derive(Debug, Clone)]
+pub struct TrainDevices {
+    devices: Vec<Device>,
+    names: Vec<String>,
+    shares: Vec<f64>,
+}
+
+impl TrainDevices {
+    /// Training on `device` alone.
+    pub fn single(device: Device) -> Self {
+        Self { names: vec![format!("{device:?}")], devices: vec![device], shares: vec![1.0] }
+    }
+
+    /// Data-parallel training on `devices` (the first is the main device), each batch shared
+    /// among them in proportion to `shares` (one positive number per device).
+    pub fn new(devices: Vec<Device>, shares: Vec<f64>) -> Result<Self> {
+        if devices.is_empty() {
+            return Err(TrainError::Device("the device list is empty".into()));
+        }
+        if shares.len() != devices.len() {
+            return Err(TrainError::Device(format!(
+                "{} shares given for {} devices",
+                shares.len(),
+                devices.len()
+            )));
+        }
+        if let Some(bad) = shares.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(TrainError::Device(format!("a device's share must be a positive number, not {bad}")));
+        }
+        if devices.iter().any(|d| d.is_autodiff()) {
+            return Err(TrainError::Device(
+                "give plain devices: training adds autodiff itself (`device.clone().inner()`)".into(),
+            ));
+        }
+        Ok(Self { names: devices.iter().map(|d| format!("{d:?}")).collect(), devices, shares })
+    }
+
+    /// The devices written as `flex,flex=2` or `cuda:0,cuda:1` (see [`DeviceSpec`]). Every
+    /// backend named must be compiled into this build.
+    pub fn parse(list: &str) -> Result<Self> {
+        list.parse::<DeviceList>()?.devices()
+    }
+
+    /// The devices of `specs`, in that order.
+    pub fn from_specs(specs: &[DeviceSpec]) -> Result<Self> {
+        let devices = specs.iter().map(DeviceSpec::device).collect::<Result<Vec<_>>>()?;
+        let mut this = Self::new(devices, specs.iter().map(|s| s.share).collect())?;
+        this.names = specs.iter().map(ToString::to_string).collect();
+        Ok(this)
+    }
+
+    /// The devices (plain, not autodiff), the main one first.
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
+    }
+
+    /// The main device: it holds the network and the data, and evaluates.
+    pub fn main(&self) -> &Device {
+        &self.devices[0]
+    }
+
+    /// How many devices train.
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Never true: there is always a main device.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The devices as given (`flex`, `cuda:1=2`, ...), for messages and reports.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// How many of a batch's `samples` each device takes: in proportion to the shares, by
+    /// largest remainders (ties to the earlier device), summing to `samples`. A device may get
+    /// none of a small last batch; it then sits that step out.
+    pub fn shard_sizes(&self, samples: usize) -> Vec<usize> {
+        let total: f64 = self.shares.iter().sum();
+        let exact: Vec<f64> = self.shares.iter().map(|s| samples as f64 * s / total).collect();
+        let mut sizes: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
+        let mut order: Vec<usize> = (0..sizes.len()).collect();
+        order.sort_by(|&a, &b| {
+            (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b))
+        });
+        let short = samples - sizes.iter().sum::<usize>();
+        for &i in order.iter().take(short) {
+            sizes[i] += 1;
+        }
+        sizes
+    }
+
+    /// The row ranges of the shards of a batch of `samples`, one per device (empty ones included).
+    pub fn shard_ranges(&self, samples: usize) -> Vec<core::ops::Range<usize>> {
+        let mut start = 0;
+        self.shard_sizes(samples)
+            .into_iter()
+            .map(|n| {
+                let range = start..start + n;
+                start += n;
+                range
+            })
+            .collect()
+    }
+}
+
+impl From<Device> for TrainDevices {
+    fn from(device: Device) -> Self {
+        Self::single(device)
+    }
+}
+
+impl From<&Device> for TrainDevices {
+    fn from(device: &Device) -> Self {
+        Self::single(device.clone())
+    }
+}
+
+/// A job for one device's worker thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// One long-lived thread per device. Long-lived, because Burn's batch norm running statistics
+/// ([`burn::module::RunningState`]) keep one pending update per thread and average them: a
+/// fresh thread every step would leave stale updates behind.
+pub(crate) struct DeviceWorkers {
+    senders: Vec<Sender<Job>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl DeviceWorkers {
+    pub(crate) fn spawn(count: usize) -> Result<Self> {
+        let mut senders = Vec::with_capacity(count);
+        let mut handles = Vec::with_capacity(count);
+        for i in 0..count {
+            let (sender, receiver): (Sender<Job>, Receiver<Job>) = channel();
+            let handle = std::thread::Builder::new()
+                .name(format!("nestednet-device-{i}"))
+                .spawn(move || {
+                    while let Ok(job) = receiver.recv() {
+                        job();
+                    }
+                })
+                .map_err(|e| {
+                    TrainError::Device(format!("could not start the worker thread of device {i}: {e}"))
+                })?;
+            senders.push(sender);
+            handles.push(handle);
+        }
+        Ok(Self { senders, handles })
+    }
+
+    /// Runs `jobs[i]` on worker `i` (none where `None`), all at once, and returns their
+    /// results in device order. A job that panics is an error naming its device; every other
+    /// job still finishes first, so no answer is left over for the next call.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        jobs: Vec<Option<Box<dyn FnOnce() -> T + Send>>>,
+        names: &[String],
+    ) -> Result<Vec<Option<T>>> {
+        let (sender, receiver) = channel();
+        let mut sent = 0;
+        for (i, job) in jobs.into_iter().enumerate() {
+            let Some(job) = job else { continue };
+            let sender = sender.clone();
+            let wrapped: Job = Box::new(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                let _ = sender.send((i, result));
+            });
+            self.senders[i].send(wrapped).map_err(|_| {
+                TrainError::Device(format!("the worker thread of device {} is gone", names[i]))
+            })?;
+            sent += 1;
+        }
+        let mut results: Vec<Option<T>> = (0..self.senders.len()).map(|_| None).collect();
+        let mut failures = Vec::new();
+        for _ in 0..sent {
+            let (i, result) = receiver
+                .recv()
+                .map_err(|_| TrainError::Device("a device's worker thread ended without answering".into()))?;
+            match result {
+                Ok(value) => results[i] = Some(value),
+                Err(payload) => {
+                    failures.push(format!("device {} ({}): {}", i, names[i], panic_message(&payload)))
+                }
+            }
+        }
+        if !failures.is_empty() {
+            return Err(TrainError::Device(format!("a training step failed on {}", failures.join("; "))));
+        }
+        Ok(results)
+    }
+}
+
+impl Drop for DeviceWorkers {
+    fn drop(&mut self) {
+        self.senders.clear();
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panicked".to_string()
+    }
+}
+
+/// Sums per-device gradients on the main device, in device order (so a run is reproducible).
+pub(crate) fn gather_and_sum<M: Module>(
+    model: &M,
+    grads: impl IntoIterator<Item = GradientsParams>,
+    main: &Device,
+) -> GradientsParams {
+    let mut accumulator = GradientsAccumulator::<M>::new();
+    for g in grads {
+        accumulator.accumulate(model, g.to_device(main, model));
+    }
+    accumulator.grads()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_lists_parse_and_shard_every_sample_once() {
+        let spec: DeviceSpec = "cuda:1=2.5".parse().unwrap();
+        assert_eq!(spec, DeviceSpec { backend: Backend::Cuda, index: 1, share: 2.5 });
+        assert_eq!(spec.to_string(), "cuda:1=2.5");
+        assert_eq!("flex".parse::<DeviceSpec>().unwrap().to_string(), "flex");
+        for (bad, why) in [
+            ("gpu", "unknown backend `gpu`"),
+            ("flex:1", "has one device"),
+            ("cuda:x", "not a device number"),
+            ("flex=0", "positive"),
+            ("flex=abc", "not a number"),
+        ] {
+            let err = bad.parse::<DeviceSpec>().unwrap_err().to_string();
+            assert!(err.contains(why) && err.contains(bad), "{bad}: {err}");
+        }
+        let devices = TrainDevices::parse("flex,flex=2").unwrap();
+        assert_eq!(devices.names(), ["flex", "flex=2"]);
+        assert_eq!(devices.shard_sizes(32), vec![11, 21]);
+        assert_eq!(devices.shard_sizes(1), vec![0, 1]);
+        assert_eq!(devices.shard_ranges(5), vec![0..2, 2..5]);
+        let three = TrainDevices::new(vec![Device::flex(); 3], vec![1.0; 3]).unwrap();
+        for n in 0..40 {
+            let sizes = three.shard_sizes(n);
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{n}: {sizes:?}");
+        }
+        assert!(TrainDevices::new(vec![], vec![]).is_err());
+        assert!(TrainDevices::parse(" , ").unwrap_err().to_string().contains("empty"));
+        let list: DeviceList = "cuda:0=2, cuda:1".parse().unwrap();
+        assert_eq!((list.to_string(), list.main_backend()), ("cuda:0=2,cuda:1".to_string(), Backend::Cuda));
+        assert!(TrainDevices::new(vec![Device::flex()], vec![1.0, 1.0]).is_err());
+        assert!(TrainDevices::new(vec![Device::flex().autodiff()], vec![1.0]).is_err());
+        #[cfg(not(feature = "cuda"))]
+        {
+            let err = TrainDevices::parse("flex,cuda:1").unwrap_err().to_string();
+            assert!(err.contains("not compiled into this build"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_worker_that_panics_is_an_error_naming_its_device_and_the_others_finish() {
+        let workers = DeviceWorkers::spawn(3).unwrap();
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let jobs: Vec<Option<Box<dyn FnOnce() -> usize + Send>>> =
+            vec![Some(Box::new(|| 1)), Some(Box::new(|| panic!("out of memory"))), None];
+        let err = workers.run(jobs, &names).unwrap_err().to_string();
+        assert!(err.contains("device 1 (b): out of memory"), "{err}");
+        // The workers still serve the next step.
+        let jobs: Vec<Option<Box<dyn FnOnce() -> usize + Send>>> =
+            vec![Some(Box::new(|| 1)), Some(Box::new(|| 2)), None];
+        assert_eq!(workers.run(jobs, &names).unwrap(), vec![Some(1), Some(2), None]);
+    }
+}
