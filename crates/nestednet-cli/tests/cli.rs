@@ -356,22 +356,16 @@ fn burn_device_chooses_the_backend() {
         assert!(err.contains("BURN_DEVICE=cuda") && err.contains("--features cuda"), "{err}");
     }
     // A device list with an unknown or an uncompiled backend is named before any data is read.
-    let train = |devices: &str| {
+    let train_with = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_nestednet"))
-            .args([
-                "train",
-                "--data-dir",
-                "/nonexistent/data",
-                "--out",
-                "/nonexistent/out",
-                "--devices",
-                devices,
-            ])
+            .args(["train", "--data-dir", "/nonexistent/data", "--out", "/nonexistent/out"])
+            .args(extra)
             .output()
             .expect("nestednet runs");
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).to_string()
     };
+    let train = |devices: &str| train_with(&["--devices", devices]);
     let err = train("flex,gpu:1");
     assert!(err.contains("device `gpu:1`") && err.contains("unknown backend `gpu`"), "{err}");
     if !cfg!(feature = "cuda") {
@@ -383,6 +377,11 @@ fn burn_device_chooses_the_backend() {
     }
     let err = train("flex,flex=-1");
     assert!(err.contains("device `flex=-1`") && err.contains("positive"), "{err}");
+    // Burn 0.22.1's DDP all-reduce exists on cuda alone.
+    let err = train_with(&["--devices", "flex,flex", "--ddp"]);
+    assert!(err.contains("--ddp runs on cuda devices only") && err.contains("`flex`"), "{err}");
+    let err = train_with(&["--ddp"]);
+    assert!(err.contains("give them with --devices"), "{err}");
 }
 
 /// `--task distillation --dataset cifar10` on CIFAR-10 binary files we generate (the published

@@ -7,8 +7,16 @@
 //!
 //! the gradients move to the first ("main") device ([`GradientsParams::to_device`]) and are
 //! summed there ([`GradientsAccumulator`]), and one optimizer step updates the one network.
-//! This works on every backend, the CPU ones included. (Burn's DDP, which all-reduces inside
-//! `backward()`, runs on `cuda` only in Burn 0.22.1; see docs/ARCHITECTURE.md.)
+//! This works on every backend, the CPU ones included.
+//!
+//! With [`TrainDevices::with_ddp`], the sum is Burn's DDP all-reduce instead: the forked
+//! parameters are marked distributed ([`Tensor::set_distributed`], as burn-train's DDP
+//! strategy marks them) under a [`DistributedContext`], and `backward()` sums every device's
+//! gradients on every device (NCCL on `cuda`, the one backend that implements it in Burn
+//! 0.22.1); the main device's sum takes the optimizer step. Unlike burn-train's DDP, the
+//! network is not kept as one replica per device with an optimizer each: it is forked from
+//! the main device every step, as in the gather-and-sum path, so masks, thresholds, pruning
+//! and checkpoints stay those of the one network.
 //!
 //! Because each shard's loss carries the weight `shard / batch`, the summed gradient is the
 //! gradient of the whole batch's loss: the step equals one device's step on the same batch,
@@ -18,7 +26,7 @@
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -92,19 +100,27 @@ impl core::fmt::Display for DeviceSpec {
 }
 
 /// A list of devices as written on the command line, `flex,flex` or `cuda:0=2,cuda:1` (see
-/// [`DeviceSpec`]); [`TrainDevices::from_specs`] turns it into devices.
+/// [`DeviceSpec`]), and whether DDP sums their gradients; [`DeviceList::devices`] turns it
+/// into devices. (Parsed and written as the list alone: `--ddp` is a setting of its own.)
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeviceList(pub Vec<DeviceSpec>);
+pub struct DeviceList {
+    /// The devices, the main one first.
+    pub specs: Vec<DeviceSpec>,
+    /// Sum the gradients with Burn's DDP all-reduce ([`TrainDevices::with_ddp`]).
+    pub ddp: bool,
+}
 
 impl DeviceList {
     /// The backend of the main (first) device.
     pub fn main_backend(&self) -> Backend {
-        self.0[0].backend
+        self.specs[0].backend
     }
 
-    /// The devices, checked to be compiled in.
+    /// The devices, checked to be compiled in (and to be able to run DDP, when asked).
     pub fn devices(&self) -> Result<TrainDevices> {
-        TrainDevices::from_specs(&self.0)
+        let devices = TrainDevices::from_specs(&self.specs)?.with_ddp(self.ddp);
+        devices.check_ddp()?;
+        Ok(devices)
     }
 }
 
@@ -121,13 +137,13 @@ impl core::str::FromStr for DeviceList {
         if specs.is_empty() {
             return Err(TrainError::Device("the device list is empty".into()));
         }
-        Ok(Self(specs))
+        Ok(Self { specs, ddp: false })
     }
 }
 
 impl core::fmt::Display for DeviceList {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let names: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        let names: Vec<String> = self.specs.iter().map(ToString::to_string).collect();
         f.write_str(&names.join(","))
     }
 }
@@ -139,12 +155,13 @@ pub struct TrainDevices {
     devices: Vec<Device>,
     names: Vec<String>,
     shares: Vec<f64>,
+    ddp: bool,
 }
 
 impl TrainDevices {
     /// Training on `device` alone.
     pub fn single(device: Device) -> Self {
-        Self { names: vec![format!("{device:?}")], devices: vec![device], shares: vec![1.0] }
+        Self { names: vec![format!("{device:?}")], devices: vec![device], shares: vec![1.0], ddp: false }
     }
 
     /// Data-parallel training on `devices` (the first is the main device), each batch shared
@@ -168,7 +185,7 @@ impl TrainDevices {
                 "give plain devices: training adds autodiff itself (`device.clone().inner()`)".into(),
             ));
         }
-        Ok(Self { names: devices.iter().map(|d| format!("{d:?}")).collect(), devices, shares })
+        Ok(Self { names: devices.iter().map(|d| format!("{d:?}")).collect(), devices, shares, ddp: false })
     }
 
     /// The devices written as `flex,flex=2` or `cuda:0,cuda:1` (see [`DeviceSpec`]). Every
@@ -183,6 +200,39 @@ impl TrainDevices {
         let mut this = Self::new(devices, specs.iter().map(|s| s.share).collect())?;
         this.names = specs.iter().map(ToString::to_string).collect();
         Ok(this)
+    }
+
+    /// Sums the devices' gradients with Burn's DDP all-reduce inside `backward()` instead of
+    /// gathering them on the main device (see the module's documentation). Only `cuda`
+    /// implements the all-reduce in Burn 0.22.1: [`TrainDevices::check_ddp`] says so before
+    /// a run starts.
+    pub fn with_ddp(mut self, ddp: bool) -> Self {
+        self.ddp = ddp;
+        self
+    }
+
+    /// Whether the gradients are summed by Burn's DDP all-reduce.
+    pub fn ddp(&self) -> bool {
+        self.ddp
+    }
+
+    /// An error unless DDP can run here: two or more devices, all `cuda`. (`flex`, `ndarray`
+    /// and `tch` report the all-reduce unsupported, and `wgpu` fails inside CubeCL.)
+    pub fn check_ddp(&self) -> Result<()> {
+        if !self.ddp {
+            return Ok(());
+        }
+        if self.devices.len() < 2 {
+            return Err(TrainError::Device(
+                "--ddp needs two or more devices (e.g. --devices cuda:0,cuda:1)".into(),
+            ));
+        }
+        if let Some(name) = self.names.iter().find(|n| !n.starts_with("cuda")) {
+            return Err(TrainError::Device(format!(
+                "--ddp runs on cuda devices only (Burn 0.22.1 implements its all-reduce for cuda alone), not on `{name}`; without --ddp the gradients of any backend are gathered and summed on the main device"
+            )));
+        }
+        Ok(())
     }
 
     /// The devices (plain, not autodiff), the main one first.
@@ -348,6 +398,17 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// Marks every parameter distributed: Burn's DDP all-reduces its gradient in `backward()`
+/// (what burn-train's `ModuleSharder` does).
+pub(crate) struct MarkDistributed;
+
+impl ModuleMapper for MarkDistributed {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        Param::from_mapped_value(id, tensor.set_distributed(id), mapper)
+    }
+}
+
 /// Sums per-device gradients on the main device, in device order (so a run is reproducible).
 pub(crate) fn gather_and_sum<M: Module>(
     model: &M,
@@ -393,6 +454,12 @@ mod tests {
             assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{n}: {sizes:?}");
         }
         assert!(TrainDevices::new(vec![], vec![]).is_err());
+        TrainDevices::parse("flex,flex").unwrap().check_ddp().unwrap();
+        let err =
+            TrainDevices::parse("flex,flex").unwrap().with_ddp(true).check_ddp().unwrap_err().to_string();
+        assert!(err.contains("cuda devices only") && err.contains("`flex`"), "{err}");
+        let err = TrainDevices::parse("flex").unwrap().with_ddp(true).check_ddp().unwrap_err().to_string();
+        assert!(err.contains("two or more devices"), "{err}");
         assert!(TrainDevices::parse(" , ").unwrap_err().to_string().contains("empty"));
         let list: DeviceList = "cuda:0=2, cuda:1".parse().unwrap();
         assert_eq!((list.to_string(), list.main_backend()), ("cuda:0=2,cuda:1".to_string(), Backend::Cuda));

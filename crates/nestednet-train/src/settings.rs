@@ -330,6 +330,11 @@ pub struct TrainSettings {
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
     pub devices: Option<DeviceList>,
+    /// With --devices: sum the gradients with Burn's DDP all-reduce inside the backward pass
+    /// (NCCL; `cuda` devices only in Burn 0.22.1) instead of gathering them on the main device.
+    #[cfg_attr(feature = "clap", arg(long, num_args = 0..=1, default_missing_value = "true"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ddp: Option<bool>,
 }
 
 /// Settings resolved with their data: the job to run and the data it runs on.
@@ -384,7 +389,8 @@ macro_rules! each_setting {
             train_limit,
             max_steps,
             device,
-            devices
+            devices,
+            ddp
         )
     };
 }
@@ -442,13 +448,13 @@ impl TrainSettings {
     }
 
     /// The settings given here that differ from `stored` (a run's recorded settings), by name,
-    /// except those a resumed run may change: `epochs` (to train longer), `device`, `devices`
-    /// and `data_dir`.
+    /// except those a resumed run may change: `epochs` (to train longer), `device`, `devices`,
+    /// `ddp` and `data_dir`.
     pub fn differences(&self, stored: &TrainSettings) -> Vec<String> {
         let mut out = Vec::new();
         macro_rules! compare {
             ($($field:ident),*) => {
-                $(if !["epochs", "device", "devices", "data_dir"].contains(&stringify!($field))
+                $(if !["epochs", "device", "devices", "ddp", "data_dir"].contains(&stringify!($field))
                     && self.$field.is_some() && self.$field != stored.$field
                 {
                     out.push(stringify!($field).replace('_', "-"));
@@ -500,6 +506,15 @@ impl TrainSettings {
         let task = *s.task.get_or_insert(Task::Compression);
         // The devices first (cheap to check); then the data: they decide the model's input
         // and classes.
+        match s.devices.as_mut() {
+            Some(list) => list.ddp = s.ddp.unwrap_or(false),
+            None if s.ddp == Some(true) => {
+                return invalid(
+                    "--ddp sums the gradients of several devices: give them with --devices".into(),
+                );
+            }
+            None => {}
+        }
         let device = match (&s.devices, s.device) {
             (Some(list), Some(device)) if list.main_backend() != device => {
                 return invalid(format!(

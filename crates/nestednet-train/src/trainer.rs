@@ -12,12 +12,13 @@ use nestednet_models::{ModelConfig, NestedNetwork, NestedNetworkConfig};
 
 use nestednet_prune::{MaskTargets, SoftThreshold};
 
-use crate::parallel::{DeviceWorkers, TrainDevices, gather_and_sum};
+use crate::parallel::{DeviceWorkers, MarkDistributed, TrainDevices, gather_and_sum};
 use crate::{
     CheckpointState, EpochMetrics, LevelLabels, LevelTally, MaskMethod, MaskingConfig, Phase, Progress,
     Result, RunConfig, RunDir, TrainError, binarise_level, check_reachable, enable_masks, level_threshold,
     load_record, prune_by_magnitude, randomize_masks, set_soft_threshold,
 };
+use burn::tensor::distributed::{DistributedConfig, DistributedContext, ReduceOperation};
 
 /// Checks that a data set fits a model: image shape, and that every level predicts as many
 /// classes as its labels have (the data set's, or its depth's of the hierarchy).
@@ -619,14 +620,24 @@ struct ShardedStep {
     devices: TrainDevices,
     autodiff: Vec<Device>,
     workers: DeviceWorkers,
+    /// Burn's communication servers, while DDP trains (dropping it tears them down).
+    _ddp: Option<DistributedContext>,
 }
 
 impl ShardedStep {
     fn new(devices: &TrainDevices) -> Result<Self> {
+        devices.check_ddp()?;
+        let ddp = devices.ddp().then(|| {
+            DistributedContext::init(
+                devices.devices().to_vec(),
+                DistributedConfig { all_reduce_op: ReduceOperation::Sum },
+            )
+        });
         Ok(Self {
             devices: devices.clone(),
             autodiff: devices.devices().iter().map(|d| d.clone().autodiff()).collect(),
             workers: DeviceWorkers::spawn(devices.len())?,
+            _ddp: ddp,
         })
     }
 
@@ -646,14 +657,18 @@ impl ShardedStep {
         type ShardJob = Box<dyn FnOnce() -> (GradientsParams, StepStats) + Send>;
         let samples = images.dims()[0];
         let ranges = self.devices.shard_ranges(samples);
+        let ddp = self.devices.ddp();
         let jobs: Vec<Option<ShardJob>> = ranges
             .iter()
             .zip(&self.autodiff)
             .map(|(range, device)| {
-                if range.is_empty() {
-                    return None;
-                }
-                let (start, len) = (range.start, range.len());
+                // Every device takes part in DDP's all-reduce: one left without samples (a
+                // small last batch) computes the first sample's gradient with weight 0.
+                let (start, len, weight) = match (range.is_empty(), ddp) {
+                    (true, false) => return None,
+                    (true, true) => (0, 1, 0),
+                    (false, _) => (range.start, range.len(), range.len()),
+                };
                 let model = model.clone();
                 let device = device.clone();
                 let images = images.clone().narrow(0, start, len);
@@ -666,9 +681,10 @@ impl ShardedStep {
                     let teacher = d.teacher_logits.as_ref().map(|t| t.clone().narrow(0, start, len));
                     (d.temperature, d.alpha, teacher, d.labels.clone())
                 });
-                let scale = len as f64 / samples as f64;
+                let scale = weight as f64 / samples as f64;
                 let job: ShardJob = Box::new(move || {
                     let model = model.fork(&device);
+                    let model = if ddp { model.map(&mut MarkDistributed) } else { model };
                     let images = images.to_device(&device);
                     let labels = labels.into_iter().map(|l| l.to_device(&device)).collect();
                     let distill = distill.as_ref().map(|(temperature, alpha, teacher, labels)| DistillStep {
@@ -687,8 +703,15 @@ impl ShardedStep {
         let main_autodiff = &self.autodiff[0];
         let mut grads = Vec::with_capacity(results.len());
         let mut stats: Option<StepStats> = None;
-        for (g, s) in results.into_iter().flatten() {
-            grads.push(g);
+        for ((g, s), range) in results.into_iter().zip(&ranges).filter_map(|(r, range)| Some((r?, range))) {
+            // Under DDP every device holds the all-reduced sum already: the main device's is
+            // the step's gradient.
+            if !ddp || grads.is_empty() {
+                grads.push(g);
+            }
+            if range.is_empty() {
+                continue; // a DDP device's stand-in sample
+            }
             let s = s.to_device(main_autodiff);
             stats = Some(match stats {
                 Some(total) => total.merge(s),
