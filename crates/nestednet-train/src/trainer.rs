@@ -693,11 +693,32 @@ impl ShardedStep {
                         teacher_logits: teacher.clone().map(|t| t.to_device(&device)),
                         labels,
                     });
-                    level_gradients(&model, &joint, images, labels, &levels, distill.as_ref(), &mixes, scale)
+                    let out = level_gradients(
+                        &model,
+                        &joint,
+                        images,
+                        labels,
+                        &levels,
+                        distill.as_ref(),
+                        &mixes,
+                        scale,
+                    );
+                    // The gradients are read on the main thread next: wait until this thread's
+                    // queued work is done. (Without it, two workers on one wgpu device trained
+                    // to garbage: the fusion streams are per thread.)
+                    if let Err(e) = device.clone().inner().sync() {
+                        panic!("the device failed: {e:?}");
+                    }
+                    out
                 });
                 Some(job)
             })
             .collect();
+        // The last optimizer step's writes must be done before other threads read the weights.
+        self.devices
+            .main()
+            .sync()
+            .map_err(|e| TrainError::Device(format!("the main device failed: {e:?}")))?;
         let results = self.workers.run(jobs, self.devices.names())?;
         let main = self.devices.main();
         let main_autodiff = &self.autodiff[0];
