@@ -77,6 +77,12 @@ impl Backend {
         }
     }
 
+    /// Whether the backend numbers its devices (GPUs: `cuda`, `wgpu`); the CPU backends have
+    /// one device, index 0.
+    pub fn has_numbered_devices(self) -> bool {
+        matches!(self, Self::Cuda | Self::Wgpu)
+    }
+
     /// The (non-autodiff) device of this backend.
     pub fn device(self) -> Result<Device> {
         self.device_at(0)
@@ -95,7 +101,7 @@ impl Backend {
                 self.name()
             )));
         }
-        if index > 0 && !matches!(self, Self::Cuda | Self::Wgpu) {
+        if index > 0 && !self.has_numbered_devices() {
             return Err(TrainError::Device(format!(
                 "backend `{}` has one device, index 0 (asked: {index})",
                 self.name()

@@ -77,7 +77,7 @@ impl core::str::FromStr for DeviceSpec {
             None => (name.trim(), 0),
         };
         let backend: Backend = backend.parse().map_err(|e: TrainError| bad(e.to_string()))?;
-        if index > 0 && !matches!(backend, Backend::Cuda | Backend::Wgpu) {
+        if index > 0 && !backend.has_numbered_devices() {
             return Err(bad(format!(
                 "`{backend}` has one device (index 0); to run several workers on it, name it several times"
             )));
@@ -89,7 +89,7 @@ impl core::str::FromStr for DeviceSpec {
 impl core::fmt::Display for DeviceSpec {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{}", self.backend)?;
-        if self.index > 0 || matches!(self.backend, Backend::Cuda | Backend::Wgpu) {
+        if self.index > 0 || self.backend.has_numbered_devices() {
             write!(f, ":{}", self.index)?;
         }
         if self.share != 1.0 {
