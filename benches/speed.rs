@@ -17,6 +17,8 @@
 //! `--epoch-steps N` times N steps (after 3 warm-up steps) and scales to the 125-step epoch:
 //! use it for slow backends (wgpu on a software Vulkan driver). `--json PATH` writes the
 //! figures. Absolute times depend on the (shared) machine: compare ratios from one run.
+//! `NESTEDNET_KERNELS=burn` measures Burn's own operations in place of `nestednet-kernels`'
+//! (the same values): the before/after of the kernels.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -154,9 +156,14 @@ fn main() {
     let train = Arc::new(train);
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all cores".into());
     println!(
-        "mnist-cnn, levels {RATIOS:?}, {} training digits, batch {BATCH}, Adam; {} CPU cores, RAYON_NUM_THREADS={threads}",
+        "mnist-cnn, levels {RATIOS:?}, {} training digits, batch {BATCH}, Adam; {} CPU cores, RAYON_NUM_THREADS={threads}; {}",
         train.len(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if nestednet::kernels::own_kernels() {
+            "nestednet-kernels' own CPU kernels"
+        } else {
+            "Burn's operations only (NESTEDNET_KERNELS=burn)"
+        },
     );
     let nested: ModelConfig = NestedMnistCnnConfig::new().into();
     let mut all = Vec::new();

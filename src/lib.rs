@@ -23,6 +23,7 @@
 pub use burn;
 pub use nestednet_data as data;
 pub use nestednet_heads as heads;
+pub use nestednet_kernels as kernels;
 pub use nestednet_models as models;
 pub use nestednet_nn as nn;
 pub use nestednet_prune as prune;

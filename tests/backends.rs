@@ -189,6 +189,33 @@ fn checkpoint_round_trip(backend: Backend) {
     assert_eq!(parameters(&loaded), parameters(&model), "{backend}: the round trip changed weights");
 }
 
+/// `nestednet-kernels`' operations on `backend` give the values and input gradients of Burn's
+/// own operations on `flex`: the kernels' path on `flex`, Burn's everywhere else.
+fn kernels_match_burns_ops(backend: Backend) {
+    use nestednet::burn::tensor::activation::relu;
+    use nestednet::burn::tensor::module::max_pool2d;
+    use nestednet::burn::tensor::ops::MaxPoolOptions;
+    let run = |op: &dyn Fn(Tensor<4>) -> Tensor<4>, device: &Device| {
+        // Rounded to quarters: windows with equal values, where the choice of maximum shows.
+        let quarters =
+            common::random_images([3, 5, 9, 12], 17, &reference()).mul_scalar(4.0).round().div_scalar(4.0);
+        let x = Tensor::<4>::from_data(quarters.sub_scalar(1.0).into_data(), device).require_grad();
+        let weights = common::random_images([3, 5, 4, 6], 18, device);
+        let y = op(x.clone());
+        let grads = (y.clone() * weights).sum().backward();
+        (values(y), values(x.grad(&grads).expect("a gradient for the input")))
+    };
+    let burn_ops = |x: Tensor<4>| relu(max_pool2d(x, MaxPoolOptions::new([2, 2])));
+    let (y, dx) = run(&nestednet::kernels::max_pool2x2_relu, &device_of(backend).autodiff());
+    let (y_ref, dx_ref) = run(&burn_ops, &reference().autodiff());
+    assert!(deviation(&y, &y_ref) <= 1e-6, "{backend}: pooled values differ");
+    assert!(deviation(&dx, &dx_ref) <= 1e-6, "{backend}: input gradients differ");
+    assert!(
+        dx.iter().filter(|g| **g != 0.0).count() > 30,
+        "{backend}: hardly any gradient reached the input"
+    );
+}
+
 macro_rules! backend_tests {
     ($name:ident, $backend:expr, $feature:literal $(, #[$attr:meta])?) => {
         #[cfg(feature = $feature)]
@@ -229,6 +256,12 @@ macro_rules! backend_tests {
             $(#[$attr])?
             fn checkpoint_round_trip() {
                 super::checkpoint_round_trip($backend);
+            }
+
+            #[test]
+            $(#[$attr])?
+            fn kernels_match_burns_ops() {
+                super::kernels_match_burns_ops($backend);
             }
         }
     };

@@ -10,30 +10,14 @@
 //! order as Burn's `batch_norm` (`((x - mean) / sqrt(var + ε)) * γ + β`), so its output is
 //! bit-identical to the three separate ops: no accuracy, export or report changes.
 //!
-//! Other backends, and anything that needs a gradient, keep Burn's ops: there `into_data`
-//! would be a device-to-host copy. (For training, finding each window's maximum on the host
-//! and gathering it with the differentiable `select` was tried: no faster than `max_pool2d`
-//! on `flex`, its gather and scatter cost as much as the pooling kernel.)
+//! Other backends keep Burn's ops: there `into_data` would be a device-to-host copy. Training
+//! (batch statistics, gradients) runs Burn's batch norm, then `nestednet-kernels`'
+//! [`max_pool2x2_relu`], which has its own kernel and backward pass on `flex`.
 
 use burn::nn::BatchNorm;
 use burn::prelude::*;
-use burn::tensor::activation::relu;
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
+use nestednet_kernels::max_pool2x2_relu;
 use rayon::prelude::*;
-
-/// 2×2 max-pooling with stride 2 (floor mode), the values of Burn's `max_pool2d`.
-///
-/// Without autodiff and with even sizes it is computed as a reshape to
-/// `[b, c, h/2, 2, w/2, 2]` and two `max_dim`s: the same values, about 1.7x faster on `flex`
-/// than the generic pooling kernel. Training keeps `max_pool2d`, whose backward is cheaper.
-pub(crate) fn pool(x: Tensor<4>) -> Tensor<4> {
-    let [b, c, h, w] = x.dims();
-    if x.is_autodiff() || h % 2 != 0 || w % 2 != 0 {
-        return max_pool2d(x, MaxPoolOptions::new([2, 2]));
-    }
-    x.reshape([b, c, h / 2, 2, w / 2, 2]).max_dim(5).max_dim(3).reshape([b, c, h / 2, w / 2])
-}
 
 /// `relu(max_pool_2x2(norm(x)))` with `norm` in inference mode (running statistics), for
 /// `x` of shape `[batch, channels, height, width]`. Runs the fused CPU kernel on a `flex`
@@ -44,7 +28,7 @@ pub(crate) fn norm_pool_relu(x: Tensor<4>, norm: &BatchNorm) -> Tensor<4> {
     let [width] = norm.gamma.dims();
     assert_eq!(c, width, "batch norm of {width} channels applied to {c} channels");
     if x.is_autodiff() || !on_flex(&x) || h % 2 != 0 || w % 2 != 0 || x.dtype() != burn::tensor::DType::F32 {
-        return relu(pool(norm.forward(x)));
+        return max_pool2x2_relu(norm.forward(x));
     }
     let stats = ChannelStats::of(norm);
     let device = x.device();
@@ -138,6 +122,14 @@ mod tests {
     use super::*;
     use burn::nn::BatchNormConfig;
     use burn::tensor::Distribution;
+    use burn::tensor::activation::relu;
+    use burn::tensor::module::max_pool2d;
+    use burn::tensor::ops::MaxPoolOptions;
+
+    /// Burn's own operations, the reference.
+    fn reference(x: Tensor<4>) -> Tensor<4> {
+        relu(max_pool2d(x, MaxPoolOptions::new([2, 2])))
+    }
 
     /// A batch norm whose running statistics and affine parameters are not the identity, with
     /// negative γ in some channels (where max and the normalisation do not commute).
@@ -159,7 +151,7 @@ mod tests {
         for shape in [[3, 5, 8, 6], [1, 1, 2, 2], [2, 16, 28, 28]] {
             let norm = trained_like_norm(shape[1], &device);
             let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 2.0), &device);
-            let expected = relu(pool(norm.forward(x.clone()))).into_data();
+            let expected = reference(norm.forward(x.clone())).into_data();
             let values = x.into_data().try_to_vec::<f32>().unwrap();
             let got = norm_pool_relu_kernel(&values, shape, &ChannelStats::of(&norm));
             let [b, c, h, w] = shape;
@@ -188,7 +180,7 @@ mod tests {
             let norm = trained_like_norm(4, &device);
             for shape in [[2, 4, 6, 10], [2, 4, 7, 5]] {
                 let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-                let expected = relu(pool(norm.forward(x.clone()))).into_data();
+                let expected = reference(norm.forward(x.clone())).into_data();
                 assert_eq!(on_flex(&x), cfg!(feature = "flex"));
                 let got = norm_pool_relu(x, &norm);
                 assert_eq!(got.device(), device);

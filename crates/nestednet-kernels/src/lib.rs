@@ -1,0 +1,70 @@
+//! CPU training kernels with hand-written backward passes.
+//!
+//! Burn runs a training step as many small operations, each with its own autodiff node and a
+//! fresh output buffer, and some of its generic CPU kernels are slow for the small tensors of
+//! nested networks' compact levels. The operations here replace a run of Burn operations with
+//! one kernel and one autodiff node, registered through Burn's backend extension
+//! (`#[backend_extension]`) with a hand-written `Autodiff` implementation, the way Burn's
+//! `custom-cubecl-kernel` example does it for a GPU kernel.
+//!
+//! Each operation is a plain function on [`Tensor`](burn::tensor::Tensor)s:
+//!
+//! - on a `flex` device (with or without autodiff, `f32`) it runs its own kernel, which gives
+//!   the **same values and the same gradients, bit for bit**, as the Burn operations it
+//!   replaces (tested with exact equality), so no trained model changes;
+//! - on every other backend (`ndarray`, `wgpu`, `tch`, `cuda`), and without the `flex`
+//!   feature, it *is* those Burn operations.
+//!
+//! | operation | replaces |
+//! |---|---|
+//! | [`max_pool2x2_relu`] | `relu(max_pool2d(x, [2, 2]))` |
+//!
+//! The environment variable `NESTEDNET_KERNELS=burn` (or [`set_own_kernels`]`(false)`) makes
+//! every operation take Burn's path everywhere: for speed comparisons, and as a way out should
+//! a kernel ever misbehave on a machine.
+#![warn(missing_docs)]
+
+mod pool;
+
+pub use pool::max_pool2x2_relu;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// 0: not decided yet (read `NESTEDNET_KERNELS` on first use), 1: own kernels, 2: Burn's ops.
+static OWN_KERNELS: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the operations run their own kernels where they have one (the default), or Burn's
+/// operations everywhere (`NESTEDNET_KERNELS=burn`, or after `set_own_kernels(false)`).
+pub fn own_kernels() -> bool {
+    match OWN_KERNELS.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let own = std::env::var("NESTEDNET_KERNELS").map_or(true, |value| value.trim() != "burn");
+            // A concurrent `set_own_kernels` wins over the environment.
+            let _ = OWN_KERNELS.compare_exchange(
+                0,
+                if own { 1 } else { 2 },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            OWN_KERNELS.load(Ordering::Relaxed) == 1
+        }
+    }
+}
+
+/// Chooses, for the whole process, between the operations' own kernels (`true`, the default)
+/// and Burn's operations (`false`). Both give the same values; this is for measuring one
+/// against the other.
+pub fn set_own_kernels(enabled: bool) {
+    OWN_KERNELS.store(if enabled { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Whether `tensor` lives on the `flex` device (with or without autodiff) and holds `f32`s:
+/// there, and only there, the operations run their own kernels (unless switched off).
+#[cfg(feature = "flex")]
+fn runs_own_kernel<const D: usize>(tensor: &burn::tensor::Tensor<D>) -> bool {
+    tensor.dtype() == burn::tensor::DType::F32
+        && tensor.device().inner() == burn::tensor::Device::flex()
+        && own_kernels()
+}
