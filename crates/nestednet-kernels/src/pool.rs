@@ -108,29 +108,9 @@ fn backward_in_place(x: &mut [f32], grad: &[f32], [b, c, h, w]: [usize; 4]) {
     planes.with_min_len(planes_per_task(h * w)).for_each(|(plane, g)| {
         for (oy, g) in g.chunks_exact(wo).enumerate() {
             let (top, bottom) = plane[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
-            for ((t, b), &g) in top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2)).zip(g) {
-                let values = [t[0], t[1], b[0], b[1]];
-                let [v0, v1, v2, v3] = values;
-                // A NaN (or infinities of both signs) takes the exact rule; the usual window
-                // goes without branches: a random window's winner is unpredictable, and the
-                // compiler turns `window_winner`'s choices into jumps.
-                let (max, wins) = if (v0 + v1 + v2 + v3).is_nan() {
-                    window_winner(values)
-                } else {
-                    // `f32::max` may return either of -0 and +0 where `window_winner` takes
-                    // the first; both give no gradient below (neither is above zero).
-                    let max = v0.max(v1).max(v2).max(v3);
-                    // The winner is the first value equal to the maximum: an earlier equal
-                    // value would have kept later ones from beating it.
-                    let equal = values.map(|v| if v == max { u32::MAX } else { 0 });
-                    let (e0, e1, e2) = (equal[0], equal[1] & !equal[0], equal[2] & !(equal[0] | equal[1]));
-                    (max, [e0, e1, e2, !(e0 | e1 | e2)].map(|mask| mask != 0))
-                };
-                // ReLU's backward (the gradient passes where its input is NaN or positive),
-                // then the scatter's `0 + g` at the maximum, zero elsewhere.
-                let g = 0.0 + if max.is_nan() || max > 0.0 { g } else { 0.0 };
-                let pick = |win: bool| f32::from_bits(g.to_bits() & if win { u32::MAX } else { 0 });
-                (t[0], t[1], b[0], b[1]) = (pick(wins[0]), pick(wins[1]), pick(wins[2]), pick(wins[3]));
+            let tops = top[..2 * wo].chunks_mut(2 * BLOCK);
+            for ((top, bottom), g) in tops.zip(bottom[..2 * wo].chunks_mut(2 * BLOCK)).zip(g.chunks(BLOCK)) {
+                backward_block(top, bottom, g);
             }
             // An odd last column is in no window.
             if w % 2 == 1 {
@@ -140,6 +120,73 @@ fn backward_in_place(x: &mut [f32], grad: &[f32], [b, c, h, w]: [usize; 4]) {
         // Nor is an odd last row.
         plane[2 * ho * w..].fill(0.0);
     });
+}
+
+/// Windows per block of the backward kernel: a multiple of every SIMD width.
+const BLOCK: usize = 16;
+
+/// The backward kernel on up to [`BLOCK`] neighbouring windows: `top` and `bottom` hold their
+/// two input rows (`2 · g.len()` values each) and are overwritten with the input's gradient;
+/// `g` is the gradient of the windows' outputs.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+#[inline(always)]
+fn backward_block(top: &mut [f32], bottom: &mut [f32], g: &[f32]) {
+    let n = g.len();
+    // Deinterleaved into a window's four positions, so that the arithmetic runs on whole SIMD
+    // registers: on the interleaved rows the compiler emitted scalar code with branches, 10x
+    // slower (6.0 against 0.57 ms for `[64, 32, 28, 28]` on one core).
+    let mut values = [[0.0f32; BLOCK]; 4];
+    let mut grad = [0.0f32; BLOCK];
+    for i in 0..n {
+        values[0][i] = top[2 * i];
+        values[1][i] = top[2 * i + 1];
+        values[2][i] = bottom[2 * i];
+        values[3][i] = bottom[2 * i + 1];
+        grad[i] = g[i];
+    }
+    let Some(bits) = backward_lanes(&values, &grad) else {
+        // A NaN in the block: Flex's rule window by window (a NaN wins, the last one).
+        for i in 0..n {
+            let (max, wins) = window_winner([values[0][i], values[1][i], values[2][i], values[3][i]]);
+            let g = 0.0 + if max.is_nan() || max > 0.0 { grad[i] } else { 0.0 };
+            let pick = |win: bool| if win { g } else { 0.0 };
+            (top[2 * i], top[2 * i + 1]) = (pick(wins[0]), pick(wins[1]));
+            (bottom[2 * i], bottom[2 * i + 1]) = (pick(wins[2]), pick(wins[3]));
+        }
+        return;
+    };
+    for i in 0..n {
+        (top[2 * i], top[2 * i + 1]) = (f32::from_bits(bits[0][i]), f32::from_bits(bits[1][i]));
+        (bottom[2 * i], bottom[2 * i + 1]) = (f32::from_bits(bits[2][i]), f32::from_bits(bits[3][i]));
+    }
+}
+
+/// The input gradient's bits at each of the four positions of [`BLOCK`] windows, or `None`
+/// if a value is NaN. Branch-free, so that it vectorises: without NaN, a window's maximum is
+/// the first value that no later one exceeds (`>` keeps the earlier of equal values, as Flex
+/// does), its winner the first value equal to it (an earlier equal value would have kept the
+/// later ones from beating it), and the gradient passes (ReLU) where the maximum is positive.
+/// A -0 and a +0 both compare equal to a maximum of either sign; both get no gradient.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+#[inline(always)]
+fn backward_lanes(values: &[[f32; BLOCK]; 4], grad: &[f32; BLOCK]) -> Option<[[u32; BLOCK]; 4]> {
+    let mut bits = [[0u32; BLOCK]; 4];
+    let mut nan = 0u32;
+    let mask = |set: bool| 0u32.wrapping_sub(set as u32);
+    for i in 0..BLOCK {
+        let [v0, v1, v2, v3] = [values[0][i], values[1][i], values[2][i], values[3][i]];
+        nan |= (v0.is_nan() | v1.is_nan() | v2.is_nan() | v3.is_nan()) as u32;
+        let larger = |max: f32, v: f32| if v > max { v } else { max };
+        let max = larger(larger(larger(v0, v1), v2), v3);
+        // The scatter's `0 + g` (which turns a -0 gradient into +0), masked by ReLU.
+        let g = (0.0 + grad[i]).to_bits() & mask(max > 0.0);
+        let e0 = mask(v0 == max);
+        let e1 = mask(v1 == max) & !e0;
+        let e2 = mask(v2 == max) & !(e0 | e1);
+        let e3 = !(e0 | e1 | e2);
+        (bits[0][i], bits[1][i], bits[2][i], bits[3][i]) = (g & e0, g & e1, g & e2, g & e3);
+    }
+    (nan == 0).then_some(bits)
 }
 
 /// The backend extension: the kernel on `Flex`, its backward pass on `Autodiff<Flex>`.
