@@ -18,14 +18,17 @@
 //! | operation | replaces |
 //! |---|---|
 //! | [`max_pool2x2_relu`] | `relu(max_pool2d(x, [2, 2]))` |
+//! | [`norm_max_pool2x2_relu`] (inference only) | `relu(max_pool2d(norm.forward(x), [2, 2]))` |
 //!
 //! The environment variable `NESTEDNET_KERNELS=burn` (or [`set_own_kernels`]`(false)`) makes
 //! every operation take Burn's path everywhere: for speed comparisons, and as a way out should
 //! a kernel ever misbehave on a machine.
 #![warn(missing_docs)]
 
+mod norm_pool;
 mod pool;
 
+pub use norm_pool::norm_max_pool2x2_relu;
 pub use pool::max_pool2x2_relu;
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -67,4 +70,10 @@ fn runs_own_kernel<const D: usize>(tensor: &burn::tensor::Tensor<D>) -> bool {
     tensor.dtype() == burn::tensor::DType::F32
         && tensor.device().inner() == burn::tensor::Device::flex()
         && own_kernels()
+}
+
+/// Without the `flex` backend compiled in, every tensor takes Burn's operations.
+#[cfg(not(feature = "flex"))]
+fn runs_own_kernel<const D: usize>(_tensor: &burn::tensor::Tensor<D>) -> bool {
+    false
 }

@@ -37,7 +37,6 @@ pub fn max_pool2x2_relu(x: Tensor<4>) -> Tensor<4> {
 }
 
 /// Planes are a few hundred values: hand rayon batches of them, not single planes.
-#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 fn planes_per_task(plane: usize) -> usize {
     (4096 / plane.max(1)).max(1)
 }
@@ -45,7 +44,6 @@ fn planes_per_task(plane: usize) -> usize {
 /// The maximum of a window's four values (row-major: top-left, top-right, bottom-left,
 /// bottom-right) and which of them it is (exactly one `true`), by Flex's rule: the first of
 /// equal values, a NaN wins. Without branches: a random window's winner is unpredictable.
-#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 #[inline(always)]
 fn window_winner([v0, v1, v2, v3]: [f32; 4]) -> (f32, [bool; 4]) {
     let beats = |v: f32, max: f32| v > max || v.is_nan();
@@ -58,24 +56,40 @@ fn window_winner([v0, v1, v2, v3]: [f32; 4]) -> (f32, [bool; 4]) {
     (m3, [!(t1 | t2 | t3), t1 & !(t2 | t3), t2 & !t3, t3])
 }
 
+/// Flex's ReLU: a NaN stays, everything not above zero becomes zero.
+#[inline(always)]
+fn relu_f32(v: f32) -> f32 {
+    if v.is_nan() || v > 0.0 { v } else { 0.0 }
+}
+
 /// The forward kernel on a row-major `[b, c, h, w]` buffer (`h`, `w` at least 2): the
 /// `[b, c, h / 2, w / 2]` buffer of `relu(max)` over each window.
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
-fn forward(x: &[f32], [b, c, h, w]: [usize; 4]) -> Vec<f32> {
+fn forward(x: &[f32], shape: [usize; 4]) -> Vec<f32> {
     #[cfg(test)]
     tests::count_call();
+    map_pool_relu(x, shape, |_channel| |v| v)
+}
+
+/// `relu(max)` over each 2×2 window of `map(channel)` applied to every value of a row-major
+/// `[b, c, h, w]` buffer (`h`, `w` at least 2; `map` is the identity for plain pooling, the
+/// channel's batch norm for the inference kernel), as a `[b, c, h / 2, w / 2]` buffer.
+pub(crate) fn map_pool_relu<M: Fn(f32) -> f32>(
+    x: &[f32],
+    [b, c, h, w]: [usize; 4],
+    map: impl Fn(usize) -> M + Sync,
+) -> Vec<f32> {
     assert_eq!(x.len(), b * c * h * w, "input of {} values for shape {:?}", x.len(), [b, c, h, w]);
     assert!(h >= 2 && w >= 2, "2x2 pooling of a {h}x{w} plane");
     let (ho, wo) = (h / 2, w / 2);
     let mut out = vec![0.0f32; b * c * ho * wo];
-    let planes = out.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w));
-    planes.with_min_len(planes_per_task(h * w)).for_each(|(dst, src)| {
+    let planes = out.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w)).enumerate();
+    planes.with_min_len(planes_per_task(h * w)).for_each(|(index, (dst, src))| {
+        let map = map(index % c.max(1));
         for (oy, row) in dst.chunks_exact_mut(wo).enumerate() {
             let (top, bottom) = (&src[2 * oy * w..][..2 * wo], &src[(2 * oy + 1) * w..][..2 * wo]);
             for ((t, b), o) in top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(row) {
-                let (max, _) = window_winner([t[0], t[1], b[0], b[1]]);
-                // Flex's ReLU: a NaN stays, everything not above zero becomes zero.
-                *o = if max.is_nan() || max > 0.0 { max } else { 0.0 };
+                *o = relu_f32(window_winner([t[0], t[1], b[0], b[1]].map(&map)).0);
             }
         }
     });

@@ -13,7 +13,6 @@
 #![warn(missing_docs)]
 
 mod error;
-mod fused;
 mod mnist_cnn;
 mod network;
 mod recipe;

@@ -17,12 +17,11 @@ use nestednet_nn::{
 use nestednet_schedule::{ChannelSchedule, LevelSpec, ScheduledLayer};
 
 // `Result` stays qualified: `#[derive(Config)]` expands to code naming the prelude's `Result`.
-use crate::fused::norm_pool_relu;
 use crate::{
     LevelCost, LevelRequest, MixableLayer, ModelError, ModelFamily, ModelRequest, NestedNetwork,
     NestedNetworkConfig, Recipe, RecipeContext, RecipeLevelWeights, RecipeOptimizer, RecipeSchedule,
 };
-use nestednet_kernels::max_pool2x2_relu;
+use nestednet_kernels::{max_pool2x2_relu, norm_max_pool2x2_relu};
 
 /// Configuration of the nested `mnist-cnn`.
 #[derive(Config, Debug)]
@@ -222,7 +221,7 @@ pub struct NestedMnistCnn {
 
 /// Level `level`'s batch norm, then 2×2 max-pooling, then ReLU. Training (batch statistics,
 /// gradients) goes through [`LevelBatchNorm::forward`]; inference through the level's own
-/// [`BatchNorm`] and [`norm_pool_relu`], fused on the CPU.
+/// [`BatchNorm`] and [`norm_max_pool2x2_relu`], fused on the CPU.
 ///
 /// relu(max-pool(x)) == max-pool(relu(x)) exactly (max is monotone), and pooling first runs
 /// the ReLU on 4x fewer values.
@@ -233,7 +232,7 @@ fn level_norm_pool_relu(x: Tensor<4>, norm: &LevelBatchNorm, level: usize) -> Te
     let width = norm.width(level);
     let got = x.dims()[1];
     assert_eq!(got, width, "LevelBatchNorm level {level}: expected {width} channels, got {got}");
-    norm_pool_relu(x, norm.level_norm(level))
+    norm_max_pool2x2_relu(x, norm.level_norm(level))
 }
 
 impl NestedMnistCnn {
@@ -626,8 +625,8 @@ pub struct MnistCnn {
 impl MnistCnn {
     /// Logits `[batch, classes]` for images `[batch, c, h, w]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = norm_pool_relu(self.conv1.forward(images), &self.bn1);
-        let x = norm_pool_relu(self.conv2.forward(x), &self.bn2).flatten::<2>(1, 3);
+        let x = norm_max_pool2x2_relu(self.conv1.forward(images), &self.bn1);
+        let x = norm_max_pool2x2_relu(self.conv2.forward(x), &self.bn2).flatten::<2>(1, 3);
         self.fc2.forward(relu(self.fc1.forward(x)))
     }
 }

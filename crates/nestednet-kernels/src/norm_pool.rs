@@ -11,23 +11,26 @@
 //! bit-identical to the three separate ops: no accuracy, export or report changes.
 //!
 //! Other backends keep Burn's ops: there `into_data` would be a device-to-host copy. Training
-//! (batch statistics, gradients) runs Burn's batch norm, then `nestednet-kernels`'
-//! [`max_pool2x2_relu`], which has its own kernel and backward pass on `flex`.
+//! (batch statistics, gradients) runs Burn's batch norm, then [`max_pool2x2_relu`], which has
+//! its own kernel and backward pass on `flex`.
 
+use crate::pool::{map_pool_relu, max_pool2x2_relu};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
-use nestednet_kernels::max_pool2x2_relu;
-use rayon::prelude::*;
 
-/// `relu(max_pool_2x2(norm(x)))` with `norm` in inference mode (running statistics), for
-/// `x` of shape `[batch, channels, height, width]`. Runs the fused CPU kernel on a `flex`
-/// tensor without autodiff and even height and width, and Burn's ops otherwise: the same
-/// values, bit for bit.
-pub(crate) fn norm_pool_relu(x: Tensor<4>, norm: &BatchNorm) -> Tensor<4> {
+/// `relu(max_pool2d(norm(x), [2, 2]))` with `norm` in inference mode (running statistics), for
+/// `x` of shape `[batch, channels, height, width]` (floor mode: an odd last row or column is
+/// dropped). Runs the fused kernel on a `flex` tensor without autodiff, and Burn's batch norm
+/// then [`max_pool2x2_relu`] otherwise: the same values, bit for bit.
+///
+/// # Panics
+///
+/// If `norm` has another number of channels than `x`.
+pub fn norm_max_pool2x2_relu(x: Tensor<4>, norm: &BatchNorm) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let [width] = norm.gamma.dims();
     assert_eq!(c, width, "batch norm of {width} channels applied to {c} channels");
-    if x.is_autodiff() || !on_flex(&x) || h % 2 != 0 || w % 2 != 0 || x.dtype() != burn::tensor::DType::F32 {
+    if x.is_autodiff() || h < 2 || w < 2 || !crate::runs_own_kernel(&x) {
         return max_pool2x2_relu(norm.forward(x));
     }
     let stats = ChannelStats::of(norm);
@@ -36,18 +39,6 @@ pub(crate) fn norm_pool_relu(x: Tensor<4>, norm: &BatchNorm) -> Tensor<4> {
     let values = data.as_slice::<f32>().expect("an f32 tensor holds f32 values");
     let out = norm_pool_relu_kernel(values, [b, c, h, w], &stats);
     Tensor::from_data(TensorData::new(out, [b, c, h / 2, w / 2]), &device)
-}
-
-/// Whether `x` lives on the `flex` device (with or without autodiff: callers check that).
-#[cfg(feature = "flex")]
-fn on_flex(x: &Tensor<4>) -> bool {
-    x.device().inner() == Device::flex()
-}
-
-/// Without the `flex` backend compiled in, every tensor takes Burn's ops.
-#[cfg(not(feature = "flex"))]
-fn on_flex(_x: &Tensor<4>) -> bool {
-    false
 }
 
 /// A batch norm's per-channel inference coefficients, as Burn's `batch_norm` uses them.
@@ -79,42 +70,13 @@ impl ChannelStats {
     }
 }
 
-/// The kernel: for each `[batch, channel]` plane of `x` (`[b, c, h, w]`, row-major, even
-/// `h` and `w`), `max(0, max over each 2×2 window of norm(x))`. A NaN in a window makes its
-/// output NaN, as Burn's `max_pool2d` does.
-pub(crate) fn norm_pool_relu_kernel(x: &[f32], [b, c, h, w]: [usize; 4], stats: &ChannelStats) -> Vec<f32> {
-    assert_eq!(x.len(), b * c * h * w, "input of {} values for shape {:?}", x.len(), [b, c, h, w]);
-    assert!(h % 2 == 0 && w % 2 == 0, "2x2 pooling of odd size {h}x{w}");
+/// The kernel: for each `[batch, channel]` plane of `x` (`[b, c, h, w]`, row-major, `h` and
+/// `w` at least 2), `max(0, max over each 2×2 window of norm(x))`, by the rule of Burn's
+/// pooling and ReLU: a NaN in a window makes its output NaN.
+pub(crate) fn norm_pool_relu_kernel(x: &[f32], shape: [usize; 4], stats: &ChannelStats) -> Vec<f32> {
+    let c = shape[1];
     assert_eq!(stats.mean.len(), c, "statistics of {} channels for {c} channels", stats.mean.len());
-    let (ho, wo) = (h / 2, w / 2);
-    let mut out = vec![0.0f32; b * c * ho * wo];
-    if out.is_empty() {
-        return out;
-    }
-    let plane = |(index, (dst, src)): (usize, (&mut [f32], &[f32]))| {
-        let normalise = stats.channel(index % c);
-        for (oy, row) in dst.chunks_exact_mut(wo).enumerate() {
-            let top = &src[2 * oy * w..(2 * oy + 1) * w];
-            let bottom = &src[(2 * oy + 1) * w..(2 * oy + 2) * w];
-            for (ox, o) in row.iter_mut().enumerate() {
-                let window = [top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]];
-                let mut m = f32::NEG_INFINITY;
-                for v in window.map(&normalise) {
-                    if v.is_nan() {
-                        m = v;
-                        break;
-                    }
-                    m = m.max(v);
-                }
-                // `max` returns the non-NaN operand, so a NaN must skip the ReLU explicitly.
-                *o = if m.is_nan() { m } else { m.max(0.0) };
-            }
-        }
-    };
-    // Planes are a few hundred values: hand rayon batches of them, not single planes.
-    let planes = out.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w)).enumerate();
-    planes.with_min_len((4096 / (h * w)).max(1)).for_each(plane);
-    out
+    map_pool_relu(x, shape, |channel| stats.channel(channel))
 }
 
 #[cfg(test)]
@@ -171,8 +133,8 @@ mod tests {
         assert_eq!(&out[1..], &[1.0, 1.0, 1.0]);
     }
 
-    /// With `flex` compiled in, a plain flex tensor takes the fused kernel and an autodiff one
-    /// Burn's batch norm; both give the same values (odd sizes always take Burn's ops).
+    /// A plain flex tensor takes the fused kernel and an autodiff one Burn's batch norm; both
+    /// give Burn's values, for odd sizes too.
     #[test]
     fn norm_pool_relu_matches_burn_on_every_path() {
         for device in [Device::flex(), Device::flex().autodiff()] {
@@ -181,8 +143,7 @@ mod tests {
             for shape in [[2, 4, 6, 10], [2, 4, 7, 5]] {
                 let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
                 let expected = reference(norm.forward(x.clone())).into_data();
-                assert_eq!(on_flex(&x), cfg!(feature = "flex"));
-                let got = norm_pool_relu(x, &norm);
+                let got = norm_max_pool2x2_relu(x, &norm);
                 assert_eq!(got.device(), device);
                 got.into_data().assert_eq(&expected, true);
             }
