@@ -4,9 +4,7 @@
 //! split.
 
 use nestednet::burn::prelude::*;
-use nestednet::burn::tensor::activation::relu;
-use nestednet::burn::tensor::module::max_pool2d;
-use nestednet::burn::tensor::ops::MaxPoolOptions;
+use nestednet::kernels::max_pool2x2_relu;
 use nestednet::models::{ModelError, NestedNetwork, NestedNetworkConfig};
 use nestednet::nn::{
     LevelBatchNorm, LevelBatchNormConfig, Maskable, NestedConv2d, NestedConv2dConfig, NestedLinear,
@@ -93,9 +91,11 @@ impl NestedNetwork for TinyNet {
     }
 
     fn forward_level(&self, images: Tensor<4>, level: usize) -> Tensor<2> {
-        let pool = |x| max_pool2d(x, MaxPoolOptions::new([2, 2]));
-        let x = pool(relu(self.bn1.forward(self.conv1.forward(images, level), level)));
-        let x = pool(relu(self.bn2.forward(self.conv2.forward(x, level), level)));
+        // `relu(max_pool2d(x, [2, 2]))` (= the pooled ReLU), as one kernel with its own
+        // backward pass on `flex` and Burn's two ops elsewhere: nestednet-kernels' operations
+        // serve any network.
+        let x = max_pool2x2_relu(self.bn1.forward(self.conv1.forward(images, level), level));
+        let x = max_pool2x2_relu(self.bn2.forward(self.conv2.forward(x, level), level));
         self.fc.forward(x.flatten::<2>(1, 3), level)
     }
 
