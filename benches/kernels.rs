@@ -1,5 +1,6 @@
 //! Each `nestednet-kernels` operation against the Burn operations it replaces, forward and
-//! backward (the product with a random tensor, summed, is the loss), at the shapes of the 3-level `mnist-cnn`'s training step (batch 64), on `flex`.
+//! backward (the product with a random tensor, summed, is the loss), at the shapes of the
+//! 3-level `mnist-cnn`'s training step (batch 64), on `flex`.
 //! Both paths run alternately in one process, so the ratio is from one run.
 //!
 //! ```text
@@ -11,10 +12,11 @@ use std::time::Instant;
 use clap::Parser;
 use nestednet::burn::prelude::*;
 use nestednet::burn::tensor::activation::relu;
+use nestednet::burn::tensor::module::conv2d as burn_conv2d;
 use nestednet::burn::tensor::module::max_pool2d;
-use nestednet::burn::tensor::ops::MaxPoolOptions;
+use nestednet::burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use nestednet::data::SplitMix64;
-use nestednet::kernels::{max_pool2x2_relu, set_own_kernels};
+use nestednet::kernels::{conv2d, max_pool2x2_relu, set_own_kernels};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -32,10 +34,24 @@ struct Args {
     bench: bool,
 }
 
-/// Milliseconds of one forward + backward pass of `op` on `shape` (with `backward`; a forward
-/// pass alone without autodiff otherwise), the median of `repeats`. The output's gradient is
-/// a dense tensor, as a training step's is.
-fn time_ms(op: fn(Tensor<4>) -> Tensor<4>, shape: [usize; 4], repeats: usize, backward: bool) -> f64 {
+/// An operation on an input and parameters (each a leaf that wants a gradient).
+type Op = fn(Tensor<4>, &[Tensor<4>]) -> Tensor<4>;
+
+/// One timed case: the operation, its input's shape, its parameters' shapes, and whether the
+/// input wants a gradient (an image batch does not).
+struct Case {
+    name: &'static str,
+    burn: Op,
+    own: Op,
+    input: [usize; 4],
+    params: Vec<[usize; 4]>,
+    input_grad: bool,
+}
+
+/// Milliseconds of one forward + backward pass of `op` (with `backward`; a forward pass alone
+/// without autodiff otherwise), the median of `repeats`. The output's gradient is a dense
+/// tensor, as a training step's is.
+fn time_ms(case: &Case, op: Op, repeats: usize, backward: bool) -> f64 {
     let device = if backward { Device::flex().autodiff() } else { Device::flex() };
     let random = |shape: [usize; 4], seed| {
         let n = shape.iter().product();
@@ -44,20 +60,29 @@ fn time_ms(op: fn(Tensor<4>) -> Tensor<4>, shape: [usize; 4], repeats: usize, ba
             &device,
         )
     };
-    let x = random(shape, 1);
-    let [b, c, h, w] = shape;
-    let weights = random([b, c, h / 2, w / 2], 2);
+    let x = random(case.input, 1);
+    let params: Vec<Tensor<4>> =
+        case.params.iter().zip(3..).map(|(&shape, seed)| random(shape, seed).mul_scalar(0.1)).collect();
+    let out = op(x.clone(), &params).dims();
+    let weights = random(out, 2);
     let mut times = Vec::with_capacity(repeats);
     for i in 0..repeats + 3 {
         let start = Instant::now();
         if backward {
-            let x = x.clone().detach().require_grad();
-            // The operation's input made by an operation, as in a network (there the kernel
-            // may write the gradient over its input's buffer), not the leaf itself.
-            let grads = (op(x.clone().mul_scalar(1.0)) * weights.clone()).sum().backward();
-            let _ = x.grad(&grads).expect("a gradient").into_data();
+            let x = x.clone().detach();
+            let x = if case.input_grad { x.require_grad() } else { x };
+            let params: Vec<Tensor<4>> = params.iter().map(|p| p.clone().detach().require_grad()).collect();
+            // The operation's input made by an operation, as in a network (there the pooling
+            // kernel may write the gradient over its input's buffer), not the leaf itself.
+            let grads = (op(x.clone().mul_scalar(1.0), &params) * weights.clone()).sum().backward();
+            if case.input_grad {
+                let _ = x.grad(&grads).expect("a gradient").into_data();
+            }
+            for p in &params {
+                let _ = p.grad(&grads).expect("a gradient").into_data();
+            }
         } else {
-            let _ = op(x.clone()).into_data();
+            let _ = op(x.clone(), &params).into_data();
         }
         if i >= 3 {
             times.push(start.elapsed().as_secs_f64() * 1e3);
@@ -67,36 +92,78 @@ fn time_ms(op: fn(Tensor<4>) -> Tensor<4>, shape: [usize; 4], repeats: usize, ba
     times[times.len() / 2]
 }
 
+fn conv3x3(
+    conv: fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>, ConvOptions<2>) -> Tensor<4>,
+    x: Tensor<4>,
+    params: &[Tensor<4>],
+) -> Tensor<4> {
+    let c_out = params[0].dims()[0];
+    let bias = params[1].clone().reshape([c_out]);
+    conv(x, params[0].clone(), Some(bias), ConvOptions::new([1, 1], [1, 1], [1, 1], 1))
+}
+
 fn main() {
     let args = Args::parse();
     println!(
-        "flex, RAYON_NUM_THREADS={}; forward + backward, median of {} (ms)\n",
+        "flex, RAYON_NUM_THREADS={}; median of {} (ms)\n",
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all cores".into()),
         args.repeats
     );
-    println!("| operation | shape | pass | Burn's ops | nestednet-kernels | speed-up |");
+    println!("| operation | input | pass | Burn's ops | nestednet-kernels | speed-up |");
     println!("|---|---|---|---|---|---|");
-    let burn_pool: fn(Tensor<4>) -> Tensor<4> = |x| relu(max_pool2d(x, MaxPoolOptions::new([2, 2])));
+    let mut cases = Vec::new();
+    // The three levels' two convolutions (3x3, padding 1, with a bias) at batch 64: the first
+    // on the image batch (no input gradient), the second on the first's pooled output.
+    for (c_in, c_out, size, input_grad) in [
+        (1, 8, 28, false),
+        (1, 16, 28, false),
+        (1, 32, 28, false),
+        (8, 16, 14, true),
+        (16, 32, 14, true),
+        (32, 64, 14, true),
+    ] {
+        cases.push(Case {
+            name: "conv2d 3x3",
+            burn: |x, p| conv3x3(burn_conv2d, x, p),
+            own: |x, p| conv3x3(conv2d, x, p),
+            input: [64, c_in, size, size],
+            params: vec![[c_out, c_in, 3, 3], [c_out, 1, 1, 1]],
+            input_grad,
+        });
+    }
     // The three levels' two pooling layers at batch 64.
-    let shapes = [
+    for shape in [
         [64, 8, 28, 28],
         [64, 16, 28, 28],
         [64, 32, 28, 28],
         [64, 16, 14, 14],
         [64, 32, 14, 14],
         [64, 64, 14, 14],
-    ];
-    for shape in shapes {
+    ] {
+        cases.push(Case {
+            name: "max_pool2x2_relu",
+            burn: |x, _| relu(max_pool2d(x, MaxPoolOptions::new([2, 2]))),
+            own: |x, _| max_pool2x2_relu(x),
+            input: shape,
+            params: Vec::new(),
+            input_grad: true,
+        });
+    }
+    for case in &cases {
         for (pass, backward) in [("forward", false), ("forward + backward", true)] {
             let run = |path: &str, op, own| {
                 set_own_kernels(own);
                 let skip = args.only.as_deref().is_some_and(|only| only != path);
-                if skip { f64::NAN } else { time_ms(op, shape, args.repeats, backward) }
+                if skip { f64::NAN } else { time_ms(case, op, args.repeats, backward) }
             };
-            // `max_pool2x2_relu` with its kernels switched off runs the same two Burn ops.
-            let burn = run("burn", burn_pool, false);
-            let own = run("own", max_pool2x2_relu, true);
-            println!("| max_pool2x2_relu | {shape:?} | {pass} | {burn:.3} | {own:.3} | {:.2}x |", burn / own);
+            let burn = run("burn", case.burn, false);
+            let own = run("own", case.own, true);
+            println!(
+                "| {} | {:?} | {pass} | {burn:.3} | {own:.3} | {:.2}x |",
+                case.name,
+                case.input,
+                burn / own
+            );
         }
     }
 }

@@ -189,30 +189,98 @@ fn checkpoint_round_trip(backend: Backend) {
     assert_eq!(parameters(&loaded), parameters(&model), "{backend}: the round trip changed weights");
 }
 
-/// `nestednet-kernels`' operations on `backend` give the values and input gradients of Burn's
-/// own operations on `flex`: the kernels' path on `flex`, Burn's everywhere else.
+/// `nestednet-kernels`' operations on `backend` give the values and gradients of Burn's own
+/// operations on `flex`: the kernels' path on `flex`, Burn's everywhere else.
 fn kernels_match_burns_ops(backend: Backend) {
     use nestednet::burn::tensor::activation::relu;
-    use nestednet::burn::tensor::module::max_pool2d;
-    use nestednet::burn::tensor::ops::MaxPoolOptions;
-    let run = |op: &dyn Fn(Tensor<4>) -> Tensor<4>, device: &Device| {
-        // Rounded to quarters: windows with equal values, where the choice of maximum shows.
+    use nestednet::burn::tensor::module::{conv2d, max_pool2d};
+    use nestednet::burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+    use nestednet::kernels::{batch_norm_max_pool2x2_relu, batch_norm_train, max_pool2x2_relu};
+    // Rounded to quarters: windows with equal values, where the choice of maximum shows.
+    let input = |device: &Device| {
         let quarters =
             common::random_images([3, 5, 9, 12], 17, &reference()).mul_scalar(4.0).round().div_scalar(4.0);
-        let x = Tensor::<4>::from_data(quarters.sub_scalar(1.0).into_data(), device).require_grad();
+        Tensor::<4>::from_data(quarters.sub_scalar(1.0).into_data(), device).require_grad()
+    };
+    let parameter = |dims: usize, seed: u64, device: &Device| {
+        let values = values(common::random_images([1, 1, 1, dims], seed, &reference()));
+        Tensor::<1>::from_data(TensorData::new(values, [dims]), device).require_grad()
+    };
+    let pool = |device: &Device, op: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+        let x = input(device);
         let weights = common::random_images([3, 5, 4, 6], 18, device);
         let y = op(x.clone());
         let grads = (y.clone() * weights).sum().backward();
-        (values(y), values(x.grad(&grads).expect("a gradient for the input")))
+        vec![values(y), values(x.grad(&grads).expect("a gradient for the input"))]
     };
-    let burn_ops = |x: Tensor<4>| relu(max_pool2d(x, MaxPoolOptions::new([2, 2])));
-    let (y, dx) = run(&nestednet::kernels::max_pool2x2_relu, &device_of(backend).autodiff());
-    let (y_ref, dx_ref) = run(&burn_ops, &reference().autodiff());
-    assert!(deviation(&y, &y_ref) <= 1e-6, "{backend}: pooled values differ");
-    assert!(deviation(&dx, &dx_ref) <= 1e-6, "{backend}: input gradients differ");
-    assert!(
-        dx.iter().filter(|g| **g != 0.0).count() > 30,
-        "{backend}: hardly any gradient reached the input"
+    let check = |name: &str, ours: Vec<Vec<f32>>, burns: Vec<Vec<f32>>, tolerance: f32| {
+        for (i, (ours, burns)) in ours.iter().zip(&burns).enumerate() {
+            let d = deviation(ours, burns);
+            assert!(d <= tolerance, "{backend}: {name}, output {i} differs from Burn's on flex by {d}");
+            assert!(
+                ours.iter().filter(|g| **g != 0.0).count() > ours.len() / 8,
+                "{backend}: {name}, output {i} is mostly zeros"
+            );
+        }
+    };
+    let burn_pool = |x: Tensor<4>| relu(max_pool2d(x, MaxPoolOptions::new([2, 2])));
+    check(
+        "max_pool2x2_relu",
+        pool(&device_of(backend).autodiff(), &max_pool2x2_relu),
+        pool(&reference().autodiff(), &burn_pool),
+        1e-6,
+    );
+
+    // A 3x3 convolution with padding 1 and a bias: the output and the three gradients.
+    type Conv = fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>, ConvOptions<2>) -> Tensor<4>;
+    let convolve = |device: &Device, op: Conv| {
+        let x = input(device);
+        let w = common::random_images([4, 5, 3, 3], 19, device).mul_scalar(0.3).require_grad();
+        let b = parameter(4, 20, device);
+        let y = op(x.clone(), w.clone(), Some(b.clone()), ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+        let grads = (y.clone() * common::random_images([3, 4, 9, 12], 21, device)).sum().backward();
+        let grad = |g: Option<Vec<f32>>| g.expect("a gradient");
+        vec![
+            values(y),
+            grad(x.grad(&grads).map(values)),
+            grad(w.grad(&grads).map(values)),
+            grad(b.grad(&grads).map(|g| values(g.reshape([1, 1, 1, 4])))),
+        ]
+    };
+    check(
+        "conv2d",
+        convolve(&device_of(backend).autodiff(), nestednet::kernels::conv2d),
+        convolve(&reference().autodiff(), conv2d),
+        1e-4,
+    );
+
+    // A training batch norm, then pooling and ReLU: the output, the batch statistics and
+    // the gradients of the input, γ and β.
+    let normalise = |device: &Device, fused: bool| {
+        let x = input(device);
+        let (gamma, beta) = (parameter(5, 22, device), parameter(5, 23, device));
+        let out = if fused {
+            batch_norm_max_pool2x2_relu(x.clone(), gamma.clone(), beta.clone(), 1e-5)
+        } else {
+            let (y, mean, variance) = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+            nestednet::kernels::NormPoolOutput { output: burn_pool(y), mean, variance }
+        };
+        let grads = (out.output.clone() * common::random_images([3, 5, 4, 6], 24, device)).sum().backward();
+        let vector = |t: Tensor<1>| values(t.reshape([1, 1, 1, 5]));
+        vec![
+            values(out.output),
+            vector(out.mean),
+            vector(out.variance),
+            values(x.grad(&grads).expect("a gradient for the input")),
+            vector(gamma.grad(&grads).expect("a gradient for gamma")),
+            vector(beta.grad(&grads).expect("a gradient for beta")),
+        ]
+    };
+    check(
+        "batch_norm_max_pool2x2_relu",
+        normalise(&device_of(backend).autodiff(), true),
+        normalise(&reference().autodiff(), false),
+        1e-4,
     );
 }
 

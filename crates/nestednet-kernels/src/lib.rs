@@ -7,28 +7,38 @@
 //! (`#[backend_extension]`) with a hand-written `Autodiff` implementation, the way Burn's
 //! `custom-cubecl-kernel` example does it for a GPU kernel.
 //!
-//! Each operation is a plain function on [`Tensor`](burn::tensor::Tensor)s:
+//! Each operation is a plain function on [`Tensor`](burn::tensor::Tensor)s: on a `flex`
+//! device (with or without autodiff, `f32`) it runs its own kernels, forward and backward; on
+//! every other backend (`ndarray`, `wgpu`, `tch`, `cuda`), and without the `flex` feature, it
+//! *is* the Burn operations it replaces.
 //!
-//! - on a `flex` device (with or without autodiff, `f32`) it runs its own kernel, which gives
-//!   the **same values and the same gradients, bit for bit**, as the Burn operations it
-//!   replaces (tested with exact equality), so no trained model changes;
-//! - on every other backend (`ndarray`, `wgpu`, `tch`, `cuda`), and without the `flex`
-//!   feature, it *is* those Burn operations.
+//! | operation | replaces | on `flex`, against Burn's |
+//! |---|---|---|
+//! | [`conv2d`] (any kernel, stride, padding; no dilation, one group) | `conv2d` | float rounding |
+//! | [`batch_norm_max_pool2x2_relu`] (training) | [`batch_norm_train`], then the next row | float rounding |
+//! | [`max_pool2x2_relu`] | `relu(max_pool2d(x, [2, 2]))` | bit for bit |
+//! | [`norm_max_pool2x2_relu`] (inference) | `relu(max_pool2d(norm.forward(x), [2, 2]))` | bit for bit |
 //!
-//! | operation | replaces |
-//! |---|---|
-//! | [`max_pool2x2_relu`] | `relu(max_pool2d(x, [2, 2]))` |
-//! | [`norm_max_pool2x2_relu`] (inference only) | `relu(max_pool2d(norm.forward(x), [2, 2]))` |
+//! "Float rounding": the kernels sum in another order than Burn's, so results differ in the
+//! last bits (tests bound the difference, on every backend CI runs); the pooling kernels pick
+//! the same maxima by the same rule and are tested with exact equality. Matrix products go
+//! through the `gemm` crate that Flex itself uses, with its AVX-512 kernels compiled in
+//! (`x86-v4`; chosen at run time, where the CPU has them).
 //!
 //! The environment variable `NESTEDNET_KERNELS=burn` (or [`set_own_kernels`]`(false)`) makes
 //! every operation take Burn's path everywhere: for speed comparisons, and as a way out should
 //! a kernel ever misbehave on a machine.
 #![warn(missing_docs)]
 
+mod conv;
+mod gemm;
 mod norm_pool;
+mod norm_train;
 mod pool;
 
+pub use conv::{conv2d, conv2d_has_kernel, conv2d_layer};
 pub use norm_pool::norm_max_pool2x2_relu;
+pub use norm_train::{NormPoolOutput, batch_norm_max_pool2x2_relu, batch_norm_train};
 pub use pool::max_pool2x2_relu;
 
 use std::sync::atomic::{AtomicU8, Ordering};

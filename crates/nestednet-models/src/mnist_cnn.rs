@@ -21,7 +21,7 @@ use crate::{
     LevelCost, LevelRequest, MixableLayer, ModelError, ModelFamily, ModelRequest, NestedNetwork,
     NestedNetworkConfig, Recipe, RecipeContext, RecipeLevelWeights, RecipeOptimizer, RecipeSchedule,
 };
-use nestednet_kernels::{max_pool2x2_relu, norm_max_pool2x2_relu};
+use nestednet_kernels::{conv2d_layer, norm_max_pool2x2_relu};
 
 /// Configuration of the nested `mnist-cnn`.
 #[derive(Config, Debug)]
@@ -220,14 +220,15 @@ pub struct NestedMnistCnn {
 }
 
 /// Level `level`'s batch norm, then 2×2 max-pooling, then ReLU. Training (batch statistics,
-/// gradients) goes through [`LevelBatchNorm::forward`]; inference through the level's own
+/// gradients) goes through [`LevelBatchNorm::forward_max_pool2x2_relu`] (one kernel on the
+/// CPU); inference through the level's own
 /// [`BatchNorm`] and [`norm_max_pool2x2_relu`], fused on the CPU.
 ///
 /// relu(max-pool(x)) == max-pool(relu(x)) exactly (max is monotone), and pooling first runs
 /// the ReLU on 4x fewer values.
 fn level_norm_pool_relu(x: Tensor<4>, norm: &LevelBatchNorm, level: usize) -> Tensor<4> {
     if x.is_autodiff() || nestednet_nn::recalibrating() {
-        return max_pool2x2_relu(norm.forward(x, level));
+        return norm.forward_max_pool2x2_relu(x, level);
     }
     let width = norm.width(level);
     let got = x.dims()[1];
@@ -381,9 +382,9 @@ impl NestedNetwork for NestedMnistCnn {
         check_choice(&layers, choice)?;
         let width = |i: usize| layers[i].widths[choice[i]];
         let x = self.conv1.forward_block(images, width(0));
-        let x = max_pool2x2_relu(self.bn1.forward_batch_stats(x, choice[0]));
+        let x = self.bn1.forward_batch_stats_max_pool2x2_relu(x, choice[0]);
         let x = self.conv2.forward_block(x, width(1));
-        let x = max_pool2x2_relu(self.bn2.forward_batch_stats(x, choice[1])).flatten::<2>(1, 3);
+        let x = self.bn2.forward_batch_stats_max_pool2x2_relu(x, choice[1]).flatten::<2>(1, 3);
         let x = relu(self.fc1.forward_block(x, width(2)));
         Ok(self.fc2.forward_block(x))
     }
@@ -625,8 +626,8 @@ pub struct MnistCnn {
 impl MnistCnn {
     /// Logits `[batch, classes]` for images `[batch, c, h, w]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = norm_max_pool2x2_relu(self.conv1.forward(images), &self.bn1);
-        let x = norm_max_pool2x2_relu(self.conv2.forward(x), &self.bn2).flatten::<2>(1, 3);
+        let x = norm_max_pool2x2_relu(conv2d_layer(&self.conv1, images), &self.bn1);
+        let x = norm_max_pool2x2_relu(conv2d_layer(&self.conv2, x), &self.bn2).flatten::<2>(1, 3);
         self.fc2.forward(relu(self.fc1.forward(x)))
     }
 }

@@ -69,13 +69,8 @@ impl LevelBatchNorm {
     /// inside [`recalibrate_batch_norms`](crate::recalibrate_batch_norms), the running
     /// statistics otherwise.
     pub fn forward<const D: usize>(&self, x: Tensor<D>, level: usize) -> Tensor<D> {
-        let width = self.width(level);
-        let got = x.dims()[1];
-        assert_eq!(got, width, "LevelBatchNorm level {level}: expected {width} channels, got {got}");
-        let norm = &self.norms[level];
-        if crate::probe::recording() {
-            crate::probe::record(norm.gamma.id, self.level_num_params(level), 0);
-        }
+        self.check_width(&x, level);
+        let norm = self.level_norm(level);
         // While recalibrating, batch statistics on any device (no gradient is needed).
         if (x.is_autodiff() && norm.training.is_enabled()) || crate::probe::recalibrating() {
             Self::forward_train(norm, x)
@@ -89,9 +84,7 @@ impl LevelBatchNorm {
     /// sub-network, whose statistics belong to no level (they are recalibrated when it is
     /// served).
     pub fn forward_batch_stats<const D: usize>(&self, x: Tensor<D>, level: usize) -> Tensor<D> {
-        let width = self.width(level);
-        let got = x.dims()[1];
-        assert_eq!(got, width, "LevelBatchNorm level {level}: expected {width} channels, got {got}");
+        self.check_width(&x, level);
         Self::normalise_batch(&self.norms[level], x, false)
     }
 
@@ -99,39 +92,74 @@ impl LevelBatchNorm {
         Self::normalise_batch(norm, x, true)
     }
 
-    /// Batch statistics in one pass over the input (sum and sum of squares per channel) and one
-    /// fused affine transform, differentiated by autodiff. Compared with Burn's
-    /// `batch_norm_train` this cuts the passes over the activation roughly in half on `flex`
-    /// (its backward is the dominant cost of the layer). The running variance is updated with
-    /// the unbiased batch variance, as PyTorch does.
+    /// Level `level`'s batch norm, then 2×2 max-pooling and ReLU: `relu(max_pool2d(self.forward(x,
+    /// level), [2, 2]))`. In training (batch statistics) on `flex` the three are one kernel
+    /// and one autodiff node ([`nestednet_kernels::batch_norm_max_pool2x2_relu`]); elsewhere
+    /// they are the batch norm then [`nestednet_kernels::max_pool2x2_relu`].
+    pub fn forward_max_pool2x2_relu(&self, x: Tensor<4>, level: usize) -> Tensor<4> {
+        let norm = &self.norms[level];
+        if (x.is_autodiff() && norm.training.is_enabled()) || crate::probe::recalibrating() {
+            self.check_width(&x, level);
+            Self::normalise_batch_pool_relu(self.level_norm(level), x, true)
+        } else {
+            nestednet_kernels::max_pool2x2_relu(self.forward(x, level))
+        }
+    }
+
+    /// [`forward_batch_stats`](Self::forward_batch_stats), then 2×2 max-pooling and ReLU, fused
+    /// as in [`forward_max_pool2x2_relu`](Self::forward_max_pool2x2_relu).
+    pub fn forward_batch_stats_max_pool2x2_relu(&self, x: Tensor<4>, level: usize) -> Tensor<4> {
+        self.check_width(&x, level);
+        Self::normalise_batch_pool_relu(&self.norms[level], x, false)
+    }
+
+    fn check_width<const D: usize>(&self, x: &Tensor<D>, level: usize) {
+        let width = self.width(level);
+        let got = x.dims()[1];
+        assert_eq!(got, width, "LevelBatchNorm level {level}: expected {width} channels, got {got}");
+    }
+
+    /// Normalises `x` with its batch statistics ([`nestednet_kernels::batch_norm_train`]: one
+    /// pass for the statistics and one fused affine transform, differentiated by autodiff;
+    /// compared with Burn's `batch_norm_train` this cuts the passes over the activation
+    /// roughly in half on `flex`), updating the running statistics if asked.
     fn normalise_batch<const D: usize>(norm: &BatchNorm, x: Tensor<D>, update_running: bool) -> Tensor<D> {
         let dims = x.dims();
-        let (batch, channels) = (dims[0], dims[1]);
-        let spatial = dims[2..].iter().product::<usize>();
-        let n = (batch * spatial) as f64;
-        let x3 = x.reshape([batch, channels, spatial]);
-        let sum = x3.clone().sum_dim(2).sum_dim(0);
-        let sum_sq = (x3.clone() * x3.clone()).sum_dim(2).sum_dim(0);
-        let mean = sum.div_scalar(n);
-        // E[x²] - E[x]²; clamped because rounding can push it a hair below zero.
-        let var = (sum_sq.div_scalar(n) - mean.clone() * mean.clone()).clamp_min(0.0);
-        let scale =
-            var.clone().add_scalar(norm.epsilon).sqrt().recip() * norm.gamma.val().reshape([1, channels, 1]);
-        let shift = norm.beta.val().reshape([1, channels, 1]) - mean.clone() * scale.clone();
-        let y = (x3 * scale + shift).reshape(dims);
-        if !update_running {
-            return y;
+        let n = dims[0] * dims[2..].iter().product::<usize>();
+        let (y, mean, var) =
+            nestednet_kernels::batch_norm_train(x, norm.gamma.val(), norm.beta.val(), norm.epsilon);
+        if update_running {
+            Self::update_running(norm, mean, var, n);
         }
+        y
+    }
+
+    fn normalise_batch_pool_relu(norm: &BatchNorm, x: Tensor<4>, update_running: bool) -> Tensor<4> {
+        let [b, _, h, w] = x.dims();
+        let out = nestednet_kernels::batch_norm_max_pool2x2_relu(
+            x,
+            norm.gamma.val(),
+            norm.beta.val(),
+            norm.epsilon,
+        );
+        if update_running {
+            Self::update_running(norm, out.mean, out.variance, b * h * w);
+        }
+        out.output
+    }
+
+    /// Moves the running statistics towards a batch's mean and biased variance over `n`
+    /// values (the running variance takes the unbiased variance, as PyTorch's does).
+    fn update_running(norm: &BatchNorm, mean: Tensor<1>, var: Tensor<1>, n: usize) {
+        let n = n as f64;
         let m = crate::probe::calibration_momentum(norm.gamma.id).unwrap_or(norm.momentum);
         let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
-        let device = y.device();
-        let batch_mean = mean.detach().reshape([channels]);
-        let batch_var = var.detach().reshape([channels]).mul_scalar(unbiased);
+        let device = mean.device();
+        let batch_var = var.mul_scalar(unbiased);
         let running_mean = norm.running_mean.value_sync().to_device(&device);
         let running_var = norm.running_var.value_sync().to_device(&device);
-        norm.running_mean.update(running_mean.mul_scalar(1.0 - m).add(batch_mean.mul_scalar(m)).detach());
+        norm.running_mean.update(running_mean.mul_scalar(1.0 - m).add(mean.mul_scalar(m)).detach());
         norm.running_var.update(running_var.mul_scalar(1.0 - m).add(batch_var.mul_scalar(m)).detach());
-        y
     }
 
     /// Level `level`'s batch norm, for callers that apply it themselves (a fused inference

@@ -167,14 +167,26 @@ impl NestedConv2d {
             );
         }
         let (weight, bias) = self.level_tensors(level);
+        self.convolve(x, weight, bias)
+    }
+
+    /// The convolution of `x` with a block's weight and bias: `nestednet-kernels`' convolution
+    /// where it has a kernel (`flex`: one matrix product per image, forward and backward), else
+    /// Burn's, or for an input that needs no gradient, im2col and one matrix product.
+    fn convolve(&self, x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+        let options = ConvOptions::new(self.stride, self.padding, [1, 1], 1);
+        if nestednet_kernels::conv2d_has_kernel(&x, &weight, &options) {
+            return nestednet_kernels::conv2d(x, weight, bias, options);
+        }
         if x.is_autodiff() && !x.is_tracked() {
             return self.forward_untracked_input(x, weight, bias);
         }
-        conv2d(x, weight, bias, ConvOptions::new(self.stride, self.padding, [1, 1], 1))
+        conv2d(x, weight, bias, options)
     }
 
-    /// Training path for an input that needs no gradient (the image batch of a first layer):
-    /// im2col (`unfold4d`, outside the graph) and one batched matmul. Only the weight gradient
+    /// Training path, on backends without a `nestednet-kernels` convolution, for an input that
+    /// needs no gradient (the image batch of a first layer): im2col (`unfold4d`, outside the
+    /// graph) and one batched matmul. Only the weight gradient
     /// is then needed, and it becomes a plain matrix product; Burn's generic convolution
     /// backward instead runs a convolution with a kernel as large as the image, ~3x slower on
     /// `flex` for `mnist-cnn`'s first layer. Same result up to float rounding.
@@ -295,10 +307,7 @@ impl NestedConv2d {
     pub fn forward_block(&self, x: Tensor<4>, c_out: usize) -> Tensor<4> {
         assert!(self.mask.is_none(), "NestedConv2d: a masked layer has no blocks outside its levels");
         let (weight, bias) = self.block_tensors(x.dims()[1], c_out);
-        if x.is_autodiff() && !x.is_tracked() {
-            return self.forward_untracked_input(x, weight, bias);
-        }
-        conv2d(x, weight, bias, ConvOptions::new(self.stride, self.padding, [1, 1], 1))
+        self.convolve(x, weight, bias)
     }
 
     /// Sets the full shared weight and bias from `dense` (same shape; parameter ids kept): the

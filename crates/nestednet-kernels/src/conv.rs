@@ -1,0 +1,766 @@
+//! 2-D convolution (any kernel size, stride and padding; no dilation, one group), forward and
+//! backward, as one matrix product per image on NCHW buffers.
+//!
+//! Flex runs a convolution through a 3-d formulation: the input converted to channels-last,
+//! im2col tiles of 512 output pixels, a matrix product per tile, and the result scattered
+//! back to NCHW. Burn's autodiff then computes the input's gradient as a transposed
+//! convolution and the weight's as a convolution whose kernel is as large as the image (the
+//! input and the output gradient with their batch and channel axes swapped, each swap a
+//! copy). A profile of a joint `mnist-cnn` step put convolutions at ~60% of it, the matrix
+//! micro-kernel itself at ~21%.
+//!
+//! Here, per image `n`, with `K = c_in · kh · kw` and `P = h_out · w_out`:
+//!
+//! - forward: `columns_n = im2col(x_n)` (`K × P`), `y_n = W · columns_n` (`c_out × P`), written
+//!   in place in the NCHW output, then the bias;
+//! - input gradient: `dcolumns_n = Wᵀ · dy_n`, added back into `dx_n` (col2im);
+//! - weight gradient: `dW = Σ_n dy_n · columns_nᵀ`, the im2col rebuilt per image rather than
+//!   kept from the forward pass (it is 9× the input), summed over fixed runs of
+//!   [`IMAGES_PER_PARTIAL`] images and then across runs in order, so that the result does not
+//!   depend on the number of threads;
+//! - bias gradient: `db = Σ_n Σ_p dy_n`.
+//!
+//! Only the gradients the graph needs are computed (none for an image batch). The values
+//! agree with Burn's convolution to float rounding: the products sum in another order.
+
+use burn::prelude::*;
+use burn::tensor::module::conv2d as burn_conv2d;
+use burn::tensor::ops::ConvOptions;
+use rayon::prelude::*;
+
+use crate::gemm::{Matrix, matmul};
+
+/// `burn::tensor::module::conv2d(x, weight, bias, options)`: `x` `[batch, c_in, h, w]`,
+/// `weight` `[c_out, c_in, kh, kw]`, `bias` `[c_out]`.
+///
+/// On a `flex` device with `f32` values, dilation 1 and one group, it runs this crate's
+/// kernels forward and backward (see the module documentation): the same values as Burn's
+/// to float rounding, not bit for bit. Elsewhere it is Burn's `conv2d`.
+///
+/// # Panics
+///
+/// As Burn's `conv2d`: if the input's channels are not the weight's, or if the kernel does
+/// not fit in the padded input.
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if conv2d_has_kernel(&x, &weight, &options) {
+        let geometry = ConvGeometry::new(x.dims(), weight.dims(), &options);
+        if let Some(bias) = &bias {
+            assert_eq!(
+                bias.dims(),
+                [geometry.c_out],
+                "conv2d: a bias of {:?} for {} output channels",
+                bias.dims(),
+                geometry.c_out
+            );
+        }
+        return flex::conv2d(x, weight, bias, &options);
+    }
+    burn_conv2d(x, weight, bias, options)
+}
+
+/// `layer.forward(x)` for a Burn [`Conv2d`](burn::nn::conv::Conv2d) layer, through
+/// [`conv2d`]: the layer's own padding, stride, dilation and groups (a layer with `Same`
+/// padding runs its own `forward`).
+pub fn conv2d_layer(layer: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
+    use burn::nn::PaddingConfig2d;
+    let padding = match layer.padding {
+        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        PaddingConfig2d::Same => return layer.forward(x),
+    };
+    let options = ConvOptions::new_with_padding(layer.stride, padding, layer.dilation, layer.groups);
+    conv2d(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), options)
+}
+
+/// Whether [`conv2d`] runs this crate's kernels for these arguments (otherwise Burn's).
+pub fn conv2d_has_kernel(x: &Tensor<4>, weight: &Tensor<4>, options: &ConvOptions<2>) -> bool {
+    options.dilation == [1, 1]
+        && options.groups == 1
+        && crate::runs_own_kernel(x)
+        && weight.dtype() == x.dtype()
+        && weight.device() == x.device()
+}
+
+/// The shapes of one convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConvGeometry {
+    pub(crate) batch: usize,
+    pub(crate) c_in: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) c_out: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) stride: [usize; 2],
+    /// Zero padding before the first row and column (the padding after them only sets the
+    /// output size).
+    pub(crate) pad: [usize; 2],
+    pub(crate) h_out: usize,
+    pub(crate) w_out: usize,
+}
+
+impl ConvGeometry {
+    /// The geometry of `x` (`[batch, c_in, h, w]`) convolved with `weight`
+    /// (`[c_out, c_in, kh, kw]`); panics with Burn's messages' substance on a mismatch.
+    pub(crate) fn new(
+        [batch, c_in, h, w]: [usize; 4],
+        [c_out, w_in, kh, kw]: [usize; 4],
+        options: &ConvOptions<2>,
+    ) -> Self {
+        assert_eq!(c_in, w_in, "conv2d: the input has {c_in} channels, the weight expects {w_in}");
+        let [(top, bottom), (left, right)] = options.padding;
+        let out = |size: usize, before: usize, after: usize, k: usize, stride: usize, axis: &str| {
+            let padded = size + before + after;
+            assert!(
+                k >= 1 && padded >= k,
+                "conv2d: a kernel of {k} does not fit the padded input's {axis} of {padded}"
+            );
+            (padded - k) / stride + 1
+        };
+        Self {
+            batch,
+            c_in,
+            h,
+            w,
+            c_out,
+            kh,
+            kw,
+            stride: options.stride,
+            pad: [top, left],
+            h_out: out(h, top, bottom, kh, options.stride[0], "height"),
+            w_out: out(w, left, right, kw, options.stride[1], "width"),
+        }
+    }
+
+    /// Rows of an image's im2col matrix: `c_in · kh · kw`.
+    pub(crate) fn patch(&self) -> usize {
+        self.c_in * self.kh * self.kw
+    }
+
+    /// Output pixels per plane: `h_out · w_out`.
+    pub(crate) fn pixels(&self) -> usize {
+        self.h_out * self.w_out
+    }
+
+    fn input_image(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+
+    fn output_image(&self) -> usize {
+        self.c_out * self.pixels()
+    }
+
+    /// For kernel column `kx`, the output columns that read inside the input, as a range,
+    /// and the input column read by the first of them.
+    fn valid_columns(&self, kx: usize) -> (std::ops::Range<usize>, usize) {
+        valid_range(self.w_out, self.w, self.stride[1], self.pad[1], kx)
+    }
+
+    fn valid_rows(&self, ky: usize) -> std::ops::Range<usize> {
+        valid_range(self.h_out, self.h, self.stride[0], self.pad[0], ky).0
+    }
+}
+
+/// The outputs `o` in `0..outputs` whose input `o · stride + k − pad` lies in `0..size`, and
+/// that input for the first of them.
+fn valid_range(
+    outputs: usize,
+    size: usize,
+    stride: usize,
+    pad: usize,
+    k: usize,
+) -> (std::ops::Range<usize>, usize) {
+    // o · stride + k ≥ pad  ⇔  o ≥ ceil((pad − k) / stride)
+    let first = pad.saturating_sub(k).div_ceil(stride);
+    // o · stride + k − pad ≤ size − 1  ⇔  o ≤ (size − 1 + pad − k) / stride
+    let end = match (size + pad).checked_sub(k + 1) {
+        Some(limit) => (limit / stride + 1).min(outputs),
+        None => 0,
+    };
+    let end = end.max(first);
+    (first..end, (first * stride + k).saturating_sub(pad))
+}
+
+/// An image's im2col matrix: row `(ci, ky, kx)`, column `(oy, ox)` holds
+/// `x[ci, oy · sy + ky − py, ox · sx + kx − px]`, zero outside the input.
+fn im2col(image: &[f32], g: &ConvGeometry, columns: &mut [f32]) {
+    let (plane, pixels) = (g.h * g.w, g.pixels());
+    for (row, dst) in columns[..g.patch() * pixels].chunks_exact_mut(pixels).enumerate() {
+        let (ci, ky, kx) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
+        let src = &image[ci * plane..][..plane];
+        let valid_rows = g.valid_rows(ky);
+        let (cols, first_x) = g.valid_columns(kx);
+        for (oy, dst) in dst.chunks_exact_mut(g.w_out).enumerate() {
+            if !valid_rows.contains(&oy) || cols.is_empty() {
+                dst.fill(0.0);
+                continue;
+            }
+            let src = &src[(oy * g.stride[0] + ky - g.pad[0]) * g.w..][..g.w];
+            dst[..cols.start].fill(0.0);
+            dst[cols.end..].fill(0.0);
+            let inside = &mut dst[cols.clone()];
+            if g.stride[1] == 1 {
+                inside.copy_from_slice(&src[first_x..first_x + inside.len()]);
+            } else {
+                for (i, v) in inside.iter_mut().enumerate() {
+                    *v = src[first_x + i * g.stride[1]];
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each column value to the input position it was read from.
+fn col2im_add(columns: &[f32], g: &ConvGeometry, image: &mut [f32]) {
+    let (plane, pixels) = (g.h * g.w, g.pixels());
+    for (row, src) in columns[..g.patch() * pixels].chunks_exact(pixels).enumerate() {
+        let (ci, ky, kx) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
+        let dst = &mut image[ci * plane..][..plane];
+        let (cols, first_x) = g.valid_columns(kx);
+        if cols.is_empty() {
+            continue;
+        }
+        for oy in g.valid_rows(ky) {
+            let dst = &mut dst[(oy * g.stride[0] + ky - g.pad[0]) * g.w..][..g.w];
+            let src = &src[oy * g.w_out..][cols.clone()];
+            if g.stride[1] == 1 {
+                for (d, s) in dst[first_x..first_x + src.len()].iter_mut().zip(src) {
+                    *d += s;
+                }
+            } else {
+                for (i, s) in src.iter().enumerate() {
+                    dst[first_x + i * g.stride[1]] += s;
+                }
+            }
+        }
+    }
+}
+
+/// Adds `bias[c]` to every value of output plane `c`.
+fn add_bias(image: &mut [f32], bias: &[f32], pixels: usize) {
+    for (plane, &b) in image.chunks_exact_mut(pixels).zip(bias) {
+        plane.iter_mut().for_each(|v| *v += b);
+    }
+}
+
+/// The forward kernel on row-major buffers: `x` `[batch, c_in, h, w]`, `weight`
+/// `[c_out, c_in, kh, kw]`, `bias` `[c_out]`; the output `[batch, c_out, h_out, w_out]`.
+pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+    #[cfg(test)]
+    crate::pool::tests::count_call();
+    check_lengths(g, x, weight, None);
+    let (patch, pixels) = (g.patch(), g.pixels());
+    let mut out = vec![0.0f32; g.batch * g.output_image()];
+    if out.is_empty() {
+        return out;
+    }
+    let images = out.par_chunks_mut(g.output_image()).zip(x.par_chunks(g.input_image().max(1)));
+    images.for_each_init(
+        || vec![0.0f32; patch * pixels],
+        |columns, (y, image)| {
+            im2col(image, g, columns);
+            matmul(y, Matrix::rows(weight, g.c_out, patch), Matrix::rows(columns, patch, pixels), false);
+            if let Some(bias) = bias {
+                add_bias(y, bias, pixels);
+            }
+        },
+    );
+    out
+}
+
+/// Images whose weight gradients are summed into one partial sum, before the partial sums
+/// are added in order: fixed, so that the gradient is the same whatever the thread count.
+const IMAGES_PER_PARTIAL: usize = 8;
+
+/// Which gradients the backward kernel computes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Wanted {
+    pub(crate) input: bool,
+    pub(crate) weight: bool,
+    pub(crate) bias: bool,
+}
+
+/// The gradients of the input, the weight and the bias (those `wanted`), given the forward
+/// inputs and the output's gradient `grad` (`[batch, c_out, h_out, w_out]`).
+pub(crate) type Gradients = (Option<Vec<f32>>, Option<Vec<f32>>, Option<Vec<f32>>);
+
+/// The backward kernel on row-major buffers (see [`forward`] for the shapes).
+pub(crate) fn backward(
+    x: &[f32],
+    weight: &[f32],
+    grad: &[f32],
+    g: &ConvGeometry,
+    wanted: Wanted,
+) -> Gradients {
+    #[cfg(test)]
+    crate::pool::tests::count_call();
+    check_lengths(g, x, weight, Some(grad));
+    let (patch, pixels) = (g.patch(), g.pixels());
+    let input = wanted.input.then(|| {
+        let mut dx = vec![0.0f32; g.batch * g.input_image()];
+        if !dx.is_empty() && pixels > 0 {
+            let images = dx.par_chunks_mut(g.input_image()).zip(grad.par_chunks(g.output_image()));
+            images.for_each_init(
+                || vec![0.0f32; patch * pixels],
+                |columns, (dx, dy)| {
+                    let weight_t = Matrix::transposed(weight, patch, g.c_out);
+                    matmul(columns, weight_t, Matrix::rows(dy, g.c_out, pixels), false);
+                    col2im_add(columns, g, dx);
+                },
+            );
+        }
+        dx
+    });
+    let (dw, db) = if wanted.weight || wanted.bias {
+        let runs = g.batch.div_ceil(IMAGES_PER_PARTIAL);
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..runs)
+            .into_par_iter()
+            .map(|run| {
+                let images = run * IMAGES_PER_PARTIAL..((run + 1) * IMAGES_PER_PARTIAL).min(g.batch);
+                let mut dw = vec![0.0f32; if wanted.weight { g.c_out * patch } else { 0 }];
+                let mut db = vec![0.0f32; if wanted.bias { g.c_out } else { 0 }];
+                let mut columns = vec![0.0f32; if wanted.weight { patch * pixels } else { 0 }];
+                for (i, n) in images.enumerate() {
+                    let dy = &grad[n * g.output_image()..][..g.output_image()];
+                    if wanted.weight {
+                        im2col(&x[n * g.input_image()..][..g.input_image()], g, &mut columns);
+                        let columns_t = Matrix::transposed(&columns, pixels, patch);
+                        matmul(&mut dw, Matrix::rows(dy, g.c_out, pixels), columns_t, i > 0);
+                    }
+                    if wanted.bias {
+                        for (d, plane) in db.iter_mut().zip(dy.chunks_exact(pixels.max(1))) {
+                            *d += sum(plane);
+                        }
+                    }
+                }
+                (dw, db)
+            })
+            .collect();
+        let mut total = partials.into_iter();
+        let first = total.next().unwrap_or_else(|| {
+            let zeros = |wanted: bool, len: usize| vec![0.0f32; if wanted { len } else { 0 }];
+            (zeros(wanted.weight, g.c_out * patch), zeros(wanted.bias, g.c_out))
+        });
+        let (dw, db) = total.fold(first, |(mut dw, mut db), (w, b)| {
+            dw.iter_mut().zip(&w).for_each(|(a, b)| *a += b);
+            db.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            (dw, db)
+        });
+        (wanted.weight.then_some(dw), wanted.bias.then_some(db))
+    } else {
+        (None, None)
+    };
+    (input, dw, db)
+}
+
+/// A sum in eight lanes (vectorised), added across lanes at the end.
+fn sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
+}
+
+fn check_lengths(g: &ConvGeometry, x: &[f32], weight: &[f32], grad: Option<&[f32]>) {
+    assert_eq!(x.len(), g.batch * g.input_image(), "conv2d: an input of {} values for {g:?}", x.len());
+    assert_eq!(weight.len(), g.c_out * g.patch(), "conv2d: a weight of {} values for {g:?}", weight.len());
+    if let Some(grad) = grad {
+        assert_eq!(
+            grad.len(),
+            g.batch * g.output_image(),
+            "conv2d: a gradient of {} values for {g:?}",
+            grad.len()
+        );
+    }
+}
+
+/// The backend extension: the kernel on `Flex`, its backward pass on `Autodiff<Flex>`.
+#[cfg(feature = "flex")]
+mod flex {
+    use super::{ConvGeometry, Wanted};
+    use burn::backend::autodiff::NodeId;
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+    use burn::prelude::*;
+    use burn::tensor::ops::ConvOptions;
+
+    // Two operations rather than one with an `Option` bias: the extension macro does not route
+    // an optional tensor argument to the backend's own tensor type.
+    #[backend_extension(Autodiff, Flex)]
+    pub(super) trait ConvKernels: Backend {
+        /// `conv2d(x, weight, Some(bias), options)` with dilation 1 and one group.
+        fn conv2d_columns(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<Self>;
+
+        /// `conv2d(x, weight, None, options)` with dilation 1 and one group.
+        fn conv2d_columns_no_bias(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<Self>;
+    }
+
+    pub(super) fn conv2d(
+        x: Tensor<4>,
+        weight: Tensor<4>,
+        bias: Option<Tensor<1>>,
+        options: &ConvOptions<2>,
+    ) -> Tensor<4> {
+        let (x, weight, options) = (x.into_dispatch(), weight.into_dispatch(), options.clone());
+        Tensor::from_dispatch(match bias {
+            Some(bias) => <Dispatch as ConvKernels>::conv2d_columns(x, weight, bias.into_dispatch(), options),
+            None => <Dispatch as ConvKernels>::conv2d_columns_no_bias(x, weight, options),
+        })
+    }
+
+    /// A flex tensor in row-major order (copied only if its layout is not already that).
+    fn contiguous(tensor: FlexTensor) -> FlexTensor {
+        if tensor.as_slice::<f32>().is_some() { tensor } else { tensor.to_contiguous() }
+    }
+
+    fn dims4(tensor: &FlexTensor) -> [usize; 4] {
+        let shape = tensor.layout().shape();
+        [shape[0], shape[1], shape[2], shape[3]]
+    }
+
+    fn f32s(tensor: &FlexTensor) -> &[f32] {
+        tensor.as_slice::<f32>().expect("a contiguous f32 tensor")
+    }
+
+    /// The forward kernel on flex tensors.
+    fn forward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: Option<FlexTensor>,
+        options: &ConvOptions<2>,
+    ) -> FlexTensor {
+        let (x, weight) = (contiguous(x), contiguous(weight));
+        let bias = bias.map(contiguous);
+        let g = ConvGeometry::new(dims4(&x), dims4(&weight), options);
+        let out = super::forward(f32s(&x), f32s(&weight), bias.as_ref().map(f32s), &g);
+        FlexTensor::from_data(TensorData::new(out, [g.batch, g.c_out, g.h_out, g.w_out]))
+    }
+
+    impl ConvKernels for Flex {
+        fn conv2d_columns(
+            x: FlexTensor,
+            weight: FlexTensor,
+            bias: FlexTensor,
+            options: ConvOptions<2>,
+        ) -> FlexTensor {
+            forward(x, weight, Some(bias), &options)
+        }
+
+        fn conv2d_columns_no_bias(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+            forward(x, weight, None, &options)
+        }
+    }
+
+    /// What the backward pass keeps: the input and the weight (shared, not copied).
+    #[derive(Clone, Debug)]
+    struct Saved {
+        x: FlexTensor,
+        weight: FlexTensor,
+    }
+
+    /// The autodiff node of a convolution with a bias (parents: input, weight, bias).
+    #[derive(Debug)]
+    struct Conv2dWithBias(ConvOptions<2>);
+
+    /// The autodiff node of a convolution without a bias (parents: input, weight).
+    #[derive(Debug)]
+    struct Conv2dNoBias(ConvOptions<2>);
+
+    /// Computes the gradients of the tracked parents (`[input, weight, bias]`) from the
+    /// output's gradient and registers them.
+    fn register_gradients(
+        options: &ConvOptions<2>,
+        saved: Saved,
+        grad: FlexTensor,
+        [input, weight, bias]: [Option<NodeId>; 3],
+        grads: &mut Gradients,
+    ) {
+        let grad = contiguous(grad);
+        let (x, w) = (saved.x, saved.weight);
+        let g = ConvGeometry::new(dims4(&x), dims4(&w), options);
+        let wanted = Wanted { input: input.is_some(), weight: weight.is_some(), bias: bias.is_some() };
+        let (dx, dw, db) = super::backward(f32s(&x), f32s(&w), f32s(&grad), &g, wanted);
+        let tensor =
+            |values: Vec<f32>, shape: Vec<usize>| FlexTensor::from_data(TensorData::new(values, shape));
+        if let (Some(id), Some(dx)) = (input, dx) {
+            grads.register::<Flex>(id, tensor(dx, vec![g.batch, g.c_in, g.h, g.w]));
+        }
+        if let (Some(id), Some(dw)) = (weight, dw) {
+            grads.register::<Flex>(id, tensor(dw, vec![g.c_out, g.c_in, g.kh, g.kw]));
+        }
+        if let (Some(id), Some(db)) = (bias, db) {
+            grads.register::<Flex>(id, tensor(db, vec![g.c_out]));
+        }
+    }
+
+    impl Backward<Flex, 3> for Conv2dWithBias {
+        type State = Saved;
+
+        fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let grad = grads.consume::<Flex>(&ops.node);
+            let parents = ops.parents.map(|parent| parent.map(|node| node.id));
+            register_gradients(&self.0, ops.state, grad, parents, grads);
+        }
+    }
+
+    impl Backward<Flex, 2> for Conv2dNoBias {
+        type State = Saved;
+
+        fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let grad = grads.consume::<Flex>(&ops.node);
+            let [input, weight] = ops.parents.map(|parent| parent.map(|node| node.id));
+            register_gradients(&self.0, ops.state, grad, [input, weight, None], grads);
+        }
+    }
+
+    /// The forward kernel, returning with the output what the backward pass keeps (the
+    /// contiguous input and weight, so that it copies nothing).
+    fn forward_saved(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: Option<FlexTensor>,
+        options: &ConvOptions<2>,
+    ) -> (Saved, FlexTensor) {
+        let (x, weight) = (contiguous(x), contiguous(weight));
+        let output = forward(x.clone(), weight.clone(), bias, options);
+        (Saved { x, weight }, output)
+    }
+
+    impl<C: CheckpointStrategy> ConvKernels for Autodiff<Flex, C> {
+        fn conv2d_columns(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<Self> {
+            let nodes = [x.node(), weight.node(), bias.node()];
+            let (x, weight, bias) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
+            match Conv2dWithBias(options.clone()).prepare::<C>(nodes).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let (saved, output) = forward_saved(x, weight, Some(bias), &options);
+                    prep.finish(saved, output)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, Some(bias), &options)),
+            }
+        }
+
+        fn conv2d_columns_no_bias(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<Self> {
+            let nodes = [x.node(), weight.node()];
+            let (x, weight) = (x.into_primitive(), weight.into_primitive());
+            match Conv2dNoBias(options.clone()).prepare::<C>(nodes).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let (saved, output) = forward_saved(x, weight, None, &options);
+                    prep.finish(saved, output)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, None, &options)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Tolerance;
+
+    /// Deterministic values in `[-scale, scale)`: the tests draw nothing from the device's
+    /// generator, which tests running at the same time share.
+    fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| {
+                let bits = i.wrapping_mul(2_654_435_761).wrapping_add(seed.wrapping_mul(40_503)) ^ (i >> 7);
+                ((bits.wrapping_mul(2_246_822_519) >> 8) as f32 / 8_388_608.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    fn tensor<const D: usize>(shape: [usize; D], seed: u32, scale: f32, device: &Device) -> Tensor<D> {
+        let n = shape.iter().product();
+        Tensor::from_data(TensorData::new(values(n, seed, scale), shape), device)
+    }
+
+    /// `(input shape, [c_out, kh, kw], stride, padding as (begin, end) per axis)`.
+    type Case = ([usize; 4], [usize; 3], [usize; 2], [(usize, usize); 2]);
+
+    const CASES: [Case; 9] = [
+        // mnist-cnn's two layers (core widths), and a batch that is no multiple of 8.
+        ([64, 1, 28, 28], [8, 3, 3], [1, 1], [(1, 1), (1, 1)]),
+        ([13, 8, 14, 14], [16, 3, 3], [1, 1], [(1, 1), (1, 1)]),
+        // Residual stages: stride 2 with odd and even sizes, and 1x1 projections.
+        ([3, 4, 9, 9], [6, 3, 3], [2, 2], [(1, 1), (1, 1)]),
+        ([2, 4, 8, 8], [6, 1, 1], [2, 2], [(0, 0), (0, 0)]),
+        // No padding, a rectangular kernel, asymmetric and large padding, a kernel as large
+        // as the input, and an input smaller than the padding.
+        ([2, 3, 7, 6], [5, 3, 3], [1, 1], [(0, 0), (0, 0)]),
+        ([2, 3, 7, 6], [4, 5, 3], [1, 2], [(2, 1), (0, 3)]),
+        ([1, 2, 5, 5], [3, 3, 3], [1, 1], [(4, 4), (3, 3)]),
+        ([2, 2, 4, 5], [3, 4, 5], [1, 1], [(0, 0), (0, 0)]),
+        ([1, 1, 1, 1], [2, 3, 3], [1, 1], [(1, 1), (1, 1)]),
+    ];
+
+    fn options((_, _, stride, padding): &Case) -> ConvOptions<2> {
+        ConvOptions::new_with_padding(*stride, *padding, [1, 1], 1)
+    }
+
+    /// The outputs and the gradients of input, weight and bias, from `op`, for a random loss
+    /// `sum(y · r)`.
+    fn run(
+        op: fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>, ConvOptions<2>) -> Tensor<4>,
+        case: &Case,
+        bias: bool,
+        input_tracked: bool,
+        device: &Device,
+    ) -> Vec<TensorData> {
+        let ([b, c_in, h, w], [c_out, kh, kw], _, _) = *case;
+        let x = tensor([b, c_in, h, w], 1, 1.0, device);
+        let weight = tensor([c_out, c_in, kh, kw], 2, 0.5, device).require_grad();
+        let b_tensor = tensor([c_out], 3, 0.5, device).require_grad();
+        let x = if input_tracked { x.require_grad() } else { x };
+        let y = op(x.clone(), weight.clone(), bias.then(|| b_tensor.clone()), options(case));
+        let r = tensor(y.dims(), 4, 1.0, device);
+        let grads = (y.clone() * r).sum().backward();
+        let mut out = vec![y.into_data(), weight.grad(&grads).expect("a weight gradient").into_data()];
+        if input_tracked {
+            out.push(x.grad(&grads).expect("an input gradient").into_data());
+        } else {
+            assert!(x.grad(&grads).is_none());
+        }
+        if bias {
+            out.push(b_tensor.grad(&grads).expect("a bias gradient").into_data());
+        } else {
+            assert!(b_tensor.grad(&grads).is_none());
+        }
+        out
+    }
+
+    #[test]
+    fn values_and_gradients_agree_with_burns_convolution() {
+        let device = Device::flex().autodiff();
+        for case in &CASES {
+            for (bias, input_tracked) in [(true, true), (false, true), (true, false)] {
+                let calls = crate::pool::tests::kernel_calls();
+                let ours = run(conv2d, case, bias, input_tracked, &device);
+                #[cfg(feature = "flex")]
+                assert_eq!(
+                    crate::pool::tests::kernel_calls(),
+                    calls + 2,
+                    "forward and backward kernels for {case:?}"
+                );
+                let _ = calls;
+                let burns = run(burn_conv2d, case, bias, input_tracked, &device);
+                for (ours, burns) in ours.iter().zip(&burns) {
+                    ours.assert_approx_eq::<f32>(burns, Tolerance::rel_abs(1e-4, 1e-4));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn without_autodiff_the_values_agree_with_burns() {
+        let device = Device::flex();
+        for case in &CASES {
+            let ([b, c_in, h, w], [c_out, kh, kw], _, _) = *case;
+            let x = tensor([b, c_in, h, w], 5, 1.0, &device);
+            let weight = tensor([c_out, c_in, kh, kw], 6, 0.5, &device);
+            let bias = tensor([c_out], 7, 0.5, &device);
+            let ours = conv2d(x.clone(), weight.clone(), Some(bias.clone()), options(case));
+            let burns = burn_conv2d(x, weight, Some(bias), options(case));
+            ours.into_data().assert_approx_eq::<f32>(&burns.into_data(), Tolerance::rel_abs(1e-5, 1e-5));
+        }
+    }
+
+    #[test]
+    fn a_burn_layer_gives_its_own_forward() {
+        use burn::nn::PaddingConfig2d;
+        use burn::nn::conv::Conv2dConfig;
+        let device = Device::flex();
+        let x = tensor([3, 4, 9, 8], 8, 1.0, &device);
+        for padding in [PaddingConfig2d::Valid, PaddingConfig2d::Explicit(2, 0, 1, 3)] {
+            let layer = Conv2dConfig::new([4, 5], [3, 3]).with_padding(padding).init(&device);
+            let calls = crate::pool::tests::kernel_calls();
+            let ours = conv2d_layer(&layer, x.clone());
+            #[cfg(feature = "flex")]
+            assert_eq!(crate::pool::tests::kernel_calls(), calls + 1);
+            let _ = calls;
+            ours.into_data().assert_approx_eq::<f32>(
+                &layer.forward(x.clone()).into_data(),
+                Tolerance::rel_abs(1e-5, 1e-5),
+            );
+        }
+    }
+
+    #[test]
+    fn gradients_do_not_depend_on_the_thread_count() {
+        let g = ConvGeometry::new([19, 3, 9, 7], [5, 3, 3, 3], &ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+        let (x, w, dy) = (values(19 * 3 * 63, 1, 1.0), values(5 * 27, 2, 1.0), values(19 * 5 * 63, 3, 1.0));
+        let wanted = Wanted { input: true, weight: true, bias: true };
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+            pool.install(|| (forward(&x, &w, None, &g), backward(&x, &w, &dy, &g, wanted)))
+        };
+        let one = on(1);
+        for threads in [2, 3, 5] {
+            assert_eq!(on(threads), one, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn a_hand_computed_example() {
+        // One 3x3 image, one 2x2 filter, padding 1, stride 2: outputs at the corners.
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+        let w = [1.0, 10.0, 100.0, 1000.0];
+        let g = ConvGeometry::new([1, 1, 3, 3], [1, 1, 2, 2], &ConvOptions::new([2, 2], [1, 1], [1, 1], 1));
+        assert_eq!((g.h_out, g.w_out), (2, 2));
+        // Top-left window covers (pad, pad, pad, x[0]); top-right (pad, pad, x[1], x[2]); ...
+        let y = forward(&x, &w, Some(&[0.5]), &g);
+        assert_eq!(y, vec![1000.5, 3000.5 + 200.0, 7000.5 + 40.0, 9000.5 + 800.0 + 60.0 + 5.0]);
+        let wanted = Wanted { input: true, weight: true, bias: true };
+        let (dx, dw, db) = backward(&x, &w, &[1.0, 0.0, 0.0, 2.0], &g, wanted);
+        // Only x[0] (under w[3] of the first window) and the last window's four inputs are read
+        // by the outputs with a gradient.
+        assert_eq!(dx.unwrap(), vec![1000.0, 0.0, 0.0, 0.0, 2.0, 20.0, 0.0, 200.0, 2000.0]);
+        assert_eq!(dw.unwrap(), vec![2.0 * 5.0, 2.0 * 6.0, 2.0 * 8.0, 1.0 + 2.0 * 9.0]);
+        assert_eq!(db.unwrap(), vec![3.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "the input has 3 channels, the weight expects 2")]
+    fn channels_that_do_not_match_are_refused() {
+        ConvGeometry::new([1, 3, 5, 5], [4, 2, 3, 3], &ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "does not fit")]
+    fn a_kernel_larger_than_the_padded_input_is_refused() {
+        ConvGeometry::new([1, 1, 2, 2], [1, 1, 5, 5], &ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+    }
+}

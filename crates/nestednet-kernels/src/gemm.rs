@@ -1,0 +1,137 @@
+//! A bounds-checked view of the `gemm` crate (the matrix product Flex itself uses): the only
+//! `unsafe` code of the crate. Every matrix is a slice with its shape and strides, checked to
+//! lie inside the slice before the raw-pointer call.
+#![allow(unsafe_code)]
+
+/// A read-only `rows × cols` matrix in `data`: element `(i, j)` at
+/// `i · row_stride + j · col_stride`.
+#[derive(Clone, Copy)]
+pub(crate) struct Matrix<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Matrix<'a> {
+    /// The row-major `rows × cols` matrix at the start of `data`.
+    pub(crate) fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols, 1)
+    }
+
+    /// The transpose of the row-major `cols × rows` matrix at the start of `data`.
+    pub(crate) fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, 1, rows)
+    }
+
+    fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Self {
+        assert!(
+            fits(data.len(), rows, cols, row_stride, col_stride),
+            "a {rows}x{cols} matrix (strides {row_stride}, {col_stride}) outside {} values",
+            data.len()
+        );
+        Self { data, rows, cols, row_stride, col_stride }
+    }
+}
+
+/// Whether every element of the matrix lies within `len` values (an empty one always does).
+fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    let last = (rows - 1)
+        .checked_mul(row_stride)
+        .and_then(|r| (cols - 1).checked_mul(col_stride).and_then(|c| r.checked_add(c)));
+    matches!(last, Some(last) if last < len)
+}
+
+/// `dst = lhs × rhs` (or `dst += lhs × rhs` with `accumulate`), `dst` the row-major
+/// `lhs.rows × rhs.cols` matrix at the start of `dst`, on the calling thread.
+pub(crate) fn matmul(dst: &mut [f32], lhs: Matrix, rhs: Matrix, accumulate: bool) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "a {m}x{k} matrix times a {}x{n} one", rhs.rows);
+    assert!(fits(dst.len(), m, n, n, 1), "a {m}x{n} product into {} values", dst.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let stride = |s: usize| isize::try_from(s).expect("a stride within isize");
+    // SAFETY: the three matrices were checked to lie inside their slices (`fits`), `dst` is
+    // borrowed mutably and so overlaps neither input, and `f32` is one of gemm's types.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            stride(n),
+            accumulate,
+            lhs.data.as_ptr(),
+            stride(lhs.col_stride),
+            stride(lhs.row_stride),
+            rhs.data.as_ptr(),
+            stride(rhs.col_stride),
+            stride(rhs.row_stride),
+            // dst = alpha · dst + beta · lhs · rhs (alpha is read only with `accumulate`).
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn products_of_plain_and_transposed_matrices_match_the_naive_product() {
+        let (m, k, n) = (5, 7, 3);
+        let a: Vec<f32> = (0..m * k).map(|v| (v % 5) as f32 - 2.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|v| (v % 3) as f32 * 0.5).collect();
+        let expected = naive(&a, &b, m, k, n);
+        let mut c = vec![7.0; m * n];
+        matmul(&mut c, Matrix::rows(&a, m, k), Matrix::rows(&b, k, n), false);
+        assert_eq!(c, expected);
+        matmul(&mut c, Matrix::rows(&a, m, k), Matrix::rows(&b, k, n), true);
+        assert_eq!(c, expected.iter().map(|v| 2.0 * v).collect::<Vec<_>>());
+        // The same product from the transposes' buffers.
+        let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        matmul(&mut c, Matrix::transposed(&at, m, k), Matrix::transposed(&bt, k, n), false);
+        assert_eq!(c, expected);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside")]
+    fn a_matrix_larger_than_its_slice_is_refused() {
+        Matrix::rows(&[0.0; 11], 3, 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "product into")]
+    fn a_destination_too_small_is_refused() {
+        let a = [1.0; 6];
+        matmul(&mut [0.0; 3], Matrix::rows(&a, 2, 3), Matrix::rows(&a, 3, 2), false);
+    }
+}
