@@ -187,13 +187,51 @@ fn valid_range(
     (first..end, (first * stride + k).saturating_sub(pad))
 }
 
+/// For a stride-1 convolution whose output rows are as wide as the input's (a "same" width),
+/// kernel position `(ky, kx)` reads the input at a constant offset from the output position:
+/// `(oy + ky − py) · w + (ox + kx − px) = (oy · w + ox) + offset`. The valid outputs of the
+/// kernel position are then one contiguous range of a plane, but for the columns at its left
+/// and right edges, which read across a row boundary. Returns that range, the offset, and
+/// the valid columns; `None` for other geometries, or when no output is valid.
+#[inline(always)]
+fn shifted_block(
+    g: &ConvGeometry,
+    ky: usize,
+    kx: usize,
+) -> Option<(std::ops::Range<usize>, isize, std::ops::Range<usize>)> {
+    if g.stride != [1, 1] || g.w_out != g.w {
+        return None;
+    }
+    let rows = g.valid_rows(ky);
+    let (cols, _) = g.valid_columns(kx);
+    if rows.is_empty() || cols.is_empty() {
+        return None;
+    }
+    let offset = (ky as isize - g.pad[0] as isize) * g.w as isize + (kx as isize - g.pad[1] as isize);
+    Some((rows.start * g.w + cols.start..(rows.end - 1) * g.w + cols.end, offset, cols))
+}
+
 /// An image's im2col matrix: row `(ci, ky, kx)`, column `(oy, ox)` holds
 /// `x[ci, oy · sy + ky − py, ox · sx + kx − px]`, zero outside the input.
+#[inline(always)]
 fn im2col(image: &[f32], g: &ConvGeometry, columns: &mut [f32]) {
     let (plane, pixels) = (g.h * g.w, g.pixels());
     for (row, dst) in columns[..g.patch() * pixels].chunks_exact_mut(pixels).enumerate() {
         let (ci, ky, kx) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
         let src = &image[ci * plane..][..plane];
+        if let Some((block, offset, cols)) = shifted_block(g, ky, kx) {
+            // One copy of the whole block, then zeros where it read across a row boundary
+            // and outside it: rows of a few values each made this a loop of tiny copies.
+            let from = block.start.wrapping_add_signed(offset);
+            dst[..block.start].fill(0.0);
+            dst[block.clone()].copy_from_slice(&src[from..from + block.len()]);
+            dst[block.end..].fill(0.0);
+            for row in dst[block.start - cols.start..].chunks_mut(g.w).take(g.valid_rows(ky).len()) {
+                row[..cols.start].fill(0.0);
+                row[cols.end..].fill(0.0);
+            }
+            continue;
+        }
         let valid_rows = g.valid_rows(ky);
         let (cols, first_x) = g.valid_columns(kx);
         for (oy, dst) in dst.chunks_exact_mut(g.w_out).enumerate() {
@@ -217,11 +255,26 @@ fn im2col(image: &[f32], g: &ConvGeometry, columns: &mut [f32]) {
 }
 
 /// The adjoint of [`im2col`]: adds each column value to the input position it was read from.
-fn col2im_add(columns: &[f32], g: &ConvGeometry, image: &mut [f32]) {
+/// `columns` is scratch: the values that read outside the input are zeroed in it.
+#[inline(always)]
+fn col2im_add(columns: &mut [f32], g: &ConvGeometry, image: &mut [f32]) {
     let (plane, pixels) = (g.h * g.w, g.pixels());
-    for (row, src) in columns[..g.patch() * pixels].chunks_exact(pixels).enumerate() {
+    for (row, src) in columns[..g.patch() * pixels].chunks_exact_mut(pixels).enumerate() {
         let (ci, ky, kx) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
         let dst = &mut image[ci * plane..][..plane];
+        if let Some((block, offset, cols)) = shifted_block(g, ky, kx) {
+            // As in `im2col`: one pass over the block, once the values it holds for the
+            // columns across a row boundary are zeroed.
+            for row in src[block.start - cols.start..].chunks_mut(g.w).take(g.valid_rows(ky).len()) {
+                row[..cols.start].fill(0.0);
+                row[cols.end..].fill(0.0);
+            }
+            let to = block.start.wrapping_add_signed(offset);
+            for (d, s) in dst[to..to + block.len()].iter_mut().zip(&src[block]) {
+                *d += s;
+            }
+            continue;
+        }
         let (cols, first_x) = g.valid_columns(kx);
         if cols.is_empty() {
             continue;
@@ -243,6 +296,7 @@ fn col2im_add(columns: &[f32], g: &ConvGeometry, image: &mut [f32]) {
 }
 
 /// Adds `bias[c]` to every value of output plane `c`.
+#[inline(always)]
 fn add_bias(image: &mut [f32], bias: &[f32], pixels: usize) {
     for (plane, &b) in image.chunks_exact_mut(pixels).zip(bias) {
         plane.iter_mut().for_each(|v| *v += b);
@@ -264,10 +318,10 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvG
     images.for_each_init(
         || vec![0.0f32; patch * pixels],
         |columns, (y, image)| {
-            im2col(image, g, columns);
+            crate::simd::vectorised(|| im2col(image, g, columns));
             matmul(y, Matrix::rows(weight, g.c_out, patch), Matrix::rows(columns, patch, pixels), false);
             if let Some(bias) = bias {
-                add_bias(y, bias, pixels);
+                crate::simd::vectorised(|| add_bias(y, bias, pixels));
             }
         },
     );
@@ -311,7 +365,7 @@ pub(crate) fn backward(
                 |columns, (dx, dy)| {
                     let weight_t = Matrix::transposed(weight, patch, g.c_out);
                     matmul(columns, weight_t, Matrix::rows(dy, g.c_out, pixels), false);
-                    col2im_add(columns, g, dx);
+                    crate::simd::vectorised(|| col2im_add(columns, g, dx));
                 },
             );
         }
@@ -329,7 +383,9 @@ pub(crate) fn backward(
                 for (i, n) in images.enumerate() {
                     let dy = &grad[n * g.output_image()..][..g.output_image()];
                     if wanted.weight {
-                        im2col(&x[n * g.input_image()..][..g.input_image()], g, &mut columns);
+                        crate::simd::vectorised(|| {
+                            im2col(&x[n * g.input_image()..][..g.input_image()], g, &mut columns)
+                        });
                         let columns_t = Matrix::transposed(&columns, pixels, patch);
                         matmul(&mut dw, Matrix::rows(dy, g.c_out, pixels), columns_t, i > 0);
                     }
@@ -611,7 +667,7 @@ mod tests {
     /// `(input shape, [c_out, kh, kw], stride, padding as (begin, end) per axis)`.
     type Case = ([usize; 4], [usize; 3], [usize; 2], [(usize, usize); 2]);
 
-    const CASES: [Case; 9] = [
+    const CASES: [Case; 12] = [
         // mnist-cnn's two layers (core widths), and a batch that is no multiple of 8.
         ([64, 1, 28, 28], [8, 3, 3], [1, 1], [(1, 1), (1, 1)]),
         ([13, 8, 14, 14], [16, 3, 3], [1, 1], [(1, 1), (1, 1)]),
@@ -625,6 +681,11 @@ mod tests {
         ([1, 2, 5, 5], [3, 3, 3], [1, 1], [(4, 4), (3, 3)]),
         ([2, 2, 4, 5], [3, 4, 5], [1, 1], [(0, 0), (0, 0)]),
         ([1, 1, 1, 1], [2, 3, 3], [1, 1], [(1, 1), (1, 1)]),
+        // Stride 1 with output rows as wide as the input's (the one-block path of im2col):
+        // fewer output rows than input rows, a 5x5 kernel, a 1x1 kernel.
+        ([2, 3, 6, 7], [4, 3, 3], [1, 1], [(0, 0), (1, 1)]),
+        ([2, 2, 7, 6], [3, 5, 5], [1, 1], [(2, 2), (2, 2)]),
+        ([3, 5, 4, 6], [2, 1, 1], [1, 1], [(0, 0), (0, 0)]),
     ];
 
     fn options((_, _, stride, padding): &Case) -> ConvOptions<2> {

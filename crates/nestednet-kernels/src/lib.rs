@@ -35,6 +35,7 @@ mod gemm;
 mod norm_pool;
 mod norm_train;
 mod pool;
+mod simd;
 
 pub use conv::{conv2d, conv2d_has_kernel, conv2d_layer};
 pub use norm_pool::norm_max_pool2x2_relu;

@@ -100,27 +100,29 @@ pub(crate) fn moments(x: &[f32], [b, c, h, w]: [usize; 4]) -> (Vec<f32>, Vec<f32
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
-            for image in 0..b {
-                let values = &x[(image * c + ch) * plane..][..plane];
-                // Eight f32 lanes per plane (vectorised), then f64 across planes.
-                let (mut s, mut q) = ([0.0f32; 8], [0.0f32; 8]);
-                let chunks = values.chunks_exact(8);
-                for &v in chunks.remainder() {
-                    sum += f64::from(v);
-                    sum_sq += f64::from(v) * f64::from(v);
-                }
-                for chunk in chunks {
-                    for i in 0..8 {
-                        s[i] += chunk[i];
-                        q[i] += chunk[i] * chunk[i];
+            crate::simd::vectorised(|| {
+                let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
+                for image in 0..b {
+                    let values = &x[(image * c + ch) * plane..][..plane];
+                    // Eight f32 lanes per plane (vectorised), then f64 across planes.
+                    let (mut s, mut q) = ([0.0f32; 8], [0.0f32; 8]);
+                    let chunks = values.chunks_exact(8);
+                    for &v in chunks.remainder() {
+                        sum += f64::from(v);
+                        sum_sq += f64::from(v) * f64::from(v);
                     }
+                    for chunk in chunks {
+                        for i in 0..8 {
+                            s[i] += chunk[i];
+                            q[i] += chunk[i] * chunk[i];
+                        }
+                    }
+                    sum += s.iter().map(|&v| f64::from(v)).sum::<f64>();
+                    sum_sq += q.iter().map(|&v| f64::from(v)).sum::<f64>();
                 }
-                sum += s.iter().map(|&v| f64::from(v)).sum::<f64>();
-                sum_sq += q.iter().map(|&v| f64::from(v)).sum::<f64>();
-            }
-            let mean = sum / n;
-            ((mean) as f32, (sum_sq / n - mean * mean).max(0.0) as f32)
+                let mean = sum / n;
+                ((mean) as f32, (sum_sq / n - mean * mean).max(0.0) as f32)
+            })
         })
         .unzip()
 }
@@ -163,6 +165,7 @@ pub(crate) fn forward(x: &[f32], shape: [usize; 4], channels: &[ChannelAffine]) 
 /// block's windows); what it returns, if anything, is written over the block's inputs (after
 /// they were read: blocks do not overlap). `outside(x)` does the same for each position in
 /// no window (its `dy` is 0).
+#[inline(always)]
 fn visit_windows(
     x: &mut [f32],
     grad: &[f32],
@@ -229,46 +232,48 @@ pub(crate) fn backward_in_place(
         .into_par_iter()
         .enumerate()
         .map(|(ch, mut planes)| {
-            let affine = channels[ch];
-            let grads = |image: usize| &grad[(image * c + ch) * out_plane..][..out_plane];
-            // dβ = Σ dy and Σ dy·(x − mean), in lanes, then in f64 per plane.
-            let (mut sum_dy, mut sum_dy_xc) = (0.0f64, 0.0f64);
-            for (image, x) in planes.iter_mut().enumerate() {
-                let (mut s, mut q) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
-                let block = |xs: &[[f32; BLOCK]; 4], dy: &[[f32; BLOCK]; 4]| {
-                    for (xs, dy) in xs.iter().zip(dy) {
-                        for i in 0..BLOCK {
-                            s[i] += dy[i];
-                            q[i] += dy[i] * (xs[i] - affine.mean);
-                        }
-                    }
-                    None
-                };
-                visit_windows(x, grads(image), [h, w], affine, block, |_| None);
-                sum_dy += s.iter().map(|&v| f64::from(v)).sum::<f64>();
-                sum_dy_xc += q.iter().map(|&v| f64::from(v)).sum::<f64>();
-            }
-            let d_beta = sum_dy as f32;
-            let d_gamma = (sum_dy_xc * f64::from(affine.inv_std)) as f32;
-            if input {
-                // dx = γ·inv_std · (dy − dβ/N − x̂·dγ/N), x̂ = (x − mean)·inv_std.
-                let k = affine.gamma * affine.inv_std;
-                let (a, slope) = (d_beta / n, d_gamma / n * affine.inv_std);
-                let dx = move |x: f32, dy: f32| k * (dy - a - (x - affine.mean) * slope);
+            crate::simd::vectorised(|| {
+                let affine = channels[ch];
+                let grads = |image: usize| &grad[(image * c + ch) * out_plane..][..out_plane];
+                // dβ = Σ dy and Σ dy·(x − mean), in lanes, then in f64 per plane.
+                let (mut sum_dy, mut sum_dy_xc) = (0.0f64, 0.0f64);
                 for (image, x) in planes.iter_mut().enumerate() {
+                    let (mut s, mut q) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
                     let block = |xs: &[[f32; BLOCK]; 4], dy: &[[f32; BLOCK]; 4]| {
-                        let mut out = [[0.0f32; BLOCK]; 4];
-                        for ((out, xs), dy) in out.iter_mut().zip(xs).zip(dy) {
+                        for (xs, dy) in xs.iter().zip(dy) {
                             for i in 0..BLOCK {
-                                out[i] = dx(xs[i], dy[i]);
+                                s[i] += dy[i];
+                                q[i] += dy[i] * (xs[i] - affine.mean);
                             }
                         }
-                        Some(out)
+                        None
                     };
-                    visit_windows(x, grads(image), [h, w], affine, block, |x| Some(dx(x, 0.0)));
+                    visit_windows(x, grads(image), [h, w], affine, block, |_| None);
+                    sum_dy += s.iter().map(|&v| f64::from(v)).sum::<f64>();
+                    sum_dy_xc += q.iter().map(|&v| f64::from(v)).sum::<f64>();
                 }
-            }
-            (d_gamma, d_beta)
+                let d_beta = sum_dy as f32;
+                let d_gamma = (sum_dy_xc * f64::from(affine.inv_std)) as f32;
+                if input {
+                    // dx = γ·inv_std · (dy − dβ/N − x̂·dγ/N), x̂ = (x − mean)·inv_std.
+                    let k = affine.gamma * affine.inv_std;
+                    let (a, slope) = (d_beta / n, d_gamma / n * affine.inv_std);
+                    let dx = move |x: f32, dy: f32| k * (dy - a - (x - affine.mean) * slope);
+                    for (image, x) in planes.iter_mut().enumerate() {
+                        let block = |xs: &[[f32; BLOCK]; 4], dy: &[[f32; BLOCK]; 4]| {
+                            let mut out = [[0.0f32; BLOCK]; 4];
+                            for ((out, xs), dy) in out.iter_mut().zip(xs).zip(dy) {
+                                for i in 0..BLOCK {
+                                    out[i] = dx(xs[i], dy[i]);
+                                }
+                            }
+                            Some(out)
+                        };
+                        visit_windows(x, grads(image), [h, w], affine, block, |x| Some(dx(x, 0.0)));
+                    }
+                }
+                (d_gamma, d_beta)
+            })
         })
         .unzip()
 }
