@@ -28,7 +28,7 @@ use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
-use crate::gemm::{Matrix, matmul};
+use crate::gemm::{Matrix, matmul, par_products};
 
 /// `burn::tensor::module::conv2d(x, weight, bias, options)`: `x` `[batch, c_in, h, w]`,
 /// `weight` `[c_out, c_in, kh, kw]`, `bias` `[c_out]`.
@@ -295,37 +295,43 @@ fn col2im_add(columns: &mut [f32], g: &ConvGeometry, image: &mut [f32]) {
     }
 }
 
-/// Adds `bias[c]` to every value of output plane `c`.
-#[inline(always)]
-fn add_bias(image: &mut [f32], bias: &[f32], pixels: usize) {
-    for (plane, &b) in image.chunks_exact_mut(pixels).zip(bias) {
-        plane.iter_mut().for_each(|v| *v += b);
-    }
-}
-
 /// The forward kernel on row-major buffers: `x` `[batch, c_in, h, w]`, `weight`
 /// `[c_out, c_in, kh, kw]`, `bias` `[c_out]`; the output `[batch, c_out, h_out, w_out]`.
 pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
     #[cfg(test)]
     crate::pool::tests::count_call();
     check_lengths(g, x, weight, None);
-    let (patch, pixels) = (g.patch(), g.pixels());
-    let mut out = vec![0.0f32; g.batch * g.output_image()];
-    if out.is_empty() {
-        return out;
-    }
-    let images = out.par_chunks_mut(g.output_image()).zip(x.par_chunks(g.input_image().max(1)));
-    images.for_each_init(
+    let pixels = g.pixels();
+    // The bias rides in the product as one more column of the weight against a row of ones
+    // under the image's columns: no pass over the output to add it.
+    let (weight, patch) = match bias {
+        Some(bias) => (std::borrow::Cow::Owned(with_bias_column(weight, bias, g)), g.patch() + 1),
+        None => (std::borrow::Cow::Borrowed(weight), g.patch()),
+    };
+    par_products(
+        g.batch,
+        g.output_image(),
         || vec![0.0f32; patch * pixels],
-        |columns, (y, image)| {
+        |columns, n, product| {
+            let image = &x[n * g.input_image()..][..g.input_image()];
             crate::simd::vectorised(|| im2col(image, g, columns));
-            matmul(y, Matrix::rows(weight, g.c_out, patch), Matrix::rows(columns, patch, pixels), false);
-            if let Some(bias) = bias {
-                crate::simd::vectorised(|| add_bias(y, bias, pixels));
+            if patch > g.patch() {
+                columns[g.patch() * pixels..].fill(1.0);
             }
+            product.write(Matrix::rows(&weight, g.c_out, patch), Matrix::rows(columns, patch, pixels));
         },
-    );
-    out
+    )
+}
+
+/// The weight as `[c_out, patch + 1]`, each row followed by its channel's bias.
+fn with_bias_column(weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    assert_eq!(bias.len(), g.c_out, "conv2d: a bias of {} values for {g:?}", bias.len());
+    weight
+        .chunks_exact(g.patch())
+        .zip(bias)
+        .flat_map(|(row, b)| row.iter().chain(std::iter::once(b)))
+        .copied()
+        .collect()
 }
 
 /// Images whose weight gradients are summed into one partial sum, before the partial sums
@@ -371,44 +377,42 @@ pub(crate) fn backward(
         }
         dx
     });
-    let (dw, db) = if wanted.weight || wanted.bias {
+    let (dw, db) = if wanted.weight {
+        // With the bias wanted too, the image's columns get a row of ones (as in the forward
+        // pass): the product's last column is then the bias gradient.
+        let rows = if wanted.bias { patch + 1 } else { patch };
         let runs = g.batch.div_ceil(IMAGES_PER_PARTIAL);
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..runs)
+        let partials: Vec<Vec<f32>> = (0..runs)
             .into_par_iter()
             .map(|run| {
                 let images = run * IMAGES_PER_PARTIAL..((run + 1) * IMAGES_PER_PARTIAL).min(g.batch);
-                let mut dw = vec![0.0f32; if wanted.weight { g.c_out * patch } else { 0 }];
-                let mut db = vec![0.0f32; if wanted.bias { g.c_out } else { 0 }];
-                let mut columns = vec![0.0f32; if wanted.weight { patch * pixels } else { 0 }];
+                let mut dw = vec![0.0f32; g.c_out * rows];
+                let mut columns = vec![1.0f32; rows * pixels];
                 for (i, n) in images.enumerate() {
                     let dy = &grad[n * g.output_image()..][..g.output_image()];
-                    if wanted.weight {
-                        crate::simd::vectorised(|| {
-                            im2col(&x[n * g.input_image()..][..g.input_image()], g, &mut columns)
-                        });
-                        let columns_t = Matrix::transposed(&columns, pixels, patch);
-                        matmul(&mut dw, Matrix::rows(dy, g.c_out, pixels), columns_t, i > 0);
-                    }
-                    if wanted.bias {
-                        for (d, plane) in db.iter_mut().zip(dy.chunks_exact(pixels.max(1))) {
-                            *d += sum(plane);
-                        }
-                    }
+                    crate::simd::vectorised(|| {
+                        im2col(&x[n * g.input_image()..][..g.input_image()], g, &mut columns)
+                    });
+                    let columns_t = Matrix::transposed(&columns, pixels, rows);
+                    matmul(&mut dw, Matrix::rows(dy, g.c_out, pixels), columns_t, i > 0);
                 }
-                (dw, db)
+                dw
             })
             .collect();
         let mut total = partials.into_iter();
-        let first = total.next().unwrap_or_else(|| {
-            let zeros = |wanted: bool, len: usize| vec![0.0f32; if wanted { len } else { 0 }];
-            (zeros(wanted.weight, g.c_out * patch), zeros(wanted.bias, g.c_out))
-        });
-        let (dw, db) = total.fold(first, |(mut dw, mut db), (w, b)| {
+        let first = total.next().unwrap_or_else(|| vec![0.0f32; g.c_out * rows]);
+        let dwb = total.fold(first, |mut dw, w| {
             dw.iter_mut().zip(&w).for_each(|(a, b)| *a += b);
-            db.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            (dw, db)
+            dw
         });
-        (wanted.weight.then_some(dw), wanted.bias.then_some(db))
+        let dw = dwb.chunks_exact(rows).flat_map(|row| &row[..patch]).copied().collect();
+        let db = wanted.bias.then(|| dwb.chunks_exact(rows).map(|row| row[patch]).collect());
+        (Some(dw), db)
+    } else if wanted.bias {
+        let db = (0..g.c_out)
+            .map(|c| (0..g.batch).map(|n| sum(&grad[n * g.output_image() + c * pixels..][..pixels])).sum())
+            .collect();
+        (None, Some(db))
     } else {
         (None, None)
     };

@@ -90,6 +90,80 @@ pub(crate) fn matmul(dst: &mut [f32], lhs: Matrix, rhs: Matrix, accumulate: bool
     }
 }
 
+/// One block of a [`par_products`] output, written whole by [`Product::write`].
+pub(crate) struct Product<'a> {
+    dst: &'a mut [std::mem::MaybeUninit<f32>],
+    written: bool,
+}
+
+impl Product<'_> {
+    /// Writes `lhs × rhs` (row-major, exactly the block's length) and returns the block.
+    pub(crate) fn write(&mut self, lhs: Matrix, rhs: Matrix) -> &mut [f32] {
+        let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+        assert_eq!(rhs.rows, k, "a {m}x{k} matrix times a {}x{n} one", rhs.rows);
+        assert_eq!(m * n, self.dst.len(), "a {m}x{n} product into a block of {}", self.dst.len());
+        if k == 0 {
+            self.dst.fill(std::mem::MaybeUninit::new(0.0));
+        } else if m * n > 0 {
+            let stride = |s: usize| isize::try_from(s).expect("a stride within isize");
+            // SAFETY: as in `matmul`; gemm writes every element of the `m × n` destination
+            // (`read_dst` false: it reads none), which is exactly this block.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    self.dst.as_mut_ptr().cast::<f32>(),
+                    1,
+                    stride(n),
+                    false,
+                    lhs.data.as_ptr(),
+                    stride(lhs.col_stride),
+                    stride(lhs.row_stride),
+                    rhs.data.as_ptr(),
+                    stride(rhs.col_stride),
+                    stride(rhs.row_stride),
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
+        self.written = true;
+        // SAFETY: every element was written just above.
+        unsafe { std::slice::from_raw_parts_mut(self.dst.as_mut_ptr().cast::<f32>(), self.dst.len()) }
+    }
+}
+
+/// A buffer of `blocks` blocks of `block_len` values, each written by `fill(state, index,
+/// product)` through [`Product::write`] (in parallel, `state` from `init` per task): the
+/// output of one matrix product per image without first zeroing it (a pass over the whole
+/// output, and its page faults). Panics if a block is left unwritten.
+pub(crate) fn par_products<S>(
+    blocks: usize,
+    block_len: usize,
+    init: impl Fn() -> S + Sync + Send,
+    fill: impl Fn(&mut S, usize, &mut Product) + Sync + Send,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let len = blocks.checked_mul(block_len).expect("an output size within usize");
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    if len > 0 {
+        let spare = &mut out.spare_capacity_mut()[..len];
+        spare.par_chunks_mut(block_len).enumerate().for_each_init(init, |state, (index, dst)| {
+            let mut product = Product { dst, written: false };
+            fill(state, index, &mut product);
+            assert!(product.written, "block {index} of a product was not written");
+        });
+    }
+    // SAFETY: every block was written (asserted above, or a panic left `out` empty).
+    unsafe { out.set_len(len) };
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +194,39 @@ mod tests {
         let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
         matmul(&mut c, Matrix::transposed(&at, m, k), Matrix::transposed(&bt, k, n), false);
         assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn products_fill_every_block() {
+        let a: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        let out = par_products(
+            4,
+            4,
+            || (),
+            |_, index, product| {
+                let b: Vec<f32> = (0..6).map(|v| (v + index) as f32).collect();
+                product.write(Matrix::rows(&a, 2, 3), Matrix::rows(&b, 3, 2));
+            },
+        );
+        for (index, block) in out.chunks(4).enumerate() {
+            let b: Vec<f32> = (0..6).map(|v| (v + index) as f32).collect();
+            assert_eq!(block, naive(&a, &b, 2, 3, 2));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "was not written")]
+    fn a_block_left_unwritten_is_refused() {
+        par_products(
+            2,
+            3,
+            || (),
+            |_, index, product| {
+                if index == 0 {
+                    product.write(Matrix::rows(&[1.0; 3], 1, 1), Matrix::rows(&[2.0; 3], 1, 3));
+                }
+            },
+        );
     }
 
     #[test]
