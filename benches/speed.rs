@@ -159,10 +159,11 @@ fn main() {
         "mnist-cnn, levels {RATIOS:?}, {} training digits, batch {BATCH}, Adam; {} CPU cores, RAYON_NUM_THREADS={threads}; {}",
         train.len(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        if nestednet::kernels::own_kernels() {
-            "nestednet-kernels' own CPU kernels"
-        } else {
-            "Burn's operations only (NESTEDNET_KERNELS=burn)"
+        match std::env::var("NESTEDNET_KERNELS") {
+            _ if !nestednet::kernels::own_kernels() =>
+                "Burn's operations only (NESTEDNET_KERNELS=burn)".to_string(),
+            Ok(list) => format!("nestednet-kernels' {list} kernels (NESTEDNET_KERNELS)"),
+            Err(_) => "nestednet-kernels' own CPU kernels".to_string(),
         },
     );
     let nested: ModelConfig = NestedMnistCnnConfig::new().into();

@@ -82,7 +82,7 @@ pub fn conv2d_layer(layer: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
 pub fn conv2d_has_kernel(x: &Tensor<4>, weight: &Tensor<4>, options: &ConvOptions<2>) -> bool {
     options.dilation == [1, 1]
         && options.groups == 1
-        && crate::runs_own_kernel(x)
+        && crate::runs_own_kernel(x, crate::KernelFamily::Conv)
         && weight.dtype() == x.dtype()
         && weight.device() == x.device()
 }

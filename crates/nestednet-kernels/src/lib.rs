@@ -27,7 +27,8 @@
 //!
 //! The environment variable `NESTEDNET_KERNELS=burn` (or [`set_own_kernels`]`(false)`) makes
 //! every operation take Burn's path everywhere: for speed comparisons, and as a way out should
-//! a kernel ever misbehave on a machine.
+//! a kernel ever misbehave on a machine. `NESTEDNET_KERNELS=pool,conv` (any of `pool`, `conv`,
+//! `norm`) switches on only those [`KernelFamily`]s, to measure what each one buys.
 #![warn(missing_docs)]
 
 mod conv;
@@ -44,47 +45,121 @@ pub use pool::max_pool2x2_relu;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// 0: not decided yet (read `NESTEDNET_KERNELS` on first use), 1: own kernels, 2: Burn's ops.
-static OWN_KERNELS: AtomicU8 = AtomicU8::new(0);
+/// A family of kernels that can be switched off alone (`NESTEDNET_KERNELS`), to measure what
+/// each bought.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFamily {
+    /// [`max_pool2x2_relu`] and [`norm_max_pool2x2_relu`].
+    Pool,
+    /// [`conv2d`].
+    Conv,
+    /// [`batch_norm_max_pool2x2_relu`].
+    Norm,
+}
 
-/// Whether the operations run their own kernels where they have one (the default), or Burn's
-/// operations everywhere (`NESTEDNET_KERNELS=burn`, or after `set_own_kernels(false)`).
-pub fn own_kernels() -> bool {
-    match OWN_KERNELS.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let own = std::env::var("NESTEDNET_KERNELS").map_or(true, |value| value.trim() != "burn");
-            // A concurrent `set_own_kernels` wins over the environment.
-            let _ = OWN_KERNELS.compare_exchange(
-                0,
-                if own { 1 } else { 2 },
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            OWN_KERNELS.load(Ordering::Relaxed) == 1
+impl KernelFamily {
+    const ALL: [KernelFamily; 3] = [KernelFamily::Pool, KernelFamily::Conv, KernelFamily::Norm];
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            KernelFamily::Pool => "pool",
+            KernelFamily::Conv => "conv",
+            KernelFamily::Norm => "norm",
         }
     }
 }
 
-/// Chooses, for the whole process, between the operations' own kernels (`true`, the default)
-/// and Burn's operations (`false`). Both give the same values; this is for measuring one
-/// against the other.
+/// Bit 7: decided (`NESTEDNET_KERNELS` read, or set); bits 0-2: the families switched on.
+static OWN_KERNELS: AtomicU8 = AtomicU8::new(0);
+const DECIDED: u8 = 0x80;
+
+/// The families `NESTEDNET_KERNELS` switches on: all when unset or `all`, none for `burn`,
+/// else those named in a comma-separated list (`pool,conv`). An unknown name is reported on
+/// standard error once and ignored.
+fn families_from_env() -> u8 {
+    parse_families(std::env::var("NESTEDNET_KERNELS").ok().as_deref())
+}
+
+fn parse_families(value: Option<&str>) -> u8 {
+    let Some(value) = value else { return 0x7 };
+    match value.trim() {
+        "" | "all" => 0x7,
+        "burn" => 0,
+        list => list.split(',').map(str::trim).fold(0, |bits, name| {
+            match KernelFamily::ALL.iter().find(|f| f.name() == name) {
+                Some(family) => bits | family.bit(),
+                None => {
+                    eprintln!(
+                        "NESTEDNET_KERNELS: unknown kernel family {name:?} (pool, conv, norm, all, burn)"
+                    );
+                    bits
+                }
+            }
+        }),
+    }
+}
+
+fn families() -> u8 {
+    let state = OWN_KERNELS.load(Ordering::Relaxed);
+    if state & DECIDED != 0 {
+        return state;
+    }
+    // A concurrent `set_own_kernels` wins over the environment.
+    let _ =
+        OWN_KERNELS.compare_exchange(0, DECIDED | families_from_env(), Ordering::Relaxed, Ordering::Relaxed);
+    OWN_KERNELS.load(Ordering::Relaxed)
+}
+
+/// Whether the operations run their own kernels where they have one (the default), or Burn's
+/// operations everywhere (`NESTEDNET_KERNELS=burn`, or after `set_own_kernels(false)`): true
+/// if any family is switched on.
+pub fn own_kernels() -> bool {
+    families() & 0x7 != 0
+}
+
+/// Whether `family`'s kernels are switched on (all are by default; `NESTEDNET_KERNELS=pool,conv`
+/// switches on only those).
+pub fn kernel_family_on(family: KernelFamily) -> bool {
+    families() & family.bit() != 0
+}
+
+/// Chooses, for the whole process, between the operations' own kernels (`true`, the default:
+/// every family) and Burn's operations (`false`). This is for measuring one against the other.
 pub fn set_own_kernels(enabled: bool) {
-    OWN_KERNELS.store(if enabled { 1 } else { 2 }, Ordering::Relaxed);
+    OWN_KERNELS.store(DECIDED | if enabled { 0x7 } else { 0 }, Ordering::Relaxed);
 }
 
 /// Whether `tensor` lives on the `flex` device (with or without autodiff) and holds `f32`s:
-/// there, and only there, the operations run their own kernels (unless switched off).
+/// there, and only there, `family`'s operations run their own kernels (unless switched off).
 #[cfg(feature = "flex")]
-fn runs_own_kernel<const D: usize>(tensor: &burn::tensor::Tensor<D>) -> bool {
+fn runs_own_kernel<const D: usize>(tensor: &burn::tensor::Tensor<D>, family: KernelFamily) -> bool {
     tensor.dtype() == burn::tensor::DType::F32
         && tensor.device().inner() == burn::tensor::Device::flex()
-        && own_kernels()
+        && kernel_family_on(family)
 }
 
 /// Without the `flex` backend compiled in, every tensor takes Burn's operations.
 #[cfg(not(feature = "flex"))]
-fn runs_own_kernel<const D: usize>(_tensor: &burn::tensor::Tensor<D>) -> bool {
+fn runs_own_kernel<const D: usize>(_tensor: &burn::tensor::Tensor<D>, _family: KernelFamily) -> bool {
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_families_are_parsed_from_the_environment_value() {
+        let bits = |families: &[KernelFamily]| families.iter().fold(0, |b, f| b | f.bit());
+        assert_eq!(parse_families(None), 0x7);
+        assert_eq!(parse_families(Some("all")), 0x7);
+        assert_eq!(parse_families(Some(" burn ")), 0);
+        assert_eq!(parse_families(Some("pool")), bits(&[KernelFamily::Pool]));
+        assert_eq!(parse_families(Some("pool, conv")), bits(&[KernelFamily::Pool, KernelFamily::Conv]));
+        assert_eq!(parse_families(Some("norm,typo")), bits(&[KernelFamily::Norm]));
+    }
 }

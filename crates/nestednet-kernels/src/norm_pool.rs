@@ -30,7 +30,7 @@ pub fn norm_max_pool2x2_relu(x: Tensor<4>, norm: &BatchNorm) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let [width] = norm.gamma.dims();
     assert_eq!(c, width, "batch norm of {width} channels applied to {c} channels");
-    if x.is_autodiff() || h < 2 || w < 2 || !crate::runs_own_kernel(&x) {
+    if x.is_autodiff() || h < 2 || w < 2 || !crate::runs_own_kernel(&x, crate::KernelFamily::Pool) {
         return max_pool2x2_relu(norm.forward(x));
     }
     let stats = ChannelStats::of(norm);

@@ -54,7 +54,7 @@ pub fn batch_norm_max_pool2x2_relu(
         assert_eq!(p.dims(), [c], "batch norm: {name} of {:?} for {c} channels", p.dims());
     }
     #[cfg(feature = "flex")]
-    if h >= 2 && w >= 2 && b > 0 && crate::runs_own_kernel(&x) {
+    if h >= 2 && w >= 2 && b > 0 && crate::runs_own_kernel(&x, crate::KernelFamily::Norm) {
         return flex::batch_norm_max_pool2x2_relu(x, gamma, beta, epsilon);
     }
     let _ = (b, h, w);
