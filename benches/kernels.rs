@@ -16,7 +16,9 @@ use nestednet::burn::tensor::module::conv2d as burn_conv2d;
 use nestednet::burn::tensor::module::max_pool2d;
 use nestednet::burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use nestednet::data::SplitMix64;
-use nestednet::kernels::{conv2d, max_pool2x2_relu, set_own_kernels};
+use nestednet::kernels::{
+    batch_norm_max_pool2x2_relu, batch_norm_train, conv2d, max_pool2x2_relu, set_own_kernels,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -40,7 +42,7 @@ type Op = fn(Tensor<4>, &[Tensor<4>]) -> Tensor<4>;
 /// One timed case: the operation, its input's shape, its parameters' shapes, and whether the
 /// input wants a gradient (an image batch does not).
 struct Case {
-    name: &'static str,
+    name: String,
     burn: Op,
     own: Op,
     input: [usize; 4],
@@ -123,7 +125,7 @@ fn main() {
         (32, 64, 14, true),
     ] {
         cases.push(Case {
-            name: "conv2d 3x3",
+            name: format!("conv2d 3x3 → {c_out} channels"),
             burn: |x, p| conv3x3(burn_conv2d, x, p),
             own: |x, p| conv3x3(conv2d, x, p),
             input: [64, c_in, size, size],
@@ -141,11 +143,41 @@ fn main() {
         [64, 64, 14, 14],
     ] {
         cases.push(Case {
-            name: "max_pool2x2_relu",
+            name: "max_pool2x2_relu".into(),
             burn: |x, _| relu(max_pool2d(x, MaxPoolOptions::new([2, 2]))),
             own: |x, _| max_pool2x2_relu(x),
             input: shape,
             params: Vec::new(),
+            input_grad: true,
+        });
+    }
+    // The three levels' two training batch norms (then pooling and ReLU), on the
+    // convolutions' outputs: Burn's operations (nestednet's own formula, then the pooling
+    // kernel) against the fused kernel.
+    for shape in [
+        [64, 8, 28, 28],
+        [64, 16, 28, 28],
+        [64, 32, 28, 28],
+        [64, 16, 14, 14],
+        [64, 32, 14, 14],
+        [64, 64, 14, 14],
+    ] {
+        let c = shape[1];
+        cases.push(Case {
+            name: "batch_norm_max_pool2x2_relu".into(),
+            burn: |x, p| {
+                let c = p[0].dims()[0];
+                let (y, _, _) =
+                    batch_norm_train(x, p[0].clone().reshape([c]), p[1].clone().reshape([c]), 1e-5);
+                max_pool2x2_relu(y)
+            },
+            own: |x, p| {
+                let c = p[0].dims()[0];
+                batch_norm_max_pool2x2_relu(x, p[0].clone().reshape([c]), p[1].clone().reshape([c]), 1e-5)
+                    .output
+            },
+            input: shape,
+            params: vec![[c, 1, 1, 1], [c, 1, 1, 1]],
             input_grad: true,
         });
     }
