@@ -23,6 +23,9 @@
 //! Only the gradients the graph needs are computed (none for an image batch). The values
 //! agree with Burn's convolution to float rounding: the products sum in another order.
 
+// Without `flex`, the kernels have no caller but their tests: Burn's operations run instead.
+#![cfg_attr(not(feature = "flex"), allow(dead_code))]
+
 use burn::prelude::*;
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -302,25 +305,75 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvG
     crate::pool::tests::count_call();
     check_lengths(g, x, weight, None);
     let pixels = g.pixels();
-    // The bias rides in the product as one more column of the weight against a row of ones
-    // under the image's columns: no pass over the output to add it.
-    let (weight, patch) = match bias {
-        Some(bias) => (std::borrow::Cow::Owned(with_bias_column(weight, bias, g)), g.patch() + 1),
-        None => (std::borrow::Cow::Borrowed(weight), g.patch()),
-    };
+    let (weight, patch) = product_weight(weight, bias, g);
     par_products(
         g.batch,
         g.output_image(),
         || vec![0.0f32; patch * pixels],
         |columns, n, product| {
-            let image = &x[n * g.input_image()..][..g.input_image()];
-            crate::simd::vectorised(|| im2col(image, g, columns));
-            if patch > g.patch() {
-                columns[g.patch() * pixels..].fill(1.0);
-            }
+            image_columns(&x[n * g.input_image()..][..g.input_image()], g, patch, columns);
             product.write(Matrix::rows(&weight, g.c_out, patch), Matrix::rows(columns, patch, pixels));
         },
     )
+}
+
+/// The weight of the forward product and its columns: with a bias, it rides in the product
+/// as one more column of the weight against a row of ones under the image's columns (no pass
+/// over the output to add it).
+fn product_weight<'a>(
+    weight: &'a [f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> (std::borrow::Cow<'a, [f32]>, usize) {
+    match bias {
+        Some(bias) => (std::borrow::Cow::Owned(with_bias_column(weight, bias, g)), g.patch() + 1),
+        None => (std::borrow::Cow::Borrowed(weight), g.patch()),
+    }
+}
+
+/// An image's columns for the forward product: its im2col, then ones in the bias row if the
+/// product has one (`patch` rows in all).
+#[inline(always)]
+fn image_columns(image: &[f32], g: &ConvGeometry, patch: usize, columns: &mut [f32]) {
+    crate::simd::vectorised(|| im2col(image, g, columns));
+    if patch > g.patch() {
+        columns[g.patch() * g.pixels()..patch * g.pixels()].fill(1.0);
+    }
+}
+
+/// The forward kernel followed, image by image, by `relu(max over each 2×2 window of
+/// map(channel))` (as [`map_pool_relu`](crate::pool::map_pool_relu)): each image's product
+/// is pooled while it is in cache, and only the pooled `[batch, c_out, h_out / 2, w_out / 2]`
+/// output is written. The same values as the two kernels one after the other, bit for bit
+/// (the same product, then the same pooling of each plane). `h_out`, `w_out` at least 2.
+pub(crate) fn forward_pooled<M: Fn(f32) -> f32>(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+    map: impl Fn(usize) -> M + Sync,
+) -> Vec<f32> {
+    #[cfg(test)]
+    crate::pool::tests::count_call();
+    check_lengths(g, x, weight, None);
+    assert!(g.h_out >= 2 && g.w_out >= 2, "2x2 pooling of a {}x{} output", g.h_out, g.w_out);
+    let pixels = g.pixels();
+    let (weight, patch) = product_weight(weight, bias, g);
+    let pooled = (g.h_out / 2) * (g.w_out / 2);
+    let mut out = vec![0.0f32; g.batch * g.c_out * pooled];
+    let images = out.par_chunks_mut((g.c_out * pooled).max(1)).enumerate();
+    images.for_each_init(
+        || (vec![0.0f32; patch * pixels], vec![0.0f32; g.output_image()]),
+        |(columns, y), (n, dst)| {
+            image_columns(&x[n * g.input_image()..][..g.input_image()], g, patch, columns);
+            matmul(y, Matrix::rows(&weight, g.c_out, patch), Matrix::rows(columns, patch, pixels), false);
+            for (c, (dst, src)) in dst.chunks_exact_mut(pooled).zip(y.chunks_exact(pixels)).enumerate() {
+                let map = map(c);
+                crate::simd::vectorised(|| crate::pool::pool_relu_plane(dst, src, [g.h_out, g.w_out], &map));
+            }
+        },
+    );
+    out
 }
 
 /// The weight as `[c_out, patch + 1]`, each row followed by its channel's bias.

@@ -18,6 +18,7 @@
 //! | [`batch_norm_max_pool2x2_relu`] (training) | [`batch_norm_train`], then the next row | float rounding |
 //! | [`max_pool2x2_relu`] | `relu(max_pool2d(x, [2, 2]))` | bit for bit |
 //! | [`norm_max_pool2x2_relu`] (inference) | `relu(max_pool2d(norm.forward(x), [2, 2]))` | bit for bit |
+//! | [`conv2d_norm_max_pool2x2_relu`] (inference) | [`conv2d_layer`], then the row above | as [`conv2d`] |
 //!
 //! "Float rounding": the kernels sum in another order than Burn's, so results differ in the
 //! last bits (tests bound the difference, on every backend CI runs); the pooling kernels pick
@@ -39,7 +40,7 @@ mod pool;
 mod simd;
 
 pub use conv::{conv2d, conv2d_has_kernel, conv2d_layer};
-pub use norm_pool::norm_max_pool2x2_relu;
+pub use norm_pool::{conv2d_norm_max_pool2x2_relu, norm_max_pool2x2_relu};
 pub use norm_train::{NormPoolOutput, batch_norm_max_pool2x2_relu, batch_norm_train};
 pub use pool::max_pool2x2_relu;
 

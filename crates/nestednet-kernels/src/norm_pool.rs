@@ -14,9 +14,12 @@
 //! (batch statistics, gradients) runs Burn's batch norm, then [`max_pool2x2_relu`], which has
 //! its own kernel and backward pass on `flex`.
 
+use crate::conv::ConvGeometry;
 use crate::pool::{map_pool_relu, max_pool2x2_relu};
-use burn::nn::BatchNorm;
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
 
 /// `relu(max_pool2d(norm(x), [2, 2]))` with `norm` in inference mode (running statistics), for
 /// `x` of shape `[batch, channels, height, width]` (floor mode: an odd last row or column is
@@ -39,6 +42,46 @@ pub fn norm_max_pool2x2_relu(x: Tensor<4>, norm: &BatchNorm) -> Tensor<4> {
     let values = data.as_slice::<f32>().expect("an f32 tensor holds f32 values");
     let out = norm_pool_relu_kernel(values, [b, c, h, w], &stats);
     Tensor::from_data(TensorData::new(out, [b, c, h / 2, w / 2]), &device)
+}
+
+/// `norm_max_pool2x2_relu(conv2d_layer(conv, x), norm)`: a convolution, then batch norm with
+/// running statistics, 2×2 max-pooling and ReLU, for inference. On a `flex` tensor without
+/// autodiff it is one kernel: each image's convolution output is pooled while it is in
+/// cache, so the full-resolution activation is never written (for a small level's first
+/// layer, those passes over memory were most of its time); the values are those of the two
+/// kernels one after the other, bit for bit. Elsewhere it is those two operations.
+///
+/// # Panics
+///
+/// As [`conv2d_layer`](crate::conv2d_layer) and [`norm_max_pool2x2_relu`].
+pub fn conv2d_norm_max_pool2x2_relu(x: Tensor<4>, conv: &Conv2d, norm: &BatchNorm) -> Tensor<4> {
+    let unfused = |x| norm_max_pool2x2_relu(crate::conv2d_layer(conv, x), norm);
+    if x.is_autodiff() || !crate::runs_own_kernel(&x, crate::KernelFamily::Pool) {
+        return unfused(x);
+    }
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        PaddingConfig2d::Same => return unfused(x),
+    };
+    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+    let weight = conv.weight.val();
+    if !crate::conv2d_has_kernel(&x, &weight, &options) {
+        return unfused(x);
+    }
+    let g = ConvGeometry::new(x.dims(), weight.dims(), &options);
+    if g.h_out < 2 || g.w_out < 2 {
+        return unfused(x);
+    }
+    let [width] = norm.gamma.dims();
+    assert_eq!(g.c_out, width, "batch norm of {width} channels applied to {} channels", g.c_out);
+    let stats = ChannelStats::of(norm);
+    let device = x.device();
+    let values = |t: TensorData| t.convert::<f32>().try_into_vec::<f32>().expect("f32 values");
+    let (x, weight) = (values(x.into_data()), values(weight.into_data()));
+    let bias = conv.bias.as_ref().map(|b| values(b.val().into_data()));
+    let out = crate::conv::forward_pooled(&x, &weight, bias.as_deref(), &g, |c| stats.channel(c));
+    Tensor::from_data(TensorData::new(out, [g.batch, g.c_out, g.h_out / 2, g.w_out / 2]), &device)
 }
 
 /// A batch norm's per-channel inference coefficients, as Burn's `batch_norm` uses them.
@@ -131,6 +174,38 @@ mod tests {
         let out = norm_pool_relu_kernel(&x, [1, 1, 4, 4], &identity);
         assert!(out[0].is_nan());
         assert_eq!(&out[1..], &[1.0, 1.0, 1.0]);
+    }
+
+    /// The convolution fused in gives the two kernels' values, bit for bit, for layers with and
+    /// without a bias, padded or not, strided; and Burn's layers' values to float rounding.
+    #[test]
+    fn convolution_then_norm_pool_relu_equals_the_two_kernels() {
+        use burn::nn::conv::Conv2dConfig;
+        let device = Device::flex();
+        device.seed(13);
+        let x = Tensor::<4>::random([5, 3, 12, 10], Distribution::Normal(0.0, 1.0), &device);
+        let layers = [
+            Conv2dConfig::new([3, 6], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+            Conv2dConfig::new([3, 6], [3, 3]).with_bias(false),
+            Conv2dConfig::new([3, 6], [3, 3])
+                .with_stride([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+        ];
+        for config in layers {
+            let conv = config.init(&device);
+            let norm = trained_like_norm(6, &device);
+            let calls = crate::pool::tests::kernel_calls();
+            let fused = conv2d_norm_max_pool2x2_relu(x.clone(), &conv, &norm).into_data();
+            #[cfg(feature = "flex")]
+            assert_eq!(crate::pool::tests::kernel_calls(), calls + 1, "one fused kernel");
+            let _ = calls;
+            fused.assert_eq(
+                &norm_max_pool2x2_relu(crate::conv2d_layer(&conv, x.clone()), &norm).into_data(),
+                true,
+            );
+            let burns = reference(norm.forward(conv.forward(x.clone()))).into_data();
+            fused.assert_approx_eq::<f32>(&burns, burn::tensor::Tolerance::absolute(1e-4));
+        }
     }
 
     /// A plain flex tensor takes the fused kernel and an autodiff one Burn's batch norm; both

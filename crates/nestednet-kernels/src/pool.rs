@@ -86,28 +86,34 @@ pub(crate) fn map_pool_relu<M: Fn(f32) -> f32>(
     let planes = out.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w)).enumerate();
     planes.with_min_len(planes_per_task(h * w)).for_each(|(index, (dst, src))| {
         let map = map(index % c.max(1));
-        crate::simd::vectorised(|| {
-            for (oy, row) in dst.chunks_exact_mut(wo).enumerate() {
-                let (top, bottom) = (&src[2 * oy * w..][..2 * wo], &src[(2 * oy + 1) * w..][..2 * wo]);
-                for (start, out) in (0..wo).step_by(BLOCK).zip(row.chunks_mut(BLOCK)) {
-                    let n = out.len();
-                    let values = deinterleave_values(&top[2 * start..], &bottom[2 * start..], n, &map);
-                    match forward_lanes(&values) {
-                        Some(max) => out.copy_from_slice(&max[..n]),
-                        // A NaN in the block: Flex's rule window by window.
-                        None => {
-                            for (i, o) in out.iter_mut().enumerate() {
-                                *o = relu_f32(
-                                    window_winner([values[0][i], values[1][i], values[2][i], values[3][i]]).0,
-                                );
-                            }
-                        }
+        crate::simd::vectorised(|| pool_relu_plane(dst, src, [h, w], &map));
+    });
+    out
+}
+
+/// `relu(max)` over each 2×2 window of `map` applied to the `h × w` plane `src` (`h`, `w` at
+/// least 2), written to `dst` (`h/2 × w/2`).
+#[inline(always)]
+pub(crate) fn pool_relu_plane(dst: &mut [f32], src: &[f32], [h, w]: [usize; 2], map: &impl Fn(f32) -> f32) {
+    let wo = w / 2;
+    for (oy, row) in dst.chunks_exact_mut(wo).enumerate().take(h / 2) {
+        let (top, bottom) = (&src[2 * oy * w..][..2 * wo], &src[(2 * oy + 1) * w..][..2 * wo]);
+        for (start, out) in (0..wo).step_by(BLOCK).zip(row.chunks_mut(BLOCK)) {
+            let n = out.len();
+            let values = deinterleave_values(&top[2 * start..], &bottom[2 * start..], n, map);
+            match forward_lanes(&values) {
+                Some(max) => out.copy_from_slice(&max[..n]),
+                // A NaN in the block: Flex's rule window by window.
+                None => {
+                    for (i, o) in out.iter_mut().enumerate() {
+                        *o = relu_f32(
+                            window_winner([values[0][i], values[1][i], values[2][i], values[3][i]]).0,
+                        );
                     }
                 }
             }
-        });
-    });
-    out
+        }
+    }
 }
 
 /// `relu(max)` of each of [`BLOCK`] windows (deinterleaved), or `None` if a value is NaN.

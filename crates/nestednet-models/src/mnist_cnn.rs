@@ -21,7 +21,7 @@ use crate::{
     LevelCost, LevelRequest, MixableLayer, ModelError, ModelFamily, ModelRequest, NestedNetwork,
     NestedNetworkConfig, Recipe, RecipeContext, RecipeLevelWeights, RecipeOptimizer, RecipeSchedule,
 };
-use nestednet_kernels::{conv2d_layer, norm_max_pool2x2_relu};
+use nestednet_kernels::{conv2d_norm_max_pool2x2_relu, norm_max_pool2x2_relu};
 
 /// Configuration of the nested `mnist-cnn`.
 #[derive(Config, Debug)]
@@ -626,8 +626,8 @@ pub struct MnistCnn {
 impl MnistCnn {
     /// Logits `[batch, classes]` for images `[batch, c, h, w]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = norm_max_pool2x2_relu(conv2d_layer(&self.conv1, images), &self.bn1);
-        let x = norm_max_pool2x2_relu(conv2d_layer(&self.conv2, x), &self.bn2).flatten::<2>(1, 3);
+        let x = conv2d_norm_max_pool2x2_relu(images, &self.conv1, &self.bn1);
+        let x = conv2d_norm_max_pool2x2_relu(x, &self.conv2, &self.bn2).flatten::<2>(1, 3);
         self.fc2.forward(relu(self.fc1.forward(x)))
     }
 }
