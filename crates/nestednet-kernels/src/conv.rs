@@ -502,6 +502,7 @@ fn check_lengths(g: &ConvGeometry, x: &[f32], weight: &[f32], grad: Option<&[f32
 #[cfg(feature = "flex")]
 mod flex {
     use super::{ConvGeometry, Wanted};
+    use crate::flex_tensor::{contiguous, dims4, f32s};
     use burn::backend::autodiff::NodeId;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -544,20 +545,6 @@ mod flex {
             Some(bias) => <Dispatch as ConvKernels>::conv2d_columns(x, weight, bias.into_dispatch(), options),
             None => <Dispatch as ConvKernels>::conv2d_columns_no_bias(x, weight, options),
         })
-    }
-
-    /// A flex tensor in row-major order (copied only if its layout is not already that).
-    fn contiguous(tensor: FlexTensor) -> FlexTensor {
-        if tensor.as_slice::<f32>().is_some() { tensor } else { tensor.to_contiguous() }
-    }
-
-    fn dims4(tensor: &FlexTensor) -> [usize; 4] {
-        let shape = tensor.layout().shape();
-        [shape[0], shape[1], shape[2], shape[3]]
-    }
-
-    fn f32s(tensor: &FlexTensor) -> &[f32] {
-        tensor.as_slice::<f32>().expect("a contiguous f32 tensor")
     }
 
     /// The forward kernel on flex tensors.

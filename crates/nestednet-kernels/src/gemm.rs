@@ -61,25 +61,37 @@ pub(crate) fn matmul(dst: &mut [f32], lhs: Matrix, rhs: Matrix, accumulate: bool
         }
         return;
     }
-    let stride = |s: usize| isize::try_from(s).expect("a stride within isize");
     // SAFETY: the three matrices were checked to lie inside their slices (`fits`), `dst` is
-    // borrowed mutably and so overlaps neither input, and `f32` is one of gemm's types.
+    // borrowed mutably and so overlaps neither input.
+    unsafe { raw_gemm(dst.as_mut_ptr(), n, accumulate, lhs, rhs) }
+}
+
+/// `dst = lhs × rhs` (`dst += lhs × rhs` with `read_dst`), `dst` a row-major `lhs.rows ×
+/// rhs.cols` matrix of row stride `n`, through gemm, on the calling thread; `k` ≥ 1.
+///
+/// # Safety
+///
+/// `dst` must be valid for writes (and reads, with `read_dst`) of that matrix and overlap
+/// neither input; the inputs lie inside their slices by construction of [`Matrix`].
+unsafe fn raw_gemm(dst: *mut f32, n: usize, read_dst: bool, lhs: Matrix, rhs: Matrix) {
+    let stride = |s: usize| isize::try_from(s).expect("a stride within isize");
+    // SAFETY: the caller's contract, and `f32` is one of gemm's types.
     unsafe {
         gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
+            lhs.rows,
+            rhs.cols,
+            lhs.cols,
+            dst,
             1,
             stride(n),
-            accumulate,
+            read_dst,
             lhs.data.as_ptr(),
             stride(lhs.col_stride),
             stride(lhs.row_stride),
             rhs.data.as_ptr(),
             stride(rhs.col_stride),
             stride(rhs.row_stride),
-            // dst = alpha · dst + beta · lhs · rhs (alpha is read only with `accumulate`).
+            // dst = alpha · dst + beta · lhs · rhs (alpha is read only with `read_dst`).
             1.0f32,
             1.0f32,
             false,
@@ -105,32 +117,10 @@ impl Product<'_> {
         if k == 0 {
             self.dst.fill(std::mem::MaybeUninit::new(0.0));
         } else if m * n > 0 {
-            let stride = |s: usize| isize::try_from(s).expect("a stride within isize");
-            // SAFETY: as in `matmul`; gemm writes every element of the `m × n` destination
-            // (`read_dst` false: it reads none), which is exactly this block.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    self.dst.as_mut_ptr().cast::<f32>(),
-                    1,
-                    stride(n),
-                    false,
-                    lhs.data.as_ptr(),
-                    stride(lhs.col_stride),
-                    stride(lhs.row_stride),
-                    rhs.data.as_ptr(),
-                    stride(rhs.col_stride),
-                    stride(rhs.row_stride),
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // SAFETY: the block is exactly the `m × n` destination, borrowed mutably (so it
+            // overlaps neither input); gemm writes every element of it (`read_dst` false: it
+            // reads none), so uninitialised memory is never read.
+            unsafe { raw_gemm(self.dst.as_mut_ptr().cast::<f32>(), n, false, lhs, rhs) }
         }
         self.written = true;
         // SAFETY: every element was written just above.

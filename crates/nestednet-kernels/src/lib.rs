@@ -33,6 +33,8 @@
 #![warn(missing_docs)]
 
 mod conv;
+#[cfg(feature = "flex")]
+mod flex_tensor;
 mod gemm;
 mod norm_pool;
 mod norm_train;

@@ -294,6 +294,7 @@ fn channel_affines(moments: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64) -
 #[cfg(feature = "flex")]
 mod flex {
     use super::{ChannelAffine, NormPoolOutput, channel_affines};
+    use crate::flex_tensor::{contiguous, dims4, f32s};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
     use burn::backend::autodiff::grads::Gradients;
@@ -340,19 +341,6 @@ mod flex {
         let mean = moments.clone().narrow(0, 0, 1).reshape([c]);
         let variance = moments.narrow(0, 1, 1).reshape([c]);
         NormPoolOutput { output, mean, variance }
-    }
-
-    fn contiguous(tensor: FlexTensor) -> FlexTensor {
-        if tensor.as_slice::<f32>().is_some() { tensor } else { tensor.to_contiguous() }
-    }
-
-    fn dims4(tensor: &FlexTensor) -> [usize; 4] {
-        let shape = tensor.layout().shape();
-        [shape[0], shape[1], shape[2], shape[3]]
-    }
-
-    fn f32s(tensor: &FlexTensor) -> &[f32] {
-        tensor.as_slice::<f32>().expect("a contiguous f32 tensor")
     }
 
     fn moments(x: FlexTensor) -> FlexTensor {

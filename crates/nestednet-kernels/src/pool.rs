@@ -300,6 +300,7 @@ fn backward_lanes(values: &[[f32; BLOCK]; 4], grad: &[f32; BLOCK]) -> Option<[[u
 /// The backend extension: the kernel on `Flex`, its backward pass on `Autodiff<Flex>`.
 #[cfg(feature = "flex")]
 mod flex {
+    use crate::flex_tensor::{contiguous, dims4, f32s};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
     use burn::backend::autodiff::grads::Gradients;
@@ -322,14 +323,7 @@ mod flex {
     /// A flex tensor's dimensions and its values in row-major order (copied only if its
     /// layout is not already that).
     fn values(tensor: FlexTensor) -> ([usize; 4], FlexTensor) {
-        let shape = tensor.layout().shape();
-        let dims = [shape[0], shape[1], shape[2], shape[3]];
-        let tensor = if tensor.as_slice::<f32>().is_some() { tensor } else { tensor.to_contiguous() };
-        (dims, tensor)
-    }
-
-    fn f32s(tensor: &FlexTensor) -> &[f32] {
-        tensor.as_slice::<f32>().expect("a contiguous f32 tensor")
+        (dims4(&tensor), contiguous(tensor))
     }
 
     impl PoolKernels for Flex {
