@@ -104,6 +104,16 @@ fn conv3x3(
     conv(x, params[0].clone(), Some(bias), ConvOptions::new([1, 1], [1, 1], [1, 1], 1))
 }
 
+/// The activations the 3-level `mnist-cnn` pools at batch 64: each level's two layers.
+const ACTIVATIONS: [[usize; 4]; 6] = [
+    [64, 8, 28, 28],
+    [64, 16, 28, 28],
+    [64, 32, 28, 28],
+    [64, 16, 14, 14],
+    [64, 32, 14, 14],
+    [64, 64, 14, 14],
+];
+
 fn main() {
     let args = Args::parse();
     println!(
@@ -133,15 +143,8 @@ fn main() {
             input_grad,
         });
     }
-    // The three levels' two pooling layers at batch 64.
-    for shape in [
-        [64, 8, 28, 28],
-        [64, 16, 28, 28],
-        [64, 32, 28, 28],
-        [64, 16, 14, 14],
-        [64, 32, 14, 14],
-        [64, 64, 14, 14],
-    ] {
+    // The three levels' two pooling layers.
+    for shape in ACTIVATIONS {
         cases.push(Case {
             name: "max_pool2x2_relu".into(),
             burn: |x, _| relu(max_pool2d(x, MaxPoolOptions::new([2, 2]))),
@@ -154,14 +157,7 @@ fn main() {
     // The three levels' two training batch norms (then pooling and ReLU), on the
     // convolutions' outputs: Burn's operations (nestednet's own formula, then the pooling
     // kernel) against the fused kernel.
-    for shape in [
-        [64, 8, 28, 28],
-        [64, 16, 28, 28],
-        [64, 32, 28, 28],
-        [64, 16, 14, 14],
-        [64, 32, 14, 14],
-        [64, 64, 14, 14],
-    ] {
+    for shape in ACTIVATIONS {
         let c = shape[1];
         cases.push(Case {
             name: "batch_norm_max_pool2x2_relu".into(),

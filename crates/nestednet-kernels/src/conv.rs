@@ -71,14 +71,22 @@ pub fn conv2d(
 /// [`conv2d`]: the layer's own padding, stride, dilation and groups (a layer with `Same`
 /// padding runs its own `forward`).
 pub fn conv2d_layer(layer: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
+    match layer_options(layer) {
+        Some(options) => conv2d(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), options),
+        None => layer.forward(x),
+    }
+}
+
+/// A Burn layer's convolution options, or `None` for `Same` padding (which depends on the
+/// input's size: the layer computes it itself).
+pub(crate) fn layer_options(layer: &burn::nn::conv::Conv2d) -> Option<ConvOptions<2>> {
     use burn::nn::PaddingConfig2d;
     let padding = match layer.padding {
         PaddingConfig2d::Valid => [(0, 0), (0, 0)],
         PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
-        PaddingConfig2d::Same => return layer.forward(x),
+        PaddingConfig2d::Same => return None,
     };
-    let options = ConvOptions::new_with_padding(layer.stride, padding, layer.dilation, layer.groups);
-    conv2d(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), options)
+    Some(ConvOptions::new_with_padding(layer.stride, padding, layer.dilation, layer.groups))
 }
 
 /// Whether [`conv2d`] runs this crate's kernels for these arguments (otherwise Burn's).

@@ -16,10 +16,9 @@
 
 use crate::conv::ConvGeometry;
 use crate::pool::{map_pool_relu, max_pool2x2_relu};
+use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::ops::ConvOptions;
 
 /// `relu(max_pool2d(norm(x), [2, 2]))` with `norm` in inference mode (running statistics), for
 /// `x` of shape `[batch, channels, height, width]` (floor mode: an odd last row or column is
@@ -59,12 +58,7 @@ pub fn conv2d_norm_max_pool2x2_relu(x: Tensor<4>, conv: &Conv2d, norm: &BatchNor
     if x.is_autodiff() || !crate::runs_own_kernel(&x, crate::KernelFamily::Pool) {
         return unfused(x);
     }
-    let padding = match conv.padding {
-        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
-        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
-        PaddingConfig2d::Same => return unfused(x),
-    };
-    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+    let Some(options) = crate::conv::layer_options(conv) else { return unfused(x) };
     let weight = conv.weight.val();
     if !crate::conv2d_has_kernel(&x, &weight, &options) {
         return unfused(x);
@@ -180,6 +174,7 @@ mod tests {
     /// without a bias, padded or not, strided; and Burn's layers' values to float rounding.
     #[test]
     fn convolution_then_norm_pool_relu_equals_the_two_kernels() {
+        use burn::nn::PaddingConfig2d;
         use burn::nn::conv::Conv2dConfig;
         let device = Device::flex();
         device.seed(13);
