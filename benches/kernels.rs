@@ -17,7 +17,8 @@ use nestednet::burn::tensor::module::max_pool2d;
 use nestednet::burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use nestednet::data::SplitMix64;
 use nestednet::kernels::{
-    batch_norm_max_pool2x2_relu, batch_norm_train, conv2d, max_pool2x2_relu, set_own_kernels,
+    KernelFamily, batch_norm_max_pool2x2_relu, batch_norm_train, conv2d, max_pool2x2_relu,
+    set_kernel_families,
 };
 
 #[global_allocator]
@@ -28,6 +29,17 @@ struct Args {
     /// Timed forward + backward passes per shape and path (after 3 warm-up passes).
     #[arg(long, default_value_t = 30)]
     repeats: usize,
+    /// The kernel families the `own` path switches on (default: all), e.g. `pool,conv,norm`
+    /// to time the convolutions without the direct kernel.
+    #[arg(long, value_delimiter = ',')]
+    own_families: Vec<String>,
+    /// Instead of Burn's operations, time the kernels with only these families as the
+    /// baseline, e.g. `pool,conv,norm` against the default (all) to see what `direct` buys.
+    #[arg(long, value_delimiter = ',')]
+    baseline_families: Vec<String>,
+    /// Only the cases whose name contains this.
+    #[arg(long)]
+    filter: Option<String>,
     /// Time only one path (`own` or `burn`), e.g. under a profiler.
     #[arg(long)]
     only: Option<String>,
@@ -114,14 +126,36 @@ const ACTIVATIONS: [[usize; 4]; 6] = [
     [64, 64, 14, 14],
 ];
 
+/// The kernel families named in `names`, or `default` if there are none.
+fn families(names: &[String], default: &[KernelFamily]) -> Vec<KernelFamily> {
+    if names.is_empty() {
+        return default.to_vec();
+    }
+    let family = |name: &String| {
+        *KernelFamily::ALL
+            .iter()
+            .find(|f| f.name() == name)
+            .unwrap_or_else(|| panic!("unknown kernel family {name:?} (pool, conv, norm, direct)"))
+    };
+    names.iter().map(family).collect()
+}
+
 fn main() {
     let args = Args::parse();
+    let own_families = families(&args.own_families, &KernelFamily::ALL);
+    let baseline_families = families(&args.baseline_families, &[]);
     println!(
-        "flex, RAYON_NUM_THREADS={}; median of {} (ms)\n",
+        "flex, RAYON_NUM_THREADS={}; median of {} (ms); nestednet-kernels' families: {}\n",
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all cores".into()),
-        args.repeats
+        args.repeats,
+        own_families.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
     );
-    println!("| operation | input | pass | Burn's ops | nestednet-kernels | speed-up |");
+    let baseline = if baseline_families.is_empty() {
+        "Burn's ops".to_string()
+    } else {
+        format!("kernels {}", baseline_families.iter().map(|f| f.name()).collect::<Vec<_>>().join("+"))
+    };
+    println!("| operation | input | pass | {baseline} | nestednet-kernels | speed-up |");
     println!("|---|---|---|---|---|---|");
     let mut cases = Vec::new();
     // The three levels' two convolutions (3x3, padding 1, with a bias) at batch 64: the first
@@ -177,14 +211,16 @@ fn main() {
             input_grad: true,
         });
     }
-    for case in &cases {
+    let filter = args.filter.as_deref().unwrap_or("");
+    for case in cases.iter().filter(|case| case.name.contains(filter)) {
         for (pass, backward) in [("forward", false), ("forward + backward", true)] {
             let run = |path: &str, op, own| {
-                set_own_kernels(own);
+                set_kernel_families(if own { &own_families } else { &baseline_families });
                 let skip = args.only.as_deref().is_some_and(|only| only != path);
                 if skip { f64::NAN } else { time_ms(case, op, args.repeats, backward) }
             };
-            let burn = run("burn", case.burn, false);
+            let baseline_op = if baseline_families.is_empty() { case.burn } else { case.own };
+            let burn = run("burn", baseline_op, false);
             let own = run("own", case.own, true);
             println!(
                 "| {} | {:?} | {pass} | {burn:.3} | {own:.3} | {:.2}x |",

@@ -51,6 +51,10 @@ struct Args {
     /// Levels whose latency is measured (default: all).
     #[arg(long, value_delimiter = ',')]
     levels: Vec<usize>,
+    /// Time only this network's training epoch and stop (for a profiler): `joint` (the 3-level
+    /// network) or a width ratio of the plain network (`0.25`, `0.5`, `1.0`).
+    #[arg(long)]
+    train_only: Option<String>,
     /// Skip the training measurements.
     #[arg(long)]
     no_training: bool,
@@ -167,6 +171,19 @@ fn main() {
         },
     );
     let nested: ModelConfig = NestedMnistCnnConfig::new().into();
+    if let Some(only) = &args.train_only {
+        let config = match only.as_str() {
+            "joint" => nested,
+            ratio => scaled(
+                ratio.parse().unwrap_or_else(|_| panic!("--train-only: {ratio:?} is not joint or a ratio")),
+            ),
+        };
+        for backend in backends {
+            let (seconds, _) = epoch_seconds(&config, &train, backend, args.epoch_steps);
+            println!("{backend}: {only} epoch {seconds:.2} s");
+        }
+        return;
+    }
     let mut all = Vec::new();
     for backend in backends {
         let device = backend.device().unwrap_or_else(|e| panic!("{e}"));

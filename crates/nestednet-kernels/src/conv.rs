@@ -31,6 +31,7 @@ use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
+use crate::direct::DirectConv;
 use crate::gemm::{Matrix, matmul, par_products};
 
 /// `burn::tensor::module::conv2d(x, weight, bias, options)`: `x` `[batch, c_in, h, w]`,
@@ -312,6 +313,18 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvG
     #[cfg(test)]
     crate::pool::tests::count_call();
     check_lengths(g, x, weight, None);
+    if let Some(direct) = direct_kernel(weight, bias, g) {
+        return par_products(
+            g.batch,
+            g.output_image(),
+            || direct.scratch(),
+            |scratch, n, product| {
+                product.write_with(|dst| {
+                    direct.image(&x[n * g.input_image()..][..g.input_image()], scratch, dst)
+                })
+            },
+        );
+    }
     let pixels = g.pixels();
     let (weight, patch) = product_weight(weight, bias, g);
     par_products(
@@ -343,45 +356,60 @@ fn product_weight<'a>(
 /// product has one (`patch` rows in all).
 #[inline(always)]
 fn image_columns(image: &[f32], g: &ConvGeometry, patch: usize, columns: &mut [f32]) {
-    crate::simd::vectorised(|| im2col(image, g, columns));
+    crate::simd::vectorised!(im2col(image, g, columns));
     if patch > g.patch() {
         columns[g.patch() * g.pixels()..patch * g.pixels()].fill(1.0);
     }
 }
 
-/// The forward kernel followed, image by image, by `relu(max over each 2×2 window of
-/// map(channel))` (as [`map_pool_relu`](crate::pool::map_pool_relu)): each image's product
-/// is pooled while it is in cache, and only the pooled `[batch, c_out, h_out / 2, w_out / 2]`
-/// output is written. The same values as the two kernels one after the other, bit for bit
-/// (the same product, then the same pooling of each plane). `h_out`, `w_out` at least 2.
-pub(crate) fn forward_pooled<M: Fn(f32) -> f32>(
-    x: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    g: &ConvGeometry,
-    map: impl Fn(usize) -> M + Sync,
-) -> Vec<f32> {
+/// The forward kernel followed, image by image, by `relu(max over each 2×2 window)` (as
+/// [`max_pool2x2_relu`](crate::max_pool2x2_relu)): each image's product is pooled while it
+/// is in cache, and only the pooled `[batch, c_out, h_out / 2, w_out / 2]` output is written.
+/// The same values as the two kernels one after the other. `h_out`, `w_out` at least 2.
+pub(crate) fn forward_pooled(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
     #[cfg(test)]
     crate::pool::tests::count_call();
     check_lengths(g, x, weight, None);
     assert!(g.h_out >= 2 && g.w_out >= 2, "2x2 pooling of a {}x{} output", g.h_out, g.w_out);
     let pixels = g.pixels();
+    let direct = direct_kernel(weight, bias, g);
     let (weight, patch) = product_weight(weight, bias, g);
     let pooled = (g.h_out / 2) * (g.w_out / 2);
     let mut out = vec![0.0f32; g.batch * g.c_out * pooled];
     let images = out.par_chunks_mut((g.c_out * pooled).max(1)).enumerate();
     images.for_each_init(
-        || (vec![0.0f32; patch * pixels], vec![0.0f32; g.output_image()]),
-        |(columns, y), (n, dst)| {
-            image_columns(&x[n * g.input_image()..][..g.input_image()], g, patch, columns);
-            matmul(y, Matrix::rows(&weight, g.c_out, patch), Matrix::rows(columns, patch, pixels), false);
-            for (c, (dst, src)) in dst.chunks_exact_mut(pooled).zip(y.chunks_exact(pixels)).enumerate() {
-                let map = map(c);
-                crate::simd::vectorised(|| crate::pool::pool_relu_plane(dst, src, [g.h_out, g.w_out], &map));
+        || match &direct {
+            Some(direct) => (Vec::new(), Some(direct.scratch()), Vec::new()),
+            None => (vec![0.0f32; patch * pixels], None, vec![0.0f32; g.output_image()]),
+        },
+        |(columns, scratch, y), (n, dst)| {
+            let image = &x[n * g.input_image()..][..g.input_image()];
+            // The output planes, and the stride of their rows.
+            let (planes, plane, stride) = match (&direct, scratch) {
+                (Some(direct), Some(scratch)) => {
+                    (direct.padded_output(image, scratch), direct.output_plane(), direct.row_stride())
+                }
+                _ => {
+                    image_columns(image, g, patch, columns);
+                    let (weight, columns) =
+                        (Matrix::rows(&weight, g.c_out, patch), Matrix::rows(columns, patch, pixels));
+                    matmul(y, weight, columns, false);
+                    (&y[..], pixels, g.w_out)
+                }
+            };
+            for (dst, src) in dst.chunks_exact_mut(pooled).zip(planes.chunks_exact(plane)) {
+                crate::simd::vectorised!(crate::pool::pool_relu_rows(dst, src, [g.h_out, g.w_out], stride));
             }
         },
     );
     out
+}
+
+/// The direct kernel's layout of the convolution, if it serves it (see [`crate::direct`]) and
+/// its family is switched on.
+fn direct_kernel(weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Option<DirectConv> {
+    (crate::direct::serves(g) && crate::kernel_family_on(crate::KernelFamily::Direct))
+        .then(|| DirectConv::new(weight, bias, g))
 }
 
 /// The weight as `[c_out, patch + 1]`, each row followed by its channel's bias.
@@ -432,7 +460,7 @@ pub(crate) fn backward(
                 |columns, (dx, dy)| {
                     let weight_t = Matrix::transposed(weight, patch, g.c_out);
                     matmul(columns, weight_t, Matrix::rows(dy, g.c_out, pixels), false);
-                    crate::simd::vectorised(|| col2im_add(columns, g, dx));
+                    crate::simd::vectorised!(col2im_add(columns, g, dx));
                 },
             );
         }
@@ -451,7 +479,7 @@ pub(crate) fn backward(
                 let mut columns = vec![1.0f32; rows * pixels];
                 for (i, n) in images.enumerate() {
                     let dy = &grad[n * g.output_image()..][..g.output_image()];
-                    crate::simd::vectorised(|| {
+                    crate::simd::vectorised!({
                         im2col(&x[n * g.input_image()..][..g.input_image()], g, &mut columns)
                     });
                     let columns_t = Matrix::transposed(&columns, pixels, rows);

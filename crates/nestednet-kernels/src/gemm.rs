@@ -128,6 +128,16 @@ impl Product<'_> {
     }
 }
 
+impl Product<'_> {
+    /// Zeroes the block, then lets `fill` write it (for a block that is not a matrix product).
+    pub(crate) fn write_with(&mut self, fill: impl FnOnce(&mut [f32])) {
+        self.dst.fill(std::mem::MaybeUninit::new(0.0));
+        self.written = true;
+        // SAFETY: every element was initialised just above.
+        fill(unsafe { std::slice::from_raw_parts_mut(self.dst.as_mut_ptr().cast::<f32>(), self.dst.len()) });
+    }
+}
+
 /// A buffer of `blocks` blocks of `block_len` values, each written by `fill(state, index,
 /// product)` through [`Product::write`] (in parallel, `state` from `init` per task): the
 /// output of one matrix product per image without first zeroing it (a pass over the whole

@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod conv;
+mod direct;
 #[cfg(feature = "flex")]
 mod flex_tensor;
 mod gemm;
@@ -58,25 +59,34 @@ pub enum KernelFamily {
     Conv,
     /// [`batch_norm_max_pool2x2_relu`].
     Norm,
+    /// The direct convolution [`conv2d`] runs for stride-1 layers of at most 16 output
+    /// channels (without it, those take the im2col and matrix-product path too).
+    Direct,
 }
 
 impl KernelFamily {
-    const ALL: [KernelFamily; 3] = [KernelFamily::Pool, KernelFamily::Conv, KernelFamily::Norm];
+    /// Every family.
+    pub const ALL: [KernelFamily; 4] =
+        [KernelFamily::Pool, KernelFamily::Conv, KernelFamily::Norm, KernelFamily::Direct];
+    /// The bits of every family.
+    const EVERY: u8 = 0xf;
 
     fn bit(self) -> u8 {
         1 << self as u8
     }
 
-    fn name(self) -> &'static str {
+    /// The family's name in `NESTEDNET_KERNELS`.
+    pub fn name(self) -> &'static str {
         match self {
             KernelFamily::Pool => "pool",
             KernelFamily::Conv => "conv",
             KernelFamily::Norm => "norm",
+            KernelFamily::Direct => "direct",
         }
     }
 }
 
-/// Bit 7: decided (`NESTEDNET_KERNELS` read, or set); bits 0-2: the families switched on.
+/// Bit 7: decided (`NESTEDNET_KERNELS` read, or set); bits 0-3: the families switched on.
 static OWN_KERNELS: AtomicU8 = AtomicU8::new(0);
 const DECIDED: u8 = 0x80;
 
@@ -88,16 +98,16 @@ fn families_from_env() -> u8 {
 }
 
 fn parse_families(value: Option<&str>) -> u8 {
-    let Some(value) = value else { return 0x7 };
+    let Some(value) = value else { return KernelFamily::EVERY };
     match value.trim() {
-        "" | "all" => 0x7,
+        "" | "all" => KernelFamily::EVERY,
         "burn" => 0,
         list => list.split(',').map(str::trim).fold(0, |bits, name| {
             match KernelFamily::ALL.iter().find(|f| f.name() == name) {
                 Some(family) => bits | family.bit(),
                 None => {
                     eprintln!(
-                        "NESTEDNET_KERNELS: unknown kernel family {name:?} (pool, conv, norm, all, burn)"
+                        "NESTEDNET_KERNELS: unknown kernel family {name:?} (pool, conv, norm, direct, all, burn)"
                     );
                     bits
                 }
@@ -121,7 +131,7 @@ fn families() -> u8 {
 /// operations everywhere (`NESTEDNET_KERNELS=burn`, or after `set_own_kernels(false)`): true
 /// if any family is switched on.
 pub fn own_kernels() -> bool {
-    families() & 0x7 != 0
+    families() & KernelFamily::EVERY != 0
 }
 
 /// Whether `family`'s kernels are switched on (all are by default; `NESTEDNET_KERNELS=pool,conv`
@@ -133,7 +143,13 @@ pub fn kernel_family_on(family: KernelFamily) -> bool {
 /// Chooses, for the whole process, between the operations' own kernels (`true`, the default:
 /// every family) and Burn's operations (`false`). This is for measuring one against the other.
 pub fn set_own_kernels(enabled: bool) {
-    OWN_KERNELS.store(DECIDED | if enabled { 0x7 } else { 0 }, Ordering::Relaxed);
+    OWN_KERNELS.store(DECIDED | if enabled { KernelFamily::EVERY } else { 0 }, Ordering::Relaxed);
+}
+
+/// Switches on exactly `families` for the whole process (the others take Burn's path, or for
+/// [`KernelFamily::Direct`] the matrix-product convolution): for measuring what each bought.
+pub fn set_kernel_families(families: &[KernelFamily]) {
+    OWN_KERNELS.store(DECIDED | families.iter().fold(0, |bits, f| bits | f.bit()), Ordering::Relaxed);
 }
 
 /// Whether `tensor` lives on the `flex` device (with or without autodiff) and holds `f32`s:
@@ -158,8 +174,9 @@ mod tests {
     #[test]
     fn kernel_families_are_parsed_from_the_environment_value() {
         let bits = |families: &[KernelFamily]| families.iter().fold(0, |b, f| b | f.bit());
-        assert_eq!(parse_families(None), 0x7);
-        assert_eq!(parse_families(Some("all")), 0x7);
+        assert_eq!(parse_families(None), KernelFamily::EVERY);
+        assert_eq!(parse_families(Some("all")), KernelFamily::EVERY);
+        assert_eq!(parse_families(Some("direct")), bits(&[KernelFamily::Direct]));
         assert_eq!(parse_families(Some(" burn ")), 0);
         assert_eq!(parse_families(Some("pool")), bits(&[KernelFamily::Pool]));
         assert_eq!(parse_families(Some("pool, conv")), bits(&[KernelFamily::Pool, KernelFamily::Conv]));

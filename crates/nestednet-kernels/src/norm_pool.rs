@@ -74,7 +74,8 @@ pub fn conv2d_norm_max_pool2x2_relu(x: Tensor<4>, conv: &Conv2d, norm: &BatchNor
     let values = |t: TensorData| t.convert::<f32>().try_into_vec::<f32>().expect("f32 values");
     let (x, weight) = (values(x.into_data()), values(weight.into_data()));
     let bias = conv.bias.as_ref().map(|b| values(b.val().into_data()));
-    let out = crate::conv::forward_pooled(&x, &weight, bias.as_deref(), &g, |c| stats.channel(c));
+    let (weight, bias) = stats.fold_into(weight, bias.as_deref());
+    let out = crate::conv::forward_pooled(&x, &weight, Some(&bias), &g);
     Tensor::from_data(TensorData::new(out, [g.batch, g.c_out, g.h_out / 2, g.w_out / 2]), &device)
 }
 
@@ -97,6 +98,21 @@ impl ChannelStats {
             gamma: read(norm.gamma.val()),
             beta: read(norm.beta.val()),
         }
+    }
+
+    /// A convolution's weight (`[c_out, …]`) and bias followed by this batch norm, as one
+    /// convolution: channel `c`'s weights scaled by `s = γ / std`, its bias `(b − mean) · s + β`.
+    fn fold_into(&self, mut weight: Vec<f32>, bias: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
+        let channels = self.mean.len();
+        let scale: Vec<f32> = self.gamma.iter().zip(&self.std).map(|(g, s)| g / s).collect();
+        let per_channel = (weight.len() / channels.max(1)).max(1);
+        for (row, s) in weight.chunks_exact_mut(per_channel).zip(&scale) {
+            row.iter_mut().for_each(|w| *w *= s);
+        }
+        let bias = (0..channels)
+            .map(|c| (bias.map_or(0.0, |b| b[c]) - self.mean[c]) * scale[c] + self.beta[c])
+            .collect();
+        (weight, bias)
     }
 
     /// Channel `c`'s normalisation, `x ↦ ((x - mean) / std) * γ + β`: Burn's operations in
@@ -170,8 +186,9 @@ mod tests {
         assert_eq!(&out[1..], &[1.0, 1.0, 1.0]);
     }
 
-    /// The convolution fused in gives the two kernels' values, bit for bit, for layers with and
-    /// without a bias, padded or not, strided; and Burn's layers' values to float rounding.
+    /// The convolution fused in (the batch norm folded into its weights) gives the two kernels'
+    /// values and Burn's layers' values to float rounding, for layers with and without a bias,
+    /// padded or not, strided, narrow (the direct convolution) and wide (the matrix product).
     #[test]
     fn convolution_then_norm_pool_relu_equals_the_two_kernels() {
         use burn::nn::PaddingConfig2d;
@@ -179,27 +196,27 @@ mod tests {
         let device = Device::flex();
         device.seed(13);
         let x = Tensor::<4>::random([5, 3, 12, 10], Distribution::Normal(0.0, 1.0), &device);
+        let same = PaddingConfig2d::Explicit(1, 1, 1, 1);
         let layers = [
-            Conv2dConfig::new([3, 6], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+            Conv2dConfig::new([3, 6], [3, 3]).with_padding(same.clone()),
             Conv2dConfig::new([3, 6], [3, 3]).with_bias(false),
-            Conv2dConfig::new([3, 6], [3, 3])
-                .with_stride([2, 2])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+            Conv2dConfig::new([3, 6], [3, 3]).with_stride([2, 2]).with_padding(same.clone()),
+            Conv2dConfig::new([3, 20], [3, 3]).with_padding(same),
         ];
         for config in layers {
             let conv = config.init(&device);
-            let norm = trained_like_norm(6, &device);
+            let channels = conv.weight.dims()[0];
+            let norm = trained_like_norm(channels, &device);
             let calls = crate::pool::tests::kernel_calls();
             let fused = conv2d_norm_max_pool2x2_relu(x.clone(), &conv, &norm).into_data();
             #[cfg(feature = "flex")]
             assert_eq!(crate::pool::tests::kernel_calls(), calls + 1, "one fused kernel");
             let _ = calls;
-            fused.assert_eq(
-                &norm_max_pool2x2_relu(crate::conv2d_layer(&conv, x.clone()), &norm).into_data(),
-                true,
-            );
+            let tolerance = burn::tensor::Tolerance::absolute(1e-4);
+            let kernels = norm_max_pool2x2_relu(crate::conv2d_layer(&conv, x.clone()), &norm).into_data();
+            fused.assert_approx_eq::<f32>(&kernels, tolerance);
             let burns = reference(norm.forward(conv.forward(x.clone()))).into_data();
-            fused.assert_approx_eq::<f32>(&burns, burn::tensor::Tolerance::absolute(1e-4));
+            fused.assert_approx_eq::<f32>(&burns, tolerance);
         }
     }
 

@@ -103,7 +103,7 @@ pub(crate) fn moments(x: &[f32], [b, c, h, w]: [usize; 4]) -> (Vec<f32>, Vec<f32
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            crate::simd::vectorised(|| {
+            crate::simd::vectorised!({
                 let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
                 for image in 0..b {
                     let values = &x[(image * c + ch) * plane..][..plane];
@@ -235,7 +235,7 @@ pub(crate) fn backward_in_place(
         .into_par_iter()
         .enumerate()
         .map(|(ch, mut planes)| {
-            crate::simd::vectorised(|| {
+            crate::simd::vectorised!({
                 let affine = channels[ch];
                 let grads = |image: usize| &grad[(image * c + ch) * out_plane..][..out_plane];
                 // dβ = Σ dy and Σ dy·(x − mean), in lanes, then in f64 per plane.

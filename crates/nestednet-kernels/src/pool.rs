@@ -86,7 +86,7 @@ pub(crate) fn map_pool_relu<M: Fn(f32) -> f32>(
     let planes = out.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w)).enumerate();
     planes.with_min_len(planes_per_task(h * w)).for_each(|(index, (dst, src))| {
         let map = map(index % c.max(1));
-        crate::simd::vectorised(|| pool_relu_plane(dst, src, [h, w], &map));
+        crate::simd::vectorised!(pool_relu_plane(dst, src, [h, w], &map));
     });
     out
 }
@@ -111,6 +111,43 @@ pub(crate) fn pool_relu_plane(dst: &mut [f32], src: &[f32], [h, w]: [usize; 2], 
                         );
                     }
                 }
+            }
+        }
+    }
+}
+
+/// `relu(max)` over each 2×2 window of the `h × w` plane whose rows start `stride` values
+/// apart in `src` (`h`, `w` at least 2, `stride >= w`), written to `dst` (`h/2 × w/2`):
+/// [`pool_relu_plane`] without a map, for a plane inside a wider buffer. Each output row is
+/// the maximum of its two input rows, then of each pair of neighbours, in branch-free loops
+/// (they vectorise); without NaN any order of comparisons gives the maximum by Flex's rule up
+/// to the sign of a zero, which ReLU erases. A plane holding a NaN is redone by that rule,
+/// window by window.
+#[inline(always)]
+pub(crate) fn pool_relu_rows(dst: &mut [f32], src: &[f32], [h, w]: [usize; 2], stride: usize) {
+    let (ho, wo) = (h / 2, w / 2);
+    assert!(h >= 2 && w >= 2 && stride >= w, "2x2 pooling of a {h}x{w} plane of row stride {stride}");
+    assert!(
+        src.len() >= (2 * ho - 1) * stride + 2 * wo,
+        "a {h}x{w} plane (stride {stride}) in {} values",
+        src.len()
+    );
+    let larger = |a: f32, b: f32| if b > a { b } else { a };
+    let mut nan = 0u32;
+    for (oy, out) in dst[..ho * wo].chunks_exact_mut(wo).enumerate() {
+        let top = &src[2 * oy * stride..][..2 * wo];
+        let bottom = &src[(2 * oy + 1) * stride..][..2 * wo];
+        for (o, (t, b)) in out.iter_mut().zip(top.chunks_exact(2).zip(bottom.chunks_exact(2))) {
+            nan |= (t[0].is_nan() | t[1].is_nan() | b[0].is_nan() | b[1].is_nan()) as u32;
+            let max = larger(larger(t[0], t[1]), larger(b[0], b[1]));
+            *o = if max > 0.0 { max } else { 0.0 };
+        }
+    }
+    if nan != 0 {
+        for (oy, out) in dst[..ho * wo].chunks_exact_mut(wo).enumerate() {
+            for (ox, o) in out.iter_mut().enumerate() {
+                let at = |y: usize, x: usize| src[(2 * oy + y) * stride + 2 * ox + x];
+                *o = relu_f32(window_winner([at(0, 0), at(0, 1), at(1, 0), at(1, 1)]).0);
             }
         }
     }
@@ -158,7 +195,7 @@ fn backward_in_place(x: &mut [f32], grad: &[f32], [b, c, h, w]: [usize; 4]) {
     assert!(h >= 2 && w >= 2, "2x2 pooling of a {h}x{w} plane");
     let planes = x.par_chunks_mut(h * w).zip(grad.par_chunks(ho * wo));
     planes.with_min_len(planes_per_task(h * w)).for_each(|(plane, g)| {
-        crate::simd::vectorised(|| backward_plane(plane, g, [h, w]));
+        crate::simd::vectorised!(backward_plane(plane, g, [h, w]));
     });
 }
 
@@ -383,6 +420,28 @@ mod flex {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// The strided pooling of a plane inside a wider buffer gives the plane kernel's values,
+    /// bit for bit, NaN included.
+    #[test]
+    fn pooling_rows_of_a_wider_buffer_matches_the_plane_kernel() {
+        for (h, w, stride) in [(4, 6, 6), (5, 7, 9), (2, 2, 3), (14, 28, 30)] {
+            for with_nan in [false, true] {
+                let mut src: Vec<f32> =
+                    (0..h * stride).map(|i| ((i * 37 % 23) as f32 - 11.0) / 3.0).collect();
+                if with_nan {
+                    src[stride + 1] = f32::NAN;
+                }
+                let plane: Vec<f32> = src.chunks(stride).take(h).flat_map(|row| &row[..w]).copied().collect();
+                let mut expected = vec![0.0; (h / 2) * (w / 2)];
+                pool_relu_plane(&mut expected, &plane, [h, w], &|v| v);
+                let mut got = vec![7.0; expected.len()];
+                pool_relu_rows(&mut got, &src, [h, w], stride);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&expected), "{h}x{w}, stride {stride}, NaN {with_nan}");
+            }
+        }
+    }
     use burn::tensor::Distribution;
     use std::cell::Cell;
 

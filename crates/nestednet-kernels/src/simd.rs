@@ -2,36 +2,193 @@
 //!
 //! A release build targets the x86-64 baseline (SSE2: four `f32` lanes), and the kernels'
 //! branch-free loops vectorise only to that width; Flex itself picks its SIMD width at run
-//! time. [`vectorised`] runs a closure inside a function compiled with AVX2 and FMA enabled
-//! (the closure, called once there, is inlined into it and compiled for those features), after
-//! checking at run time that the CPU has them; elsewhere it just calls the closure. The
-//! arithmetic is the same either way (no fused multiply-add is introduced where the code has
-//! none: Rust does not contract `a * b + c`), so results do not depend on the path.
+//! time. [`vectorised!`](vectorised) runs an expression inside a function compiled with AVX2
+//! and FMA enabled, after checking at run time that the CPU has them; elsewhere it evaluates
+//! the expression as it is. The expression's functions must be `#[inline(always)]`, so that
+//! they are compiled inside it. The arithmetic is the same either way (no fused multiply-add
+//! is introduced where the code has none: Rust does not contract `a * b + c`), so results do
+//! not depend on the path.
 #![allow(unsafe_code)]
 
-/// Runs `f`, compiled for AVX2 and FMA if the CPU has them.
+/// Evaluates `$body`, compiled for AVX2 and FMA if the CPU has them.
+///
+/// A macro, not a function taking a closure: the closure it builds is called from exactly one
+/// place ([`run_avx2`]), which is what makes LLVM inline it there whatever its size, and so
+/// compile it with those features. A function calling its closure on both paths (as this
+/// once was) left large closures compiled for the baseline: measured, the 2×2 pooling of the
+/// inference kernel ran in 4-lane SSE code and scalar tails.
+macro_rules! vectorised {
+    ($body:expr) => {
+        if $crate::simd::has_avx2_fma() { $crate::simd::run_avx2(|| $body) } else { $body }
+    };
+}
+pub(crate) use vectorised;
+
+/// Whether the CPU has AVX2 and FMA (detected once, then cached by the standard library).
 #[inline(always)]
-pub(crate) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has both features the function is compiled for (checked above).
-        return unsafe { with_avx2(f) };
-    }
+    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Runs `f` compiled for AVX2 and FMA. Only for [`vectorised!`](vectorised).
+///
+/// # Panics
+///
+/// If the CPU lacks them ([`has_avx2_fma`] is false).
+#[inline(always)]
+pub(crate) fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    assert!(has_avx2_fma(), "AVX2 and FMA code on a CPU without them");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has both features the function is compiled for (asserted above).
+    return unsafe { with_avx2(f) };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no AVX2 outside x86-64")
+}
+
+// `#[inline]`: a copy in each codegen unit that calls it, the closure's own, so that the
+// closure can be inlined into it (a single copy elsewhere left the closures compiled apart,
+// for the baseline).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Output pixels per block of [`conv_blocks`]: two 8-lane vectors.
+pub(crate) const CONV_PIXELS: usize = 16;
+/// Output channels per block of [`conv_blocks`].
+pub(crate) const CONV_GROUP: usize = 4;
+
+/// The direct convolution's inner loop (see `crate::direct`) for one group of
+/// [`CONV_GROUP`] output channels: for every block start `q` (a multiple of [`CONV_PIXELS`]
+/// below `out.len() / CONV_GROUP`), channel `c` of the group, and pixel `j` of the block,
+///
+/// `out[c · len + q + j] = bias[c] + Σ_{i, t} weights[(i · taps.len() + t) · CONV_GROUP + c]
+///                          · planes[i · plane + q + taps[t] + j]`
+///
+/// summed in that order of `(i, t)` (input channel, kernel position). It keeps the
+/// `CONV_GROUP × CONV_PIXELS` sums in eight AVX2 registers with fused multiply-adds where the
+/// CPU has AVX2 and FMA, and runs the same loop in scalar code elsewhere (rounded twice per
+/// term there: `mul_add` would be a slow library call).
+///
+/// # Panics
+///
+/// If the buffers' lengths do not fit: `planes` not a whole number of planes, `weights` not
+/// `CONV_GROUP` values per plane and kernel position, `out` not `CONV_GROUP` whole numbers of
+/// blocks, or a block reading past its plane.
+pub(crate) fn conv_blocks(
+    planes: &[f32],
+    plane: usize,
+    taps: &[usize],
+    weights: &[f32],
+    bias: &[f32; CONV_GROUP],
+    out: &mut [f32],
+) {
+    let len = out.len() / CONV_GROUP;
+    assert!(
+        plane > 0 && planes.len().is_multiple_of(plane),
+        "{} values are not planes of {plane}",
+        planes.len()
+    );
+    let channels = planes.len() / plane;
+    assert_eq!(weights.len(), channels * taps.len() * CONV_GROUP, "weights for {channels} channels");
+    assert!(
+        len.is_multiple_of(CONV_PIXELS) && len * CONV_GROUP == out.len(),
+        "an output of {} values",
+        out.len()
+    );
+    let reach = taps.iter().max().map_or(0, |&t| t + len);
+    assert!(taps.is_empty() || reach <= plane, "blocks reading to {reach} in planes of {plane}");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked above); every load and store lies inside
+        // its slice (the lengths are checked above).
+        unsafe { conv_blocks_avx2(planes, plane, taps, weights, bias, out) };
+        return;
+    }
+    for q in (0..len).step_by(CONV_PIXELS) {
+        let mut acc = [[0.0f32; CONV_PIXELS]; CONV_GROUP];
+        for (acc, &b) in acc.iter_mut().zip(bias) {
+            *acc = [b; CONV_PIXELS];
+        }
+        let mut w = weights.chunks_exact(CONV_GROUP);
+        for input in planes.chunks_exact(plane) {
+            for (&tap, w) in taps.iter().zip(&mut w) {
+                let x = &input[q + tap..][..CONV_PIXELS];
+                for (acc, &w) in acc.iter_mut().zip(w) {
+                    for (a, &x) in acc.iter_mut().zip(x) {
+                        *a += w * x;
+                    }
+                }
+            }
+        }
+        for (c, acc) in acc.iter().enumerate() {
+            out[c * len + q..][..CONV_PIXELS].copy_from_slice(acc);
+        }
+    }
+}
+
+/// [`conv_blocks`] with AVX2 and FMA.
+///
+/// # Safety
+///
+/// The CPU must have AVX2 and FMA, and the lengths must be those [`conv_blocks`] checks.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
+unsafe fn conv_blocks_avx2(
+    planes: &[f32],
+    plane: usize,
+    taps: &[usize],
+    weights: &[f32],
+    bias: &[f32; CONV_GROUP],
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let len = out.len() / CONV_GROUP;
+    let channels = planes.len() / plane;
+    let (x, w, dst) = (planes.as_ptr(), weights.as_ptr(), out.as_mut_ptr());
+    for q in (0..len).step_by(CONV_PIXELS) {
+        // SAFETY (each block): loads at `i · plane + q + tap + [0, 16)` lie below
+        // `channels · plane` because `q + 16 ≤ len` and `tap + len ≤ plane`; weight loads
+        // below `channels · taps · 4`; stores at `c · len + q + [0, 16)` below `4 · len`.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 2 * CONV_GROUP];
+            for (c, &b) in bias.iter().enumerate() {
+                acc[2 * c] = _mm256_set1_ps(b);
+                acc[2 * c + 1] = acc[2 * c];
+            }
+            let mut wk = w;
+            for i in 0..channels {
+                let input = x.add(i * plane + q);
+                for &tap in taps {
+                    let x0 = _mm256_loadu_ps(input.add(tap));
+                    let x1 = _mm256_loadu_ps(input.add(tap + 8));
+                    for c in 0..CONV_GROUP {
+                        let wc = _mm256_broadcast_ss(&*wk.add(c));
+                        acc[2 * c] = _mm256_fmadd_ps(wc, x0, acc[2 * c]);
+                        acc[2 * c + 1] = _mm256_fmadd_ps(wc, x1, acc[2 * c + 1]);
+                    }
+                    wk = wk.add(CONV_GROUP);
+                }
+            }
+            for c in 0..CONV_GROUP {
+                _mm256_storeu_ps(dst.add(c * len + q), acc[2 * c]);
+                _mm256_storeu_ps(dst.add(c * len + q + 8), acc[2 * c + 1]);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_closure_runs_once_and_returns_its_value() {
+    fn the_expression_runs_once_and_gives_its_value() {
         let mut calls = 0;
-        let value = super::vectorised(|| {
+        let value = super::vectorised!({
             calls += 1;
             (0..100).map(|v| v as f32 * 0.5).sum::<f32>()
         });

@@ -1,0 +1,243 @@
+//! A direct convolution for layers with few output channels: a nested network's small levels.
+//!
+//! The im2col + matrix-product path ([`conv`](crate::conv)) copies every input value
+//! `kh · kw` times into a column matrix before the product, and for a layer of 8–16 output
+//! channels the product is too small to pay for that copy and for the product's own packing:
+//! profiling the 3-level `mnist-cnn`'s core at batch 256 put im2col and its copies at about a
+//! third of the level's inference time, the matrix micro-kernel at a quarter.
+//!
+//! Here each image's channels are copied once into a zero-padded buffer whose rows are
+//! `w_out + kw − 1` wide. A stride-1 output pixel at flat position `q = oy · width + ox` of that
+//! row width then reads the input at `q + ky · width + kx` for kernel position `(ky, kx)`: one
+//! constant offset per kernel position, so a run of [`PIXELS`] consecutive outputs reads a
+//! run of as many consecutive inputs. The kernel keeps [`GROUP`] output channels ×
+//! [`PIXELS`] pixels of accumulators in registers (eight 8-lane vectors) and, for each input
+//! channel and kernel position, loads the input run once and adds it, scaled by each of the
+//! group's weights, to the accumulators (fused multiply-adds where the CPU has them). The
+//! `kw − 1` columns at the end of each row that the padded width adds are computed and
+//! dropped.
+//!
+//! The values differ from the matrix product's by float rounding (another summation order).
+
+use crate::conv::ConvGeometry;
+
+use crate::simd::{CONV_GROUP as GROUP, CONV_PIXELS as PIXELS, conv_blocks};
+
+/// The largest layer the direct kernel serves, in output channels; wider layers' products are
+/// large enough for the matrix micro-kernel to win (measured by `cargo bench --bench kernels`).
+const MAX_C_OUT: usize = 16;
+
+/// Whether the direct kernel serves a convolution of geometry `g` (else im2col and a matrix
+/// product): stride 1, at most [`MAX_C_OUT`] output channels.
+pub(crate) fn serves(g: &ConvGeometry) -> bool {
+    g.stride == [1, 1] && g.c_out <= MAX_C_OUT && g.h_out > 0 && g.w_out > 0 && g.c_in > 0
+}
+
+/// A convolution's weights and geometry laid out for the direct kernel (built once per call,
+/// shared by the threads).
+pub(crate) struct DirectConv {
+    g: ConvGeometry,
+    /// Width of a padded row: `w_out + kw − 1`.
+    width: usize,
+    /// Values per channel of the padded input buffer (with room for the last block's reads).
+    plane: usize,
+    /// Pixel blocks per output channel: `h_out · width / PIXELS`, rounded up.
+    blocks: usize,
+    /// Offset of each kernel position `(ky, kx)` in a padded plane: `ky · width + kx`.
+    taps: Vec<usize>,
+    /// The weights, `[group][c_in][tap][GROUP]`, zero for the channels past `c_out` that
+    /// complete the last group.
+    weights: Vec<f32>,
+    /// The bias of each channel (zero without a bias, and past `c_out`).
+    bias: Vec<f32>,
+}
+
+/// One thread's buffers for [`DirectConv::image`]: the padded input (its padding stays zero:
+/// only the interior is ever written) and the output blocks.
+pub(crate) struct Scratch {
+    padded: Vec<f32>,
+    blocks: Vec<f32>,
+}
+
+impl DirectConv {
+    /// The layout of a convolution of geometry `g` (one [`serves`]) with `weight`
+    /// (`[c_out, c_in, kh, kw]`) and `bias` (`[c_out]`).
+    pub(crate) fn new(weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Self {
+        assert!(serves(g), "the direct convolution does not serve {g:?}");
+        assert_eq!(
+            weight.len(),
+            g.c_out * g.patch(),
+            "conv2d: a weight of {} values for {g:?}",
+            weight.len()
+        );
+        let width = g.w_out + g.kw - 1;
+        let blocks = (g.h_out * width).div_ceil(PIXELS);
+        let taps: Vec<usize> = (0..g.kh).flat_map(|ky| (0..g.kw).map(move |kx| ky * width + kx)).collect();
+        let plane = blocks * PIXELS + taps.last().copied().unwrap_or(0);
+        let groups = g.c_out.div_ceil(GROUP);
+        let kernel = g.kh * g.kw;
+        let mut weights = vec![0.0f32; groups * g.c_in * kernel * GROUP];
+        let mut packed = weights.chunks_exact_mut(GROUP);
+        for group in 0..groups {
+            for ci in 0..g.c_in {
+                for tap in 0..kernel {
+                    let lanes = packed.next().expect("one lane set per group, channel and tap");
+                    for (lane, w) in lanes.iter_mut().enumerate() {
+                        let co = group * GROUP + lane;
+                        if co < g.c_out {
+                            *w = weight[(co * g.c_in + ci) * kernel + tap];
+                        }
+                    }
+                }
+            }
+        }
+        let mut padded_bias = vec![0.0f32; groups * GROUP];
+        if let Some(bias) = bias {
+            assert_eq!(bias.len(), g.c_out, "conv2d: a bias of {} values for {g:?}", bias.len());
+            padded_bias[..g.c_out].copy_from_slice(bias);
+        }
+        Self { g: *g, width, plane, blocks, taps, weights, bias: padded_bias }
+    }
+
+    /// Fresh buffers for one thread.
+    pub(crate) fn scratch(&self) -> Scratch {
+        Scratch {
+            padded: vec![0.0; self.g.c_in * self.plane],
+            blocks: vec![0.0; self.bias.len() * self.blocks * PIXELS],
+        }
+    }
+
+    /// Convolves one image (`[c_in, h, w]`) into `dst` (`[c_out, h_out, w_out]`).
+    pub(crate) fn image(&self, image: &[f32], scratch: &mut Scratch, dst: &mut [f32]) {
+        let g = &self.g;
+        assert_eq!(dst.len(), g.c_out * g.pixels(), "an output of {} values for {g:?}", dst.len());
+        let planes = self.padded_output(image, scratch);
+        for (dst, src) in dst.chunks_exact_mut(g.pixels()).zip(planes.chunks_exact(self.output_plane())) {
+            for (dst, src) in dst.chunks_exact_mut(g.w_out).zip(src.chunks_exact(self.width)) {
+                dst.copy_from_slice(&src[..g.w_out]);
+            }
+        }
+    }
+
+    /// Row stride of [`padded_output`](Self::padded_output)'s planes.
+    pub(crate) fn row_stride(&self) -> usize {
+        self.width
+    }
+
+    /// Values per channel of [`padded_output`](Self::padded_output).
+    pub(crate) fn output_plane(&self) -> usize {
+        self.blocks * PIXELS
+    }
+
+    /// Convolves one image (`[c_in, h, w]`) into the scratch's output blocks and returns
+    /// them: channel `c`'s output row `oy` starts at `c · output_plane() + oy · row_stride()`
+    /// (the `row_stride() − w_out` values after each row are not outputs; channels past
+    /// `c_out` complete the last group).
+    pub(crate) fn padded_output<'s>(&self, image: &[f32], scratch: &'s mut Scratch) -> &'s [f32] {
+        let g = &self.g;
+        assert_eq!(image.len(), g.c_in * g.h * g.w, "an image of {} values for {g:?}", image.len());
+        // The input's rows inside the padding: row `iy` of the input is row `iy + pad_top` of
+        // the padded plane (rows or columns falling outside it are never read by an output).
+        let (top, left) = (g.pad[0], g.pad[1]);
+        let rows = g.h.min((g.h_out + g.kh - 1).saturating_sub(top));
+        let cols = g.w.min(self.width.saturating_sub(left));
+        for (src, plane) in image.chunks_exact(g.h * g.w).zip(scratch.padded.chunks_exact_mut(self.plane)) {
+            for (iy, row) in src.chunks_exact(g.w).take(rows).enumerate() {
+                plane[(iy + top) * self.width + left..][..cols].copy_from_slice(&row[..cols]);
+            }
+        }
+        let per_group = g.c_in * self.taps.len() * GROUP;
+        let groups = self.weights.chunks_exact(per_group).zip(self.bias.chunks_exact(GROUP));
+        for ((weights, bias), out) in groups.zip(scratch.blocks.chunks_exact_mut(GROUP * self.output_plane()))
+        {
+            let bias = bias.try_into().expect("a group's bias");
+            conv_blocks(&scratch.padded, self.plane, &self.taps, weights, bias, out);
+        }
+        &scratch.blocks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::ops::ConvOptions;
+
+    /// The convolution by its definition, in f64.
+    fn naive(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+        let mut out = vec![0.0f32; g.batch * g.c_out * g.pixels()];
+        for n in 0..g.batch {
+            for co in 0..g.c_out {
+                for oy in 0..g.h_out {
+                    for ox in 0..g.w_out {
+                        let mut sum = bias.map_or(0.0, |b| f64::from(b[co]));
+                        for ci in 0..g.c_in {
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    let (iy, ix) = (
+                                        (oy + ky) as isize - g.pad[0] as isize,
+                                        (ox + kx) as isize - g.pad[1] as isize,
+                                    );
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                        continue;
+                                    }
+                                    let v = x[((n * g.c_in + ci) * g.h + iy as usize) * g.w + ix as usize];
+                                    let w = weight[((co * g.c_in + ci) * g.kh + ky) * g.kw + kx];
+                                    sum += f64::from(v) * f64::from(w);
+                                }
+                            }
+                        }
+                        out[((n * g.c_out + co) * g.h_out + oy) * g.w_out + ox] = sum as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32).map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn images_match_the_definition_for_many_geometries() {
+        // [batch, c_in, h, w], [c_out, kh, kw], padding [(top, bottom), (left, right)], bias
+        let cases = [
+            ([2, 1, 28, 28], [8, 3, 3], [(1, 1), (1, 1)], true),
+            ([3, 8, 14, 14], [16, 3, 3], [(1, 1), (1, 1)], true),
+            ([1, 3, 7, 5], [5, 3, 3], [(1, 1), (1, 1)], false),
+            ([2, 2, 6, 9], [3, 2, 4], [(0, 2), (3, 0)], true),
+            ([1, 4, 5, 5], [16, 5, 5], [(0, 0), (0, 0)], true),
+            ([1, 2, 1, 1], [7, 1, 1], [(0, 0), (0, 0)], true),
+            ([2, 1, 4, 4], [2, 3, 3], [(2, 2), (2, 2)], false),
+        ];
+        for (input, [c_out, kh, kw], padding, with_bias) in cases {
+            let options = ConvOptions::new_with_padding([1, 1], padding, [1, 1], 1);
+            let g = ConvGeometry::new(input, [c_out, input[1], kh, kw], &options);
+            assert!(serves(&g));
+            let x = values(input.iter().product(), 1);
+            let weight = values(c_out * g.patch(), 2);
+            let bias = with_bias.then(|| values(c_out, 3));
+            let direct = DirectConv::new(&weight, bias.as_deref(), &g);
+            let mut scratch = direct.scratch();
+            let mut got = vec![f32::NAN; g.batch * c_out * g.pixels()];
+            let image_len = g.c_in * g.h * g.w;
+            for (image, dst) in x.chunks_exact(image_len).zip(got.chunks_exact_mut(c_out * g.pixels())) {
+                direct.image(image, &mut scratch, dst);
+            }
+            let expected = naive(&x, &weight, bias.as_deref(), &g);
+            for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{g:?}: value {i}: {a} against {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn strided_or_wide_layers_are_not_served() {
+        let geometry = |c_out, stride| {
+            ConvGeometry::new([1, 4, 8, 8], [c_out, 4, 3, 3], &ConvOptions::new(stride, [1, 1], [1, 1], 1))
+        };
+        assert!(serves(&geometry(16, [1, 1])));
+        assert!(!serves(&geometry(17, [1, 1])));
+        assert!(!serves(&geometry(8, [2, 2])));
+    }
+}
