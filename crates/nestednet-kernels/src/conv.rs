@@ -398,7 +398,13 @@ pub(crate) fn forward_pooled(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g:
                 }
             };
             for (dst, src) in dst.chunks_exact_mut(pooled).zip(planes.chunks_exact(plane)) {
-                crate::simd::vectorised!(crate::pool::pool_relu_rows(dst, src, [g.h_out, g.w_out], stride));
+                crate::simd::vectorised!(crate::pool::pool_relu_rows(
+                    dst,
+                    src,
+                    [g.h_out, g.w_out],
+                    stride,
+                    &|v| v
+                ));
             }
         },
     );

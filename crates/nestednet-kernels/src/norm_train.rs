@@ -103,29 +103,20 @@ pub(crate) fn moments(x: &[f32], [b, c, h, w]: [usize; 4]) -> (Vec<f32>, Vec<f32
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            crate::simd::vectorised!({
-                let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
-                for image in 0..b {
-                    let values = &x[(image * c + ch) * plane..][..plane];
-                    // Eight f32 lanes per plane (vectorised), then f64 across planes.
-                    let (mut s, mut q) = ([0.0f32; 8], [0.0f32; 8]);
-                    let chunks = values.chunks_exact(8);
-                    for &v in chunks.remainder() {
-                        sum += f64::from(v);
-                        sum_sq += f64::from(v) * f64::from(v);
-                    }
-                    for chunk in chunks {
-                        for i in 0..8 {
-                            s[i] += chunk[i];
-                            q[i] += chunk[i] * chunk[i];
-                        }
-                    }
-                    sum += s.iter().map(|&v| f64::from(v)).sum::<f64>();
-                    sum_sq += q.iter().map(|&v| f64::from(v)).sum::<f64>();
+            let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
+            for image in 0..b {
+                let values = &x[(image * c + ch) * plane..][..plane];
+                // Eight f32 lanes per plane (vectorised), then f64 across planes.
+                let (s, q) = crate::simd::lane_sums(values);
+                for &v in &values[values.len() / 8 * 8..] {
+                    sum += f64::from(v);
+                    sum_sq += f64::from(v) * f64::from(v);
                 }
-                let mean = sum / n;
-                ((mean) as f32, (sum_sq / n - mean * mean).max(0.0) as f32)
-            })
+                sum += s.iter().map(|&v| f64::from(v)).sum::<f64>();
+                sum_sq += q.iter().map(|&v| f64::from(v)).sum::<f64>();
+            }
+            let mean = sum / n;
+            ((mean) as f32, (sum_sq / n - mean * mean).max(0.0) as f32)
         })
         .unzip()
 }

@@ -95,36 +95,23 @@ pub(crate) fn map_pool_relu<M: Fn(f32) -> f32>(
 /// least 2), written to `dst` (`h/2 × w/2`).
 #[inline(always)]
 pub(crate) fn pool_relu_plane(dst: &mut [f32], src: &[f32], [h, w]: [usize; 2], map: &impl Fn(f32) -> f32) {
-    let wo = w / 2;
-    for (oy, row) in dst.chunks_exact_mut(wo).enumerate().take(h / 2) {
-        let (top, bottom) = (&src[2 * oy * w..][..2 * wo], &src[(2 * oy + 1) * w..][..2 * wo]);
-        for (start, out) in (0..wo).step_by(BLOCK).zip(row.chunks_mut(BLOCK)) {
-            let n = out.len();
-            let values = deinterleave_values(&top[2 * start..], &bottom[2 * start..], n, map);
-            match forward_lanes(&values) {
-                Some(max) => out.copy_from_slice(&max[..n]),
-                // A NaN in the block: Flex's rule window by window.
-                None => {
-                    for (i, o) in out.iter_mut().enumerate() {
-                        *o = relu_f32(
-                            window_winner([values[0][i], values[1][i], values[2][i], values[3][i]]).0,
-                        );
-                    }
-                }
-            }
-        }
-    }
+    pool_relu_rows(dst, src, [h, w], w, map);
 }
 
-/// `relu(max)` over each 2×2 window of the `h × w` plane whose rows start `stride` values
-/// apart in `src` (`h`, `w` at least 2, `stride >= w`), written to `dst` (`h/2 × w/2`):
-/// [`pool_relu_plane`] without a map, for a plane inside a wider buffer. Each output row is
-/// the maximum of its two input rows, then of each pair of neighbours, in branch-free loops
-/// (they vectorise); without NaN any order of comparisons gives the maximum by Flex's rule up
-/// to the sign of a zero, which ReLU erases. A plane holding a NaN is redone by that rule,
-/// window by window.
+/// `relu(max)` over each 2×2 window of `map` applied to the `h × w` plane whose rows start
+/// `stride` values apart in `src` (`h`, `w` at least 2, `stride >= w`), written to `dst`
+/// (`h/2 × w/2`). Each output is the larger of its two input rows' pairs, in branch-free
+/// loops (they vectorise); without NaN any order of comparisons gives the maximum by Flex's
+/// rule up to the sign of a zero, which ReLU erases. A plane holding a NaN is redone by that
+/// rule, window by window.
 #[inline(always)]
-pub(crate) fn pool_relu_rows(dst: &mut [f32], src: &[f32], [h, w]: [usize; 2], stride: usize) {
+pub(crate) fn pool_relu_rows(
+    dst: &mut [f32],
+    src: &[f32],
+    [h, w]: [usize; 2],
+    stride: usize,
+    map: &impl Fn(f32) -> f32,
+) {
     let (ho, wo) = (h / 2, w / 2);
     assert!(h >= 2 && w >= 2 && stride >= w, "2x2 pooling of a {h}x{w} plane of row stride {stride}");
     assert!(
@@ -138,37 +125,20 @@ pub(crate) fn pool_relu_rows(dst: &mut [f32], src: &[f32], [h, w]: [usize; 2], s
         let top = &src[2 * oy * stride..][..2 * wo];
         let bottom = &src[(2 * oy + 1) * stride..][..2 * wo];
         for (o, (t, b)) in out.iter_mut().zip(top.chunks_exact(2).zip(bottom.chunks_exact(2))) {
-            nan |= (t[0].is_nan() | t[1].is_nan() | b[0].is_nan() | b[1].is_nan()) as u32;
-            let max = larger(larger(t[0], t[1]), larger(b[0], b[1]));
+            let [v0, v1, v2, v3] = [map(t[0]), map(t[1]), map(b[0]), map(b[1])];
+            nan |= (v0.is_nan() | v1.is_nan() | v2.is_nan() | v3.is_nan()) as u32;
+            let max = larger(larger(v0, v1), larger(v2, v3));
             *o = if max > 0.0 { max } else { 0.0 };
         }
     }
     if nan != 0 {
         for (oy, out) in dst[..ho * wo].chunks_exact_mut(wo).enumerate() {
             for (ox, o) in out.iter_mut().enumerate() {
-                let at = |y: usize, x: usize| src[(2 * oy + y) * stride + 2 * ox + x];
+                let at = |y: usize, x: usize| map(src[(2 * oy + y) * stride + 2 * ox + x]);
                 *o = relu_f32(window_winner([at(0, 0), at(0, 1), at(1, 0), at(1, 1)]).0);
             }
         }
     }
-}
-
-/// `relu(max)` of each of [`BLOCK`] windows (deinterleaved), or `None` if a value is NaN.
-/// Branch-free, so that it vectorises (the scalar loop over [`window_winner`] was 30% of the
-/// core level's inference at batch 256): without NaN the maximum by Flex's rule is the first
-/// value that no later one exceeds, and ReLU maps both zeros to +0.
-#[inline(always)]
-fn forward_lanes(values: &[[f32; BLOCK]; 4]) -> Option<[f32; BLOCK]> {
-    let mut out = [0.0f32; BLOCK];
-    let mut nan = 0u32;
-    for (i, o) in out.iter_mut().enumerate() {
-        let [v0, v1, v2, v3] = [values[0][i], values[1][i], values[2][i], values[3][i]];
-        nan |= (v0.is_nan() | v1.is_nan() | v2.is_nan() | v3.is_nan()) as u32;
-        let larger = |max: f32, v: f32| if v > max { v } else { max };
-        let max = larger(larger(larger(v0, v1), v2), v3);
-        *o = if max > 0.0 { max } else { 0.0 };
-    }
-    (nan == 0).then_some(out)
 }
 
 /// The backward kernel: given the forward input `x` (`[b, c, h, w]`) and the gradient of the
@@ -421,22 +391,26 @@ mod flex {
 pub(crate) mod tests {
     use super::*;
 
-    /// The strided pooling of a plane inside a wider buffer gives the plane kernel's values,
-    /// bit for bit, NaN included.
+    /// The strided pooling of a plane inside a wider buffer gives the values of Flex's rule
+    /// window by window, bit for bit, NaN included, with and without a map.
     #[test]
-    fn pooling_rows_of_a_wider_buffer_matches_the_plane_kernel() {
-        for (h, w, stride) in [(4, 6, 6), (5, 7, 9), (2, 2, 3), (14, 28, 30)] {
+    fn pooling_rows_of_a_wider_buffer_matches_the_rule() {
+        for (h, w, stride) in [(4, 6, 6), (5, 7, 9), (2, 2, 3), (14, 28, 30), (28, 28, 28)] {
             for with_nan in [false, true] {
                 let mut src: Vec<f32> =
                     (0..h * stride).map(|i| ((i * 37 % 23) as f32 - 11.0) / 3.0).collect();
                 if with_nan {
                     src[stride + 1] = f32::NAN;
                 }
-                let plane: Vec<f32> = src.chunks(stride).take(h).flat_map(|row| &row[..w]).copied().collect();
+                let map = |v: f32| -0.5 * v + 0.25;
                 let mut expected = vec![0.0; (h / 2) * (w / 2)];
-                pool_relu_plane(&mut expected, &plane, [h, w], &|v| v);
+                for (i, e) in expected.iter_mut().enumerate() {
+                    let (oy, ox) = (i / (w / 2), i % (w / 2));
+                    let at = |y: usize, x: usize| map(src[(2 * oy + y) * stride + 2 * ox + x]);
+                    *e = relu_f32(window_winner([at(0, 0), at(0, 1), at(1, 0), at(1, 1)]).0);
+                }
                 let mut got = vec![7.0; expected.len()];
-                pool_relu_rows(&mut got, &src, [h, w], stride);
+                pool_relu_rows(&mut got, &src, [h, w], stride, &map);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&expected), "{h}x{w}, stride {stride}, NaN {with_nan}");
             }

@@ -183,8 +183,68 @@ unsafe fn conv_blocks_avx2(
     }
 }
 
+/// The sums of `values` and of their squares in eight lanes: lane `i` adds the values at
+/// positions `i`, `i + 8`, … of the leading multiple of 8 (the rest is left to the caller),
+/// in order, so the result is the same with or without AVX2.
+pub(crate) fn lane_sums(values: &[f32]) -> ([f32; 8], [f32; 8]) {
+    let whole = values.len() / 8 * 8;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { lane_sums_avx2(&values[..whole]) };
+    }
+    let (mut sums, mut squares) = ([0.0f32; 8], [0.0f32; 8]);
+    for chunk in values[..whole].chunks_exact(8) {
+        for i in 0..8 {
+            sums[i] += chunk[i];
+            squares[i] += chunk[i] * chunk[i];
+        }
+    }
+    (sums, squares)
+}
+
+/// [`lane_sums`] with AVX2, on a multiple of 8 values. Multiplies and adds separately (no
+/// fused multiply-add), as the scalar loop does.
+///
+/// # Safety
+///
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn lane_sums_avx2(values: &[f32]) -> ([f32; 8], [f32; 8]) {
+    use std::arch::x86_64::*;
+    let (mut sums, mut squares) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for chunk in values.chunks_exact(8) {
+        // SAFETY: a chunk is 8 values.
+        let v = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+        sums = _mm256_add_ps(sums, v);
+        squares = _mm256_add_ps(squares, _mm256_mul_ps(v, v));
+    }
+    let (mut s, mut q) = ([0.0f32; 8], [0.0f32; 8]);
+    // SAFETY: each array is 8 values.
+    unsafe {
+        _mm256_storeu_ps(s.as_mut_ptr(), sums);
+        _mm256_storeu_ps(q.as_mut_ptr(), squares);
+    }
+    (s, q)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lane_sums_add_each_lane_in_order() {
+        let values: Vec<f32> = (0..35).map(|v| v as f32 * 0.37 - 4.0).collect();
+        let (sums, squares) = super::lane_sums(&values);
+        for lane in 0..8 {
+            let (mut s, mut q) = (0.0f32, 0.0f32);
+            for v in values[..32].iter().skip(lane).step_by(8) {
+                s += v;
+                q += v * v;
+            }
+            assert_eq!((sums[lane].to_bits(), squares[lane].to_bits()), (s.to_bits(), q.to_bits()));
+        }
+    }
+
     #[test]
     fn the_expression_runs_once_and_gives_its_value() {
         let mut calls = 0;
