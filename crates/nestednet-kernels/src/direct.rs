@@ -10,14 +10,21 @@
 //! `w_out + kw − 1` wide. A stride-1 output pixel at flat position `q = oy · width + ox` of that
 //! row width then reads the input at `q + ky · width + kx` for kernel position `(ky, kx)`: one
 //! constant offset per kernel position, so a run of [`PIXELS`] consecutive outputs reads a
-//! run of as many consecutive inputs. The kernel keeps [`GROUP`] output channels ×
-//! [`PIXELS`] pixels of accumulators in registers (eight 8-lane vectors) and, for each input
-//! channel and kernel position, loads the input run once and adds it, scaled by each of the
-//! group's weights, to the accumulators (fused multiply-adds where the CPU has them). The
-//! `kw − 1` columns at the end of each row that the padded width adds are computed and
-//! dropped.
+//! run of as many consecutive inputs. The kernel ([`conv_blocks`]) keeps [`GROUP`] output
+//! channels × [`PIXELS`] pixels of accumulators in registers (two such blocks at once with
+//! AVX-512, one with AVX2) and, for each input channel and kernel position, loads the input
+//! run once and adds it, scaled by each of the group's weights, to the accumulators with fused
+//! multiply-adds (plain ones without FMA); the bias is added last. The `kw − 1` columns at the
+//! end of each row that the padded width adds are computed and dropped.
 //!
-//! The values differ from the matrix product's by float rounding (another summation order).
+//! That is the matrix product's own order (over `(ci, ky, kx)`, the bias as a last column), and
+//! for `mnist-cnn`'s layers the values are the product's bit for bit (tested); in general they
+//! agree to float rounding (`gemm` sums some very small products otherwise). Only inference
+//! takes this kernel ([`conv::forward`](crate::conv)'s `direct`): training keeps the product.
+//!
+//! Measured (`cargo bench --bench kernels -- --baseline-families pool,conv,norm`, batch 64,
+//! 2 threads), against im2col and the product: 1.4–1.6× for the core's 8 → 16 channels layer,
+//! 1.0–1.1× for the 1 → 8 one (the rest of its time is copies and the output's memory).
 
 use crate::conv::ConvGeometry;
 

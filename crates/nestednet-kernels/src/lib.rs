@@ -14,22 +14,23 @@
 //!
 //! | operation | replaces | on `flex`, against Burn's |
 //! |---|---|---|
-//! | [`conv2d`] (any kernel, stride, padding; no dilation, one group) | `conv2d` | float rounding |
+//! | [`conv2d`] (any kernel, stride, padding; no dilation, one group; at inference a direct kernel for stride-1 layers of ≤ 16 output channels) | `conv2d` | float rounding |
 //! | [`batch_norm_max_pool2x2_relu`] (training) | [`batch_norm_train`], then the next row | float rounding |
 //! | [`max_pool2x2_relu`] | `relu(max_pool2d(x, [2, 2]))` | bit for bit |
 //! | [`norm_max_pool2x2_relu`] (inference) | `relu(max_pool2d(norm.forward(x), [2, 2]))` | bit for bit |
-//! | [`conv2d_norm_max_pool2x2_relu`] (inference) | [`conv2d_layer`], then the row above | as [`conv2d`] |
+//! | [`conv2d_norm_max_pool2x2_relu`] (inference; the batch norm folded into the convolution) | [`conv2d_layer`], then the row above | float rounding |
 //!
 //! "Float rounding": the kernels sum in another order than Burn's, so results differ in the
 //! last bits (tests bound the difference, on every backend CI runs); the pooling kernels pick
 //! the same maxima by the same rule and are tested with exact equality. Matrix products go
 //! through the `gemm` crate that Flex itself uses, with its AVX-512 kernels compiled in
-//! (`x86-v4`; chosen at run time, where the CPU has them).
+//! (`x86-v4`; chosen at run time, where the CPU has them); the direct convolution and the
+//! other loops pick AVX-512, AVX2 + FMA or plain code at run time.
 //!
 //! The environment variable `NESTEDNET_KERNELS=burn` (or [`set_own_kernels`]`(false)`) makes
 //! every operation take Burn's path everywhere: for speed comparisons, and as a way out should
 //! a kernel ever misbehave on a machine. `NESTEDNET_KERNELS=pool,conv` (any of `pool`, `conv`,
-//! `norm`) switches on only those [`KernelFamily`]s, to measure what each one buys.
+//! `norm`, `direct`) switches on only those [`KernelFamily`]s, to measure what each one buys.
 #![warn(missing_docs)]
 
 mod conv;

@@ -10,6 +10,13 @@
 //! order as Burn's `batch_norm` (`((x - mean) / sqrt(var + ε)) * γ + β`), so its output is
 //! bit-identical to the three separate ops: no accuracy, export or report changes.
 //!
+//! [`conv2d_norm_max_pool2x2_relu`] goes one step further for a convolution followed by the
+//! batch norm: with fixed statistics the batch norm is an affine map per channel, so it is
+//! folded into the convolution's weights and bias (`w · s`, `(b − mean) · s + β`, `s = γ /
+//! std`), and each image's convolution output is pooled straight from where the convolution
+//! wrote it. Its values agree with the separate operations' to float rounding, not bit for
+//! bit (exports are verified against the nested model within `EXPORT_TOLERANCE`).
+//!
 //! Other backends keep Burn's ops: there `into_data` would be a device-to-host copy. Training
 //! (batch statistics, gradients) runs Burn's batch norm, then [`max_pool2x2_relu`], which has
 //! its own kernel and backward pass on `flex`.
@@ -45,10 +52,11 @@ pub fn norm_max_pool2x2_relu(x: Tensor<4>, norm: &BatchNorm) -> Tensor<4> {
 
 /// `norm_max_pool2x2_relu(conv2d_layer(conv, x), norm)`: a convolution, then batch norm with
 /// running statistics, 2×2 max-pooling and ReLU, for inference. On a `flex` tensor without
-/// autodiff it is one kernel: each image's convolution output is pooled while it is in
-/// cache, so the full-resolution activation is never written (for a small level's first
-/// layer, those passes over memory were most of its time); the values are those of the two
-/// kernels one after the other, bit for bit. Elsewhere it is those two operations.
+/// autodiff it is one kernel: the batch norm folded into the convolution (see the module
+/// documentation), each image's output pooled while it is in cache, so the full-resolution
+/// activation is never written (for a small level's first layer, those passes over memory
+/// were most of its time). The values agree with the two operations' to float rounding.
+/// Elsewhere it is those two operations.
 ///
 /// # Panics
 ///

@@ -104,17 +104,33 @@ pub(crate) fn conv_blocks(
     let reach = taps.iter().max().map_or(0, |&t| t + len);
     assert!(taps.is_empty() || reach <= plane, "blocks reading to {reach} in planes of {plane}");
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked above); every load and store lies inside
-        // its slice (the lengths are checked above).
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above); every load and store lies inside its
+        // slice (the lengths are checked above).
+        unsafe { conv_blocks_avx512(planes, plane, taps, weights, bias, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: as above, with AVX2 and FMA.
         unsafe { conv_blocks_avx2(planes, plane, taps, weights, bias, out) };
         return;
     }
+    conv_blocks_scalar(planes, plane, taps, weights, bias, out);
+}
+
+/// [`conv_blocks`] in scalar code (the lengths checked by it).
+fn conv_blocks_scalar(
+    planes: &[f32],
+    plane: usize,
+    taps: &[usize],
+    weights: &[f32],
+    bias: &[f32; CONV_GROUP],
+    out: &mut [f32],
+) {
+    let len = out.len() / CONV_GROUP;
     for q in (0..len).step_by(CONV_PIXELS) {
         let mut acc = [[0.0f32; CONV_PIXELS]; CONV_GROUP];
-        for (acc, &b) in acc.iter_mut().zip(bias) {
-            *acc = [b; CONV_PIXELS];
-        }
         let mut w = weights.chunks_exact(CONV_GROUP);
         for input in planes.chunks_exact(plane) {
             for (&tap, w) in taps.iter().zip(&mut w) {
@@ -126,9 +142,72 @@ pub(crate) fn conv_blocks(
                 }
             }
         }
-        for (c, acc) in acc.iter().enumerate() {
-            out[c * len + q..][..CONV_PIXELS].copy_from_slice(acc);
+        for (c, (acc, &b)) in acc.iter().zip(bias).enumerate() {
+            for (o, &a) in out[c * len + q..][..CONV_PIXELS].iter_mut().zip(acc) {
+                *o = a + b;
+            }
         }
+    }
+}
+
+/// [`conv_blocks`] with AVX-512: a block is one 16-lane register, and two blocks run
+/// together (eight accumulators, enough to keep both FMA units busy), the last one alone if
+/// their number is odd.
+///
+/// # Safety
+///
+/// The CPU must have AVX-512F, and the lengths must be those [`conv_blocks`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn conv_blocks_avx512(
+    planes: &[f32],
+    plane: usize,
+    taps: &[usize],
+    weights: &[f32],
+    bias: &[f32; CONV_GROUP],
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const PAIR: usize = 2 * CONV_PIXELS;
+    let len = out.len() / CONV_GROUP;
+    let channels = planes.len() / plane;
+    let (x, w, dst) = (planes.as_ptr(), weights.as_ptr(), out.as_mut_ptr());
+    let mut q = 0;
+    while q < len {
+        let blocks = if q + PAIR <= len { 2 } else { 1 };
+        // SAFETY: as in `conv_blocks_avx2`; the second block is read and written only when
+        // `q + 32 <= len`.
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); 2 * CONV_GROUP];
+            let mut wk = w;
+            for i in 0..channels {
+                let input = x.add(i * plane + q);
+                for &tap in taps {
+                    let x0 = _mm512_loadu_ps(input.add(tap));
+                    if blocks == 2 {
+                        let x1 = _mm512_loadu_ps(input.add(tap + CONV_PIXELS));
+                        for c in 0..CONV_GROUP {
+                            let wc = _mm512_set1_ps(*wk.add(c));
+                            acc[2 * c] = _mm512_fmadd_ps(wc, x0, acc[2 * c]);
+                            acc[2 * c + 1] = _mm512_fmadd_ps(wc, x1, acc[2 * c + 1]);
+                        }
+                    } else {
+                        for c in 0..CONV_GROUP {
+                            acc[2 * c] = _mm512_fmadd_ps(_mm512_set1_ps(*wk.add(c)), x0, acc[2 * c]);
+                        }
+                    }
+                    wk = wk.add(CONV_GROUP);
+                }
+            }
+            for (c, &b) in bias.iter().enumerate() {
+                let b = _mm512_set1_ps(b);
+                _mm512_storeu_ps(dst.add(c * len + q), _mm512_add_ps(acc[2 * c], b));
+                if blocks == 2 {
+                    _mm512_storeu_ps(dst.add(c * len + q + CONV_PIXELS), _mm512_add_ps(acc[2 * c + 1], b));
+                }
+            }
+        }
+        q += blocks * CONV_PIXELS;
     }
 }
 
@@ -157,10 +236,6 @@ unsafe fn conv_blocks_avx2(
         // below `channels · taps · 4`; stores at `c · len + q + [0, 16)` below `4 · len`.
         unsafe {
             let mut acc = [_mm256_setzero_ps(); 2 * CONV_GROUP];
-            for (c, &b) in bias.iter().enumerate() {
-                acc[2 * c] = _mm256_set1_ps(b);
-                acc[2 * c + 1] = acc[2 * c];
-            }
             let mut wk = w;
             for i in 0..channels {
                 let input = x.add(i * plane + q);
@@ -175,9 +250,10 @@ unsafe fn conv_blocks_avx2(
                     wk = wk.add(CONV_GROUP);
                 }
             }
-            for c in 0..CONV_GROUP {
-                _mm256_storeu_ps(dst.add(c * len + q), acc[2 * c]);
-                _mm256_storeu_ps(dst.add(c * len + q + 8), acc[2 * c + 1]);
+            for (c, &b) in bias.iter().enumerate() {
+                let b = _mm256_set1_ps(b);
+                _mm256_storeu_ps(dst.add(c * len + q), _mm256_add_ps(acc[2 * c], b));
+                _mm256_storeu_ps(dst.add(c * len + q + 8), _mm256_add_ps(acc[2 * c + 1], b));
             }
         }
     }
@@ -231,6 +307,51 @@ unsafe fn lane_sums_avx2(values: &[f32]) -> ([f32; 8], [f32; 8]) {
 
 #[cfg(test)]
 mod tests {
+    /// Every implementation of the direct convolution's loop that this CPU runs agrees with
+    /// the scalar one (to the rounding of fused multiply-adds), for odd and even block counts.
+    #[test]
+    fn every_conv_blocks_path_agrees_with_the_scalar_loop() {
+        use super::{CONV_GROUP, CONV_PIXELS, conv_blocks_scalar};
+        for blocks in [1, 2, 3, 6] {
+            let len = blocks * CONV_PIXELS;
+            let taps = [0, 1, 2, 18, 19, 20];
+            let (plane, channels) = (len + 20, 3);
+            let planes: Vec<f32> =
+                (0..channels * plane).map(|i| ((i * 7919 % 201) as f32 - 100.0) / 50.0).collect();
+            let weights: Vec<f32> =
+                (0..channels * taps.len() * CONV_GROUP).map(|i| ((i * 31 % 17) as f32 - 8.0) / 9.0).collect();
+            let bias = [0.5, -0.25, 0.0, 1.0];
+            let mut expected = vec![0.0; CONV_GROUP * len];
+            conv_blocks_scalar(&planes, plane, &taps, &weights, &bias, &mut expected);
+            let check = |got: &[f32], path: &str| {
+                for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "{path}, {blocks} blocks, value {i}: {a} against {b}"
+                    );
+                }
+            };
+            #[cfg(target_arch = "x86_64")]
+            {
+                if super::has_avx2_fma() {
+                    let mut got = vec![f32::NAN; expected.len()];
+                    // SAFETY: the CPU has AVX2 and FMA; the lengths are those `conv_blocks` checks.
+                    unsafe { super::conv_blocks_avx2(&planes, plane, &taps, &weights, &bias, &mut got) };
+                    check(&got, "AVX2");
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    let mut got = vec![f32::NAN; expected.len()];
+                    // SAFETY: the CPU has AVX-512F; the lengths are those `conv_blocks` checks.
+                    unsafe { super::conv_blocks_avx512(&planes, plane, &taps, &weights, &bias, &mut got) };
+                    check(&got, "AVX-512");
+                }
+            }
+            let mut got = vec![f32::NAN; expected.len()];
+            super::conv_blocks(&planes, plane, &taps, &weights, &bias, &mut got);
+            check(&got, "dispatched");
+        }
+    }
+
     #[test]
     fn lane_sums_add_each_lane_in_order() {
         let values: Vec<f32> = (0..35).map(|v| v as f32 * 0.37 - 4.0).collect();
