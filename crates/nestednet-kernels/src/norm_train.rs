@@ -22,7 +22,11 @@
 
 use burn::prelude::*;
 
-use crate::pool::{BLOCK, deinterleave, map_pool_relu, window_gradients};
+use crate::pool::{map_pool_relu, row_pair_gradients};
+
+/// Lanes of the backward pass's per-channel sums: one AVX2 register of `f32`s. The sums'
+/// order, and so the gradients' last bits, depend on it: changing it changes training runs.
+const BLOCK: usize = 8;
 
 /// The output of [`batch_norm_max_pool2x2_relu`].
 #[derive(Debug, Clone)]
@@ -152,56 +156,14 @@ pub(crate) fn forward(x: &[f32], shape: [usize; 4], channels: &[ChannelAffine]) 
     map_pool_relu(x, shape, |c| channels[c].apply())
 }
 
-/// Visits a `h × w` plane `x` (`h`, `w` at least 2) in blocks of up to [`BLOCK`] neighbouring
-/// 2×2 windows: `block(xs, dy)` receives the block's inputs and the gradients `dy` reaching
-/// their normalised values through `relu(max_pool2d(·, [2, 2]))` given the output gradient
-/// `grad` (`h/2 × w/2`), both deinterleaved into a window's four positions (zeros past the
-/// block's windows); what it returns, if anything, is written over the block's inputs (after
-/// they were read: blocks do not overlap). `outside(x)` does the same for each position in
-/// no window (its `dy` is 0).
-#[inline(always)]
-fn visit_windows(
-    x: &mut [f32],
-    grad: &[f32],
-    [h, w]: [usize; 2],
-    affine: ChannelAffine,
-    mut block: impl FnMut(&[[f32; BLOCK]; 4], &[[f32; BLOCK]; 4]) -> Option<[[f32; BLOCK]; 4]>,
-    mut outside: impl FnMut(f32) -> Option<f32>,
-) {
-    let (ho, wo) = (h / 2, w / 2);
-    let normalise = affine.apply();
-    let mut visit_outside = |v: &mut f32| {
-        if let Some(new) = outside(*v) {
-            *v = new;
-        }
-    };
-    for (oy, g) in grad.chunks_exact(wo).enumerate() {
-        let (top_row, bottom_row) = x[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
-        for (start, g) in (0..wo).step_by(BLOCK).zip(g.chunks(BLOCK)) {
-            let n = g.len();
-            let top = &mut top_row[2 * start..2 * (start + n)];
-            let bottom = &mut bottom_row[2 * start..2 * (start + n)];
-            let (xs, g) = deinterleave(top, bottom, g, |v| v);
-            let ys = xs.map(|lane| lane.map(&normalise));
-            let dy = window_gradients(&ys, &g, n);
-            if let Some(out) = block(&xs, &dy) {
-                for i in 0..n {
-                    (top[2 * i], top[2 * i + 1]) = (out[0][i], out[1][i]);
-                    (bottom[2 * i], bottom[2 * i + 1]) = (out[2][i], out[3][i]);
-                }
-            }
-        }
-        if w % 2 == 1 {
-            visit_outside(&mut top_row[w - 1]);
-            visit_outside(&mut bottom_row[w - 1]);
-        }
-    }
-    x[2 * ho * w..h * w].iter_mut().for_each(visit_outside);
-}
-
 /// The backward kernel: given the forward input `x` (`[b, c, h, w]`), the channels'
 /// normalisations and the output gradient `grad` (`[b, c, h/2, w/2]`), `dγ` and `dβ`
 /// (`[c]`), and `dx` written over `x` when `input` (left as it is otherwise).
+///
+/// Row pair by row pair: [`row_pair_gradients`] gives the gradient `dy` reaching each
+/// normalised input, then `dβ = Σ dy` and `Σ dy·(x − mean)` are summed in [`BLOCK`] lanes
+/// (window `i` of a row in lane `i mod BLOCK`, its four inputs in order), then in `f64` per
+/// plane; the second pass writes `dx` over the input.
 pub(crate) fn backward_in_place(
     x: &mut [f32],
     grad: &[f32],
@@ -212,7 +174,8 @@ pub(crate) fn backward_in_place(
     use rayon::prelude::*;
     #[cfg(test)]
     crate::pool::tests::count_call();
-    let (plane, out_plane) = (h * w, (h / 2) * (w / 2));
+    let (plane, (ho, wo)) = (h * w, (h / 2, w / 2));
+    let out_plane = ho * wo;
     assert_eq!(x.len(), b * c * plane, "an input of {} values for {:?}", x.len(), [b, c, h, w]);
     assert_eq!(grad.len(), b * c * out_plane, "a gradient of {} values for {:?}", grad.len(), [b, c, h, w]);
     assert_eq!(channels.len(), c, "{} channel normalisations for {c} channels", channels.len());
@@ -226,23 +189,51 @@ pub(crate) fn backward_in_place(
         .into_par_iter()
         .enumerate()
         .map(|(ch, mut planes)| {
+            let affine = channels[ch];
+            let normalise = affine.apply();
+            let grads = |image: usize| &grad[(image * c + ch) * out_plane..][..out_plane];
+            let mut rows = vec![0.0f32; 4 * wo];
+            let (dtop, dbottom) = rows.split_at_mut(2 * wo);
+            // The gradients and inputs of a row's windows by position (top-left, top-right,
+            // bottom-left, bottom-right), each padded with zeros to whole blocks of lanes, as
+            // the lanes past a row's last window always were (they add zeros).
+            let padded = wo.div_ceil(BLOCK) * BLOCK;
+            let mut by_position = vec![0.0f32; 8 * padded];
             crate::simd::vectorised!({
-                let affine = channels[ch];
-                let grads = |image: usize| &grad[(image * c + ch) * out_plane..][..out_plane];
-                // dβ = Σ dy and Σ dy·(x − mean), in lanes, then in f64 per plane.
                 let (mut sum_dy, mut sum_dy_xc) = (0.0f64, 0.0f64);
                 for (image, x) in planes.iter_mut().enumerate() {
                     let (mut s, mut q) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
-                    let block = |xs: &[[f32; BLOCK]; 4], dy: &[[f32; BLOCK]; 4]| {
-                        for (xs, dy) in xs.iter().zip(dy) {
-                            for i in 0..BLOCK {
-                                s[i] += dy[i];
-                                q[i] += dy[i] * (xs[i] - affine.mean);
+                    for (oy, g) in grads(image).chunks_exact(wo).enumerate() {
+                        let (top, bottom) = (&x[2 * oy * w..][..2 * wo], &x[(2 * oy + 1) * w..][..2 * wo]);
+                        row_pair_gradients(top, bottom, g, &normalise, dtop, dbottom);
+                        let (ds, xs) = by_position.split_at_mut(4 * padded);
+                        for (position, (d, x)) in
+                            ds.chunks_exact_mut(padded).zip(xs.chunks_exact_mut(padded)).enumerate()
+                        {
+                            let (rows, column) = if position < 2 {
+                                ((&*dtop, top), position)
+                            } else {
+                                ((&*dbottom, bottom), position - 2)
+                            };
+                            for ((d, x), (dr, xr)) in d
+                                .iter_mut()
+                                .zip(x.iter_mut())
+                                .zip(rows.0.chunks_exact(2).zip(rows.1.chunks_exact(2)))
+                            {
+                                (*d, *x) = (dr[column], xr[column]);
                             }
                         }
-                        None
-                    };
-                    visit_windows(x, grads(image), [h, w], affine, block, |_| None);
+                        for start in (0..padded).step_by(BLOCK) {
+                            for (d, x) in ds.chunks_exact(padded).zip(xs.chunks_exact(padded)) {
+                                let d: &[f32; BLOCK] = d[start..start + BLOCK].try_into().expect("a block");
+                                let x: &[f32; BLOCK] = x[start..start + BLOCK].try_into().expect("a block");
+                                for i in 0..BLOCK {
+                                    s[i] += d[i];
+                                    q[i] += d[i] * (x[i] - affine.mean);
+                                }
+                            }
+                        }
+                    }
                     sum_dy += s.iter().map(|&v| f64::from(v)).sum::<f64>();
                     sum_dy_xc += q.iter().map(|&v| f64::from(v)).sum::<f64>();
                 }
@@ -254,16 +245,24 @@ pub(crate) fn backward_in_place(
                     let (a, slope) = (d_beta / n, d_gamma / n * affine.inv_std);
                     let dx = move |x: f32, dy: f32| k * (dy - a - (x - affine.mean) * slope);
                     for (image, x) in planes.iter_mut().enumerate() {
-                        let block = |xs: &[[f32; BLOCK]; 4], dy: &[[f32; BLOCK]; 4]| {
-                            let mut out = [[0.0f32; BLOCK]; 4];
-                            for ((out, xs), dy) in out.iter_mut().zip(xs).zip(dy) {
-                                for i in 0..BLOCK {
-                                    out[i] = dx(xs[i], dy[i]);
-                                }
+                        for (oy, g) in grads(image).chunks_exact(wo).enumerate() {
+                            let (top, bottom) = x[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
+                            row_pair_gradients(top, bottom, g, &normalise, dtop, dbottom);
+                            // Two loops: a chained iterator did not vectorise.
+                            for (v, &d) in top.iter_mut().zip(&*dtop) {
+                                *v = dx(*v, d);
                             }
-                            Some(out)
-                        };
-                        visit_windows(x, grads(image), [h, w], affine, block, |x| Some(dx(x, 0.0)));
+                            for (v, &d) in bottom.iter_mut().zip(&*dbottom) {
+                                *v = dx(*v, d);
+                            }
+                            // An odd last column is in no window: no gradient from the pooling.
+                            if w % 2 == 1 {
+                                top[w - 1] = dx(top[w - 1], 0.0);
+                                bottom[w - 1] = dx(bottom[w - 1], 0.0);
+                            }
+                        }
+                        // Nor is an odd last row.
+                        x[2 * ho * w..h * w].iter_mut().for_each(|v| *v = dx(*v, 0.0));
                     }
                 }
                 (d_gamma, d_beta)
@@ -272,6 +271,9 @@ pub(crate) fn backward_in_place(
         .unzip()
 }
 
+/// The backward kernel: given the forward input `x` (`[b, c, h, w]`), the channels'
+/// normalisations and the output gradient `grad` (`[b, c, h/2, w/2]`), `dγ` and `dβ`
+/// (`[c]`), and `dx` written over `x` when `input` (left as it is otherwise).
 /// The channels' normalisations from their batch moments (`[mean…, variance…]`) and affine
 /// parameters.
 fn channel_affines(moments: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64) -> Vec<ChannelAffine> {
@@ -445,6 +447,7 @@ mod flex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use burn::tensor::Tolerance;
 
     /// Deterministic values in `[offset − scale, offset + scale)` (the tests draw nothing

@@ -164,21 +164,23 @@ fn backward_in_place(x: &mut [f32], grad: &[f32], [b, c, h, w]: [usize; 4]) {
     assert_eq!(grad.len(), b * c * ho * wo, "gradient of {} values for {:?}", grad.len(), [b, c, ho, wo]);
     assert!(h >= 2 && w >= 2, "2x2 pooling of a {h}x{w} plane");
     let planes = x.par_chunks_mut(h * w).zip(grad.par_chunks(ho * wo));
-    planes.with_min_len(planes_per_task(h * w)).for_each(|(plane, g)| {
-        crate::simd::vectorised!(backward_plane(plane, g, [h, w]));
-    });
+    planes.with_min_len(planes_per_task(h * w)).for_each_init(
+        || vec![0.0f32; 2 * w],
+        |rows, (plane, g)| crate::simd::vectorised!(backward_plane(plane, g, [h, w], rows)),
+    );
 }
 
-/// The backward kernel on one plane (see [`backward_in_place`]).
+/// The backward kernel on one plane (see [`backward_in_place`]); `rows` is scratch of at
+/// least `2 · w` values.
 #[inline(always)]
-fn backward_plane(plane: &mut [f32], g: &[f32], [h, w]: [usize; 2]) {
+fn backward_plane(plane: &mut [f32], g: &[f32], [h, w]: [usize; 2], rows: &mut [f32]) {
     let (ho, wo) = (h / 2, w / 2);
+    let (dtop, dbottom) = rows[..4 * wo].split_at_mut(2 * wo);
     for (oy, g) in g.chunks_exact(wo).enumerate() {
         let (top, bottom) = plane[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
-        let tops = top[..2 * wo].chunks_mut(2 * BLOCK);
-        for ((top, bottom), g) in tops.zip(bottom[..2 * wo].chunks_mut(2 * BLOCK)).zip(g.chunks(BLOCK)) {
-            backward_block(top, bottom, g);
-        }
+        row_pair_gradients(top, bottom, g, &|v| v, dtop, dbottom);
+        top[..2 * wo].copy_from_slice(dtop);
+        bottom[..2 * wo].copy_from_slice(dbottom);
         // An odd last column is in no window.
         if w % 2 == 1 {
             (top[w - 1], bottom[w - 1]) = (0.0, 0.0);
@@ -188,120 +190,54 @@ fn backward_plane(plane: &mut [f32], g: &[f32], [h, w]: [usize; 2]) {
     plane[2 * ho * w..].fill(0.0);
 }
 
-/// Windows per block of the kernels: one AVX2 register of `f32`s. (16 left half the lanes idle on
-/// the 14-wide planes of `mnist-cnn`'s second layer, 7 windows a row: the fused batch-norm
-/// backward pass took 3.0 against 1.5 ms at `[64, 32, 14, 14]`.)
-pub(crate) const BLOCK: usize = 8;
-
-/// The backward kernel on up to [`BLOCK`] neighbouring windows: `top` and `bottom` hold their
-/// two input rows (`2 · g.len()` values each) and are overwritten with the input's gradient;
-/// `g` is the gradient of the windows' outputs.
-#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+/// The gradient reaching each input of a pair of rows through `relu(max_pool2d(map(·), [2,
+/// 2]))`: window `i` (inputs `top[2i]`, `top[2i + 1]`, `bottom[2i]`, `bottom[2i + 1]`, output
+/// gradient `g[i]`) sends `0 + g[i]` (Flex's scatter adds it to a zero, which turns -0 into
+/// +0) to its winner if its maximum passes the ReLU, and zero to its other inputs; written
+/// to `dtop` and `dbottom` (`2 · g.len()` values each, interleaved as the inputs).
+///
+/// Branch-free over the interleaved rows, so that it vectorises: without NaN a window's
+/// maximum is the first value that no later one exceeds (`>` keeps the earlier of equal
+/// values, as Flex does), its winner the first value equal to it, and the gradient passes
+/// where the maximum is positive (a -0 and a +0 both get none). A row pair holding a NaN is
+/// redone by Flex's rule window by window (a NaN wins, the last one).
 #[inline(always)]
-fn backward_block(top: &mut [f32], bottom: &mut [f32], g: &[f32]) {
-    let n = g.len();
-    let (values, grad) = deinterleave(top, bottom, g, |v| v);
-    let dx = window_gradients(&values, &grad, n);
-    for i in 0..n {
-        (top[2 * i], top[2 * i + 1]) = (dx[0][i], dx[1][i]);
-        (bottom[2 * i], bottom[2 * i + 1]) = (dx[2][i], dx[3][i]);
-    }
-}
-
-/// Up to [`BLOCK`] neighbouring windows, deinterleaved into a window's four positions
-/// (top-left, top-right, bottom-left, bottom-right; `map` applied to each value) so that the
-/// arithmetic runs on whole SIMD registers (on the interleaved rows the compiler emitted
-/// scalar code with branches, 10x slower: 6.0 against 0.57 ms for `[64, 32, 28, 28]` on one
-/// core), and their output gradients; lanes past `g.len()` hold zeros.
-#[inline(always)]
-pub(crate) fn deinterleave(
+pub(crate) fn row_pair_gradients(
     top: &[f32],
     bottom: &[f32],
     g: &[f32],
-    map: impl Fn(f32) -> f32,
-) -> ([[f32; BLOCK]; 4], [f32; BLOCK]) {
-    let mut grad = [0.0f32; BLOCK];
-    grad[..g.len()].copy_from_slice(g);
-    (deinterleave_values(top, bottom, g.len(), map), grad)
-}
-
-/// The values of up to [`BLOCK`] (`n`) neighbouring windows, deinterleaved as in
-/// [`deinterleave`].
-#[inline(always)]
-pub(crate) fn deinterleave_values(
-    top: &[f32],
-    bottom: &[f32],
-    n: usize,
-    map: impl Fn(f32) -> f32,
-) -> [[f32; BLOCK]; 4] {
-    let mut values = [[0.0f32; BLOCK]; 4];
-    for i in 0..n {
-        values[0][i] = map(top[2 * i]);
-        values[1][i] = map(top[2 * i + 1]);
-        values[2][i] = map(bottom[2 * i]);
-        values[3][i] = map(bottom[2 * i + 1]);
-    }
-    values
-}
-
-/// The gradient reaching each of the four positions of the first `n` windows of
-/// `relu(max_pool2d(·, [2, 2]))`, given their values (deinterleaved) and output gradients;
-/// zero in the lanes past `n`.
-#[inline(always)]
-pub(crate) fn window_gradients(
-    values: &[[f32; BLOCK]; 4],
-    grad: &[f32; BLOCK],
-    n: usize,
-) -> [[f32; BLOCK]; 4] {
-    let mut dx = [[0.0f32; BLOCK]; 4];
-    match backward_lanes(values, grad) {
-        Some(bits) => {
-            for (dx, bits) in dx.iter_mut().zip(&bits) {
-                for (d, b) in dx.iter_mut().zip(bits) {
-                    *d = f32::from_bits(*b);
-                }
-            }
-        }
-        None => {
-            // A NaN in the block: Flex's rule window by window (a NaN wins, the last one).
-            for i in 0..n {
-                let (max, wins) = window_winner([values[0][i], values[1][i], values[2][i], values[3][i]]);
-                let g = 0.0 + if max.is_nan() || max > 0.0 { grad[i] } else { 0.0 };
-                for (dx, win) in dx.iter_mut().zip(wins) {
-                    dx[i] = if win { g } else { 0.0 };
-                }
-            }
-        }
-    }
-    dx
-}
-
-/// The input gradient's bits at each of the four positions of [`BLOCK`] windows, or `None`
-/// if a value is NaN. Branch-free, so that it vectorises: without NaN, a window's maximum is
-/// the first value that no later one exceeds (`>` keeps the earlier of equal values, as Flex
-/// does), its winner the first value equal to it (an earlier equal value would have kept the
-/// later ones from beating it), and the gradient passes (ReLU) where the maximum is positive.
-/// A -0 and a +0 both compare equal to a maximum of either sign; both get no gradient.
-#[cfg_attr(not(feature = "flex"), allow(dead_code))]
-#[inline(always)]
-fn backward_lanes(values: &[[f32; BLOCK]; 4], grad: &[f32; BLOCK]) -> Option<[[u32; BLOCK]; 4]> {
-    let mut bits = [[0u32; BLOCK]; 4];
-    let mut nan = 0u32;
+    map: &impl Fn(f32) -> f32,
+    dtop: &mut [f32],
+    dbottom: &mut [f32],
+) {
+    let n = 2 * g.len();
+    let (top, bottom, dtop, dbottom) = (&top[..n], &bottom[..n], &mut dtop[..n], &mut dbottom[..n]);
     let mask = |set: bool| 0u32.wrapping_sub(set as u32);
-    for i in 0..BLOCK {
-        let [v0, v1, v2, v3] = [values[0][i], values[1][i], values[2][i], values[3][i]];
+    let larger = |max: f32, v: f32| if v > max { v } else { max };
+    let mut nan = 0u32;
+    let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(g);
+    for (((t, b), &g), (dt, db)) in windows.zip(dtop.chunks_exact_mut(2).zip(dbottom.chunks_exact_mut(2))) {
+        let [v0, v1, v2, v3] = [map(t[0]), map(t[1]), map(b[0]), map(b[1])];
         nan |= (v0.is_nan() | v1.is_nan() | v2.is_nan() | v3.is_nan()) as u32;
-        let larger = |max: f32, v: f32| if v > max { v } else { max };
         let max = larger(larger(larger(v0, v1), v2), v3);
-        // The scatter's `0 + g` (which turns a -0 gradient into +0), masked by ReLU.
-        let g = (0.0 + grad[i]).to_bits() & mask(max > 0.0);
+        let g = (0.0 + g).to_bits() & mask(max > 0.0);
         let e0 = mask(v0 == max);
         let e1 = mask(v1 == max) & !e0;
         let e2 = mask(v2 == max) & !(e0 | e1);
         let e3 = !(e0 | e1 | e2);
-        (bits[0][i], bits[1][i], bits[2][i], bits[3][i]) = (g & e0, g & e1, g & e2, g & e3);
+        (dt[0], dt[1]) = (f32::from_bits(g & e0), f32::from_bits(g & e1));
+        (db[0], db[1]) = (f32::from_bits(g & e2), f32::from_bits(g & e3));
     }
-    (nan == 0).then_some(bits)
+    if nan != 0 {
+        let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(g);
+        for (((t, b), &g), (dt, db)) in windows.zip(dtop.chunks_exact_mut(2).zip(dbottom.chunks_exact_mut(2)))
+        {
+            let (max, wins) = window_winner([map(t[0]), map(t[1]), map(b[0]), map(b[1])]);
+            let g = 0.0 + if max.is_nan() || max > 0.0 { g } else { 0.0 };
+            let d = |win: bool| if win { g } else { 0.0 };
+            (dt[0], dt[1], db[0], db[1]) = (d(wins[0]), d(wins[1]), d(wins[2]), d(wins[3]));
+        }
+    }
 }
 
 /// The backend extension: the kernel on `Flex`, its backward pass on `Autodiff<Flex>`.
