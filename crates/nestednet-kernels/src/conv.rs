@@ -864,7 +864,9 @@ mod tests {
     /// test): it is why the direct kernel left every evaluated accuracy where it was.
     #[test]
     fn for_mnist_cnn_layers_the_direct_kernel_gives_the_products_values() {
-        for case in &CASES[..2] {
+        // The core's two layers, and a Mix'n'Match layer (a wide input, few outputs).
+        let mix: Case = ([4, 32, 14, 14], [16, 3, 3], [1, 1], [(1, 1), (1, 1)]);
+        for case in CASES[..2].iter().chain([&mix]) {
             let ([b, c_in, h, w], [c_out, kh, kw], _, _) = *case;
             let g = ConvGeometry::new([b, c_in, h, w], [c_out, c_in, kh, kw], &options(case));
             assert!(crate::direct::serves(&g));
