@@ -28,7 +28,7 @@
 
 use crate::conv::ConvGeometry;
 
-use crate::simd::{CONV_GROUP as GROUP, CONV_PIXELS as PIXELS, conv_blocks};
+use crate::simd::{CONV_GROUP as GROUP, CONV_PIXELS as PIXELS, ConvGroup, conv_blocks};
 
 /// The largest layer the direct kernel serves, in output channels; wider layers' products are
 /// large enough for the matrix micro-kernel to win (measured by `cargo bench --bench kernels`).
@@ -158,7 +158,9 @@ impl DirectConv {
         for ((weights, bias), out) in groups.zip(scratch.blocks.chunks_exact_mut(GROUP * self.output_plane()))
         {
             let bias = bias.try_into().expect("a group's bias");
-            conv_blocks(&scratch.padded, self.plane, &self.taps, weights, bias, out);
+            let group =
+                ConvGroup { planes: &scratch.padded, plane: self.plane, taps: &self.taps, weights, bias };
+            conv_blocks(&group, out);
         }
         &scratch.blocks
     }

@@ -63,6 +63,18 @@ pub(crate) const CONV_PIXELS: usize = 16;
 /// Output channels per block of [`conv_blocks`].
 pub(crate) const CONV_GROUP: usize = 4;
 
+/// One group of [`CONV_GROUP`] output channels of a direct convolution (see `crate::direct`):
+/// the padded input `planes` (`plane` values each), the offset of each kernel position in a
+/// plane (`taps`), the group's weights (`[input channel][tap][CONV_GROUP]`) and its bias.
+#[derive(Clone, Copy)]
+pub(crate) struct ConvGroup<'a> {
+    pub(crate) planes: &'a [f32],
+    pub(crate) plane: usize,
+    pub(crate) taps: &'a [usize],
+    pub(crate) weights: &'a [f32],
+    pub(crate) bias: &'a [f32; CONV_GROUP],
+}
+
 /// The direct convolution's inner loop (see `crate::direct`) for one group of
 /// [`CONV_GROUP`] output channels: for every block start `q` (a multiple of [`CONV_PIXELS`]
 /// below `out.len() / CONV_GROUP`), channel `c` of the group, and pixel `j` of the block,
@@ -70,24 +82,18 @@ pub(crate) const CONV_GROUP: usize = 4;
 /// `out[c · len + q + j] = bias[c] + Σ_{i, t} weights[(i · taps.len() + t) · CONV_GROUP + c]
 ///                          · planes[i · plane + q + taps[t] + j]`
 ///
-/// summed in that order of `(i, t)` (input channel, kernel position). It keeps the
-/// `CONV_GROUP × CONV_PIXELS` sums in eight AVX2 registers with fused multiply-adds where the
-/// CPU has AVX2 and FMA, and runs the same loop in scalar code elsewhere (rounded twice per
-/// term there: `mul_add` would be a slow library call).
+/// summed in that order of `(i, t)` (input channel, kernel position), the bias added last. It
+/// keeps the `CONV_GROUP × CONV_PIXELS` sums of one or two blocks in registers with fused
+/// multiply-adds where the CPU has AVX-512 or AVX2 and FMA, and runs the same loop in scalar
+/// code elsewhere (rounded twice per term there: `mul_add` would be a slow library call).
 ///
 /// # Panics
 ///
 /// If the buffers' lengths do not fit: `planes` not a whole number of planes, `weights` not
 /// `CONV_GROUP` values per plane and kernel position, `out` not `CONV_GROUP` whole numbers of
 /// blocks, or a block reading past its plane.
-pub(crate) fn conv_blocks(
-    planes: &[f32],
-    plane: usize,
-    taps: &[usize],
-    weights: &[f32],
-    bias: &[f32; CONV_GROUP],
-    out: &mut [f32],
-) {
+pub(crate) fn conv_blocks(group: &ConvGroup, out: &mut [f32]) {
+    let ConvGroup { planes, plane, taps, weights, .. } = *group;
     let len = out.len() / CONV_GROUP;
     assert!(
         plane > 0 && planes.len().is_multiple_of(plane),
@@ -107,27 +113,21 @@ pub(crate) fn conv_blocks(
     if std::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked above); every load and store lies inside its
         // slice (the lengths are checked above).
-        unsafe { conv_blocks_avx512(planes, plane, taps, weights, bias, out) };
+        unsafe { conv_blocks_avx512(group, out) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: as above, with AVX2 and FMA.
-        unsafe { conv_blocks_avx2(planes, plane, taps, weights, bias, out) };
+        unsafe { conv_blocks_avx2(group, out) };
         return;
     }
-    conv_blocks_scalar(planes, plane, taps, weights, bias, out);
+    conv_blocks_scalar(group, out);
 }
 
 /// [`conv_blocks`] in scalar code (the lengths checked by it).
-fn conv_blocks_scalar(
-    planes: &[f32],
-    plane: usize,
-    taps: &[usize],
-    weights: &[f32],
-    bias: &[f32; CONV_GROUP],
-    out: &mut [f32],
-) {
+fn conv_blocks_scalar(group: &ConvGroup, out: &mut [f32]) {
+    let ConvGroup { planes, plane, taps, weights, bias } = *group;
     let len = out.len() / CONV_GROUP;
     for q in (0..len).step_by(CONV_PIXELS) {
         let mut acc = [[0.0f32; CONV_PIXELS]; CONV_GROUP];
@@ -159,14 +159,8 @@ fn conv_blocks_scalar(
 /// The CPU must have AVX-512F, and the lengths must be those [`conv_blocks`] checks.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn conv_blocks_avx512(
-    planes: &[f32],
-    plane: usize,
-    taps: &[usize],
-    weights: &[f32],
-    bias: &[f32; CONV_GROUP],
-    out: &mut [f32],
-) {
+unsafe fn conv_blocks_avx512(group: &ConvGroup, out: &mut [f32]) {
+    let ConvGroup { planes, plane, taps, weights, bias } = *group;
     use std::arch::x86_64::*;
     const PAIR: usize = 2 * CONV_PIXELS;
     let len = out.len() / CONV_GROUP;
@@ -218,14 +212,8 @@ unsafe fn conv_blocks_avx512(
 /// The CPU must have AVX2 and FMA, and the lengths must be those [`conv_blocks`] checks.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn conv_blocks_avx2(
-    planes: &[f32],
-    plane: usize,
-    taps: &[usize],
-    weights: &[f32],
-    bias: &[f32; CONV_GROUP],
-    out: &mut [f32],
-) {
+unsafe fn conv_blocks_avx2(group: &ConvGroup, out: &mut [f32]) {
+    let ConvGroup { planes, plane, taps, weights, bias } = *group;
     use std::arch::x86_64::*;
     let len = out.len() / CONV_GROUP;
     let channels = planes.len() / plane;
@@ -322,7 +310,9 @@ mod tests {
                 (0..channels * taps.len() * CONV_GROUP).map(|i| ((i * 31 % 17) as f32 - 8.0) / 9.0).collect();
             let bias = [0.5, -0.25, 0.0, 1.0];
             let mut expected = vec![0.0; CONV_GROUP * len];
-            conv_blocks_scalar(&planes, plane, &taps, &weights, &bias, &mut expected);
+            let group =
+                super::ConvGroup { planes: &planes, plane, taps: &taps, weights: &weights, bias: &bias };
+            conv_blocks_scalar(&group, &mut expected);
             let check = |got: &[f32], path: &str| {
                 for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
                     assert!(
@@ -336,18 +326,18 @@ mod tests {
                 if super::has_avx2_fma() {
                     let mut got = vec![f32::NAN; expected.len()];
                     // SAFETY: the CPU has AVX2 and FMA; the lengths are those `conv_blocks` checks.
-                    unsafe { super::conv_blocks_avx2(&planes, plane, &taps, &weights, &bias, &mut got) };
+                    unsafe { super::conv_blocks_avx2(&group, &mut got) };
                     check(&got, "AVX2");
                 }
                 if std::is_x86_feature_detected!("avx512f") {
                     let mut got = vec![f32::NAN; expected.len()];
                     // SAFETY: the CPU has AVX-512F; the lengths are those `conv_blocks` checks.
-                    unsafe { super::conv_blocks_avx512(&planes, plane, &taps, &weights, &bias, &mut got) };
+                    unsafe { super::conv_blocks_avx512(&group, &mut got) };
                     check(&got, "AVX-512");
                 }
             }
             let mut got = vec![f32::NAN; expected.len()];
-            super::conv_blocks(&planes, plane, &taps, &weights, &bias, &mut got);
+            super::conv_blocks(&group, &mut got);
             check(&got, "dispatched");
         }
     }
