@@ -22,7 +22,7 @@
 
 use burn::prelude::*;
 
-use crate::pool::{map_pool_relu, row_pair_gradients};
+use crate::pool::{map_pool_relu, row_pair_gradients, row_pair_winners};
 
 /// Lanes of the backward pass's per-channel sums: one AVX2 register of `f32`s. The sums'
 /// order, and so the gradients' last bits, depend on it: changing it changes training runs.
@@ -156,6 +156,81 @@ pub(crate) fn forward(x: &[f32], shape: [usize; 4], channels: &[ChannelAffine]) 
     map_pool_relu(x, shape, |c| channels[c].apply())
 }
 
+/// `Σ dy` and `Σ dy · (x − mean)` over one plane `x` (`h × w`) in [`BLOCK`] lanes, `dy`
+/// the gradient reaching each normalised input through the pooling and ReLU from the output
+/// gradient `grad`: window `i` of a row adds to lane `i mod BLOCK`, its four inputs in order.
+/// Only a window's winner gets a nonzero `dy`, and adding the others' `0 · (x − mean)` changes
+/// no bit while every `x − mean` is finite (the lanes never hold -0): then the winners alone
+/// are summed. A plane with a non-finite `x − mean` takes [`plane_sums_by_position`], where
+/// `0 · ∞` makes its NaN. `winners` is scratch of `2 · wo` rounded up to whole blocks, zero
+/// past `wo`.
+#[inline(always)]
+fn plane_sums(
+    x: &[f32],
+    grad: &[f32],
+    [h, w]: [usize; 2],
+    affine: ChannelAffine,
+    winners: &mut [f32],
+) -> ([f32; BLOCK], [f32; BLOCK]) {
+    let wo = w / 2;
+    let normalise = affine.apply();
+    let (gw, xw) = winners.split_at_mut(winners.len() / 2);
+    let (mut s, mut q) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
+    for (oy, g) in grad.chunks_exact(wo).take(h / 2).enumerate() {
+        let (top, bottom) = (&x[2 * oy * w..][..2 * wo], &x[(2 * oy + 1) * w..][..2 * wo]);
+        let finite = |row: &[f32]| row.iter().fold(true, |all, &v| all & (v - affine.mean).is_finite());
+        if !(finite(top) & finite(bottom)) {
+            return plane_sums_by_position(x, grad, [h, w], affine);
+        }
+        row_pair_winners(top, bottom, g, &normalise, gw, xw);
+        for (g, x) in gw.chunks_exact(BLOCK).zip(xw.chunks_exact(BLOCK)) {
+            for i in 0..BLOCK {
+                s[i] += g[i];
+                q[i] += g[i] * (x[i] - affine.mean);
+            }
+        }
+    }
+    (s, q)
+}
+
+/// [`plane_sums`] with every input's `dy`, zeros included, in window order (as the kernel's
+/// blocks of windows summed them): the reference its shortcut is tested against, and the path
+/// of a plane whose `x − mean` is not finite.
+#[inline(never)]
+fn plane_sums_by_position(
+    x: &[f32],
+    grad: &[f32],
+    [h, w]: [usize; 2],
+    affine: ChannelAffine,
+) -> ([f32; BLOCK], [f32; BLOCK]) {
+    let wo = w / 2;
+    let normalise = affine.apply();
+    let (mut dtop, mut dbottom) = (vec![0.0f32; 2 * wo], vec![0.0f32; 2 * wo]);
+    let (mut s, mut q) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
+    for (oy, g) in grad.chunks_exact(wo).take(h / 2).enumerate() {
+        let (top, bottom) = (&x[2 * oy * w..][..2 * wo], &x[(2 * oy + 1) * w..][..2 * wo]);
+        row_pair_gradients(top, bottom, g, &normalise, &mut dtop, &mut dbottom);
+        for start in (0..wo).step_by(BLOCK) {
+            let n = BLOCK.min(wo - start);
+            for (xs, ds, column) in
+                [(top, &dtop, 0), (top, &dtop, 1), (bottom, &dbottom, 0), (bottom, &dbottom, 1)]
+            {
+                for i in 0..BLOCK {
+                    // The lanes past the row's last window: zero inputs and gradients.
+                    let (x, d) = if i < n {
+                        (xs[2 * (start + i) + column], ds[2 * (start + i) + column])
+                    } else {
+                        (0.0, 0.0)
+                    };
+                    s[i] += d;
+                    q[i] += d * (x - affine.mean);
+                }
+            }
+        }
+    }
+    (s, q)
+}
+
 /// The backward kernel: given the forward input `x` (`[b, c, h, w]`), the channels'
 /// normalisations and the output gradient `grad` (`[b, c, h/2, w/2]`), `dγ` and `dβ`
 /// (`[c]`), and `dx` written over `x` when `input` (left as it is otherwise).
@@ -194,46 +269,14 @@ pub(crate) fn backward_in_place(
             let grads = |image: usize| &grad[(image * c + ch) * out_plane..][..out_plane];
             let mut rows = vec![0.0f32; 4 * wo];
             let (dtop, dbottom) = rows.split_at_mut(2 * wo);
-            // The gradients and inputs of a row's windows by position (top-left, top-right,
-            // bottom-left, bottom-right), each padded with zeros to whole blocks of lanes, as
-            // the lanes past a row's last window always were (they add zeros).
+            // Each window's gradient and winning input, padded with zeros to whole blocks of
+            // lanes, as the lanes past a row's last window always were (they add zeros).
             let padded = wo.div_ceil(BLOCK) * BLOCK;
-            let mut by_position = vec![0.0f32; 8 * padded];
+            let mut winners = vec![0.0f32; 2 * padded];
             crate::simd::vectorised!({
                 let (mut sum_dy, mut sum_dy_xc) = (0.0f64, 0.0f64);
                 for (image, x) in planes.iter_mut().enumerate() {
-                    let (mut s, mut q) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
-                    for (oy, g) in grads(image).chunks_exact(wo).enumerate() {
-                        let (top, bottom) = (&x[2 * oy * w..][..2 * wo], &x[(2 * oy + 1) * w..][..2 * wo]);
-                        row_pair_gradients(top, bottom, g, &normalise, dtop, dbottom);
-                        let (ds, xs) = by_position.split_at_mut(4 * padded);
-                        for (position, (d, x)) in
-                            ds.chunks_exact_mut(padded).zip(xs.chunks_exact_mut(padded)).enumerate()
-                        {
-                            let (rows, column) = if position < 2 {
-                                ((&*dtop, top), position)
-                            } else {
-                                ((&*dbottom, bottom), position - 2)
-                            };
-                            for ((d, x), (dr, xr)) in d
-                                .iter_mut()
-                                .zip(x.iter_mut())
-                                .zip(rows.0.chunks_exact(2).zip(rows.1.chunks_exact(2)))
-                            {
-                                (*d, *x) = (dr[column], xr[column]);
-                            }
-                        }
-                        for start in (0..padded).step_by(BLOCK) {
-                            for (d, x) in ds.chunks_exact(padded).zip(xs.chunks_exact(padded)) {
-                                let d: &[f32; BLOCK] = d[start..start + BLOCK].try_into().expect("a block");
-                                let x: &[f32; BLOCK] = x[start..start + BLOCK].try_into().expect("a block");
-                                for i in 0..BLOCK {
-                                    s[i] += d[i];
-                                    q[i] += d[i] * (x[i] - affine.mean);
-                                }
-                            }
-                        }
-                    }
+                    let (s, q) = plane_sums(x, grads(image), [h, w], affine, &mut winners);
                     sum_dy += s.iter().map(|&v| f64::from(v)).sum::<f64>();
                     sum_dy_xc += q.iter().map(|&v| f64::from(v)).sum::<f64>();
                 }
@@ -447,6 +490,43 @@ mod flex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The winners-only sums are the four-position sums, bit for bit: ties, ±0, a NaN, ±∞
+    /// (with the mean they make), odd sizes, negative scales.
+    #[test]
+    fn winner_sums_equal_the_four_position_sums() {
+        for [h, w] in [[28, 28], [14, 14], [7, 9], [2, 2], [5, 4], [4, 34]] {
+            for special in [None, Some(f32::NAN), Some(f32::INFINITY), Some(f32::NEG_INFINITY), Some(-0.0)] {
+                let mut x: Vec<f32> = (0..h * w).map(|i| ((i * 7919 % 113) as f32 - 56.0) / 17.0).collect();
+                x[1] = x[0];
+                x[w] = 0.0;
+                if let Some(v) = special {
+                    x[w + 1] = v;
+                }
+                let grad: Vec<f32> =
+                    (0..(h / 2) * (w / 2)).map(|i| ((i * 31 % 29) as f32 - 14.0) / 7.0).collect();
+                let mean = match special {
+                    Some(v) if !v.is_finite() => v,
+                    // Finite, but `x − mean` overflows for the largest input.
+                    Some(_) => -3.4e38,
+                    None => 0.15,
+                };
+                if special == Some(-0.0) {
+                    x[2] = 3.3e38;
+                }
+                for gamma in [1.3, -0.6] {
+                    let affine = ChannelAffine::new(mean, 1.7, gamma, 0.2, 1e-5);
+                    let mut winners = vec![0.0f32; 2 * (w / 2).div_ceil(BLOCK) * BLOCK];
+                    let got = plane_sums(&x, &grad, [h, w], affine, &mut winners);
+                    let expected = plane_sums_by_position(&x, &grad, [h, w], affine);
+                    let bits =
+                        |(s, q): ([f32; BLOCK], [f32; BLOCK])| (s.map(f32::to_bits), q.map(f32::to_bits));
+                    let (got, expected) = (bits(got), bits(expected));
+                    assert_eq!(got, expected, "{h}x{w} {special:?} γ {gamma}");
+                }
+            }
+        }
+    }
 
     use burn::tensor::Tolerance;
 

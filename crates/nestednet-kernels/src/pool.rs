@@ -240,6 +240,49 @@ pub(crate) fn row_pair_gradients(
     }
 }
 
+/// For each window of a pair of rows, what [`row_pair_gradients`] sends to its winner
+/// (`gw[i]`: `0 + g[i]` if the maximum passes the ReLU, else zero) and the winner's input
+/// value (`xw[i]`, before `map`): the batch-norm backward pass's sums need no more, since
+/// the window's other inputs get zero.
+#[inline(always)]
+pub(crate) fn row_pair_winners(
+    top: &[f32],
+    bottom: &[f32],
+    g: &[f32],
+    map: &impl Fn(f32) -> f32,
+    gw: &mut [f32],
+    xw: &mut [f32],
+) {
+    let n = g.len();
+    let (top, bottom, gw, xw) = (&top[..2 * n], &bottom[..2 * n], &mut gw[..n], &mut xw[..n]);
+    let mask = |set: bool| 0u32.wrapping_sub(set as u32);
+    let larger = |max: f32, v: f32| if v > max { v } else { max };
+    let mut nan = 0u32;
+    let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(g);
+    for (((t, b), &g), (gw, xw)) in windows.zip(gw.iter_mut().zip(xw.iter_mut())) {
+        let [v0, v1, v2, v3] = [map(t[0]), map(t[1]), map(b[0]), map(b[1])];
+        nan |= (v0.is_nan() | v1.is_nan() | v2.is_nan() | v3.is_nan()) as u32;
+        let max = larger(larger(larger(v0, v1), v2), v3);
+        let e0 = mask(v0 == max);
+        let e1 = mask(v1 == max) & !e0;
+        let e2 = mask(v2 == max) & !(e0 | e1);
+        let e3 = !(e0 | e1 | e2);
+        *gw = f32::from_bits((0.0 + g).to_bits() & mask(max > 0.0));
+        let bits =
+            (t[0].to_bits() & e0) | (t[1].to_bits() & e1) | (b[0].to_bits() & e2) | (b[1].to_bits() & e3);
+        *xw = f32::from_bits(bits);
+    }
+    if nan != 0 {
+        let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(g);
+        for (((t, b), &g), (gw, xw)) in windows.zip(gw.iter_mut().zip(xw.iter_mut())) {
+            let (max, wins) = window_winner([map(t[0]), map(t[1]), map(b[0]), map(b[1])]);
+            *gw = 0.0 + if max.is_nan() || max > 0.0 { g } else { 0.0 };
+            let winner = wins.iter().position(|&w| w).expect("a window has a winner");
+            *xw = [t[0], t[1], b[0], b[1]][winner];
+        }
+    }
+}
+
 /// The backend extension: the kernel on `Flex`, its backward pass on `Autodiff<Flex>`.
 #[cfg(feature = "flex")]
 mod flex {
