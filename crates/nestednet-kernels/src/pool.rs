@@ -212,23 +212,14 @@ pub(crate) fn row_pair_gradients(
 ) {
     let n = 2 * g.len();
     let (top, bottom, dtop, dbottom) = (&top[..n], &bottom[..n], &mut dtop[..n], &mut dbottom[..n]);
-    let mask = |set: bool| 0u32.wrapping_sub(set as u32);
-    let larger = |max: f32, v: f32| if v > max { v } else { max };
-    let mut nan = 0u32;
+    let mut nan = false;
     let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(g);
     for (((t, b), &g), (dt, db)) in windows.zip(dtop.chunks_exact_mut(2).zip(dbottom.chunks_exact_mut(2))) {
-        let [v0, v1, v2, v3] = [map(t[0]), map(t[1]), map(b[0]), map(b[1])];
-        nan |= (v0.is_nan() | v1.is_nan() | v2.is_nan() | v3.is_nan()) as u32;
-        let max = larger(larger(larger(v0, v1), v2), v3);
-        let g = (0.0 + g).to_bits() & mask(max > 0.0);
-        let e0 = mask(v0 == max);
-        let e1 = mask(v1 == max) & !e0;
-        let e2 = mask(v2 == max) & !(e0 | e1);
-        let e3 = !(e0 | e1 | e2);
+        let (g, [e0, e1, e2, e3]) = window_masks([map(t[0]), map(t[1]), map(b[0]), map(b[1])], g, &mut nan);
         (dt[0], dt[1]) = (f32::from_bits(g & e0), f32::from_bits(g & e1));
         (db[0], db[1]) = (f32::from_bits(g & e2), f32::from_bits(g & e3));
     }
-    if nan != 0 {
+    if nan {
         let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(g);
         for (((t, b), &g), (dt, db)) in windows.zip(dtop.chunks_exact_mut(2).zip(dbottom.chunks_exact_mut(2)))
         {
@@ -255,24 +246,16 @@ pub(crate) fn row_pair_winners(
 ) {
     let n = g.len();
     let (top, bottom, gw, xw) = (&top[..2 * n], &bottom[..2 * n], &mut gw[..n], &mut xw[..n]);
-    let mask = |set: bool| 0u32.wrapping_sub(set as u32);
-    let larger = |max: f32, v: f32| if v > max { v } else { max };
-    let mut nan = 0u32;
+    let mut nan = false;
     let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(g);
     for (((t, b), &g), (gw, xw)) in windows.zip(gw.iter_mut().zip(xw.iter_mut())) {
-        let [v0, v1, v2, v3] = [map(t[0]), map(t[1]), map(b[0]), map(b[1])];
-        nan |= (v0.is_nan() | v1.is_nan() | v2.is_nan() | v3.is_nan()) as u32;
-        let max = larger(larger(larger(v0, v1), v2), v3);
-        let e0 = mask(v0 == max);
-        let e1 = mask(v1 == max) & !e0;
-        let e2 = mask(v2 == max) & !(e0 | e1);
-        let e3 = !(e0 | e1 | e2);
-        *gw = f32::from_bits((0.0 + g).to_bits() & mask(max > 0.0));
+        let (g, [e0, e1, e2, e3]) = window_masks([map(t[0]), map(t[1]), map(b[0]), map(b[1])], g, &mut nan);
+        *gw = f32::from_bits(g);
         let bits =
             (t[0].to_bits() & e0) | (t[1].to_bits() & e1) | (b[0].to_bits() & e2) | (b[1].to_bits() & e3);
         *xw = f32::from_bits(bits);
     }
-    if nan != 0 {
+    if nan {
         let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(g);
         for (((t, b), &g), (gw, xw)) in windows.zip(gw.iter_mut().zip(xw.iter_mut())) {
             let (max, wins) = window_winner([map(t[0]), map(t[1]), map(b[0]), map(b[1])]);
@@ -281,6 +264,22 @@ pub(crate) fn row_pair_winners(
             *xw = [t[0], t[1], b[0], b[1]][winner];
         }
     }
+}
+
+/// A window's gradient bits (`0 + g` if its maximum passes the ReLU, else zero) and the masks
+/// of its winner (all ones at the winner, zero elsewhere), by the rule [`row_pair_gradients`]
+/// documents for windows without NaN; sets `nan` if a value is NaN (the masks then mean
+/// nothing, and the caller redoes the row by Flex's rule).
+#[inline(always)]
+fn window_masks([v0, v1, v2, v3]: [f32; 4], g: f32, nan: &mut bool) -> (u32, [u32; 4]) {
+    let mask = |set: bool| 0u32.wrapping_sub(set as u32);
+    let larger = |max: f32, v: f32| if v > max { v } else { max };
+    *nan |= v0.is_nan() | v1.is_nan() | v2.is_nan() | v3.is_nan();
+    let max = larger(larger(larger(v0, v1), v2), v3);
+    let e0 = mask(v0 == max);
+    let e1 = mask(v1 == max) & !e0;
+    let e2 = mask(v2 == max) & !(e0 | e1);
+    ((0.0 + g).to_bits() & mask(max > 0.0), [e0, e1, e2, !(e0 | e1 | e2)])
 }
 
 /// The backend extension: the kernel on `Flex`, its backward pass on `Autodiff<Flex>`.
