@@ -860,10 +860,17 @@ mod tests {
     /// For `mnist-cnn`'s narrow layers the direct kernel's values are the matrix product's,
     /// bit for bit (with and without a bias): both sum the products over `(ci, ky, kx)` in
     /// order with fused multiply-adds, and add the bias last. A fact of the `gemm` version in
-    /// use, not a promise (its kernels for very small products sum otherwise; see the next
-    /// test): it is why the direct kernel left every evaluated accuracy where it was.
+    /// use with its AVX-512 kernels, where it was checked, not a promise (`gemm` sums some very
+    /// small products otherwise): it is why the direct kernel left every evaluated accuracy
+    /// where it was. Elsewhere the two agree to float rounding (the other tests).
     #[test]
     fn for_mnist_cnn_layers_the_direct_kernel_gives_the_products_values() {
+        #[cfg(target_arch = "x86_64")]
+        if !std::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        return;
         // The core's two layers, and a Mix'n'Match layer (a wide input, few outputs).
         let mix: Case = ([4, 32, 14, 14], [16, 3, 3], [1, 1], [(1, 1), (1, 1)]);
         for case in CASES[..2].iter().chain([&mix]) {
@@ -882,27 +889,20 @@ mod tests {
     }
 
     /// Training (a tracked weight) keeps the matrix product; inference takes the direct
-    /// kernel for a narrow layer.
+    /// kernel for a narrow layer. Counted where the direct kernel's layout is built.
     #[cfg(feature = "flex")]
     #[test]
     fn only_inference_takes_the_direct_kernel() {
-        // A 4x5 kernel on a 4x5 image: a product small enough for gemm to sum it otherwise.
-        let case = &CASES[7];
+        let case = &CASES[1];
         let ([b, c_in, h, w], [c_out, kh, kw], _, _) = *case;
-        let g = ConvGeometry::new([b, c_in, h, w], [c_out, c_in, kh, kw], &options(case));
-        assert!(crate::direct::serves(&g));
-        let (x, weight) = (values(b * c_in * h * w, 8, 1.0), values(c_out * g.patch(), 9, 0.5));
-        let expected =
-            |direct| TensorData::new(forward(&x, &weight, None, &g, direct), [b, c_out, g.h_out, g.w_out]);
-        // The two paths differ here (else this test could not tell them apart).
-        assert_ne!(expected(true), expected(false));
         for (device, tracked) in [(Device::flex().autodiff(), true), (Device::flex(), false)] {
-            let x = Tensor::<4>::from_data(TensorData::new(x.clone(), [b, c_in, h, w]), &device);
-            let weight =
-                Tensor::<4>::from_data(TensorData::new(weight.clone(), [c_out, c_in, kh, kw]), &device);
+            let x = tensor([b, c_in, h, w], 8, 1.0, &device);
+            let weight = tensor([c_out, c_in, kh, kw], 9, 0.5, &device);
             let weight = if tracked { weight.require_grad() } else { weight };
-            let y = conv2d(x, weight, None, options(case)).into_data();
-            y.assert_eq(&expected(!tracked), true);
+            let before = crate::direct::tests::layouts_built();
+            let _ = conv2d(x, weight, None, options(case)).into_data();
+            let direct = crate::direct::tests::layouts_built() > before;
+            assert_eq!(direct, !tracked, "tracked {tracked}: direct kernel {direct}");
         }
     }
 

@@ -70,6 +70,8 @@ impl DirectConv {
     /// The layout of a convolution of geometry `g` (one [`serves`]) with `weight`
     /// (`[c_out, c_in, kh, kw]`) and `bias` (`[c_out]`).
     pub(crate) fn new(weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Self {
+        #[cfg(test)]
+        tests::count_layout();
         assert!(serves(g), "the direct convolution does not serve {g:?}");
         assert_eq!(
             weight.len(),
@@ -167,8 +169,23 @@ impl DirectConv {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Layouts built on this thread: the direct kernel taken (built on the caller's thread,
+        /// before the images go to the workers).
+        static LAYOUTS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub(crate) fn count_layout() {
+        LAYOUTS.with(|n| n.set(n.get() + 1));
+    }
+
+    pub(crate) fn layouts_built() -> usize {
+        LAYOUTS.with(Cell::get)
+    }
     use burn::tensor::ops::ConvOptions;
 
     /// The convolution by its definition, in f64.
