@@ -183,6 +183,7 @@ pub(crate) mod tests {
         LAYOUTS.with(|n| n.set(n.get() + 1));
     }
 
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     pub(crate) fn layouts_built() -> usize {
         LAYOUTS.with(Cell::get)
     }

@@ -443,9 +443,13 @@ pub(crate) mod tests {
             };
             let calls = kernel_calls();
             let (y, dx) = run(max_pool2x2_relu);
+            // Without `flex`, Burn's operations run: no kernel is counted.
+            #[cfg(feature = "flex")]
             assert_eq!(kernel_calls(), calls + 2, "one forward and one backward kernel for {shape:?}");
             let (y_ref, dx_ref) = run(reference);
+            #[cfg(feature = "flex")]
             assert_eq!(kernel_calls(), calls + 2, "the reference ran a kernel");
+            let _ = calls;
             y.assert_eq(&y_ref, true);
             dx.assert_eq(&dx_ref, true);
         }
@@ -459,7 +463,9 @@ pub(crate) mod tests {
                 let x = with_ties(shape, &device);
                 let calls = kernel_calls();
                 let y = max_pool2x2_relu(x.clone());
+                #[cfg(feature = "flex")]
                 assert_eq!(kernel_calls(), calls + 1);
+                let _ = calls;
                 assert_eq!(y.device(), device);
                 y.into_data().assert_eq(&reference(x).into_data(), true);
             }
@@ -515,7 +521,9 @@ pub(crate) mod tests {
         };
         let calls = kernel_calls();
         let dx = run(max_pool2x2_relu);
+        #[cfg(feature = "flex")]
         assert_eq!(kernel_calls(), calls + 2);
+        let _ = calls;
         dx.assert_eq(&run(reference), true);
     }
 
