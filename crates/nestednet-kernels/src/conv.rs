@@ -384,7 +384,11 @@ pub(crate) fn forward_pooled(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g:
     assert!(g.h_out >= 2 && g.w_out >= 2, "2x2 pooling of a {}x{} output", g.h_out, g.w_out);
     let pixels = g.pixels();
     let direct = direct_kernel(weight, bias, g);
-    let (weight, patch) = product_weight(weight, bias, g);
+    // The product's weight only where the product runs.
+    let (weight, patch) = match direct {
+        Some(_) => (std::borrow::Cow::Borrowed(&[][..]), 0),
+        None => product_weight(weight, bias, g),
+    };
     let pooled = (g.h_out / 2) * (g.w_out / 2);
     let mut out = vec![0.0f32; g.batch * g.c_out * pooled];
     let images = out.par_chunks_mut((g.c_out * pooled).max(1)).enumerate();

@@ -35,9 +35,10 @@ use crate::simd::{CONV_GROUP as GROUP, CONV_PIXELS as PIXELS, ConvGroup, conv_bl
 const MAX_C_OUT: usize = 16;
 
 /// Whether the direct kernel serves a convolution of geometry `g` (else im2col and a matrix
-/// product): stride 1, at most [`MAX_C_OUT`] output channels.
+/// product): stride 1, at most [`MAX_C_OUT`] output channels, and nothing empty (an input of
+/// no rows or columns, which padding alone can still give outputs, takes the product).
 pub(crate) fn serves(g: &ConvGeometry) -> bool {
-    g.stride == [1, 1] && g.c_out <= MAX_C_OUT && g.h_out > 0 && g.w_out > 0 && g.c_in > 0
+    g.stride == [1, 1] && g.c_out <= MAX_C_OUT && [g.h_out, g.w_out, g.c_in, g.h, g.w].iter().all(|&n| n > 0)
 }
 
 /// A convolution's weights and geometry laid out for the direct kernel (built once per call,
@@ -259,12 +260,17 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn strided_or_wide_layers_are_not_served() {
+    fn strided_wide_or_empty_layers_are_not_served() {
         let geometry = |c_out, stride| {
             ConvGeometry::new([1, 4, 8, 8], [c_out, 4, 3, 3], &ConvOptions::new(stride, [1, 1], [1, 1], 1))
         };
         assert!(serves(&geometry(16, [1, 1])));
         assert!(!serves(&geometry(17, [1, 1])));
         assert!(!serves(&geometry(8, [2, 2])));
+        // An empty input that padding alone gives outputs.
+        let empty =
+            ConvGeometry::new([1, 4, 0, 0], [8, 4, 1, 1], &ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+        assert_eq!([empty.h_out, empty.w_out], [2, 2]);
+        assert!(!serves(&empty));
     }
 }
