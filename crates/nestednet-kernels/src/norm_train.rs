@@ -235,10 +235,10 @@ fn plane_sums_by_position(
 /// normalisations and the output gradient `grad` (`[b, c, h/2, w/2]`), `dγ` and `dβ`
 /// (`[c]`), and `dx` written over `x` when `input` (left as it is otherwise).
 ///
-/// Row pair by row pair: [`row_pair_gradients`] gives the gradient `dy` reaching each
-/// normalised input, then `dβ = Σ dy` and `Σ dy·(x − mean)` are summed in [`BLOCK`] lanes
-/// (window `i` of a row in lane `i mod BLOCK`, its four inputs in order), then in `f64` per
-/// plane; the second pass writes `dx` over the input.
+/// Per channel, two passes over its planes: [`plane_sums`] sums `dβ = Σ dy` and
+/// `Σ dy·(x − mean)` in [`BLOCK`] lanes, then in `f64` per plane; the second pass, row pair
+/// by row pair, gets the gradient `dy` reaching each normalised input from
+/// [`row_pair_gradients`] and writes `dx` over the input.
 pub(crate) fn backward_in_place(
     x: &mut [f32],
     grad: &[f32],
