@@ -141,6 +141,8 @@ fn families(names: &[String], default: &[KernelFamily]) -> Vec<KernelFamily> {
 }
 
 fn main() {
+    // First, before any thread starts: freed memory stays mapped for the next steps.
+    nestednet_alloc::mimalloc_retain_freed_memory();
     let args = Args::parse();
     let own_families = families(&args.own_families, &KernelFamily::ALL);
     let baseline_families = families(&args.baseline_families, &[]);

@@ -48,6 +48,8 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    // First, before any thread starts: freed memory stays mapped for the next steps.
+    nestednet_alloc::mimalloc_retain_freed_memory();
     let args = Args::parse();
     let backend = Backend::from_env_or_default()?;
     let device: Device = backend.device()?;

@@ -84,6 +84,8 @@ struct Outcome {
 }
 
 fn main() -> Result<()> {
+    // First, before any thread starts: freed memory stays mapped for the next steps.
+    nestednet_alloc::mimalloc_retain_freed_memory();
     let args = Args::parse();
     if let Some(bad) = args.methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
         bail!("unknown method `{bad}` (use {})", METHODS.join(", "));

@@ -83,6 +83,8 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    // First, before any thread starts: freed memory stays mapped for the next steps.
+    nestednet_alloc::mimalloc_retain_freed_memory();
     let args = Args::parse();
     if args.seeds.is_empty() {
         bail!("give at least one seed");

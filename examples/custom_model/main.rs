@@ -44,6 +44,8 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    // First, before any thread starts: freed memory stays mapped for the next steps.
+    nestednet_alloc::mimalloc_retain_freed_memory();
     let args = Args::parse();
     let data = DataSource::new(DatasetKind::Mnist, nestednet::vendored_mnist_dir());
     let (train, test) = data.load()?;

@@ -85,6 +85,8 @@ fn run_data(
 }
 
 fn main() -> Result<()> {
+    // First, before any thread starts: freed memory stays mapped for the next steps.
+    nestednet_alloc::mimalloc_retain_freed_memory();
     match Cli::parse().command {
         Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::run(a),

@@ -134,18 +134,41 @@ pub(crate) struct ChannelAffine {
     gamma: f32,
     scale: f32,
     shift: f32,
+    /// Whether every input of the channel is known to give a finite `x − mean` (see
+    /// [`moments_bound_inputs`]); when not known, [`plane_sums`] checks each row.
+    bounded: bool,
 }
 
 impl ChannelAffine {
+    /// A channel with nothing known of its inputs.
     pub(crate) fn new(mean: f32, var: f32, gamma: f32, beta: f32, epsilon: f64) -> Self {
         let inv_std = (1.0 / (f64::from(var) + epsilon).sqrt()) as f32;
         let scale = gamma * inv_std;
-        Self { mean, inv_std, gamma, scale, shift: beta - mean * scale }
+        Self { mean, inv_std, gamma, scale, shift: beta - mean * scale, bounded: false }
+    }
+
+    /// The channel whose `count` inputs have the batch moments `mean` and `var` (as
+    /// [`moments`] computes them).
+    fn from_moments(mean: f32, var: f32, count: usize, gamma: f32, beta: f32, epsilon: f64) -> Self {
+        Self { bounded: moments_bound_inputs(mean, var, count), ..Self::new(mean, var, gamma, beta, epsilon) }
     }
 
     fn apply(self) -> impl Fn(f32) -> f32 {
         move |x| x * self.scale + self.shift
     }
+}
+
+/// Whether the moments of `count` values (their mean and biased variance, from `f64` sums as
+/// [`moments`] computes them) prove every `x − mean` finite in `f32`, so that the backward
+/// pass need not look: `Σ x² = count · (var + mean²)` bounds every `|x|`, and with a bound of
+/// `1e36` (far below `f32::MAX`, so the rounding of the moments cannot matter) neither `x`
+/// nor the mean nor their difference can overflow. A NaN or an infinity among the values
+/// makes the moments NaN or infinite, and the answer no; so does a variance too large for
+/// `f32` (infinite there), which is why this is a sufficient test, not a necessary one.
+fn moments_bound_inputs(mean: f32, var: f32, count: usize) -> bool {
+    let (mean, var) = (f64::from(mean), f64::from(var));
+    let sum_sq = count as f64 * (var + mean * mean);
+    sum_sq <= 1e72
 }
 
 /// The forward kernel: `relu(max over each 2×2 window of the normalised x)`.
@@ -162,7 +185,9 @@ pub(crate) fn forward(x: &[f32], shape: [usize; 4], channels: &[ChannelAffine]) 
 /// Only a window's winner gets a nonzero `dy`, and adding the others' `0 · (x − mean)` changes
 /// no bit while every `x − mean` is finite (the lanes never hold -0): then the winners alone
 /// are summed. A plane with a non-finite `x − mean` takes [`plane_sums_by_position`], where
-/// `0 · ∞` makes its NaN. `winners` is scratch of `2 · wo` rounded up to whole blocks, zero
+/// `0 · ∞` makes its NaN; each row is checked for one, unless the channel's moments already
+/// rule it out ([`moments_bound_inputs`]: a pass over the input saved, a sixth of the
+/// backward pass). `winners` is scratch of `2 · wo` rounded up to whole blocks, zero
 /// past `wo`.
 #[inline(always)]
 fn plane_sums(
@@ -179,7 +204,7 @@ fn plane_sums(
     for (oy, g) in grad.chunks_exact(wo).take(h / 2).enumerate() {
         let (top, bottom) = (&x[2 * oy * w..][..2 * wo], &x[(2 * oy + 1) * w..][..2 * wo]);
         let finite = |row: &[f32]| row.iter().fold(true, |all, &v| all & (v - affine.mean).is_finite());
-        if !(finite(top) & finite(bottom)) {
+        if !affine.bounded && !(finite(top) & finite(bottom)) {
             return plane_sums_by_position(x, grad, [h, w], affine);
         }
         row_pair_winners(top, bottom, g, &normalise, gw, xw);
@@ -314,16 +339,23 @@ pub(crate) fn backward_in_place(
         .unzip()
 }
 
-/// The backward kernel: given the forward input `x` (`[b, c, h, w]`), the channels'
-/// normalisations and the output gradient `grad` (`[b, c, h/2, w/2]`), `dγ` and `dβ`
-/// (`[c]`), and `dx` written over `x` when `input` (left as it is otherwise).
-/// The channels' normalisations from their batch moments (`[mean…, variance…]`) and affine
-/// parameters.
-fn channel_affines(moments: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64) -> Vec<ChannelAffine> {
+/// The channels' normalisations from their batch moments (`[mean…, variance…]`, each over
+/// `count` values) and affine parameters.
+fn channel_affines(
+    moments: &[f32],
+    count: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+) -> Vec<ChannelAffine> {
     let c = gamma.len();
     assert_eq!(moments.len(), 2 * c, "{} moments for {c} channels", moments.len());
     assert_eq!(beta.len(), c, "{} shifts for {c} channels", beta.len());
-    (0..c).map(|ch| ChannelAffine::new(moments[ch], moments[c + ch], gamma[ch], beta[ch], epsilon)).collect()
+    (0..c)
+        .map(|ch| {
+            ChannelAffine::from_moments(moments[ch], moments[c + ch], count, gamma[ch], beta[ch], epsilon)
+        })
+        .collect()
 }
 
 /// The backend extension: the kernels on `Flex`, the backward pass on `Autodiff<Flex>`.
@@ -397,8 +429,8 @@ mod flex {
     ) -> (FlexTensor, Vec<ChannelAffine>, FlexTensor) {
         let x = contiguous(x);
         let [gamma, beta, moments] = [gamma, beta, moments].map(contiguous);
-        let channels = channel_affines(f32s(&moments), f32s(&gamma), f32s(&beta), epsilon);
         let [b, c, h, w] = dims4(&x);
+        let channels = channel_affines(f32s(&moments), b * h * w, f32s(&gamma), f32s(&beta), epsilon);
         let out = super::forward(f32s(&x), [b, c, h, w], &channels);
         (x, channels, FlexTensor::from_data(TensorData::new(out, [b, c, h / 2, w / 2])))
     }
@@ -524,6 +556,34 @@ mod tests {
                     let (got, expected) = (bits(got), bits(expected));
                     assert_eq!(got, expected, "{h}x{w} {special:?} γ {gamma}");
                 }
+            }
+        }
+    }
+
+    /// A channel marked bounded from its moments has a finite `x − mean` everywhere (so the
+    /// backward pass may skip its check); ordinary activations are marked, and values whose
+    /// variance overflows `f32`, infinities and NaN are not.
+    #[test]
+    fn moments_bound_only_finite_differences() {
+        let (b, h, w) = (3, 4, 6);
+        let ordinary: Vec<f32> = (0..b * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0).collect();
+        let cases: Vec<(Vec<f32>, bool)> = vec![
+            (ordinary.clone(), true),
+            (ordinary.iter().map(|v| v * 1e15).collect(), true),
+            // A variance past `f32::MAX` (infinite in `f32`) proves nothing.
+            (ordinary.iter().map(|v| v * 1e30).collect(), false),
+            (ordinary.iter().map(|v| v * 6e37).collect(), false),
+            ([&[3.3e38, -3.3e38][..], &ordinary[2..]].concat(), false),
+            ([&[f32::INFINITY][..], &ordinary[1..]].concat(), false),
+            ([&[f32::NEG_INFINITY, f32::INFINITY][..], &ordinary[2..]].concat(), false),
+            ([&[f32::NAN][..], &ordinary[1..]].concat(), false),
+        ];
+        for (i, (x, expected)) in cases.iter().enumerate() {
+            let (mean, var) = moments(x, [b, 1, h, w]);
+            let affine = ChannelAffine::from_moments(mean[0], var[0], b * h * w, 1.0, 0.0, 1e-5);
+            assert_eq!(affine.bounded, *expected, "case {i}: mean {} var {}", mean[0], var[0]);
+            if affine.bounded {
+                assert!(x.iter().all(|&v| (v - affine.mean).is_finite()), "case {i}");
             }
         }
     }
