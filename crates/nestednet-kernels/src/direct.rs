@@ -20,7 +20,9 @@
 //! That is the matrix product's own order (over `(ci, ky, kx)`, the bias as a last column), and
 //! for `mnist-cnn`'s layers the values are the product's bit for bit (tested); in general they
 //! agree to float rounding (`gemm` sums some very small products otherwise). Only inference
-//! takes this kernel ([`conv::forward`](crate::conv)'s `direct`): training keeps the product.
+//! takes this kernel ([`conv::forward`](crate::conv)'s `direct`): training keeps the product
+//! for the forward pass (measured in training, no gain), and its weight gradient reads the same
+//! padded planes ([`pad_image`], [`direct_grad`](crate::direct_grad)).
 //!
 //! Measured (`cargo bench --bench kernels -- --baseline-families pool,conv,norm`, batch 64,
 //! 2 threads), against im2col and the product: 1.4–1.6× for the core's 8 → 16 channels layer,
@@ -146,16 +148,7 @@ impl DirectConv {
     pub(crate) fn padded_output<'s>(&self, image: &[f32], scratch: &'s mut Scratch) -> &'s [f32] {
         let g = &self.g;
         assert_eq!(image.len(), g.c_in * g.h * g.w, "an image of {} values for {g:?}", image.len());
-        // The input's rows inside the padding: row `iy` of the input is row `iy + pad_top` of
-        // the padded plane (rows or columns falling outside it are never read by an output).
-        let (top, left) = (g.pad[0], g.pad[1]);
-        let rows = g.h.min((g.h_out + g.kh - 1).saturating_sub(top));
-        let cols = g.w.min(self.width.saturating_sub(left));
-        for (src, plane) in image.chunks_exact(g.h * g.w).zip(scratch.padded.chunks_exact_mut(self.plane)) {
-            for (iy, row) in src.chunks_exact(g.w).take(rows).enumerate() {
-                plane[(iy + top) * self.width + left..][..cols].copy_from_slice(&row[..cols]);
-            }
-        }
+        pad_image(image, g, self.width, self.plane, &mut scratch.padded);
         let per_group = g.c_in * self.taps.len() * GROUP;
         let groups = self.weights.chunks_exact(per_group).zip(self.bias.chunks_exact(GROUP));
         for ((weights, bias), out) in groups.zip(scratch.blocks.chunks_exact_mut(GROUP * self.output_plane()))
@@ -166,6 +159,24 @@ impl DirectConv {
             conv_blocks(&group, out);
         }
         &scratch.blocks
+    }
+}
+
+/// Copies each channel of `image` (`[c_in, h, w]`) into `padded` (planes of `plane` values,
+/// rows `width = w_out + kw − 1` wide), so that output pixel `(oy, ox)` of a stride-1
+/// convolution reads kernel position `(ky, kx)` at `(oy + ky) · width + ox + kx` of a plane.
+/// Only the interior is written: the padding keeps the zeros the buffer was made with.
+pub(crate) fn pad_image(image: &[f32], g: &ConvGeometry, width: usize, plane: usize, padded: &mut [f32]) {
+    assert_eq!(image.len(), g.c_in * g.h * g.w, "an image of {} values for {g:?}", image.len());
+    // The input's rows inside the padding: row `iy` of the input is row `iy + pad_top` of
+    // the padded plane (rows or columns falling outside it are never read by an output).
+    let (top, left) = (g.pad[0], g.pad[1]);
+    let rows = g.h.min((g.h_out + g.kh - 1).saturating_sub(top));
+    let cols = g.w.min(width.saturating_sub(left));
+    for (src, plane) in image.chunks_exact(g.h * g.w).zip(padded.chunks_exact_mut(plane)) {
+        for (iy, row) in src.chunks_exact(g.w).take(rows).enumerate() {
+            plane[(iy + top) * width + left..][..cols].copy_from_slice(&row[..cols]);
+        }
     }
 }
 

@@ -247,6 +247,122 @@ unsafe fn conv_blocks_avx2(group: &ConvGroup, out: &mut [f32]) {
     }
 }
 
+/// Rows of a convolution's column matrix read in place, for the direct weight gradient (see
+/// `crate::direct_grad`): row `r` at output pixel `(oy, ox)` is
+/// `planes[offsets[r] + oy · width + ox]`, and `dy` holds the output gradient pixel-major
+/// (`lanes` values per pixel, `lanes` a multiple of 8 up to 32).
+#[derive(Clone, Copy)]
+pub(crate) struct GradRows<'a> {
+    pub(crate) planes: &'a [f32],
+    pub(crate) offsets: &'a [usize],
+    pub(crate) dy: &'a [f32],
+    pub(crate) lanes: usize,
+    pub(crate) h_out: usize,
+    pub(crate) w_out: usize,
+    pub(crate) width: usize,
+}
+
+/// For every row `r` and lane `c`: `sums[r · lanes + c] = Σ_{oy, ox} dy[(oy · w_out + ox) ·
+/// lanes + c] · row_r(oy, ox)`, summed over the pixels in order from zero with fused
+/// multiply-adds where the CPU has AVX2 and FMA (several rows' sums kept in registers at once),
+/// in scalar code with the same order elsewhere (rounded twice per term there).
+///
+/// # Panics
+///
+/// If the lengths do not fit: `dy` not `h_out · w_out · lanes` values, `lanes` not a multiple
+/// of 8 up to 32, `sums` not `lanes` values per row, or a row reading past `planes`.
+pub(crate) fn grad_rows(rows: &GradRows, sums: &mut [f32]) {
+    let GradRows { planes, offsets, dy, lanes, h_out, w_out, width } = *rows;
+    assert!(lanes > 0 && lanes <= 32 && lanes.is_multiple_of(8), "{lanes} lanes");
+    assert_eq!(dy.len(), h_out * w_out * lanes, "an output gradient of {} values", dy.len());
+    assert_eq!(sums.len(), offsets.len() * lanes, "sums of {} values", sums.len());
+    assert!(w_out <= width, "rows of {w_out} pixels {width} apart");
+    if h_out == 0 || w_out == 0 {
+        sums.fill(0.0);
+        return;
+    }
+    let span = (h_out - 1) * width + w_out;
+    assert!(offsets.iter().all(|&o| o + span <= planes.len()), "a row past {} values", planes.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked); every read lies inside `planes` or `dy`
+        // and every write inside `sums` (the lengths are checked above).
+        unsafe {
+            match lanes {
+                8 => grad_rows_avx2::<1, 8>(rows, sums),
+                16 => grad_rows_avx2::<2, 6>(rows, sums),
+                24 => grad_rows_avx2::<3, 3>(rows, sums),
+                _ => grad_rows_avx2::<4, 2>(rows, sums),
+            }
+        }
+        return;
+    }
+    for (sums, &offset) in sums.chunks_exact_mut(lanes).zip(offsets) {
+        sums.fill(0.0);
+        for oy in 0..h_out {
+            for ox in 0..w_out {
+                let x = planes[offset + oy * width + ox];
+                let d = &dy[(oy * w_out + ox) * lanes..][..lanes];
+                for (s, &d) in sums.iter_mut().zip(d) {
+                    *s += d * x;
+                }
+            }
+        }
+    }
+}
+
+/// [`grad_rows`] with AVX2 and FMA: `V` vectors of 8 lanes per row, `R` rows at a time (the
+/// last block repeats the last row and drops the copies).
+///
+/// # Safety
+///
+/// The CPU must have AVX2 and FMA, `lanes` must be `8 · V`, and the lengths those
+/// [`grad_rows`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn grad_rows_avx2<const V: usize, const R: usize>(rows: &GradRows, sums: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let GradRows { planes, offsets, dy, lanes, h_out, w_out, width } = *rows;
+    debug_assert_eq!(lanes, 8 * V);
+    let (x, d, out) = (planes.as_ptr(), dy.as_ptr(), sums.as_mut_ptr());
+    let n = offsets.len();
+    let mut first = 0;
+    while first < n {
+        let mut starts = [0usize; R];
+        for (r, start) in starts.iter_mut().enumerate() {
+            *start = offsets[(first + r).min(n - 1)];
+        }
+        // SAFETY: reads at `start + oy · width + ox` lie below `planes.len()` (every row's
+        // span checked), reads at `(oy · w_out + ox) · lanes + [0, lanes)` below `dy.len()`,
+        // writes at `row · lanes + [0, lanes)` for real rows below `sums.len()`.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); V]; R];
+            for oy in 0..h_out {
+                for ox in 0..w_out {
+                    let pixel = d.add((oy * w_out + ox) * lanes);
+                    let mut dv = [_mm256_setzero_ps(); V];
+                    for (v, lane) in dv.iter_mut().enumerate() {
+                        *lane = _mm256_loadu_ps(pixel.add(8 * v));
+                    }
+                    let q = oy * width + ox;
+                    for r in 0..R {
+                        let xv = _mm256_broadcast_ss(&*x.add(starts[r] + q));
+                        for v in 0..V {
+                            acc[r][v] = _mm256_fmadd_ps(dv[v], xv, acc[r][v]);
+                        }
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(n - first) {
+                for (v, &a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(out.add((first + r) * lanes + 8 * v), a);
+                }
+            }
+        }
+        first += R;
+    }
+}
+
 /// The sums of `values` and of their squares in eight lanes: lane `i` adds the values at
 /// positions `i`, `i + 8`, … of the leading multiple of 8 (the rest is left to the caller),
 /// in order, so the result is the same with or without AVX2.
