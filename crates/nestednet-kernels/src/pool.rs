@@ -232,9 +232,11 @@ pub(crate) fn row_pair_gradients(
 }
 
 /// For each window of a pair of rows, what [`row_pair_gradients`] sends to its winner
-/// (`gw[i]`: `0 + g[i]` if the maximum passes the ReLU, else zero) and the winner's input
-/// value (`xw[i]`, before `map`): the batch-norm backward pass's sums need no more, since
-/// the window's other inputs get zero.
+/// (`gw[i]`: `0 + g[i]` if the maximum passes the ReLU, else zero), the winner's input value
+/// (`xw[i]`, before `map`) and its place in the window (`iw[i]`: 0 top-left, 1 top-right, 2
+/// bottom-left, 3 bottom-right): the batch-norm backward pass's sums need no more, since the
+/// window's other inputs get zero, and [`row_pair_scatter`] rebuilds `row_pair_gradients`'
+/// output from `gw` and `iw`.
 #[inline(always)]
 pub(crate) fn row_pair_winners(
     top: &[f32],
@@ -243,26 +245,45 @@ pub(crate) fn row_pair_winners(
     map: &impl Fn(f32) -> f32,
     gw: &mut [f32],
     xw: &mut [f32],
+    iw: &mut [u8],
 ) {
     let n = g.len();
-    let (top, bottom, gw, xw) = (&top[..2 * n], &bottom[..2 * n], &mut gw[..n], &mut xw[..n]);
+    let (top, bottom, gw, xw, iw) =
+        (&top[..2 * n], &bottom[..2 * n], &mut gw[..n], &mut xw[..n], &mut iw[..n]);
     let mut nan = false;
     let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(g);
-    for (((t, b), &g), (gw, xw)) in windows.zip(gw.iter_mut().zip(xw.iter_mut())) {
+    for ((((t, b), &g), (gw, xw)), iw) in windows.zip(gw.iter_mut().zip(xw.iter_mut())).zip(iw.iter_mut()) {
         let (g, [e0, e1, e2, e3]) = window_masks([map(t[0]), map(t[1]), map(b[0]), map(b[1])], g, &mut nan);
         *gw = f32::from_bits(g);
         let bits =
             (t[0].to_bits() & e0) | (t[1].to_bits() & e1) | (b[0].to_bits() & e2) | (b[1].to_bits() & e3);
         *xw = f32::from_bits(bits);
+        // Exactly one mask is set.
+        *iw = ((e1 & 1) | (e2 & 2) | (e3 & 3)) as u8;
     }
     if nan {
         let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(g);
-        for (((t, b), &g), (gw, xw)) in windows.zip(gw.iter_mut().zip(xw.iter_mut())) {
+        for ((((t, b), &g), (gw, xw)), iw) in windows.zip(gw.iter_mut().zip(xw.iter_mut())).zip(iw.iter_mut())
+        {
             let (max, wins) = window_winner([map(t[0]), map(t[1]), map(b[0]), map(b[1])]);
             *gw = 0.0 + if max.is_nan() || max > 0.0 { g } else { 0.0 };
             let winner = wins.iter().position(|&w| w).expect("a window has a winner");
             *xw = [t[0], t[1], b[0], b[1]][winner];
+            *iw = winner as u8;
         }
+    }
+}
+
+/// [`row_pair_gradients`]' output from a row pair's winners ([`row_pair_winners`]' `gw` and
+/// `iw`): `gw[i]` at window `i`'s winner, `+0` at its other three inputs.
+#[inline(always)]
+pub(crate) fn row_pair_scatter(gw: &[f32], iw: &[u8], dtop: &mut [f32], dbottom: &mut [f32]) {
+    let n = gw.len();
+    let (iw, dtop, dbottom) = (&iw[..n], &mut dtop[..2 * n], &mut dbottom[..2 * n]);
+    let windows = gw.iter().zip(iw).zip(dtop.chunks_exact_mut(2).zip(dbottom.chunks_exact_mut(2)));
+    for ((&g, &i), (dt, db)) in windows {
+        let at = |place: u8| f32::from_bits(g.to_bits() & 0u32.wrapping_sub(u32::from(i == place)));
+        (dt[0], dt[1], db[0], db[1]) = (at(0), at(1), at(2), at(3));
     }
 }
 
@@ -367,6 +388,37 @@ mod flex {
 
 #[cfg(test)]
 pub(crate) mod tests {
+
+    /// The gradients rebuilt from a row pair's winners are `row_pair_gradients`' own, bit for
+    /// bit: ties, ±0, NaN (Flex's rule), ±∞, a ReLU that stops the gradient, a scaling map.
+    #[test]
+    fn scattered_winners_are_the_row_pair_gradients() {
+        let specials = [0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.5, 1.5, -2.0];
+        for seed in 0..40u32 {
+            let n = 1 + (seed as usize % 11);
+            let value = |i: usize, k: u32| {
+                let r = (i as u32).wrapping_mul(2654435761).wrapping_add(k.wrapping_mul(40503)) ^ seed;
+                if r.is_multiple_of(5) {
+                    specials[(r as usize / 5) % specials.len()]
+                } else {
+                    (r % 17) as f32 / 4.0 - 2.0
+                }
+            };
+            let top: Vec<f32> = (0..2 * n).map(|i| value(i, 1)).collect();
+            let bottom: Vec<f32> = (0..2 * n).map(|i| value(i, 2)).collect();
+            let g: Vec<f32> = (0..n).map(|i| value(i, 3)).collect();
+            let map = |v: f32| v * -0.75 + 0.25;
+            let (mut dtop, mut dbottom) = (vec![0.0f32; 2 * n], vec![0.0f32; 2 * n]);
+            super::row_pair_gradients(&top, &bottom, &g, &map, &mut dtop, &mut dbottom);
+            let (mut gw, mut xw, mut iw) = (vec![0.0f32; n], vec![0.0f32; n], vec![0u8; n]);
+            super::row_pair_winners(&top, &bottom, &g, &map, &mut gw, &mut xw, &mut iw);
+            let (mut stop, mut sbottom) = (vec![7.0f32; 2 * n], vec![7.0f32; 2 * n]);
+            super::row_pair_scatter(&gw, &iw, &mut stop, &mut sbottom);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&stop), bits(&dtop), "seed {seed}: top");
+            assert_eq!(bits(&sbottom), bits(&dbottom), "seed {seed}: bottom");
+        }
+    }
     use super::*;
 
     /// The strided pooling of a plane inside a wider buffer gives the values of Flex's rule
