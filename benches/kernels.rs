@@ -141,8 +141,10 @@ fn families(names: &[String], default: &[KernelFamily]) -> Vec<KernelFamily> {
 }
 
 fn main() {
-    // First, before any thread starts: freed memory stays mapped for the next steps.
+    // First, before any thread starts: freed memory stays mapped for the next steps, and this
+    // thread is one of the CPU kernels' threads.
     nestednet_alloc::mimalloc_retain_freed_memory();
+    nestednet::train::join_cpu_thread_pool();
     let args = Args::parse();
     let own_families = families(&args.own_families, &KernelFamily::ALL);
     let baseline_families = families(&args.baseline_families, &[]);

@@ -160,8 +160,10 @@ struct BackendFigures {
 }
 
 fn main() {
-    // First, before any thread starts: freed memory stays mapped for the next steps.
+    // First, before any thread starts: freed memory stays mapped for the next steps, and this
+    // thread is one of the CPU kernels' threads.
     nestednet_alloc::mimalloc_retain_freed_memory();
+    nestednet::train::join_cpu_thread_pool();
     let args = Args::parse();
     let backends = if args.backends.is_empty() {
         Backend::compiled().into_iter().filter(|b| *b != Backend::Cuda).collect()

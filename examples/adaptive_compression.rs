@@ -84,8 +84,10 @@ struct Outcome {
 }
 
 fn main() -> Result<()> {
-    // First, before any thread starts: freed memory stays mapped for the next steps.
+    // First, before any thread starts: freed memory stays mapped for the next steps, and this
+    // thread is one of the CPU kernels' threads.
     nestednet_alloc::mimalloc_retain_freed_memory();
+    nestednet::train::join_cpu_thread_pool();
     let args = Args::parse();
     if let Some(bad) = args.methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
         bail!("unknown method `{bad}` (use {})", METHODS.join(", "));

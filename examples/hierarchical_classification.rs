@@ -83,8 +83,10 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    // First, before any thread starts: freed memory stays mapped for the next steps.
+    // First, before any thread starts: freed memory stays mapped for the next steps, and this
+    // thread is one of the CPU kernels' threads.
     nestednet_alloc::mimalloc_retain_freed_memory();
+    nestednet::train::join_cpu_thread_pool();
     let args = Args::parse();
     if args.seeds.is_empty() {
         bail!("give at least one seed");

@@ -171,8 +171,10 @@ fn random_data_epoch(args: &Args, images: usize, backend: Backend) -> Result<()>
 }
 
 fn main() -> Result<()> {
-    // First, before any thread starts: freed memory stays mapped for the next steps.
+    // First, before any thread starts: freed memory stays mapped for the next steps, and this
+    // thread is one of the CPU kernels' threads.
     nestednet_alloc::mimalloc_retain_freed_memory();
+    nestednet::train::join_cpu_thread_pool();
     let args = Args::parse();
     if args.seeds.is_empty() || args.alone_lrs.is_empty() {
         bail!("give at least one seed and one learning rate for the networks alone");

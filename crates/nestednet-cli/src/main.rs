@@ -85,8 +85,10 @@ fn run_data(
 }
 
 fn main() -> Result<()> {
-    // First, before any thread starts: freed memory stays mapped for the next steps.
+    // First, before any thread starts: freed memory stays mapped for the next steps, and this
+    // thread is one of the CPU kernels' threads.
     nestednet_alloc::mimalloc_retain_freed_memory();
+    nestednet::train::join_cpu_thread_pool();
     match Cli::parse().command {
         Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::run(a),

@@ -916,10 +916,22 @@ mod tests {
         }
         #[cfg(not(target_arch = "x86_64"))]
         return;
-        // The two small levels' second layers, and Mix'n'Match blocks (wide input, few outputs).
-        for (c_in, c_out) in [(8, 16), (16, 32), (32, 16), (64, 32), (32, 8)] {
+        // The two small levels' second layers, Mix'n'Match blocks (wide input, few outputs),
+        // and on 8x8 images (`digits8x8`) the full level's first layer and the small levels'
+        // second ones (the small levels' first layers are not served: see `direct_grad`).
+        let layers = [
+            (8, 16, 14),
+            (16, 32, 14),
+            (32, 16, 14),
+            (64, 32, 14),
+            (32, 8, 14),
+            (1, 32, 8),
+            (8, 16, 4),
+            (16, 32, 4),
+        ];
+        for (c_in, c_out, size) in layers {
             let g = ConvGeometry::new(
-                [IMAGES_PER_PARTIAL, c_in, 14, 14],
+                [IMAGES_PER_PARTIAL, c_in, size, size],
                 [c_out, c_in, 3, 3],
                 &ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
             );
@@ -942,7 +954,7 @@ mod tests {
                     gradient.image(image, dy, &mut scratch, &mut direct, n == 0);
                 }
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&direct), bits(&product), "{c_in} -> {c_out}, {rows} rows");
+                assert_eq!(bits(&direct), bits(&product), "{c_in} -> {c_out} at {size}x{size}, {rows} rows");
             }
         }
     }

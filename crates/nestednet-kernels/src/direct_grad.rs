@@ -40,12 +40,19 @@ const MAX_C_OUT: usize = 32;
 const MAX_PIXELS: usize = 512;
 
 /// Whether [`WeightGradient`] serves a convolution of geometry `g`: stride 1, at most
-/// [`MAX_C_OUT`] output channels and [`MAX_PIXELS`] output pixels, nothing empty.
+/// [`MAX_C_OUT`] output channels and [`MAX_PIXELS`] output pixels, nothing empty, and a
+/// product that `gemm` would run with its general micro-kernels: not a matrix-vector product
+/// (one output channel, one column-matrix row, or up to 2 pixels), and not one of at most
+/// 256 results, which `gemm` sums with its "horizontal" kernels (lanes along the pixels,
+/// added up at the end: another order). Those few layers (the first layer of a narrow level
+/// on 8×8 images, say) keep the product, so that every trained network stays the same.
 pub(crate) fn serves(g: &ConvGeometry) -> bool {
     g.stride == [1, 1]
-        && g.c_out <= MAX_C_OUT
-        && g.pixels() <= MAX_PIXELS
-        && [g.h_out, g.w_out, g.c_in, g.h, g.w, g.c_out].iter().all(|&n| n > 0)
+        && (2..=MAX_C_OUT).contains(&g.c_out)
+        && (3..=MAX_PIXELS).contains(&g.pixels())
+        && g.patch() >= 2
+        && g.c_out * g.patch() > 256
+        && [g.h_out, g.w_out, g.c_in, g.h, g.w].iter().all(|&n| n > 0)
 }
 
 /// A convolution's geometry laid out for the weight-gradient kernel (built once per call).
