@@ -20,9 +20,10 @@
 //! That is the matrix product's own order (over `(ci, ky, kx)`, the bias as a last column), and
 //! for `mnist-cnn`'s layers the values are the product's bit for bit (tested); in general they
 //! agree to float rounding (`gemm` sums some very small products otherwise). Only inference
-//! takes this kernel ([`conv::forward`](crate::conv)'s `direct`): training keeps the product
-//! for the forward pass (measured in training, no gain), and its weight gradient reads the same
-//! padded planes ([`pad_image`], [`direct_grad`](crate::direct_grad)).
+//! takes this kernel for every layer it serves ([`conv::forward`](crate::conv)'s `direct`);
+//! training only where it gives the product's values ([`gives_the_products_values`]). The
+//! weight gradient of training reads the same padded planes ([`pad_image`],
+//! [`direct_grad`](crate::direct_grad)).
 //!
 //! Measured (`cargo bench --bench kernels -- --baseline-families pool,conv,norm`, batch 64,
 //! 2 threads), against im2col and the product: 1.4–1.6× for the core's 8 → 16 channels layer,
@@ -41,6 +42,18 @@ const MAX_C_OUT: usize = 16;
 /// no rows or columns, which padding alone can still give outputs, takes the product).
 pub(crate) fn serves(g: &ConvGeometry) -> bool {
     g.stride == [1, 1] && g.c_out <= MAX_C_OUT && [g.h_out, g.w_out, g.c_in, g.h, g.w].iter().all(|&n| n > 0)
+}
+
+/// Whether the direct kernel, serving a layer of geometry `g`, gives the matrix product's own
+/// values, so that training can take it without moving a trained network: `gemm` runs such a
+/// product (`c_out × (c_in · kh · kw + 1)` by `(c_in · kh · kw + 1) × pixels`) with its general
+/// micro-kernels, each output one chain of multiply-adds in order, when it sums at most 512
+/// terms (more, it sums in blocks) and is no matrix-vector product (one output channel, one
+/// pixel, or at most two terms). Checked bit for bit for `mnist-cnn`'s layers on 28×28 and 8×8
+/// images with `gemm`'s AVX-512 kernels (`conv` tests).
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+pub(crate) fn gives_the_products_values(g: &ConvGeometry) -> bool {
+    serves(g) && g.c_out >= 2 && g.pixels() >= 2 && (3..=511).contains(&g.patch())
 }
 
 /// A convolution's weights and geometry laid out for the direct kernel (built once per call,
