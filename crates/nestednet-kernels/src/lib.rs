@@ -14,7 +14,7 @@
 //!
 //! | operation | replaces | on `flex`, against Burn's |
 //! |---|---|---|
-//! | [`conv2d`] (any kernel, stride, padding; no dilation, one group; for stride-1 layers a direct kernel at inference (≤ 16 output channels) and for the weight gradient (≤ 32)) | `conv2d` | float rounding |
+//! | [`conv2d`] (any kernel, stride, padding; no dilation, one group; for stride-1 layers direct kernels: the convolution of ≤ 16 output channels (in training only where it gives the product's values), the weight gradient of ≤ 32) | `conv2d` | float rounding |
 //! | [`batch_norm_max_pool2x2_relu`] (training) | [`batch_norm_train`], then the next row | float rounding |
 //! | [`max_pool2x2_relu`] | `relu(max_pool2d(x, [2, 2]))` | bit for bit |
 //! | [`norm_max_pool2x2_relu`] (inference) | `relu(max_pool2d(norm.forward(x), [2, 2]))` | bit for bit |
@@ -61,9 +61,10 @@ pub enum KernelFamily {
     Conv,
     /// [`batch_norm_max_pool2x2_relu`].
     Norm,
-    /// The direct kernels of [`conv2d`] for stride-1 layers: at inference the convolution of
-    /// layers of at most 16 output channels, in training the weight gradient of layers of at
-    /// most 32 (without them, those take the im2col and matrix-product path too).
+    /// The direct kernels of [`conv2d`] for stride-1 layers: the convolution of layers of at
+    /// most 16 output channels (in training only where it gives the matrix product's values),
+    /// and in training the weight gradient of layers of at most 32 (without them, those take
+    /// the im2col and matrix-product path too).
     Direct,
 }
 
