@@ -7,12 +7,7 @@ use rayon::prelude::*;
 /// others with the same result, and a second call changes nothing.
 #[test]
 fn the_calling_thread_joins_the_cpu_thread_pool() {
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(1);
+    let threads = nestednet::train::cpu_pool_threads();
     let joined = nestednet::train::join_cpu_thread_pool();
     // A single thread would leave work from other threads waiting: not joined then.
     assert_eq!(joined, threads >= 2, "{threads} threads");

@@ -145,14 +145,15 @@ impl WeightGradient {
         }
         if rows == patch + 1 {
             // The bias's column of ones: `0 + Σ dy` in pixel order (a multiply-add by one is
-            // the plain sum's rounding).
-            let mut sums = vec![0.0f32; self.lanes];
+            // the plain sum's rounding), in the rows' sums' first lanes, stored already.
+            let sums = &mut scratch.sums[..self.lanes];
+            sums.fill(0.0);
             for pixel in scratch.dy.chunks_exact(self.lanes) {
                 for (s, &d) in sums.iter_mut().zip(pixel) {
                     *s += d;
                 }
             }
-            store(patch, &sums);
+            store(patch, sums);
         }
     }
 }

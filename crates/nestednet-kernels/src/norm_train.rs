@@ -317,11 +317,12 @@ pub(crate) fn backward_in_place(
                 let keep = kept_g
                     .chunks_exact_mut(out_plane.max(1))
                     .zip(kept_place.chunks_exact_mut(out_plane.max(1)));
-                for (((image, x), kept), keep) in planes.iter_mut().enumerate().zip(kept.iter_mut()).zip(keep)
+                for (((image, x), was_kept), keep) in
+                    planes.iter_mut().enumerate().zip(kept.iter_mut()).zip(keep)
                 {
                     let (s, q, winners_kept) =
                         plane_sums(x, grads(image), [h, w], affine, &mut winners, keep);
-                    *kept = winners_kept;
+                    *was_kept = winners_kept;
                     sum_dy += s.iter().map(|&v| f64::from(v)).sum::<f64>();
                     sum_dy_xc += q.iter().map(|&v| f64::from(v)).sum::<f64>();
                 }

@@ -159,12 +159,18 @@ impl core::fmt::Display for Backend {
 /// its only one, and work handed to the pool by another thread (a data loader's) would wait
 /// until the calling thread next runs a parallel operation.
 pub fn join_cpu_thread_pool() -> bool {
-    let threads = std::env::var("RAYON_NUM_THREADS")
+    let threads = cpu_pool_threads();
+    threads >= 2
+        && rayon::ThreadPoolBuilder::new().num_threads(threads).use_current_thread().build_global().is_ok()
+}
+
+/// The threads [`join_cpu_thread_pool`] gives the pool, as rayon counts them:
+/// `RAYON_NUM_THREADS` if it is a positive number, else one per core.
+pub fn cpu_pool_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(1);
-    threads >= 2
-        && rayon::ThreadPoolBuilder::new().num_threads(threads).use_current_thread().build_global().is_ok()
+        .unwrap_or(1)
 }

@@ -45,7 +45,7 @@ pub use compression::{
 pub use config::{
     DistillationConfig, FORMAT_VERSION, LrSchedule, OptimizerConfig, RunConfig, TrainingConfig,
 };
-pub use device::{Backend, join_cpu_thread_pool};
+pub use device::{Backend, cpu_pool_threads, join_cpu_thread_pool};
 pub use error::{Result, TrainError};
 pub use export::{
     ConsensusManifest, ConsensusMethod, ConsensusModel, EXPORT_TOLERANCE, ExportFormat, ExportInfo,
