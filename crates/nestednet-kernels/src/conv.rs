@@ -33,6 +33,7 @@ use rayon::prelude::*;
 
 use crate::direct::DirectConv;
 use crate::direct_grad::WeightGradient;
+use crate::direct_input_grad::InputGradient;
 use crate::gemm::{Matrix, matmul, par_products};
 
 /// `burn::tensor::module::conv2d(x, weight, bias, options)`: `x` `[batch, c_in, h, w]`,
@@ -332,9 +333,8 @@ pub(crate) fn forward(
             g.output_image(),
             || direct.scratch(),
             |scratch, n, product| {
-                product.write_with(|dst| {
-                    direct.image(&x[n * g.input_image()..][..g.input_image()], scratch, dst)
-                })
+                let planes = direct.padded_output(&x[n * g.input_image()..][..g.input_image()], scratch);
+                product.copy_rows(planes, direct.output_plane(), [g.h_out, g.w_out], direct.row_stride());
             },
         );
     }
@@ -474,21 +474,39 @@ pub(crate) fn backward(
     crate::pool::tests::count_call();
     check_lengths(g, x, weight, Some(grad));
     let (patch, pixels) = (g.patch(), g.pixels());
-    let input = wanted.input.then(|| {
-        let mut dx = vec![0.0f32; g.batch * g.input_image()];
-        if !dx.is_empty() && pixels > 0 {
-            let images = dx.par_chunks_mut(g.input_image()).zip(grad.par_chunks(g.output_image()));
-            images.for_each_init(
-                || vec![0.0f32; patch * pixels],
-                |columns, (dx, dy)| {
-                    let weight_t = Matrix::transposed(weight, patch, g.c_out);
-                    matmul(columns, weight_t, Matrix::rows(dy, g.c_out, pixels), false);
-                    crate::simd::vectorised!(col2im_add(columns, g, dx));
-                },
-            );
-        }
-        dx
-    });
+    // Narrow stride-1 layers without the column matrix (the product's values).
+    let direct = (wanted.input
+        && crate::direct_input_grad::serves(g)
+        && crate::kernel_family_on(crate::KernelFamily::Direct))
+    .then(|| InputGradient::new(weight, g))
+    .flatten();
+    let input = match direct {
+        Some(direct) => Some(par_products(
+            g.batch,
+            g.input_image(),
+            || direct.scratch(),
+            |scratch, n, product| {
+                let planes =
+                    direct.padded_gradient(&grad[n * g.output_image()..][..g.output_image()], scratch);
+                product.copy_rows(planes, direct.output_plane(), [g.h, g.w], direct.row_stride());
+            },
+        )),
+        None => wanted.input.then(|| {
+            let mut dx = vec![0.0f32; g.batch * g.input_image()];
+            if !dx.is_empty() && pixels > 0 {
+                let images = dx.par_chunks_mut(g.input_image()).zip(grad.par_chunks(g.output_image()));
+                images.for_each_init(
+                    || vec![0.0f32; patch * pixels],
+                    |columns, (dx, dy)| {
+                        let weight_t = Matrix::transposed(weight, patch, g.c_out);
+                        matmul(columns, weight_t, Matrix::rows(dy, g.c_out, pixels), false);
+                        crate::simd::vectorised!(col2im_add(columns, g, dx));
+                    },
+                );
+            }
+            dx
+        }),
+    };
     let (dw, db) = if wanted.weight {
         // With the bias wanted too, the image's columns get a row of ones (as in the forward
         // pass): the product's last column is then the bias gradient.
@@ -888,16 +906,23 @@ mod tests {
         }
         #[cfg(not(target_arch = "x86_64"))]
         return;
-        // The core's two layers, a Mix'n'Match layer (a wide input, few outputs), and on 8x8
-        // images (`digits8x8`) the two small levels' first layers and the core's second.
-        let mix: Case = ([4, 32, 14, 14], [16, 3, 3], [1, 1], [(1, 1), (1, 1)]);
+        // The core's two layers, the middle level's second (32 outputs from 16 inputs),
+        // Mix'n'Match layers (a wide input and few outputs; the core's first layer's output
+        // into the middle level's second), and on 8x8 images (`digits8x8`) the two small
+        // levels' first layers and their second ones.
         let same = [(1, 1), (1, 1)];
-        let small: [Case; 3] = [
+        let wide: [Case; 3] = [
+            ([13, 16, 14, 14], [32, 3, 3], [1, 1], same),
+            ([4, 32, 14, 14], [16, 3, 3], [1, 1], same),
+            ([4, 8, 14, 14], [32, 3, 3], [1, 1], same),
+        ];
+        let small: [Case; 4] = [
             ([8, 1, 8, 8], [8, 3, 3], [1, 1], same),
             ([8, 1, 8, 8], [16, 3, 3], [1, 1], same),
             ([8, 8, 4, 4], [16, 3, 3], [1, 1], same),
+            ([8, 16, 4, 4], [32, 3, 3], [1, 1], same),
         ];
-        for case in CASES[..2].iter().chain([&mix]).chain(&small) {
+        for case in CASES[..2].iter().chain(&wide).chain(&small) {
             let ([b, c_in, h, w], [c_out, kh, kw], _, _) = *case;
             let g = ConvGeometry::new([b, c_in, h, w], [c_out, c_in, kh, kw], &options(case));
             assert!(crate::direct::serves(&g));
@@ -965,6 +990,51 @@ mod tests {
                 }
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&direct), bits(&product), "{c_in} -> {c_out} at {size}x{size}, {rows} rows");
+            }
+        }
+    }
+
+    /// For `mnist-cnn`'s layers the direct input gradient (`direct_input_grad`) is the
+    /// product's (`Wᵀ · dy`, then `col2im`), bit for bit: both sum each column value over the
+    /// output channels in order from zero with fused multiply-adds, then add the columns in
+    /// the kernel positions' order. A fact of the `gemm` version in use with its AVX-512
+    /// kernels, checked here, as for the other direct kernels.
+    #[test]
+    fn for_mnist_cnn_layers_the_direct_input_gradient_is_the_products() {
+        #[cfg(target_arch = "x86_64")]
+        if !std::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        return;
+        // The small levels' second layers on 28x28 and on 8x8 images (`digits8x8`), and
+        // Mix'n'Match blocks (a wide input, few outputs).
+        let layers = [(8, 16, 14), (16, 32, 14), (32, 16, 14), (64, 32, 14), (8, 16, 4), (16, 32, 4)];
+        for (c_in, c_out, size) in layers {
+            let g = ConvGeometry::new(
+                [3, c_in, size, size],
+                [c_out, c_in, 3, 3],
+                &ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+            );
+            assert!(crate::direct_input_grad::serves(&g));
+            let weight = values(g.c_out * g.patch(), 31, 0.5);
+            let dy = values(g.batch * g.output_image(), 32, 1.0);
+            let direct_layout = InputGradient::new(&weight, &g).expect("finite weights");
+            let mut scratch = direct_layout.scratch();
+            let mut columns = vec![0.0f32; g.patch() * g.pixels()];
+            for dy in dy.chunks_exact(g.output_image()) {
+                let mut product = vec![0.0f32; g.input_image()];
+                matmul(
+                    &mut columns,
+                    Matrix::transposed(&weight, g.patch(), g.c_out),
+                    Matrix::rows(dy, g.c_out, g.pixels()),
+                    false,
+                );
+                col2im_add(&mut columns, &g, &mut product);
+                let mut direct = vec![f32::NAN; g.input_image()];
+                direct_layout.image(dy, &mut scratch, &mut direct);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&direct), bits(&product), "{c_in} -> {c_out} at {size}x{size}");
             }
         }
     }

@@ -33,27 +33,50 @@ use crate::conv::ConvGeometry;
 
 use crate::simd::{CONV_GROUP as GROUP, CONV_PIXELS as PIXELS, ConvGroup, conv_blocks};
 
-/// The largest layer the direct kernel serves, in output channels; wider layers' products are
-/// large enough for the matrix micro-kernel to win (measured by `cargo bench --bench kernels`).
+/// The largest layer the direct kernel serves whatever its input, in output channels; wider
+/// layers' products are large enough for the matrix micro-kernel to win (measured by `cargo
+/// bench --bench kernels`).
 const MAX_C_OUT: usize = 16;
 
+/// The largest layer the direct kernel serves when it has at least [`MIN_C_IN_WIDE`] input
+/// channels and gives the product's values: there each input run it loads feeds enough
+/// multiply-adds that it beats im2col and the product (`cargo bench --bench kernels`, 2
+/// threads, batch 64: forward 1.34 → 0.93 ms for `mnist-cnn`'s middle level's 16 → 32
+/// layer on 14×14), while for one input channel (the 1 → 32 first layer: 0.34 → 0.68 ms) and
+/// at 64 output channels (32 → 64: 3.45 → 3.65 ms) the product stays ahead.
+const MAX_C_OUT_WIDE: usize = 32;
+
+/// See [`MAX_C_OUT_WIDE`].
+const MIN_C_IN_WIDE: usize = 8;
+
 /// Whether the direct kernel serves a convolution of geometry `g` (else im2col and a matrix
-/// product): stride 1, at most [`MAX_C_OUT`] output channels, and nothing empty (an input of
-/// no rows or columns, which padding alone can still give outputs, takes the product).
+/// product): stride 1, nothing empty (an input of no rows or columns, which padding alone can
+/// still give outputs, takes the product), and at most [`MAX_C_OUT`] output channels, or at
+/// most [`MAX_C_OUT_WIDE`] from at least [`MIN_C_IN_WIDE`] input channels where it gives the
+/// product's values.
 pub(crate) fn serves(g: &ConvGeometry) -> bool {
-    g.stride == [1, 1] && g.c_out <= MAX_C_OUT && [g.h_out, g.w_out, g.c_in, g.h, g.w].iter().all(|&n| n > 0)
+    let shape = g.stride == [1, 1] && [g.h_out, g.w_out, g.c_in, g.h, g.w].iter().all(|&n| n > 0);
+    shape
+        && (g.c_out <= MAX_C_OUT
+            || (g.c_out <= MAX_C_OUT_WIDE && g.c_in >= MIN_C_IN_WIDE && sums_as_the_product(g)))
 }
 
 /// Whether the direct kernel, serving a layer of geometry `g`, gives the matrix product's own
-/// values, so that training can take it without moving a trained network: `gemm` runs such a
-/// product (`c_out × (c_in · kh · kw + 1)` by `(c_in · kh · kw + 1) × pixels`) with its general
-/// micro-kernels, each output one chain of multiply-adds in order, when it sums at most 512
-/// terms (more, it sums in blocks) and is no matrix-vector product (one output channel, one
-/// pixel, or at most two terms). Checked bit for bit for `mnist-cnn`'s layers on 28×28 and 8×8
+/// values, so that training can take it without moving a trained network (see
+/// [`sums_as_the_product`]). Checked bit for bit for `mnist-cnn`'s layers on 28×28 and 8×8
 /// images with `gemm`'s AVX-512 kernels (`conv` tests).
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub(crate) fn gives_the_products_values(g: &ConvGeometry) -> bool {
-    serves(g) && g.c_out >= 2 && g.pixels() >= 2 && (3..=511).contains(&g.patch())
+    serves(g) && sums_as_the_product(g)
+}
+
+/// Whether `gemm` runs the product of a layer of geometry `g` (`c_out × (c_in · kh · kw + 1)` by
+/// `(c_in · kh · kw + 1) × pixels`) with its general micro-kernels, each output one chain of
+/// multiply-adds in order, as the direct kernel sums: when it sums at most 512 terms (more, it
+/// sums in blocks) and is no matrix-vector product (one output channel, one pixel, or at most
+/// two terms).
+fn sums_as_the_product(g: &ConvGeometry) -> bool {
+    g.c_out >= 2 && g.pixels() >= 2 && (3..=511).contains(&g.patch())
 }
 
 /// A convolution's weights and geometry laid out for the direct kernel (built once per call,
@@ -132,7 +155,9 @@ impl DirectConv {
         }
     }
 
-    /// Convolves one image (`[c_in, h, w]`) into `dst` (`[c_out, h_out, w_out]`).
+    /// Convolves one image (`[c_in, h, w]`) into `dst` (`[c_out, h_out, w_out]`). (Training
+    /// and inference copy [`padded_output`](Self::padded_output) into their own outputs.)
+    #[cfg(test)]
     pub(crate) fn image(&self, image: &[f32], scratch: &mut Scratch, dst: &mut [f32]) {
         let g = &self.g;
         assert_eq!(dst.len(), g.c_out * g.pixels(), "an output of {} values for {g:?}", dst.len());
@@ -291,6 +316,17 @@ pub(crate) mod tests {
         assert!(serves(&geometry(16, [1, 1])));
         assert!(!serves(&geometry(17, [1, 1])));
         assert!(!serves(&geometry(8, [2, 2])));
+        // Up to 32 output channels from at least 8 input channels, where the sums are the
+        // product's (at most 512 terms).
+        let wide = |c_in, c_out| {
+            ConvGeometry::new(
+                [1, c_in, 8, 8],
+                [c_out, c_in, 3, 3],
+                &ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+            )
+        };
+        assert!(serves(&wide(8, 32)) && serves(&wide(16, 32)) && serves(&wide(56, 24)));
+        assert!(!serves(&wide(7, 32)) && !serves(&wide(16, 33)) && !serves(&wide(57, 32)));
         // An empty input that padding alone gives outputs.
         let empty =
             ConvGeometry::new([1, 4, 0, 0], [8, 4, 1, 1], &ConvOptions::new([1, 1], [1, 1], [1, 1], 1));

@@ -129,12 +129,32 @@ impl Product<'_> {
 }
 
 impl Product<'_> {
-    /// Zeroes the block, then lets `fill` write it (for a block that is not a matrix product).
-    pub(crate) fn write_with(&mut self, fill: impl FnOnce(&mut [f32])) {
-        self.dst.fill(std::mem::MaybeUninit::new(0.0));
+    /// Writes the block (planes of `rows × cols` values) from `planes`, whose planes are
+    /// `plane` values apart and whose rows `stride` apart (the direct convolution's padded
+    /// output, for a block that is not a matrix product): every value once, without first
+    /// zeroing the block.
+    ///
+    /// # Panics
+    ///
+    /// If the block is not a whole number of planes, or `planes` too short for them.
+    pub(crate) fn copy_rows(
+        &mut self,
+        planes: &[f32],
+        plane: usize,
+        [rows, cols]: [usize; 2],
+        stride: usize,
+    ) {
+        let len = rows * cols;
+        assert!(cols <= stride && len > 0 && self.dst.len().is_multiple_of(len), "planes of {rows}x{cols}");
+        for (c, dst) in self.dst.chunks_exact_mut(len).enumerate() {
+            for (y, dst) in dst.chunks_exact_mut(cols).enumerate() {
+                let src = &planes[c * plane + y * stride..][..cols];
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    d.write(s);
+                }
+            }
+        }
         self.written = true;
-        // SAFETY: every element was initialised just above.
-        fill(unsafe { std::slice::from_raw_parts_mut(self.dst.as_mut_ptr().cast::<f32>(), self.dst.len()) });
     }
 }
 

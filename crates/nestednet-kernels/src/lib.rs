@@ -14,7 +14,7 @@
 //!
 //! | operation | replaces | on `flex`, against Burn's |
 //! |---|---|---|
-//! | [`conv2d`] (any kernel, stride, padding; no dilation, one group; for stride-1 layers direct kernels: the convolution of ≤ 16 output channels (in training only where it gives the product's values), the weight gradient of ≤ 32) | `conv2d` | float rounding |
+//! | [`conv2d`] (any kernel, stride, padding; no dilation, one group; for stride-1 layers direct kernels: the convolution of ≤ 16 output channels, or ≤ 32 from ≥ 8 input channels (in training only where it gives the product's values), the weight gradient of ≤ 32, the input gradient of ≤ 32) | `conv2d` | float rounding |
 //! | [`batch_norm_max_pool2x2_relu`] (training) | [`batch_norm_train`], then the next row | float rounding |
 //! | [`max_pool2x2_relu`] | `relu(max_pool2d(x, [2, 2]))` | bit for bit |
 //! | [`norm_max_pool2x2_relu`] (inference) | `relu(max_pool2d(norm.forward(x), [2, 2]))` | bit for bit |
@@ -36,6 +36,7 @@
 mod conv;
 mod direct;
 mod direct_grad;
+mod direct_input_grad;
 #[cfg(feature = "flex")]
 mod flex_tensor;
 mod gemm;
@@ -62,9 +63,10 @@ pub enum KernelFamily {
     /// [`batch_norm_max_pool2x2_relu`].
     Norm,
     /// The direct kernels of [`conv2d`] for stride-1 layers: the convolution of layers of at
-    /// most 16 output channels (in training only where it gives the matrix product's values),
-    /// and in training the weight gradient of layers of at most 32 (without them, those take
-    /// the im2col and matrix-product path too).
+    /// most 16 output channels, or 32 from at least 8 input channels (in training only where
+    /// it gives the matrix product's values), and in training the weight and input gradients
+    /// of layers of at most 32 (without them, those take the im2col and matrix-product path
+    /// too).
     Direct,
 }
 

@@ -247,6 +247,194 @@ unsafe fn conv_blocks_avx2(group: &ConvGroup, out: &mut [f32]) {
     }
 }
 
+/// One group of [`CONV_GROUP`] input channels of a direct input gradient (see
+/// `crate::direct_input_grad`): the padded output-gradient `planes` (`plane` values each), the
+/// offset of each kernel position in a plane (`taps`, in the order of the sums), and the
+/// group's weights (`[tap][output channel][CONV_GROUP]`).
+#[derive(Clone, Copy)]
+pub(crate) struct InputGradGroup<'a> {
+    pub(crate) planes: &'a [f32],
+    pub(crate) plane: usize,
+    pub(crate) taps: &'a [usize],
+    pub(crate) weights: &'a [f32],
+}
+
+/// The direct input gradient's inner loop for one group of [`CONV_GROUP`] input channels: for
+/// every block start `q` (a multiple of [`CONV_PIXELS`] below `out.len() / CONV_GROUP`),
+/// channel `c` of the group and pixel `j` of the block,
+///
+/// `out[c · len + q + j] = Σ_t (Σ_i weights[(t · channels + i) · CONV_GROUP + c]
+///                               · planes[i · plane + q + taps[t] + j])`
+///
+/// where each kernel position's inner sum runs over the output channels `i` in order from
+/// zero with fused multiply-adds (a column of the product `Wᵀ · dy`), and the outer sum adds
+/// those, from zero, in the order of `taps` (as `col2im` adds the columns). With AVX-512 it
+/// keeps two blocks' sums and partial sums in registers; with AVX2 and FMA half a block at a
+/// time; in scalar code elsewhere (rounded twice per term there).
+///
+/// # Panics
+///
+/// If the buffers' lengths do not fit, as for [`conv_blocks`].
+pub(crate) fn input_grad_blocks(group: &InputGradGroup, out: &mut [f32]) {
+    let InputGradGroup { planes, plane, taps, weights } = *group;
+    let len = out.len() / CONV_GROUP;
+    assert!(
+        plane > 0 && planes.len().is_multiple_of(plane),
+        "{} values are not planes of {plane}",
+        planes.len()
+    );
+    let channels = planes.len() / plane;
+    assert_eq!(weights.len(), channels * taps.len() * CONV_GROUP, "weights for {channels} channels");
+    assert!(
+        len.is_multiple_of(CONV_PIXELS) && len * CONV_GROUP == out.len(),
+        "an output of {} values",
+        out.len()
+    );
+    let reach = taps.iter().max().map_or(0, |&t| t + len);
+    assert!(taps.is_empty() || reach <= plane, "blocks reading to {reach} in planes of {plane}");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above); every load and store lies inside its
+        // slice (the lengths are checked above).
+        unsafe { input_grad_blocks_avx512(group, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: as above, with AVX2 and FMA.
+        unsafe { input_grad_blocks_avx2(group, out) };
+        return;
+    }
+    input_grad_blocks_scalar(group, out);
+}
+
+/// [`input_grad_blocks`] in scalar code (the lengths checked by it).
+fn input_grad_blocks_scalar(group: &InputGradGroup, out: &mut [f32]) {
+    let InputGradGroup { planes, plane, taps, weights } = *group;
+    let len = out.len() / CONV_GROUP;
+    let channels = planes.len() / plane;
+    for q in (0..len).step_by(CONV_PIXELS) {
+        let mut acc = [[0.0f32; CONV_PIXELS]; CONV_GROUP];
+        for (t, &tap) in taps.iter().enumerate() {
+            let mut part = [[0.0f32; CONV_PIXELS]; CONV_GROUP];
+            for i in 0..channels {
+                let x = &planes[i * plane + q + tap..][..CONV_PIXELS];
+                let w = &weights[(t * channels + i) * CONV_GROUP..][..CONV_GROUP];
+                for (part, &w) in part.iter_mut().zip(w) {
+                    for (p, &x) in part.iter_mut().zip(x) {
+                        *p += w * x;
+                    }
+                }
+            }
+            for (acc, part) in acc.iter_mut().zip(&part) {
+                for (a, &p) in acc.iter_mut().zip(part) {
+                    *a += p;
+                }
+            }
+        }
+        for (c, acc) in acc.iter().enumerate() {
+            out[c * len + q..][..CONV_PIXELS].copy_from_slice(acc);
+        }
+    }
+}
+
+/// [`input_grad_blocks`] with AVX-512: two 16-lane blocks at a time (the last alone if their
+/// number is odd), each with [`CONV_GROUP`] sums and as many partial sums in registers.
+///
+/// # Safety
+///
+/// The CPU must have AVX-512F, and the lengths must be those [`input_grad_blocks`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn input_grad_blocks_avx512(group: &InputGradGroup, out: &mut [f32]) {
+    let InputGradGroup { planes, plane, taps, weights } = *group;
+    use std::arch::x86_64::*;
+    const PAIR: usize = 2 * CONV_PIXELS;
+    let len = out.len() / CONV_GROUP;
+    let channels = planes.len() / plane;
+    let (x, w, dst) = (planes.as_ptr(), weights.as_ptr(), out.as_mut_ptr());
+    let mut q = 0;
+    while q < len {
+        let blocks = if q + PAIR <= len { 2 } else { 1 };
+        // SAFETY: loads at `i · plane + q + tap + [0, 16)` (and `+ 16` for a second block,
+        // read only when `q + 32 <= len`) lie below `channels · plane` because `tap + len <=
+        // plane`; weight loads below `taps · channels · 4`; stores below `4 · len`.
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); 2 * CONV_GROUP];
+            let mut wk = w;
+            for &tap in taps {
+                let mut part = [_mm512_setzero_ps(); 2 * CONV_GROUP];
+                for i in 0..channels {
+                    let input = x.add(i * plane + q + tap);
+                    let x0 = _mm512_loadu_ps(input);
+                    if blocks == 2 {
+                        let x1 = _mm512_loadu_ps(input.add(CONV_PIXELS));
+                        for c in 0..CONV_GROUP {
+                            let wc = _mm512_set1_ps(*wk.add(c));
+                            part[2 * c] = _mm512_fmadd_ps(wc, x0, part[2 * c]);
+                            part[2 * c + 1] = _mm512_fmadd_ps(wc, x1, part[2 * c + 1]);
+                        }
+                    } else {
+                        for c in 0..CONV_GROUP {
+                            part[2 * c] = _mm512_fmadd_ps(_mm512_set1_ps(*wk.add(c)), x0, part[2 * c]);
+                        }
+                    }
+                    wk = wk.add(CONV_GROUP);
+                }
+                for (a, p) in acc.iter_mut().zip(&part) {
+                    *a = _mm512_add_ps(*a, *p);
+                }
+            }
+            for c in 0..CONV_GROUP {
+                _mm512_storeu_ps(dst.add(c * len + q), acc[2 * c]);
+                if blocks == 2 {
+                    _mm512_storeu_ps(dst.add(c * len + q + CONV_PIXELS), acc[2 * c + 1]);
+                }
+            }
+        }
+        q += blocks * CONV_PIXELS;
+    }
+}
+
+/// [`input_grad_blocks`] with AVX2 and FMA, eight pixels at a time.
+///
+/// # Safety
+///
+/// The CPU must have AVX2 and FMA, and the lengths must be those [`input_grad_blocks`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn input_grad_blocks_avx2(group: &InputGradGroup, out: &mut [f32]) {
+    let InputGradGroup { planes, plane, taps, weights } = *group;
+    use std::arch::x86_64::*;
+    let len = out.len() / CONV_GROUP;
+    let channels = planes.len() / plane;
+    let (x, w, dst) = (planes.as_ptr(), weights.as_ptr(), out.as_mut_ptr());
+    for q in (0..len).step_by(8) {
+        // SAFETY: as in `input_grad_blocks_avx512`, with `q + 8 <= len` (`len` is a multiple
+        // of 16).
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); CONV_GROUP];
+            let mut wk = w;
+            for &tap in taps {
+                let mut part = [_mm256_setzero_ps(); CONV_GROUP];
+                for i in 0..channels {
+                    let x0 = _mm256_loadu_ps(x.add(i * plane + q + tap));
+                    for (c, part) in part.iter_mut().enumerate() {
+                        *part = _mm256_fmadd_ps(_mm256_broadcast_ss(&*wk.add(c)), x0, *part);
+                    }
+                    wk = wk.add(CONV_GROUP);
+                }
+                for (a, p) in acc.iter_mut().zip(&part) {
+                    *a = _mm256_add_ps(*a, *p);
+                }
+            }
+            for (c, acc) in acc.iter().enumerate() {
+                _mm256_storeu_ps(dst.add(c * len + q), *acc);
+            }
+        }
+    }
+}
+
 /// Rows of a convolution's column matrix read in place, for the direct weight gradient (see
 /// `crate::direct_grad`): row `r` at output pixel `(oy, ox)` is
 /// `planes[offsets[r] + oy · width + ox]`, and `dy` holds the output gradient pixel-major
