@@ -94,21 +94,7 @@ pub(crate) struct ConvGroup<'a> {
 /// blocks, or a block reading past its plane.
 pub(crate) fn conv_blocks(group: &ConvGroup, out: &mut [f32]) {
     let ConvGroup { planes, plane, taps, weights, .. } = *group;
-    let len = out.len() / CONV_GROUP;
-    assert!(
-        plane > 0 && planes.len().is_multiple_of(plane),
-        "{} values are not planes of {plane}",
-        planes.len()
-    );
-    let channels = planes.len() / plane;
-    assert_eq!(weights.len(), channels * taps.len() * CONV_GROUP, "weights for {channels} channels");
-    assert!(
-        len.is_multiple_of(CONV_PIXELS) && len * CONV_GROUP == out.len(),
-        "an output of {} values",
-        out.len()
-    );
-    let reach = taps.iter().max().map_or(0, |&t| t + len);
-    assert!(taps.is_empty() || reach <= plane, "blocks reading to {reach} in planes of {plane}");
+    check_blocks(planes, plane, taps, weights, out.len());
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked above); every load and store lies inside its
@@ -123,6 +109,23 @@ pub(crate) fn conv_blocks(group: &ConvGroup, out: &mut [f32]) {
         return;
     }
     conv_blocks_scalar(group, out);
+}
+
+/// The lengths [`conv_blocks`] and [`input_grad_blocks`] need: `planes` a whole number of
+/// planes of `plane` values, `CONV_GROUP` weights per plane and kernel position, an output of
+/// `CONV_GROUP` whole numbers of blocks, and no block reading past its plane.
+fn check_blocks(planes: &[f32], plane: usize, taps: &[usize], weights: &[f32], out: usize) {
+    let len = out / CONV_GROUP;
+    assert!(
+        plane > 0 && planes.len().is_multiple_of(plane),
+        "{} values are not planes of {plane}",
+        planes.len()
+    );
+    let channels = planes.len() / plane;
+    assert_eq!(weights.len(), channels * taps.len() * CONV_GROUP, "weights for {channels} channels");
+    assert!(len.is_multiple_of(CONV_PIXELS) && len * CONV_GROUP == out, "an output of {out} values");
+    let reach = taps.iter().max().map_or(0, |&t| t + len);
+    assert!(taps.is_empty() || reach <= plane, "blocks reading to {reach} in planes of {plane}");
 }
 
 /// [`conv_blocks`] in scalar code (the lengths checked by it).
@@ -277,21 +280,7 @@ pub(crate) struct InputGradGroup<'a> {
 /// If the buffers' lengths do not fit, as for [`conv_blocks`].
 pub(crate) fn input_grad_blocks(group: &InputGradGroup, out: &mut [f32]) {
     let InputGradGroup { planes, plane, taps, weights } = *group;
-    let len = out.len() / CONV_GROUP;
-    assert!(
-        plane > 0 && planes.len().is_multiple_of(plane),
-        "{} values are not planes of {plane}",
-        planes.len()
-    );
-    let channels = planes.len() / plane;
-    assert_eq!(weights.len(), channels * taps.len() * CONV_GROUP, "weights for {channels} channels");
-    assert!(
-        len.is_multiple_of(CONV_PIXELS) && len * CONV_GROUP == out.len(),
-        "an output of {} values",
-        out.len()
-    );
-    let reach = taps.iter().max().map_or(0, |&t| t + len);
-    assert!(taps.is_empty() || reach <= plane, "blocks reading to {reach} in planes of {plane}");
+    check_blocks(planes, plane, taps, weights, out.len());
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked above); every load and store lies inside its
