@@ -98,7 +98,7 @@ pub(crate) struct DirectConv {
     bias: Vec<f32>,
 }
 
-/// One thread's buffers for [`DirectConv::image`]: the padded input (its padding stays zero:
+/// One thread's buffers for [`DirectConv::padded_output`]: the padded input (its padding stays zero:
 /// only the interior is ever written) and the output blocks.
 pub(crate) struct Scratch {
     padded: Vec<f32>,

@@ -73,7 +73,7 @@ pub(crate) struct InputGradient {
     weights: Vec<f32>,
 }
 
-/// One thread's buffers for [`InputGradient::image`]: the padded output gradient (its
+/// One thread's buffers for [`InputGradient::padded_gradient`]: the padded output gradient (its
 /// padding stays zero: only the interior is ever written) and the kernel's output blocks.
 pub(crate) struct Scratch {
     padded: Vec<f32>,
