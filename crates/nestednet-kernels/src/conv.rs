@@ -152,6 +152,12 @@ impl ConvGeometry {
         }
     }
 
+    /// Whether the direct kernels can serve it at all: stride 1 and no empty axis (an input
+    /// of no rows or columns, which padding alone can still give outputs, takes the product).
+    pub(crate) fn stride_one_nonempty(&self) -> bool {
+        self.stride == [1, 1] && [self.h_out, self.w_out, self.c_in, self.h, self.w].iter().all(|&n| n > 0)
+    }
+
     /// Rows of an image's im2col matrix: `c_in · kh · kw`.
     pub(crate) fn patch(&self) -> usize {
         self.c_in * self.kh * self.kw

@@ -55,8 +55,7 @@ const MIN_C_IN_WIDE: usize = 8;
 /// most [`MAX_C_OUT_WIDE`] from at least [`MIN_C_IN_WIDE`] input channels where it gives the
 /// product's values.
 pub(crate) fn serves(g: &ConvGeometry) -> bool {
-    let shape = g.stride == [1, 1] && [g.h_out, g.w_out, g.c_in, g.h, g.w].iter().all(|&n| n > 0);
-    shape
+    g.stride_one_nonempty()
         && (g.c_out <= MAX_C_OUT
             || (g.c_out <= MAX_C_OUT_WIDE && g.c_in >= MIN_C_IN_WIDE && sums_as_the_product(g)))
 }
@@ -161,12 +160,8 @@ impl DirectConv {
     pub(crate) fn image(&self, image: &[f32], scratch: &mut Scratch, dst: &mut [f32]) {
         let g = &self.g;
         assert_eq!(dst.len(), g.c_out * g.pixels(), "an output of {} values for {g:?}", dst.len());
-        let planes = self.padded_output(image, scratch);
-        for (dst, src) in dst.chunks_exact_mut(g.pixels()).zip(planes.chunks_exact(self.output_plane())) {
-            for (dst, src) in dst.chunks_exact_mut(g.w_out).zip(src.chunks_exact(self.width)) {
-                dst.copy_from_slice(&src[..g.w_out]);
-            }
-        }
+        let (plane, width) = (self.output_plane(), self.width);
+        tests::unpad(self.padded_output(image, scratch), plane, [g.h_out, g.w_out], width, dst);
     }
 
     /// Row stride of [`padded_output`](Self::padded_output)'s planes.
@@ -236,6 +231,22 @@ pub(crate) mod tests {
     #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     pub(crate) fn layouts_built() -> usize {
         LAYOUTS.with(Cell::get)
+    }
+
+    /// Copies planes of `rows × cols` values out of padded planes (`plane` values apart, rows
+    /// `stride` apart) into the dense `dst`: what `Product::copy_rows` does for the kernels.
+    pub(crate) fn unpad(
+        padded: &[f32],
+        plane: usize,
+        [rows, cols]: [usize; 2],
+        stride: usize,
+        dst: &mut [f32],
+    ) {
+        for (dst, src) in dst.chunks_exact_mut(rows * cols).zip(padded.chunks_exact(plane)) {
+            for (dst, src) in dst.chunks_exact_mut(cols).zip(src.chunks_exact(stride)) {
+                dst.copy_from_slice(&src[..cols]);
+            }
+        }
     }
     use burn::tensor::ops::ConvOptions;
 

@@ -47,12 +47,11 @@ const MAX_PIXELS: usize = 512;
 /// added up at the end: another order). Those few layers (the first layer of a narrow level
 /// on 8×8 images, say) keep the product, so that every trained network stays the same.
 pub(crate) fn serves(g: &ConvGeometry) -> bool {
-    g.stride == [1, 1]
+    g.stride_one_nonempty()
         && (2..=MAX_C_OUT).contains(&g.c_out)
         && (3..=MAX_PIXELS).contains(&g.pixels())
         && g.patch() >= 2
         && g.c_out * g.patch() > 256
-        && [g.h_out, g.w_out, g.c_in, g.h, g.w].iter().all(|&n| n > 0)
 }
 
 /// A convolution's geometry laid out for the weight-gradient kernel (built once per call).

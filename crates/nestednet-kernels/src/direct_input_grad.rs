@@ -39,10 +39,8 @@ const MAX_C_OUT: usize = 32;
 /// value one chain of multiply-adds in order): at least 3 and at most [`MAX_C_OUT`] output
 /// channels, and neither a matrix-vector product nor one of at most 256 results.
 pub(crate) fn serves(g: &ConvGeometry) -> bool {
-    let nonempty = [g.h_out, g.w_out, g.c_in, g.h, g.w].iter().all(|&n| n > 0);
     let [top, left] = g.pad;
-    nonempty
-        && g.stride == [1, 1]
+    g.stride_one_nonempty()
         && top < g.kh
         && left < g.kw
         && g.kh - 1 - top + g.h_out < g.h + g.kh
@@ -169,12 +167,7 @@ impl InputGradient {
         let g = &self.g;
         assert_eq!(dx.len(), g.c_in * g.h * g.w, "an input gradient of {} values for {g:?}", dx.len());
         let (plane, width) = (self.output_plane(), self.width);
-        let blocks = self.padded_gradient(dy, scratch);
-        for (dst, src) in dx.chunks_exact_mut(g.h * g.w).zip(blocks.chunks_exact(plane)) {
-            for (dst, src) in dst.chunks_exact_mut(g.w).zip(src.chunks_exact(width)) {
-                dst.copy_from_slice(&src[..g.w]);
-            }
-        }
+        crate::direct::tests::unpad(self.padded_gradient(dy, scratch), plane, [g.h, g.w], width, dx);
     }
 }
 
