@@ -84,9 +84,26 @@ fn run_data(
     })
 }
 
+/// Makes a closed standard output end the process quietly, as it ends any Unix filter:
+/// `nestednet inspect --run r | head` exits when `head` has what it wants, where Rust's
+/// runtime, which ignores SIGPIPE, would have every later `println!` (the CLI's, and the
+/// training loop's epoch lines) fail with `EPIPE` and panic. A training run killed this way
+/// resumes like any killed run (`--resume`; checkpoints are written atomically).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn exit_quietly_on_closed_stdout() {
+    // SAFETY: sets the disposition of one signal to its default, before any other thread
+    // exists; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> Result<()> {
-    // First, before any thread starts: freed memory stays mapped for the next steps, and this
-    // thread is one of the CPU kernels' threads.
+    // First, before any thread starts: a closed pipe ends the process quietly, freed memory
+    // stays mapped for the next steps, and this thread is one of the CPU kernels' threads.
+    #[cfg(unix)]
+    exit_quietly_on_closed_stdout();
     nestednet_alloc::mimalloc_retain_freed_memory();
     nestednet::train::join_cpu_thread_pool();
     match Cli::parse().command {

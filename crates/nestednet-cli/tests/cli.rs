@@ -105,6 +105,27 @@ fn train_eval_export_inspect_round_trip() {
         "{text}"
     );
 
+    // A reader that stops early (`nestednet inspect --run r | head`) ends the command quietly,
+    // not in a panic: the pipe is closed before the command has printed its first line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nestednet"))
+        .args(["inspect", "--run", run_s])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&closed.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    // Ended by SIGPIPE (or done, had it printed everything before the pipe closed).
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        const SIGPIPE: i32 = 13;
+        let status = closed.status;
+        assert!(status.success() || status.signal() == Some(SIGPIPE), "{status:?}: {stderr}");
+    }
+
     // Bad inputs are clear errors.
     let err = fails(&["export", "--run", run_s, "--level", "5", "--out", bpk.to_str().unwrap()]);
     assert!(err.contains("no level `5`") && err.contains("2 (L2)"), "{err}");
