@@ -75,6 +75,28 @@ pub(crate) struct ConvGroup<'a> {
     pub(crate) bias: &'a [f32; CONV_GROUP],
 }
 
+/// Calls `$avx512(group, out)` where the CPU has AVX-512F, else `$avx2(group, out)` where it
+/// has AVX2 and FMA, else `$scalar(group, out)`. The caller has checked the buffers' lengths
+/// ([`check_blocks`]): the vector variants' only other requirement is the CPU's features.
+macro_rules! blocks_on_this_cpu {
+    ($avx512:ident, $avx2:ident, $scalar:ident, $group:expr, $out:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked here); every load and store lies inside
+            // its slice (the caller checked the lengths).
+            unsafe { $avx512($group, $out) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: as above, with AVX2 and FMA.
+            unsafe { $avx2($group, $out) };
+            return;
+        }
+        $scalar($group, $out);
+    }};
+}
+
 /// The direct convolution's inner loop (see `crate::direct`) for one group of
 /// [`CONV_GROUP`] output channels: for every block start `q` (a multiple of [`CONV_PIXELS`]
 /// below `out.len() / CONV_GROUP`), channel `c` of the group, and pixel `j` of the block,
@@ -95,20 +117,7 @@ pub(crate) struct ConvGroup<'a> {
 pub(crate) fn conv_blocks(group: &ConvGroup, out: &mut [f32]) {
     let ConvGroup { planes, plane, taps, weights, .. } = *group;
     check_blocks(planes, plane, taps, weights, out.len());
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked above); every load and store lies inside its
-        // slice (the lengths are checked above).
-        unsafe { conv_blocks_avx512(group, out) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: as above, with AVX2 and FMA.
-        unsafe { conv_blocks_avx2(group, out) };
-        return;
-    }
-    conv_blocks_scalar(group, out);
+    blocks_on_this_cpu!(conv_blocks_avx512, conv_blocks_avx2, conv_blocks_scalar, group, out);
 }
 
 /// The lengths [`conv_blocks`] and [`input_grad_blocks`] need: `planes` a whole number of
@@ -281,20 +290,13 @@ pub(crate) struct InputGradGroup<'a> {
 pub(crate) fn input_grad_blocks(group: &InputGradGroup, out: &mut [f32]) {
     let InputGradGroup { planes, plane, taps, weights } = *group;
     check_blocks(planes, plane, taps, weights, out.len());
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked above); every load and store lies inside its
-        // slice (the lengths are checked above).
-        unsafe { input_grad_blocks_avx512(group, out) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: as above, with AVX2 and FMA.
-        unsafe { input_grad_blocks_avx2(group, out) };
-        return;
-    }
-    input_grad_blocks_scalar(group, out);
+    blocks_on_this_cpu!(
+        input_grad_blocks_avx512,
+        input_grad_blocks_avx2,
+        input_grad_blocks_scalar,
+        group,
+        out
+    );
 }
 
 /// [`input_grad_blocks`] in scalar code (the lengths checked by it).
