@@ -261,14 +261,10 @@ pub(crate) mod tests {
                         for ci in 0..g.c_in {
                             for ky in 0..g.kh {
                                 for kx in 0..g.kw {
-                                    let (iy, ix) = (
-                                        (oy + ky) as isize - g.pad[0] as isize,
-                                        (ox + kx) as isize - g.pad[1] as isize,
-                                    );
-                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    let Some([iy, ix]) = tap_input(g, [oy, ox], [ky, kx]) else {
                                         continue;
-                                    }
-                                    let v = x[((n * g.c_in + ci) * g.h + iy as usize) * g.w + ix as usize];
+                                    };
+                                    let v = x[((n * g.c_in + ci) * g.h + iy) * g.w + ix];
                                     let w = weight[((co * g.c_in + ci) * g.kh + ky) * g.kw + kx];
                                     sum += f64::from(v) * f64::from(w);
                                 }
@@ -282,8 +278,20 @@ pub(crate) mod tests {
         out
     }
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    /// `n` reproducible values in [-1, 1).
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n as u32).map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    /// The input row and column that output `(oy, ox)` of a stride-1 layer reads at kernel
+    /// position `(ky, kx)`; `None` in the padding.
+    pub(crate) fn tap_input(
+        g: &ConvGeometry,
+        [oy, ox]: [usize; 2],
+        [ky, kx]: [usize; 2],
+    ) -> Option<[usize; 2]> {
+        let (y, x) = ((oy + ky).checked_sub(g.pad[0])?, (ox + kx).checked_sub(g.pad[1])?);
+        (y < g.h && x < g.w).then_some([y, x])
     }
 
     #[test]

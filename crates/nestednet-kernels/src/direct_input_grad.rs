@@ -174,11 +174,8 @@ impl InputGradient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::direct::tests::{tap_input, values};
     use burn::tensor::ops::ConvOptions;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n as u32).map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect()
-    }
 
     /// The input gradient by its definition, in f64.
     fn naive(dy: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
@@ -190,14 +187,10 @@ mod tests {
                         let w = f64::from(weight[((co * g.c_in + ci) * g.kh + ky) * g.kw + kx]);
                         for oy in 0..g.h_out {
                             for ox in 0..g.w_out {
-                                let (y, x) = (
-                                    (oy + ky) as isize - g.pad[0] as isize,
-                                    (ox + kx) as isize - g.pad[1] as isize,
-                                );
-                                if y < 0 || x < 0 || y >= g.h as isize || x >= g.w as isize {
+                                let Some([y, x]) = tap_input(g, [oy, ox], [ky, kx]) else {
                                     continue;
-                                }
-                                dx[(ci * g.h + y as usize) * g.w + x as usize] +=
+                                };
+                                dx[(ci * g.h + y) * g.w + x] +=
                                     w * f64::from(dy[(co * g.h_out + oy) * g.w_out + ox]);
                             }
                         }
