@@ -898,6 +898,15 @@ mod tests {
         }
     }
 
+    /// Whether `gemm` runs its AVX-512 kernels here: the bit-for-bit facts below were checked
+    /// with those, and hold for them only.
+    fn gemm_runs_avx512() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return std::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
     /// For `mnist-cnn`'s narrow layers the direct kernel's values are the matrix product's,
     /// bit for bit (with and without a bias): both sum the products over `(ci, ky, kx)` in
     /// order with fused multiply-adds, and add the bias last. A fact of the `gemm` version in
@@ -906,12 +915,9 @@ mod tests {
     /// where it was. Elsewhere the two agree to float rounding (the other tests).
     #[test]
     fn for_mnist_cnn_layers_the_direct_kernel_gives_the_products_values() {
-        #[cfg(target_arch = "x86_64")]
-        if !std::is_x86_feature_detected!("avx512f") {
+        if !gemm_runs_avx512() {
             return;
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        return;
         // The core's two layers, the middle level's second (32 outputs from 16 inputs),
         // Mix'n'Match layers (a wide input and few outputs; the core's first layer's output
         // into the middle level's second), and on 8x8 images (`digits8x8`) the two small
@@ -951,12 +957,9 @@ mod tests {
     /// float rounding (`values_and_gradients_agree_with_burns_convolution`).
     #[test]
     fn for_mnist_cnn_layers_the_direct_weight_gradient_is_the_products() {
-        #[cfg(target_arch = "x86_64")]
-        if !std::is_x86_feature_detected!("avx512f") {
+        if !gemm_runs_avx512() {
             return;
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        return;
         // The two small levels' second layers, Mix'n'Match blocks (wide input, few outputs),
         // and on 8x8 images (`digits8x8`) the full level's first layer and the small levels'
         // second ones (the small levels' first layers are not served: see `direct_grad`).
@@ -1007,12 +1010,9 @@ mod tests {
     /// kernels, checked here, as for the other direct kernels.
     #[test]
     fn for_mnist_cnn_layers_the_direct_input_gradient_is_the_products() {
-        #[cfg(target_arch = "x86_64")]
-        if !std::is_x86_feature_detected!("avx512f") {
+        if !gemm_runs_avx512() {
             return;
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        return;
         // The small levels' second layers on 28x28 and on 8x8 images (`digits8x8`), and
         // Mix'n'Match blocks (a wide input, few outputs).
         let layers = [(8, 16, 14), (16, 32, 14), (32, 16, 14), (64, 32, 14), (8, 16, 4), (16, 32, 4)];
