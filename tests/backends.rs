@@ -356,6 +356,37 @@ fn compiled_backends_are_listed() {
     assert!(compiled.contains(&"flex".to_string()), "the backend tests need flex as the reference");
 }
 
+/// On a machine without a usable wgpu adapter, asking for the `wgpu` backend is an error that
+/// names the cause (it was a panic inside cubecl at the first operation). The test runs
+/// itself again in a child process whose Vulkan loader finds no driver (and which is told to
+/// answer the question), so that no other test's device is affected.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_without_an_adapter_is_an_error_not_a_panic() {
+    const CHILD: &str = "NESTEDNET_TEST_NO_WGPU_ADAPTER";
+    if std::env::var_os(CHILD).is_some() {
+        let err = Backend::Wgpu.device().expect_err("no adapter should be found").to_string();
+        assert!(err.contains("backend `wgpu`") && err.contains("mesa-vulkan-drivers"), "{err}");
+        println!("the error: {err}");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "wgpu_without_an_adapter_is_an_error_not_a_panic", "--nocapture"])
+        .env(CHILD, "1")
+        // No Vulkan driver (the older and the newer loader's variable) and no EGL vendor
+        // library (glvnd's variable), so no OpenGL adapter either.
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .env("__EGL_VENDOR_LIBRARY_FILENAMES", "/nonexistent/egl.json")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("1 passed"), "{text}");
+    println!("{}", text.lines().find(|l| l.starts_with("the error:")).unwrap_or_default());
+}
+
 /// `flex`'s logits against values computed independently of nestednet's forward passes:
 /// PyTorch's output for the same seeded, untrained networks (exported and rebuilt in plain
 /// PyTorch), stored in `tests/fixtures/pytorch_logits.json` (written, and re-checked by CI, by

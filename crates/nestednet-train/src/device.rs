@@ -114,9 +114,7 @@ impl Backend {
             #[allow(deprecated)]
             Self::Ndarray => Device::ndarray(),
             #[cfg(feature = "wgpu")]
-            Self::Wgpu if index == 0 => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-            #[cfg(feature = "wgpu")]
-            Self::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)),
+            Self::Wgpu => initialised_wgpu_device(index)?,
             #[cfg(feature = "tch")]
             #[allow(deprecated)]
             Self::Tch => Device::libtorch(),
@@ -126,6 +124,39 @@ impl Backend {
             _ => unreachable!("checked by is_compiled"),
         })
     }
+}
+
+/// The wgpu device `index` (0: the default adapter; else that discrete GPU), its runtime
+/// initialised here the first time the process asks for it, and reused after that.
+///
+/// Burn's `Device::wgpu` is lazy: on a machine without a usable adapter (no GPU and no
+/// software Vulkan driver) the runtime panics inside cubecl at the device's first operation.
+/// Initialising it here turns that into an error naming the cause. A runtime some other code
+/// already initialised (registration refused) is simply used.
+#[cfg(feature = "wgpu")]
+fn initialised_wgpu_device(index: usize) -> Result<Device> {
+    use burn::tensor::DeviceKind;
+    use burn::tensor::wgpu::WgpuInitError;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    type Initialised = std::result::Result<Device, String>;
+    static DEVICES: OnceLock<Mutex<HashMap<usize, Initialised>>> = OnceLock::new();
+    let kind = if index == 0 { DeviceKind::DefaultDevice } else { DeviceKind::DiscreteGpu(index) };
+    let mut devices = DEVICES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let device = devices.entry(index).or_insert_with(|| {
+        match Device::wgpu_options().device_kind(kind.clone()).init() {
+            Ok(device) => Ok(device),
+            Err(WgpuInitError::Registration { .. }) => Ok(Device::wgpu(kind)),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    device.clone().map_err(|e| {
+        TrainError::Device(format!(
+            "backend `wgpu`, device {index}: {e}. Without a GPU, Mesa's software Vulkan driver \
+             (lavapipe; Debian/Ubuntu package `mesa-vulkan-drivers`) provides an adapter"
+        ))
+    })
 }
 
 impl core::str::FromStr for Backend {
