@@ -110,6 +110,12 @@ impl NestedNetwork for TinyNet {
         }
     }
 
+    // Each level has its own batch norms (`LevelBatchNorm`) and nothing else a forward pass
+    // writes: the trainer may run two levels at once on the CPU's threads.
+    fn levels_train_side_by_side(&self) -> bool {
+        true
+    }
+
     // Listing the weight layers lets nested weight masks be learned on them too.
     fn weight_layers(&self) -> Vec<(String, &dyn Maskable)> {
         vec![("conv1".into(), &self.conv1), ("conv2".into(), &self.conv2), ("fc".into(), &self.fc)]

@@ -274,6 +274,12 @@ impl NestedNetwork for NestedMnistCnn {
         self.fc2.forward(x, level)
     }
 
+    /// Every level has its own batch norms (`LevelBatchNorm`): nothing a forward pass writes is
+    /// shared.
+    fn levels_train_side_by_side(&self) -> bool {
+        true
+    }
+
     fn input_shape(&self) -> [usize; 3] {
         self.input_shape
     }

@@ -64,6 +64,18 @@ pub trait NestedNetwork: Module {
         (0..self.num_levels()).map(|k| self.forward_level(images.clone(), k)).collect()
     }
 
+    /// Whether two levels may run their training forward and backward passes at the same time,
+    /// on two threads: true only if no state that a level's forward pass writes is shared with
+    /// another level. Batch-norm running statistics are such state: Burn's `BatchNorm` keeps
+    /// an update per thread and averages them, so a batch norm that two levels share would
+    /// average their updates, in an order that depends on which thread ran which level. False
+    /// by default; the built-in networks, whose levels each have their own batch norms
+    /// ([`LevelBatchNorm`](nestednet_nn::LevelBatchNorm)), say true, and the trainer then runs
+    /// their smaller levels side by side on the CPU (same gradients, bit for bit).
+    fn levels_train_side_by_side(&self) -> bool {
+        false
+    }
+
     /// Level `level`'s name in reports and on the command line (`L0`, `L1`, … by default).
     fn level_name(&self, level: usize) -> String {
         format!("L{level}")
@@ -165,7 +177,7 @@ pub trait NestedNetwork: Module {
         Err(ModelError::Unsupported("loading a dense network into its levels".into()))
     }
 
-    /// The name under which the tensor at module path `path` is exported    /// The name under which the tensor at module path `path` is exported for PyTorch
+    /// The name under which the tensor at module path `path` is exported for PyTorch
     /// (safetensors exports), after Burn's own PyTorch conventions are applied (`gamma` →
     /// `weight`, `beta` → `bias`). Identity by default.
     fn export_name(&self, path: &str) -> String {

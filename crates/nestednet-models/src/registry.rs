@@ -328,6 +328,10 @@ macro_rules! model_registry {
                 match self { $(Self::$variant(m) => m.level_uses_layer(layer, level),)+ }
             }
 
+            fn levels_train_side_by_side(&self) -> bool {
+                match self { $(Self::$variant(m) => m.levels_train_side_by_side(),)+ }
+            }
+
             fn export_name(&self, path: &str) -> String {
                 match self { $(Self::$variant(m) => m.export_name(path),)+ }
             }

@@ -564,6 +564,12 @@ impl NestedNetwork for NestedResNet {
         self.fc.forward(pooled, level)
     }
 
+    /// Every level has its own batch norms (`LevelBatchNorm`): nothing a forward pass writes is
+    /// shared.
+    fn levels_train_side_by_side(&self) -> bool {
+        true
+    }
+
     fn input_shape(&self) -> [usize; 3] {
         self.input_shape
     }

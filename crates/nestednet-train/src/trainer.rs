@@ -189,7 +189,10 @@ impl StepStats {
 }
 
 /// [`train_step_levels`] without reading anything back: the level statistics stay on the
-/// device as a [`StepStats`] of one batch.
+/// device as a [`StepStats`] of one batch. The gradients are [`level_gradients`]'s, bit for
+/// bit; on `flex`, for a network whose levels may train side by side
+/// ([`NestedNetwork::levels_train_side_by_side`]), the levels after the first run side by side
+/// on the CPU pool's threads.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step_levels_deferred<M: NestedNetwork>(
     model: M,
@@ -202,7 +205,9 @@ pub fn train_step_levels_deferred<M: NestedNetwork>(
     distill: Option<&DistillStep<'_>>,
     mixes: &[Vec<usize>],
 ) -> (M, StepStats) {
-    let (grads, stats) = level_gradients(&model, joint, images, labels, levels, distill, mixes, 1.0);
+    let side_by_side = side_by_side(&model, images.device());
+    let (grads, stats) =
+        joint_gradients(&model, joint, images, labels, levels, distill, mixes, 1.0, side_by_side);
     (optim.step(learning_rate, model, grads), stats)
 }
 
@@ -237,6 +242,57 @@ pub fn level_gradients<M: NestedNetwork>(
     mixes: &[Vec<usize>],
     loss_scale: f64,
 ) -> (GradientsParams, StepStats) {
+    joint_gradients(model, joint, images, labels, levels, distill, mixes, loss_scale, false)
+}
+
+/// One term of the joint loss, run: its gradients (none for a level of weight 0), the level's
+/// cross-entropy (detached) and correct predictions.
+struct LevelTerm {
+    grads: Option<GradientsParams>,
+    cross_entropy: Tensor<1>,
+    correct: Tensor<1, Int>,
+    /// The level's logits, detached: kept only for the in-place distillation teacher.
+    logits: Option<Tensor<2>>,
+}
+
+/// What the students of a distilled step learn from: the teacher's logits (detached) and its
+/// soft targets over the data set's classes.
+type SoftTeacher = (Tensor<2>, Tensor<2>);
+
+/// Whether a step on `device` may run `model`'s levels side by side: the network says so
+/// ([`NestedNetwork::levels_train_side_by_side`]), the device is the CPU backend whose kernels
+/// are deterministic under it (`flex`; a GPU's queue is per thread), and the CPU pool has
+/// two threads or more.
+fn side_by_side<M: NestedNetwork>(model: &M, device: Device) -> bool {
+    #[cfg(feature = "flex")]
+    return model.levels_train_side_by_side()
+        && device.inner() == Device::flex()
+        && rayon::current_num_threads() > 1;
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (model, device);
+        false
+    }
+}
+
+/// [`level_gradients`]; with `side_by_side`, the levels after the first run side by side, one
+/// per thread of the CPU pool (the first one alone, since it may be the distillation teacher).
+/// Their gradients are still added in the same order, and the batch norms' running
+/// statistics, which Burn keeps per thread until they are read, are gathered after them, so
+/// the result is the sequential one bit for bit. Not for data-parallel workers: their forks
+/// share those running statistics, and gathering them would mix the devices' updates.
+#[allow(clippy::too_many_arguments)]
+fn joint_gradients<M: NestedNetwork>(
+    model: &M,
+    joint: &JointLoss,
+    images: Tensor<4>,
+    labels: Vec<Tensor<1, Int>>,
+    levels: &[usize],
+    distill: Option<&DistillStep<'_>>,
+    mixes: &[Vec<usize>],
+    loss_scale: f64,
+    side_by_side: bool,
+) -> (GradientsParams, StepStats) {
     assert_eq!(labels.len(), levels.len(), "one label tensor per trained level");
     let weights = joint.weights();
     assert_eq!(
@@ -247,21 +303,21 @@ pub fn level_gradients<M: NestedNetwork>(
         levels.len()
     );
     let samples = images.dims()[0];
-    let mut summed = GradientsAccumulator::<M>::new();
-    let mut backward = |loss: Tensor<1>, weight: f64| {
+    let term_gradients = |model: &M, loss: Tensor<1>, weight: f64| {
         let mut loss = loss.mul_scalar(weight);
         if loss_scale != 1.0 {
             loss = loss.mul_scalar(loss_scale);
         }
-        summed.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
+        GradientsParams::from_grads(loss.backward(), model)
     };
+    let mut summed = GradientsAccumulator::<M>::new();
     // Mix'n'Match sub-networks (the sandwich rule): each weighs what one level weighs in a mean,
     // against the labels of the last trained level (the data set's classes: mixes need them).
     if let Some(fine) = labels.last().filter(|_| !mixes.is_empty()) {
         let weight = 1.0 / model.num_levels() as f64;
         for choice in mixes.iter().rev() {
             let logits = model.forward_mix(images.clone(), choice).expect("mixable: checked before training");
-            backward(cross_entropy(logits, fine.clone()), weight);
+            summed.accumulate(model, term_gradients(model, cross_entropy(logits, fine.clone()), weight));
         }
     }
     let full = model.num_levels() - 1;
@@ -272,19 +328,12 @@ pub fn level_gradients<M: NestedNetwork>(
         order.retain(|&i| i != teacher);
         order.insert(0, teacher);
     }
-    // The teacher's logits (detached) and the soft targets of the data set's classes, which
-    // every level predicting those shares.
-    let mut teacher: Option<(Tensor<2>, Tensor<2>)> = distill.and_then(|d| {
-        d.teacher_logits.as_ref().map(|t| (t.clone().detach(), soft_targets(t.clone(), d.temperature)))
-    });
-    let mut ce: Vec<Option<Tensor<1>>> = vec![None; levels.len()];
-    let mut correct: Vec<Option<Tensor<1, Int>>> = vec![None; levels.len()];
-    for i in order {
+    let run_level = |model: &M, i: usize, teacher: Option<&SoftTeacher>| {
         let k = levels[i];
         let logits = model.forward_level(images.clone(), k);
         let level_ce = cross_entropy(logits.clone(), labels[i].clone());
-        let loss = match (distill, &teacher) {
-            (Some(d), Some((teacher, fine_target))) if Some(i) != in_place_teacher => {
+        let loss = match (distill, teacher) {
+            (Some(d), Some((teacher, fine_target))) => {
                 let target = if d.labels.is_lifted(k) {
                     soft_targets(d.labels.lift_logits(teacher.clone(), k), d.temperature)
                 } else {
@@ -295,16 +344,47 @@ pub fn level_gradients<M: NestedNetwork>(
             }
             _ => level_ce.clone(),
         };
-        if let (Some(d), true) = (distill, Some(i) == in_place_teacher) {
-            let logits = logits.clone().detach();
-            teacher = Some((logits.clone(), soft_targets(logits, d.temperature)));
+        let logits = logits.detach();
+        LevelTerm {
+            correct: correct_count(logits.clone(), labels[i].clone()),
+            // The statistics leave the graph before it is consumed.
+            cross_entropy: level_ce.detach(),
+            logits: (Some(i) == in_place_teacher).then_some(logits),
+            grads: (weights[i] > 0.0).then(|| term_gradients(model, loss, weights[i])),
         }
-        correct[i] = Some(correct_count(logits.detach(), labels[i].clone()));
-        // The statistics leave the graph (detached, on the plain device) before it is consumed.
-        ce[i] = Some(level_ce.detach());
-        if weights[i] > 0.0 {
-            backward(loss, weights[i]);
+    };
+    let external: Option<SoftTeacher> = distill.and_then(|d| {
+        d.teacher_logits.as_ref().map(|t| (t.clone().detach(), soft_targets(t.clone(), d.temperature)))
+    });
+    let first = run_level(model, order[0], external.as_ref());
+    // The in-place teacher is the first level run: the others learn from its logits.
+    let teacher = match (distill, &first.logits) {
+        (Some(d), Some(logits)) => Some((logits.clone(), soft_targets(logits.clone(), d.temperature))),
+        _ => external,
+    };
+    let rest: Vec<LevelTerm> = if side_by_side && order.len() > 2 {
+        use rayon::prelude::*;
+        // Each thread runs whole levels (one job per level) on its own handle of the model,
+        // whose parameters must be drawn first: a lazy parameter cloned before its first use
+        // would be drawn once per handle.
+        model.visit(&mut Materialize);
+        let runs: Vec<(M, usize)> = order[1..].iter().map(|&i| (model.clone(), i)).collect();
+        let rest =
+            runs.into_par_iter().with_max_len(1).map(|(m, i)| run_level(&m, i, teacher.as_ref())).collect();
+        // Gathers the running statistics each thread left (see `joint_gradients`).
+        let _ = model.valid();
+        rest
+    } else {
+        order[1..].iter().map(|&i| run_level(model, i, teacher.as_ref())).collect()
+    };
+    let mut ce: Vec<Option<Tensor<1>>> = vec![None; levels.len()];
+    let mut correct: Vec<Option<Tensor<1, Int>>> = vec![None; levels.len()];
+    for (i, term) in order.into_iter().zip(std::iter::once(first).chain(rest)) {
+        if let Some(grads) = term.grads {
+            summed.accumulate(model, grads);
         }
+        ce[i] = Some(term.cross_entropy);
+        correct[i] = Some(term.correct);
     }
     let ce: Vec<Tensor<1>> = ce.into_iter().map(|l| l.expect("every level ran")).collect();
     let correct: Vec<Tensor<1, Int>> = correct.into_iter().map(|c| c.expect("every level ran")).collect();
@@ -1017,6 +1097,69 @@ mod tests {
         let mut same = SameGradients { ours: &ours, reference: &reference, compared: 0 };
         model.visit(&mut same);
         assert!(same.compared >= 8, "only {} parameters compared", same.compared);
+    }
+
+    /// Every float a module holds (parameters and running statistics), as bits, in order.
+    struct AllBits(Vec<u32>);
+
+    impl ModuleVisitor for AllBits {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let values = param.val().into_data().try_to_vec::<f32>().expect("f32");
+            self.0.extend(values.iter().map(|v| v.to_bits()));
+        }
+    }
+
+    /// The levels run side by side give the sequential step's gradients bit for bit, and the
+    /// same running statistics after several steps (each level's thread may change between
+    /// steps).
+    #[test]
+    fn levels_side_by_side_give_the_sequential_step_bit_for_bit() {
+        let device = Device::flex().autodiff();
+        let config = nestednet_models::NestedMnistCnnConfig::new()
+            .with_height(8)
+            .with_width(8)
+            .with_conv1_channels(8)
+            .with_conv2_channels(16)
+            .with_hidden(32);
+        let sequential = seeded_model(&config, None, 3, &device).unwrap();
+        let side_by_side = seeded_model(&config, None, 3, &device).unwrap();
+        assert!(side_by_side.levels_train_side_by_side());
+        let joint = JointLoss::mean(3);
+        for step in 0..4u64 {
+            let batch = 16;
+            let pixels = nestednet_data::SplitMix64::new(step).uniform_f32(batch * 64, -1.0, 1.0);
+            let images = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 1, 8, 8]), &device);
+            let labels = Tensor::<1, Int>::from_data(
+                TensorData::new(
+                    (0..batch as i64).map(|i| (i * 3 + step as i64) % 10).collect::<Vec<_>>(),
+                    [batch],
+                ),
+                &device,
+            );
+            let labels = vec![labels; 3];
+            let (ours, _) = joint_gradients(
+                &side_by_side,
+                &joint,
+                images.clone(),
+                labels.clone(),
+                &[0, 1, 2],
+                None,
+                &[],
+                1.0,
+                true,
+            );
+            let (reference, _) =
+                level_gradients(&sequential, &joint, images, labels, &[0, 1, 2], None, &[], 1.0);
+            let mut same = SameGradients { ours: &ours, reference: &reference, compared: 0 };
+            side_by_side.visit(&mut same);
+            assert!(same.compared >= 8, "only {} parameters compared", same.compared);
+        }
+        let bits = |model: &nestednet_models::NestedMnistCnn| {
+            let mut all = AllBits(Vec::new());
+            model.valid().visit(&mut all);
+            all.0
+        };
+        assert!(bits(&side_by_side) == bits(&sequential), "the running statistics differ");
     }
 
     #[test]
