@@ -227,10 +227,9 @@ pub fn train_step_levels_deferred<M: NestedNetwork>(
 /// the levels from the last), and their gradients are added in that order, so the levels'
 /// sums are the single backward pass's, bit for bit (the trained weights are byte-identical
 /// for channel levels, weight masks, residual lattices, distillation and coarse-to-fine
-/// heads). Mix'n'Match sub-networks share the levels' batch norms and now run before them,
-/// so those running statistics see the batch in another order, and the weights trained with
-/// them differ in the last bits. The in-place distillation teacher (the full level) runs
-/// first, since the other levels learn from its output.
+/// heads). With Mix'n'Match sub-networks the weights differ in the last bits (measured: the
+/// single pass did not add their gradients in this order). The in-place distillation
+/// teacher (the full level) runs first, since the other levels learn from its output.
 #[allow(clippy::too_many_arguments)]
 pub fn level_gradients<M: NestedNetwork>(
     model: &M,
