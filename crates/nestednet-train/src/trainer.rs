@@ -192,7 +192,9 @@ impl StepStats {
 /// device as a [`StepStats`] of one batch. The gradients are [`level_gradients`]'s, bit for
 /// bit; on `flex`, for a network whose levels may train side by side
 /// ([`NestedNetwork::levels_train_side_by_side`]), the levels after the first run side by side
-/// on the CPU pool's threads.
+/// on the CPU pool's threads. The batch norms' running statistics are up to date when it
+/// returns, on every backend (Burn otherwise keeps the last update per thread until the next
+/// one reads it).
 #[allow(clippy::too_many_arguments)]
 pub fn train_step_levels_deferred<M: NestedNetwork>(
     model: M,
@@ -205,9 +207,8 @@ pub fn train_step_levels_deferred<M: NestedNetwork>(
     distill: Option<&DistillStep<'_>>,
     mixes: &[Vec<usize>],
 ) -> (M, StepStats) {
-    let side_by_side = side_by_side(&model, images.device());
-    let (grads, stats) =
-        joint_gradients(&model, joint, images, labels, levels, distill, mixes, 1.0, side_by_side);
+    let run = if side_by_side(&model, images.device()) { LevelRun::SideBySide } else { LevelRun::InTurn };
+    let (grads, stats) = joint_gradients(&model, joint, images, labels, levels, distill, mixes, 1.0, run);
     (optim.step(learning_rate, model, grads), stats)
 }
 
@@ -241,7 +242,22 @@ pub fn level_gradients<M: NestedNetwork>(
     mixes: &[Vec<usize>],
     loss_scale: f64,
 ) -> (GradientsParams, StepStats) {
-    joint_gradients(model, joint, images, labels, levels, distill, mixes, loss_scale, false)
+    joint_gradients(model, joint, images, labels, levels, distill, mixes, loss_scale, LevelRun::Shard)
+}
+
+/// How [`joint_gradients`] runs the levels, and whether it owns the running statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LevelRun {
+    /// One device's shard of a data-parallel step ([`level_gradients`]): the levels in turn,
+    /// and the batch norms' running statistics left as Burn keeps them, one pending update
+    /// per thread, which the devices' forks share and Burn averages when they are read.
+    Shard,
+    /// A whole step on one device: the levels in turn, the running statistics gathered after.
+    InTurn,
+    /// A whole step on one device, the levels after the first side by side, one per thread of
+    /// the CPU pool (the first one alone, since it may be the distillation teacher); the
+    /// running statistics gathered after.
+    SideBySide,
 }
 
 /// One term of the joint loss, run: its gradients (none for a level of weight 0), the level's
@@ -274,12 +290,13 @@ fn side_by_side<M: NestedNetwork>(model: &M, device: Device) -> bool {
     }
 }
 
-/// [`level_gradients`]; with `side_by_side`, the levels after the first run side by side, one
-/// per thread of the CPU pool (the first one alone, since it may be the distillation teacher).
-/// Their gradients are still added in the same order, and the batch norms' running
-/// statistics, which Burn keeps per thread until they are read, are gathered after them, so
-/// the result is the sequential one bit for bit. Not for data-parallel workers: their forks
-/// share those running statistics, and gathering them would mix the devices' updates.
+/// [`level_gradients`], the levels run as `run` says. Side by side, their gradients are still
+/// added in the same order, and the batch norms' running statistics are gathered after them:
+/// Burn keeps a pending update per thread and a batch norm reads only its own thread's, so a
+/// level that ran on the other thread in the last step would otherwise start from stale
+/// statistics. The result is the sequential one bit for bit. Not for data-parallel workers:
+/// their forks share those running statistics, and gathering them would mix the devices'
+/// updates in an order that depends on timing.
 #[allow(clippy::too_many_arguments)]
 fn joint_gradients<M: NestedNetwork>(
     model: &M,
@@ -290,7 +307,7 @@ fn joint_gradients<M: NestedNetwork>(
     distill: Option<&DistillStep<'_>>,
     mixes: &[Vec<usize>],
     loss_scale: f64,
-    side_by_side: bool,
+    run: LevelRun,
 ) -> (GradientsParams, StepStats) {
     assert_eq!(labels.len(), levels.len(), "one label tensor per trained level");
     let weights = joint.weights();
@@ -361,18 +378,14 @@ fn joint_gradients<M: NestedNetwork>(
         (Some(d), Some(logits)) => Some((logits.clone(), soft_targets(logits.clone(), d.temperature))),
         _ => external,
     };
-    let rest: Vec<LevelTerm> = if side_by_side && order.len() > 2 {
+    let rest: Vec<LevelTerm> = if run == LevelRun::SideBySide && order.len() > 2 {
         use rayon::prelude::*;
         // Each thread runs whole levels (one job per level) on its own handle of the model,
         // whose parameters must be drawn first: a lazy parameter cloned before its first use
         // would be drawn once per handle.
         model.visit(&mut Materialize);
         let runs: Vec<(M, usize)> = order[1..].iter().map(|&i| (model.clone(), i)).collect();
-        let rest =
-            runs.into_par_iter().with_max_len(1).map(|(m, i)| run_level(&m, i, teacher.as_ref())).collect();
-        // Gathers the running statistics each thread left (see `joint_gradients`).
-        let _ = model.valid();
-        rest
+        runs.into_par_iter().with_max_len(1).map(|(m, i)| run_level(&m, i, teacher.as_ref())).collect()
     } else {
         order[1..].iter().map(|&i| run_level(model, i, teacher.as_ref())).collect()
     };
@@ -389,6 +402,11 @@ fn joint_gradients<M: NestedNetwork>(
     let correct: Vec<Tensor<1, Int>> = correct.into_iter().map(|c| c.expect("every level ran")).collect();
     let loss_sums = Tensor::from_inner(Tensor::cat(ce, 0).inner()).mul_scalar(samples as f64);
     let correct = Tensor::from_inner(Tensor::cat(correct, 0).inner());
+    if run != LevelRun::Shard {
+        // `valid` gathers every running statistic's pending updates (one per thread that ran a
+        // level) into its value; the copy it returns is not needed.
+        let _ = model.valid();
+    }
     (summed.grads(), StepStats { loss_sums, correct, samples })
 }
 
@@ -1145,7 +1163,7 @@ mod tests {
                 None,
                 &[],
                 1.0,
-                true,
+                LevelRun::SideBySide,
             );
             let (reference, _) =
                 level_gradients(&sequential, &joint, images, labels, &[0, 1, 2], None, &[], 1.0);
