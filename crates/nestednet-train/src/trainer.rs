@@ -1082,26 +1082,33 @@ mod tests {
         }
     }
 
+    /// A 3-level `mnist-cnn` on 8×8 images, small enough for bit-for-bit checks in a test.
+    fn small_cnn() -> nestednet_models::NestedMnistCnnConfig {
+        nestednet_models::NestedMnistCnnConfig::new()
+            .with_height(8)
+            .with_width(8)
+            .with_conv1_channels(8)
+            .with_conv2_channels(16)
+            .with_hidden(32)
+    }
+
+    /// 16 random 8×8 images and their labels, drawn from `seed`.
+    fn small_batch(seed: u64, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+        let batch = 16;
+        let pixels = nestednet_data::SplitMix64::new(seed).uniform_f32(batch * 64, -1.0, 1.0);
+        let images = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 1, 8, 8]), device);
+        let labels: Vec<i64> = (0..batch as i64).map(|i| (i * 7 + seed as i64) % 10).collect();
+        (images, Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), device))
+    }
+
     /// Each level's own backward pass, the gradients summed last level first, gives one
     /// backward pass of the summed loss bit for bit (what keeps the trained networks
     /// byte-identical); the levels' weights are unequal so that each term is scaled.
     #[test]
     fn level_by_level_gradients_are_the_single_backward_pass_bit_for_bit() {
         let device = Device::flex().autodiff();
-        let model = nestednet_models::NestedMnistCnnConfig::new()
-            .with_height(8)
-            .with_width(8)
-            .with_conv1_channels(8)
-            .with_conv2_channels(16)
-            .with_hidden(32)
-            .init(&device);
-        let batch = 16;
-        let pixels = nestednet_data::SplitMix64::new(7).uniform_f32(batch * 64, -1.0, 1.0);
-        let images = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 1, 8, 8]), &device);
-        let labels = Tensor::<1, Int>::from_data(
-            TensorData::new((0..batch as i64).map(|i| (i * 7) % 10).collect::<Vec<_>>(), [batch]),
-            &device,
-        );
+        let model = small_cnn().init(&device);
+        let (images, labels) = small_batch(7, &device);
         let levels = [0, 1, 2];
         let joint = JointLoss::new(3, Some(&[1.0, 2.0, 3.0])).unwrap();
         let (ours, _) =
@@ -1132,27 +1139,13 @@ mod tests {
     #[test]
     fn levels_side_by_side_give_the_sequential_step_bit_for_bit() {
         let device = Device::flex().autodiff();
-        let config = nestednet_models::NestedMnistCnnConfig::new()
-            .with_height(8)
-            .with_width(8)
-            .with_conv1_channels(8)
-            .with_conv2_channels(16)
-            .with_hidden(32);
+        let config = small_cnn();
         let sequential = seeded_model(&config, None, 3, &device).unwrap();
         let side_by_side = seeded_model(&config, None, 3, &device).unwrap();
         assert!(side_by_side.levels_train_side_by_side());
         let joint = JointLoss::mean(3);
         for step in 0..4u64 {
-            let batch = 16;
-            let pixels = nestednet_data::SplitMix64::new(step).uniform_f32(batch * 64, -1.0, 1.0);
-            let images = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 1, 8, 8]), &device);
-            let labels = Tensor::<1, Int>::from_data(
-                TensorData::new(
-                    (0..batch as i64).map(|i| (i * 3 + step as i64) % 10).collect::<Vec<_>>(),
-                    [batch],
-                ),
-                &device,
-            );
+            let (images, labels) = small_batch(step, &device);
             let labels = vec![labels; 3];
             let (ours, _) = joint_gradients(
                 &side_by_side,
