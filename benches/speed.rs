@@ -31,7 +31,7 @@ use nestednet::data::{ImageBatch, ImageSet, Mnist, epoch_loader, prefetch};
 use nestednet::heads::JointLoss;
 use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedModel, NestedNetwork};
 use nestednet::train::{
-    Backend, OptimizerConfig, measure_latency, median_latency_ms, seeded_model, train_step_levels_deferred,
+    Backend, JointStep, OptimizerConfig, measure_latency, median_latency_ms, seeded_model, train_step,
 };
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
@@ -115,20 +115,10 @@ fn interleaved_epochs(
         for batch in batches {
             for ((model, optim, levels, joint), seconds) in nets.iter_mut().zip(seconds.iter_mut()) {
                 let start = Instant::now();
-                let labels = vec![batch.labels.clone(); levels.len()];
                 // Taken, not cloned: a second reference to the parameters would keep the
                 // optimizer from updating them in place.
-                let (next, stats) = train_step_levels_deferred(
-                    model.take().expect("a model"),
-                    optim,
-                    joint,
-                    batch.images.clone(),
-                    labels,
-                    1e-3,
-                    levels,
-                    None,
-                    &[],
-                );
+                let step = JointStep::new(batch.images.clone(), batch.labels.clone(), levels, joint);
+                let (next, stats) = train_step(model.take().expect("a model"), optim, step, 1e-3);
                 *model = Some(next);
                 stats.read();
                 *seconds += start.elapsed().as_secs_f64();
@@ -270,7 +260,7 @@ fn main() {
                 let (runs, ms) = if b >= 64 { (10, 1500.0) } else { (50, 500.0) };
                 sliced.push(median_latency_ms(
                     |x| model.forward_level(x, level),
-                    model.input_shape(),
+                    &model.input_shape(),
                     b,
                     &device,
                     runs,

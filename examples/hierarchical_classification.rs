@@ -155,8 +155,7 @@ fn main() -> Result<()> {
             let tally = train_level_alone(
                 &config,
                 k,
-                resolved.train.clone(),
-                resolved.test.clone(),
+                (resolved.train.clone(), resolved.test.clone()),
                 &device,
                 &run,
                 &mut QuietProgress,

@@ -32,8 +32,8 @@ use nestednet::data::{DataSource, DatasetKind, ImageSet, Normalization};
 use nestednet::models::{ModelConfig, NestedNetwork, NestedResNetConfig};
 use nestednet::schedule::LatticeSpec;
 use nestednet::train::{
-    Backend, BarProgress, DistillationConfig, LrSchedule, OptimizerConfig, QuietProgress, Report, RunConfig,
-    RunDir, TrainData, TrainJob, TrainingConfig, measure_latency, run_job_with_data, train,
+    Backend, BarProgress, DistillationConfig, ImageData, LrSchedule, OptimizerConfig, QuietProgress, Report,
+    RunConfig, RunDir, TrainData, TrainJob, TrainingConfig, measure_latency, run_job_with_data, train,
     train_level_alone,
 };
 
@@ -190,8 +190,9 @@ fn main() -> Result<()> {
         (None, other) => bail!("give --data-dir with the {other} files"),
     };
     let (train_set, test_set) = args.dataset.load(&data_dir)?;
-    let (train_set, test_set) = (Arc::new(train_set), Arc::new(test_set));
-    let config = network(&args, train_set.channels, train_set.height, train_set.num_classes)?;
+    let (train_set, test_set) = (ImageData::from(train_set), ImageData::from(test_set));
+    let images = train_set.set();
+    let config = network(&args, images.channels, images.height, images.num_classes)?;
     let n = config.lattice.num_levels();
     if args.out.exists() {
         std::fs::remove_dir_all(&args.out)?;
@@ -244,8 +245,7 @@ fn main() -> Result<()> {
                 let accuracy = train_level_alone(
                     &run_config,
                     k,
-                    train_set.clone(),
-                    test_set.clone(),
+                    (train_set.clone(), test_set.clone()),
                     &device,
                     &run,
                     &mut QuietProgress,

@@ -9,7 +9,6 @@
 //! ```
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Parser;
@@ -17,8 +16,8 @@ use nestednet::data::Mnist;
 use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedNetwork};
 use nestednet::schedule::LevelSpec;
 use nestednet::train::{
-    Backend, LevelLabels, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, evaluate, train,
-    train_level_alone,
+    Backend, ImageData, LevelLabels, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, evaluate,
+    train, train_level_alone,
 };
 
 // Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
@@ -55,7 +54,7 @@ fn main() -> Result<()> {
     let backend = args.device.map_or_else(Backend::from_env_or_default, Ok)?;
     let device = backend.device()?;
     let (train_set, test_set) = Mnist::load(&args.data_dir.unwrap_or_else(nestednet::vendored_mnist_dir))?;
-    let (train_set, test_set) = (Arc::new(train_set), Arc::new(test_set));
+    let (train_set, test_set) = (ImageData::from(train_set), ImageData::from(test_set));
     let scratch = tempfile::tempdir()?;
     let n = args.ratios.len();
     let mut nested = vec![0.0; n];
@@ -69,17 +68,11 @@ fn main() -> Result<()> {
             TrainingConfig::new().with_epochs(args.epochs).with_seed(seed),
         );
         let run = RunDir::new(scratch.path().join(format!("nested-{seed}")));
-        let out = train(
-            &config,
-            TrainData::new(train_set.clone(), None),
-            &device,
-            &run,
-            false,
-            &mut QuietProgress,
-        )?;
+        let out =
+            train(&config, TrainData::of(train_set.clone(), None), &device, &run, false, &mut QuietProgress)?;
         nested_secs += out.history.iter().map(|m| m.train_seconds).sum::<f64>();
         for (k, t) in
-            evaluate(&out.model, test_set.clone(), 500, &device, &LevelLabels::fine(out.model.num_levels()))?
+            evaluate(&out.model, &test_set, 500, &device, &LevelLabels::fine(out.model.num_levels()))?
                 .iter()
                 .enumerate()
         {
@@ -90,8 +83,7 @@ fn main() -> Result<()> {
             let level = train_level_alone(
                 &config,
                 k,
-                train_set.clone(),
-                test_set.clone(),
+                (train_set.clone(), test_set.clone()),
                 &device,
                 &run,
                 &mut QuietProgress,

@@ -25,7 +25,7 @@ use nestednet::heads::JointLoss;
 use nestednet::models::{
     ModelConfig, NestedMnistCnnConfig, NestedModel, NestedNetwork, NestedNetworkConfig, NestedResNetConfig,
 };
-use nestednet::train::{Backend, OptimizerConfig, record_bytes, seeded_model, train_step};
+use nestednet::train::{Backend, JointStep, OptimizerConfig, record_bytes, seeded_model, train_step};
 
 const SEED: u64 = 20;
 
@@ -125,9 +125,12 @@ fn training_step_matches_reference(backend: Backend, config: ModelConfig) {
     let before = parameters(&reference_model);
     let (images, labels) = batch(16, 2);
     let joint = JointLoss::mean(model.num_levels());
+    let levels: Vec<usize> = (0..model.num_levels()).collect();
     let step = |model: NestedModel, images: Tensor<4>, labels: Tensor<1, Int>| {
         let mut optim = OptimizerConfig::sgd().init();
-        train_step(model, &mut optim, &joint, images, labels, 0.1)
+        let (model, stats) =
+            train_step(model, &mut optim, JointStep::new(images, labels, &levels, &joint), 0.1);
+        (model, stats.means())
     };
     let (expected_model, expected_stats) = step(reference_model, images.clone(), labels.clone());
     let (got_model, got_stats) = step(model, images.to_device(&device), labels.to_device(&device));

@@ -44,7 +44,11 @@ fn data(train: &Arc<nestednet::data::ImageSet>, test: Option<&Arc<nestednet::dat
 /// bit-identical. This reads what the forward pass uses, not the masks' own bookkeeping (a
 /// level map gives nested masks by construction; what can break is which weights a level's
 /// forward pass multiplies).
-fn ignores<M: NestedNetwork + Module>(model: &M, level: usize, dropped: impl Fn(i64) -> bool) -> bool {
+fn ignores<M: NestedNetwork<Input = Tensor<4>, Output = Tensor<2>> + Module>(
+    model: &M,
+    level: usize,
+    dropped: impl Fn(i64) -> bool,
+) -> bool {
     let device = model.devices().into_iter().next().expect("a model on a device");
     let [c, h, w] = model.input_shape();
     let pixels: Vec<f32> = (0..4 * c * h * w).map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5).collect();
@@ -68,7 +72,7 @@ fn ignores<M: NestedNetwork + Module>(model: &M, level: usize, dropped: impl Fn(
 /// Whether the levels nest as their forward passes compute them: level `k` ignores every
 /// weight whose map value is above `k`, so every weight a level uses, the next level uses too.
 /// (`checks_can_fail` shows that a wrong claim fails it.)
-fn masks_nest<M: NestedNetwork + Module>(model: &M) -> bool {
+fn masks_nest<M: NestedNetwork<Input = Tensor<4>, Output = Tensor<2>> + Module>(model: &M) -> bool {
     (0..model.num_levels()).all(|k| ignores(model, k, |m| m > k as i64))
 }
 

@@ -11,8 +11,8 @@ use nestednet::data::epoch_loader;
 use nestednet::heads::JointLoss;
 use nestednet::models::{ModelConfig, NestedMnistCnn, NestedMnistCnnConfig};
 use nestednet::train::{
-    DistillStep, DistillationConfig, LevelLabels, QuietProgress, RunConfig, RunDir, TrainData,
-    TrainingConfig, seeded_model, train, train_step_levels,
+    DistillStep, DistillationConfig, JointStep, LevelLabels, QuietProgress, RunConfig, RunDir, TrainData,
+    TrainingConfig, seeded_model, train, train_step,
 };
 
 fn config(model: NestedMnistCnnConfig, training: TrainingConfig) -> RunConfig<ModelConfig> {
@@ -36,16 +36,11 @@ fn one_step(alpha: Option<f64>, core_labels: fn(i64) -> i64) -> NestedMnistCnn {
     let distill =
         alpha.map(|alpha| DistillStep { temperature: 4.0, alpha, teacher_logits: None, labels: &fine });
     let mut optim = config.optimizer.init();
-    let (model, _) = train_step_levels(
-        model,
-        &mut optim,
-        &JointLoss::mean(3),
-        batch.images,
-        labels,
-        1e-3,
-        &[0, 1, 2],
-        distill.as_ref(),
-    );
+    let joint = JointLoss::mean(3);
+    let step = JointStep::new(batch.images, batch.labels, &[0, 1, 2], &joint)
+        .with_targets(labels)
+        .with_distill(distill.as_ref());
+    let (model, _) = train_step(model, &mut optim, step, 1e-3);
     model.valid()
 }
 

@@ -8,8 +8,8 @@ use nestednet::burn::prelude::*;
 use nestednet::heads::Hierarchy;
 use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedNetwork, NestedResNetConfig};
 use nestednet::train::{
-    HierarchyConfig, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, evaluate,
-    train,
+    HierarchyConfig, ImageData, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig,
+    evaluate, train,
 };
 
 fn training(hierarchy: &HierarchyConfig) -> TrainingConfig {
@@ -36,14 +36,15 @@ fn each_level_learns_its_own_granularity() {
         .model;
     assert_eq!((model.level_classes(0), model.level_classes(1)), (3, 10));
     let labels = config.training.level_labels(2);
-    let tallies = evaluate(&model, test_set.clone(), 500, &device, &labels).unwrap();
+    let tallies = evaluate(&model, &ImageData::from(test_set.clone()), 500, &device, &labels).unwrap();
     // Far above chance (1/3 and 1/10) after 20 steps.
     assert!(tallies[0].accuracy() > 0.8, "shape groups: {}", tallies[0].accuracy());
     assert!(tallies[1].accuracy() > 0.8, "digits: {}", tallies[1].accuracy());
     // The run folder reloads into the same model (heads included).
     let (stored, reloaded) = run.load_model::<ModelConfig>(&device).unwrap();
     assert_eq!(stored.training.hierarchy, config.training.hierarchy);
-    let again = evaluate(&reloaded.valid(), test_set, 500, &device, &labels).unwrap();
+    let again =
+        evaluate(&reloaded.valid(), &ImageData::from(test_set.clone()), 500, &device, &labels).unwrap();
     assert_eq!(again, tallies);
 }
 
@@ -69,7 +70,14 @@ fn residual_levels_learn_their_own_granularity() {
         .unwrap()
         .model;
     assert_eq!((trained.level_classes(0), trained.level_classes(1)), (3, 10));
-    let tallies = evaluate(&trained, test_set, 500, &device, &config.training.level_labels(2)).unwrap();
+    let tallies = evaluate(
+        &trained,
+        &ImageData::from(test_set.clone()),
+        500,
+        &device,
+        &config.training.level_labels(2),
+    )
+    .unwrap();
     // 40 steps: well above chance (1/3 for the shapes, 1/10 for the digits).
     assert!(tallies[0].accuracy() > 0.45 && tallies[1].accuracy() > 0.2, "{tallies:?}");
 }
@@ -140,7 +148,14 @@ fn cifar100_hierarchy_is_read_from_the_data_files() {
         .unwrap()
         .model;
     assert_eq!((trained.level_classes(0), trained.level_classes(1)), (20, 100));
-    let tallies = evaluate(&trained, test_set, 20, &device, &training.training.level_labels(2)).unwrap();
+    let tallies = evaluate(
+        &trained,
+        &ImageData::from(test_set.clone()),
+        20,
+        &device,
+        &training.training.level_labels(2),
+    )
+    .unwrap();
     assert_eq!(tallies.len(), 2);
     assert_eq!(tallies[0].total, 20);
 

@@ -10,10 +10,10 @@ use nestednet::burn::prelude::*;
 use nestednet::data::{DataSource, DatasetKind};
 use nestednet::models::{ChannelImportance, ModelConfig, NestedMnistCnnConfig, NestedNetwork};
 use nestednet::train::{
-    Backend, Budget, BudgetKind, ExportFormat, LevelLabels, OptimizerConfig, QuietProgress, RunConfig,
-    RunDir, SearchSettings, TrainError, TrainJob, TrainingConfig, calibrated_mix, calibration_batches,
-    evaluate, export_front, export_level, load_level, measure_candidates, nestify, run_candidates,
-    run_job_with_data, search_mixes, select_within,
+    Backend, Budget, BudgetKind, ExportFormat, ImageData, LevelLabels, OptimizerConfig, QuietProgress,
+    RunConfig, RunDir, SearchSettings, TrainError, TrainJob, TrainingConfig, calibrated_mix,
+    calibration_batches, evaluate, export_front, export_level, load_level, measure_candidates, nestify,
+    run_candidates, run_job_with_data, search_mixes, select_within,
 };
 
 fn short_training() -> TrainingConfig {
@@ -40,7 +40,10 @@ fn trained_run(
         resume: false,
     };
     let test_set = Arc::new(test_set.take(400));
-    run_job_with_data(&job, train_set, test_set, &mut QuietProgress).unwrap().training.model
+    run_job_with_data(&job, ImageData::from(train_set), ImageData::from(test_set), &mut QuietProgress)
+        .unwrap()
+        .training
+        .model
 }
 
 fn budget(text: &str) -> Budget {
@@ -131,14 +134,21 @@ fn mix_and_match_searches_scores_exports_and_serves_sub_networks() {
     let eval = Arc::new(test_set.take(160));
     let settings =
         SearchSettings { calibration_batches: 2, calibration_batch_size: 64, ..SearchSettings::default() };
-    let mut results =
-        search_mixes(&model, train_set.clone(), eval.clone(), &settings, &device, &mut QuietProgress)
-            .unwrap();
+    let mut results = search_mixes(
+        &model,
+        &ImageData::from(train_set.clone()),
+        &ImageData::from(eval.clone()),
+        &settings,
+        &device,
+        &mut QuietProgress,
+    )
+    .unwrap();
     assert!(results.exhaustive);
     assert_eq!(results.evaluated.len(), 27, "3 levels for each of 3 mixable layers");
     assert_eq!(results.layers, ["conv1", "conv2", "fc1"]);
     // The trained levels are scored as they are.
-    let tallies = evaluate(&model, eval.clone(), 256, &device, &LevelLabels::fine(3)).unwrap();
+    let tallies =
+        evaluate(&model, &ImageData::from(eval.clone()), 256, &device, &LevelLabels::fine(3)).unwrap();
     for (k, tally) in tallies.iter().enumerate() {
         let point = results.evaluated.iter().find(|p| p.trained_level == Some(k)).unwrap();
         assert_eq!((point.accuracy, point.choice.clone()), (tally.accuracy(), vec![k; 3]));
@@ -158,26 +168,55 @@ fn mix_and_match_searches_scores_exports_and_serves_sub_networks() {
     let l1_macs = model.level_cost(1).macs;
     let bounded =
         SearchSettings { constraints: vec![budget(&format!("macs<={l1_macs}"))], ..settings.clone() };
-    let within =
-        search_mixes(&model, train_set.clone(), eval.clone(), &bounded, &device, &mut QuietProgress).unwrap();
+    let within = search_mixes(
+        &model,
+        &ImageData::from(train_set.clone()),
+        &ImageData::from(eval.clone()),
+        &bounded,
+        &device,
+        &mut QuietProgress,
+    )
+    .unwrap();
     assert!(within.evaluated.iter().all(|p| p.macs <= l1_macs) && within.evaluated.len() < 27);
     let latency = SearchSettings { constraints: vec![budget("latency-ms=1")], ..settings.clone() };
-    let err = search_mixes(&model, train_set.clone(), eval.clone(), &latency, &device, &mut QuietProgress)
-        .unwrap_err();
+    let err = search_mixes(
+        &model,
+        &ImageData::from(train_set.clone()),
+        &ImageData::from(eval.clone()),
+        &latency,
+        &device,
+        &mut QuietProgress,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("nestednet select"), "{err}");
     // The evolutionary search: seeded, so repeatable.
     let evolve = SearchSettings { exhaustive_limit: 4, population: 2, generations: 2, ..settings.clone() };
-    let a =
-        search_mixes(&model, train_set.clone(), eval.clone(), &evolve, &device, &mut QuietProgress).unwrap();
-    let b =
-        search_mixes(&model, train_set.clone(), eval.clone(), &evolve, &device, &mut QuietProgress).unwrap();
+    let a = search_mixes(
+        &model,
+        &ImageData::from(train_set.clone()),
+        &ImageData::from(eval.clone()),
+        &evolve,
+        &device,
+        &mut QuietProgress,
+    )
+    .unwrap();
+    let b = search_mixes(
+        &model,
+        &ImageData::from(train_set.clone()),
+        &ImageData::from(eval.clone()),
+        &evolve,
+        &device,
+        &mut QuietProgress,
+    )
+    .unwrap();
     assert!(!a.exhaustive && a.evaluated.len() < 27 && a.evaluated.len() > 3);
     assert_eq!(a.evaluated, b.evaluated);
 
     // Every mix on the front is exported and verified; the file reloads alone and computes
     // what the recalibrated mix computes.
     let config = run.load_config::<ModelConfig>().unwrap().model;
-    let calibration = calibration_batches(train_set, 1, 64, settings.seed, &device).unwrap();
+    let calibration =
+        calibration_batches(&ImageData::from(train_set), 1, 64, settings.seed, &device).unwrap();
     let infos = export_front(&run, &model, &config, &mut results, &calibration).unwrap();
     let mixes: Vec<_> = results.front.iter().filter(|p| p.trained_level.is_none()).collect();
     assert_eq!(infos.len(), mixes.len());

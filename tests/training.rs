@@ -11,8 +11,8 @@ use nestednet::data::ImageSet;
 use nestednet::data::epoch_loader;
 use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedModel, NestedNetwork};
 use nestednet::train::{
-    LevelLabels, LrSchedule, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig,
-    evaluate, record_bytes, seeded_model, train,
+    ImageData, LevelLabels, LrSchedule, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData,
+    TrainingConfig, evaluate, record_bytes, seeded_model, train,
 };
 
 fn quick_config(epochs: usize, limit: usize) -> RunConfig<ModelConfig> {
@@ -59,7 +59,9 @@ fn joint_training_learns_every_level_on_real_mnist() {
         &mut QuietProgress,
     )
     .unwrap();
-    let accuracy = evaluate(&outcome.model, test_set, 500, &device, &LevelLabels::fine(3)).unwrap();
+    let accuracy =
+        evaluate(&outcome.model, &ImageData::from(test_set.clone()), 500, &device, &LevelLabels::fine(3))
+            .unwrap();
     for (level, t) in accuracy.iter().enumerate() {
         // 47 steps on 3,000 digits: every level is far above chance (0.1) already.
         assert!(t.accuracy() > 0.78, "level {level} reached only {:.3}", t.accuracy());
@@ -288,6 +290,8 @@ mod mlp {
 
     impl NestedNetwork for Mlp {
         type Level = Mlp;
+        type Input = Tensor<4>;
+        type Output = Tensor<2>;
         fn num_levels(&self) -> usize {
             self.fc1.num_levels()
         }
@@ -367,4 +371,313 @@ fn two_devices_take_one_devices_steps_and_a_killed_run_on_them_resumes_exactly()
     train_on(&cnn(1), alone(&train_set), &devices, &killed, false, &mut QuietProgress).unwrap();
     let resumed = train_on(&cnn(2), alone(&train_set), &devices, &killed, true, &mut QuietProgress).unwrap();
     assert_same_weights(&resumed.model, &straight.model, "two devices: resumed vs uninterrupted run");
+}
+
+/// The plain Eq. 5 loop, written out: each level's cross-entropy weighed `1/n`, its gradient
+/// taken on its own and the gradients summed from the last level down (the order one backward
+/// pass of the summed loss reaches the parameters), one Adam step per batch, the batches in the
+/// data's seeded order. Returns the trained weights.
+fn plain_joint_training(config: &RunConfig<ModelConfig>, train_set: &Arc<ImageSet>) -> Vec<f32> {
+    use nestednet::burn::optim::{GradientsAccumulator, GradientsParams};
+    let training = &config.training;
+    let device = Device::flex().autodiff();
+    let mut model = seeded_model(&config.model, None, training.seed, &device).unwrap();
+    let mut optim = training.optimizer.init();
+    let n = model.num_levels();
+    let set = Arc::new(train_set.take(training.train_limit.expect("a limit")));
+    for epoch in 0..training.epochs as u64 {
+        let loader =
+            epoch_loader(set.clone(), training.batch_size, training.seed, epoch, true, None, &device);
+        for batch in loader.unwrap().iter() {
+            let batch = batch.unwrap();
+            let mut summed = GradientsAccumulator::<NestedModel>::new();
+            for level in (0..n).rev() {
+                let logits = model.forward_level(batch.images.clone(), level);
+                let loss =
+                    nestednet::heads::cross_entropy(logits, batch.labels.clone()).mul_scalar(1.0 / n as f64);
+                summed.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+            }
+            model = optim.step(training.learning_rate, model, summed.grads());
+        }
+    }
+    common::weights(&model.valid())
+}
+
+/// The trainer (any input, phase hooks, levels side by side on the CPU's threads, prefetched
+/// batches, a checkpoint every epoch) trains exactly the weights of the plain Eq. 5 loop, bit
+/// for bit, on `mnist-cnn` and on a residual lattice.
+#[test]
+fn the_trainer_takes_the_plain_joint_steps_bit_for_bit() {
+    use nestednet::models::{LevelRequest, ModelRequest};
+    let (train_set, _) = common::mnist();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let lattice = ModelRequest::new(
+        "mnist-resnet",
+        [1, 28, 28],
+        10,
+        LevelRequest::Lattice("0.5,1;1,2".parse().unwrap()),
+    );
+    for (name, model) in [
+        ("mnist-cnn", ModelConfig::from(NestedMnistCnnConfig::new())),
+        ("mnist-resnet", ModelConfig::from_request(&lattice).unwrap()),
+    ] {
+        let config = RunConfig::new(
+            model,
+            TrainingConfig::new().with_epochs(2).with_train_limit(Some(160)).with_batch_size(32).with_seed(5),
+        );
+        let run = RunDir::new(dir.path().join(name));
+        let trained =
+            train(&config, alone(&train_set), &device, &run, false, &mut QuietProgress).unwrap().model;
+        let (ours, plain) = (common::weights(&trained), plain_joint_training(&config, &train_set));
+        assert_eq!(ours.len(), plain.len(), "{name}");
+        let differing = ours.iter().zip(&plain).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differing, 0, "{name}: {differing} of {} values differ from the plain loop's", ours.len());
+    }
+}
+
+/// A nested network whose input is not an image: token ids, embedded, mean-pooled, then a
+/// nested MLP; and the data it learns from, a `LabelledSet` of the test's own.
+mod tokens {
+    use std::sync::Arc;
+
+    use nestednet::burn::nn::{Embedding, EmbeddingConfig};
+    use nestednet::burn::prelude::*;
+    use nestednet::burn::tensor::activation::relu;
+    use nestednet::data::SplitMix64;
+    use nestednet::models::{Maskable, ModelError, NestedNetwork, NestedNetworkConfig, TokenShape};
+    use nestednet::nn::{NestedLinear, NestedLinearConfig};
+    use nestednet::train::{Batch, BatchOrder, Batches, LabelledSet};
+
+    /// Sequences of `LENGTH` ids from a vocabulary of 16, whose class is the group of four ids
+    /// (`id / 4`) that occurs most often in them (ties to the lowest group).
+    #[derive(Debug, Clone)]
+    pub struct TokenSet {
+        ids: Arc<Vec<i64>>,
+        labels: Arc<Vec<i64>>,
+    }
+
+    pub const LENGTH: usize = 12;
+    pub const VOCABULARY: usize = 16;
+    pub const CLASSES: usize = 4;
+
+    impl TokenSet {
+        pub fn generate(samples: usize, seed: u64) -> Self {
+            let mut rng = SplitMix64::new(seed);
+            let ids: Vec<i64> = (0..samples * LENGTH).map(|_| rng.below(VOCABULARY) as i64).collect();
+            let labels = ids
+                .chunks(LENGTH)
+                .map(|s| {
+                    let mut counts = [0usize; CLASSES];
+                    s.iter().for_each(|&id| counts[id as usize / 4] += 1);
+                    (0..CLASSES).max_by_key(|&g| (counts[g], CLASSES - g)).unwrap() as i64
+                })
+                .collect();
+            Self { ids: Arc::new(ids), labels: Arc::new(labels) }
+        }
+    }
+
+    impl LabelledSet for TokenSet {
+        type Input = Tensor<2, Int>;
+
+        fn len(&self) -> usize {
+            self.labels.len()
+        }
+
+        fn input_shape(&self) -> TokenShape {
+            TokenShape { length: LENGTH, vocabulary: VOCABULARY }
+        }
+
+        fn num_classes(&self) -> usize {
+            CLASSES
+        }
+
+        fn batches(
+            &self,
+            order: BatchOrder,
+            device: &Device,
+        ) -> nestednet::train::Result<Batches<Tensor<2, Int>>> {
+            let n = self.len();
+            let indices = match order.shuffle {
+                true => SplitMix64::for_stream(&[order.seed, order.epoch]).permutation(n),
+                false => (0..n).collect(),
+            };
+            let (set, device) = (self.clone(), device.clone());
+            let chunks: Vec<Vec<usize>> = indices.chunks(order.batch_size).map(<[usize]>::to_vec).collect();
+            Ok(Box::new(chunks.into_iter().map(move |chunk| {
+                let ids: Vec<i64> = chunk
+                    .iter()
+                    .flat_map(|&i| set.ids[i * LENGTH..(i + 1) * LENGTH].iter().copied())
+                    .collect();
+                let labels: Vec<i64> = chunk.iter().map(|&i| set.labels[i]).collect();
+                Ok(Batch {
+                    input: Tensor::from_data(TensorData::new(ids, [chunk.len(), LENGTH]), &device),
+                    targets: Tensor::from_data(TensorData::new(labels, [chunk.len()]), &device),
+                })
+            })))
+        }
+
+        fn take(&self, n: usize) -> Self {
+            let n = n.min(self.len());
+            Self {
+                ids: Arc::new(self.ids[..n * LENGTH].to_vec()),
+                labels: Arc::new(self.labels[..n].to_vec()),
+            }
+        }
+    }
+
+    /// Configuration of [`TokenMlp`].
+    #[derive(Config, Debug)]
+    pub struct TokenMlpConfig {
+        /// Embedding width (shared by every level).
+        pub embedding: usize,
+        /// Hidden units of each level, core first.
+        pub hidden: Vec<usize>,
+    }
+
+    /// Embedded token ids, mean-pooled over the sequence, then a nested two-layer MLP.
+    #[derive(Module, Debug)]
+    pub struct TokenMlp {
+        embedding: Embedding,
+        fc1: NestedLinear,
+        fc2: NestedLinear,
+    }
+
+    impl NestedNetworkConfig for TokenMlpConfig {
+        type Network = TokenMlp;
+
+        fn init_network(&self, device: &Device) -> Result<TokenMlp, ModelError> {
+            let (n, full) = (self.hidden.len(), *self.hidden.last().unwrap());
+            Ok(TokenMlp {
+                embedding: EmbeddingConfig::new(VOCABULARY, self.embedding).init(device),
+                fc1: NestedLinearConfig::new(
+                    self.embedding,
+                    full,
+                    vec![self.embedding; n],
+                    self.hidden.clone(),
+                )
+                .init(device),
+                fc2: NestedLinearConfig::new(full, CLASSES, self.hidden.clone(), vec![CLASSES; n])
+                    .init(device),
+            })
+        }
+
+        fn name(&self) -> String {
+            "token-mlp".into()
+        }
+    }
+
+    impl NestedNetwork for TokenMlp {
+        type Level = TokenMlp;
+        type Input = Tensor<2, Int>;
+        type Output = Tensor<2>;
+
+        fn num_levels(&self) -> usize {
+            self.fc1.num_levels()
+        }
+
+        fn input_shape(&self) -> TokenShape {
+            TokenShape { length: LENGTH, vocabulary: VOCABULARY }
+        }
+
+        fn forward_level(&self, ids: Tensor<2, Int>, level: usize) -> Tensor<2> {
+            let pooled = self.embedding.forward(ids).mean_dim(1).squeeze_dim::<2>(1);
+            self.fc2.forward(relu(self.fc1.forward(pooled, level)), level)
+        }
+
+        fn extract_level(&self, level: usize) -> TokenMlp {
+            TokenMlp {
+                embedding: self.embedding.clone(),
+                fc1: self.fc1.single_level(level),
+                fc2: self.fc2.single_level(level),
+            }
+        }
+
+        fn weight_layers(&self) -> Vec<(String, &dyn Maskable)> {
+            vec![("fc1".into(), &self.fc1), ("fc2".into(), &self.fc2)]
+        }
+
+        fn weight_layers_mut(&mut self) -> Vec<(String, &mut dyn Maskable)> {
+            vec![("fc1".into(), &mut self.fc1), ("fc2".into(), &mut self.fc2)]
+        }
+    }
+}
+
+/// A nested network over token ids (not images) is trained by the same trainer, checkpointed
+/// and resumed exactly, evaluated, reported and exported (verified) like the image models.
+#[test]
+fn a_network_over_token_ids_trains_resumes_reports_and_exports() {
+    use nestednet::train::{
+        ExportFormat, LabelledSet, ReportContext, build_report, export_level, load_level,
+    };
+    use tokens::{TokenMlpConfig, TokenSet};
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let (train_set, test_set) = (TokenSet::generate(1536, 1), TokenSet::generate(512, 2));
+    let config = |epochs| {
+        RunConfig::new(
+            TokenMlpConfig::new(16, vec![4, 8, 32]),
+            TrainingConfig::new()
+                .with_epochs(epochs)
+                .with_batch_size(32)
+                .with_learning_rate(1e-2)
+                .with_seed(9),
+        )
+    };
+    let data = || TrainData::of(train_set.clone(), Some(test_set.clone()));
+    let run = RunDir::new(dir.path().join("tokens"));
+    let straight = train(&config(4), data(), &device, &run, false, &mut QuietProgress).unwrap();
+    let labels = LevelLabels::fine(3);
+    let tallies = evaluate(&straight.model, &test_set, 128, &device, &labels).unwrap();
+    for (level, t) in tallies.iter().enumerate() {
+        // Chance is 0.25; the majority group of 12 ids is easy to learn from mean embeddings.
+        assert!(t.accuracy() > 0.6, "level {level} of the token network reached only {:.3}", t.accuracy());
+    }
+    assert_eq!(straight.history.last().unwrap().test_accuracy.as_ref().unwrap().len(), 3);
+    // Killed after epoch 2 and resumed: the same weights as the uninterrupted run.
+    let killed = RunDir::new(dir.path().join("killed"));
+    train(&config(2), data(), &device, &killed, false, &mut QuietProgress).unwrap();
+    let resumed = train(&config(4), data(), &device, &killed, true, &mut QuietProgress).unwrap();
+    assert_same_weights_of(&resumed.model, &straight.model);
+    // The run folder reloads as the user's own model type.
+    let (_, reloaded) = run.load_model::<TokenMlpConfig>(&device).unwrap();
+    assert_same_weights_of(&reloaded.valid(), &straight.model);
+    // Report and verified exports, as for images.
+    let context = ReportContext {
+        model: "token-mlp",
+        dataset: "tokens",
+        backend: "flex",
+        method: "channels",
+        train_seconds_per_epoch: None,
+        labels: &labels,
+        hierarchy: None,
+        consensus_layer: None,
+    };
+    let report = build_report(&straight.model, &config(4).model, context, &test_set, &device).unwrap();
+    assert_eq!(report.levels.len(), 3);
+    for (l, t) in report.levels.iter().zip(&tallies) {
+        assert_eq!((l.correct, l.total), (t.correct, t.total));
+    }
+    assert!(
+        report.levels[0].params < report.levels[2].params && report.levels[0].macs < report.levels[2].macs
+    );
+    assert_eq!(report.consensus.len(), 1, "the average consensus of same-class levels");
+    for format in [ExportFormat::Burnpack, ExportFormat::Safetensors] {
+        let path = dir.path().join(match format {
+            ExportFormat::Burnpack => "level0.bpk",
+            _ => "level0.safetensors",
+        });
+        let info = export_level(&straight.model, &config(4).model, 0, &path, format).unwrap();
+        assert!(info.max_abs_diff <= 1e-5, "{format:?}: {}", info.max_abs_diff);
+        let (manifest, level) = load_level::<TokenMlpConfig>(&path, &device).unwrap();
+        assert_eq!(manifest.input_shape, test_set.input_shape());
+        let alone = &evaluate(&level, &test_set, 128, &device, &LevelLabels::fine(1)).unwrap()[0];
+        assert_eq!((alone.correct, alone.total), (tallies[0].correct, tallies[0].total), "{format:?}");
+    }
+}
+
+fn assert_same_weights_of<M: Module>(a: &M, b: &M) {
+    let (a, b) = (common::weights(a), common::weights(b));
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "the weights differ");
 }

@@ -14,13 +14,12 @@
 mod model;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use nestednet::data::{DataSource, DatasetKind};
 use nestednet::train::{
-    Backend, BarProgress, ExportFormat, LrSchedule, RunConfig, RunDir, TrainJob, TrainingConfig,
+    Backend, BarProgress, ExportFormat, ImageData, LrSchedule, RunConfig, RunDir, TrainJob, TrainingConfig,
     export_level, run_job_with_data,
 };
 
@@ -66,7 +65,8 @@ fn main() -> Result<()> {
         devices: None,
         resume: args.resume,
     };
-    let outcome = run_job_with_data(&job, Arc::new(train), Arc::new(test), &mut BarProgress::default())?;
+    let outcome =
+        run_job_with_data(&job, ImageData::from(train), ImageData::from(test), &mut BarProgress::default())?;
     println!("\n{}", outcome.report.context("a full run reports")?.table());
     for level in 0..3 {
         let path = args.out.join(format!("level{level}.safetensors"));

@@ -81,6 +81,8 @@ impl NestedNetworkConfig for TinyNetConfig {
 
 impl NestedNetwork for TinyNet {
     type Level = TinyNet;
+    type Input = Tensor<4>;
+    type Output = Tensor<2>;
 
     fn num_levels(&self) -> usize {
         self.bn1.num_levels()

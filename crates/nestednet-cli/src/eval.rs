@@ -1,7 +1,6 @@
 //! `nestednet eval`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Args;
@@ -10,8 +9,8 @@ use nestednet::data::{DataSource, DatasetKind};
 use nestednet::models::NestedModel;
 use nestednet::models::{ModelConfig, NestedNetwork, NestedNetworkConfig};
 use nestednet::train::{
-    ImageSize, LevelLabels, LevelReport, Report, ReportContext, RunDir, anytime_figures, build_report,
-    check_compatible, evaluate, level_outputs, mix_name, plot_early_exit,
+    ImageData, ImageSize, LevelLabels, LevelReport, Report, ReportContext, RunDir, anytime_figures,
+    build_report, check_compatible, evaluate, level_outputs, mix_name, plot_early_exit,
 };
 
 #[derive(Args, Debug)]
@@ -78,7 +77,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         (only, true) => *only,
     };
     let (_, test) = source.load()?;
-    let test = Arc::new(test);
+    let test = ImageData::from(test);
     let labels = config.training.level_labels(model.num_levels());
     check_compatible(&model, &test, &labels, "test")?;
     let model = model.valid();
@@ -97,12 +96,12 @@ pub fn run(a: EvalArgs) -> Result<()> {
             hierarchy,
             consensus_layer: consensus.as_ref(),
         };
-        let report = build_report(&model, &config.model, context, test, &device)?;
+        let report = build_report(&model, &config.model, context, &test, &device)?;
         report.write_to_run(&run)?;
         println!("{}", report.table());
         return Ok(());
     }
-    let tallies = evaluate(&model, test.clone(), 256, &device, &labels)?;
+    let tallies = evaluate(&model, &test, 256, &device, &labels)?;
     println!(
         "| level | name | accuracy | loss | correct/total | params | MACs/sample |\n|---|---|---|---|---|---|---|"
     );
@@ -120,7 +119,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         );
     }
     // What the levels give together: hierarchy metrics, consensus, early exit.
-    let outputs = level_outputs(&model, test, 256, &device)?;
+    let outputs = level_outputs(&model, &test, 256, &device)?;
     let mut together = anytime_figures(&model, &outputs, hierarchy, consensus.as_ref())?;
     let full_macs = model.level_cost(model.num_levels() - 1).macs;
     if let Some(threshold) = a.early_exit {
@@ -189,8 +188,8 @@ fn eval_mix(
 ) -> Result<()> {
     let (train, _) = calibration.load()?;
     let (_, test) = source.load()?;
-    let mixed = crate::export::recalibrated(model, choice, run, Arc::new(train), device)?;
-    let tally = &evaluate(&mixed, Arc::new(test), 256, device, &LevelLabels::fine(1))?[0];
+    let mixed = crate::export::recalibrated(model, choice, run, &ImageData::from(train), device)?;
+    let tally = &evaluate(&mixed, &ImageData::from(test), 256, device, &LevelLabels::fine(1))?[0];
     let cost = mixed.level_cost(0);
     println!(
         "| sub-network | accuracy | loss | correct/total | params | MACs/sample |\n|---|---|---|---|---|---|\n| {} | {:.4} | {:.4} | {}/{} | {} | {} |",

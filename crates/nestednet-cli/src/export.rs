@@ -1,17 +1,15 @@
 //! `nestednet export`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::Device;
-use nestednet::data::ImageSet;
 use nestednet::models::NestedModel;
 use nestednet::models::{ModelConfig, NestedNetwork};
 use nestednet::train::{
-    ConsensusMethod, ExportFormat, RunDir, SearchResults, SearchSettings, calibrated_mix,
+    ConsensusMethod, ExportFormat, ImageData, RunDir, SearchResults, SearchSettings, calibrated_mix,
     calibration_batches, export_consensus, export_level, export_mix, mix_name, parse_mix,
 };
 
@@ -77,7 +75,7 @@ pub fn recalibrated(
     model: &NestedModel,
     choice: &[usize],
     run: &RunDir,
-    train: Arc<ImageSet>,
+    train: &ImageData,
     device: &Device,
 ) -> Result<NestedModel> {
     let defaults = SearchSettings::default();
@@ -138,7 +136,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         Ok(choice) => {
             let source = crate::run_data(&config, None, None, None, true)?;
             let (train, _) = source.load()?;
-            let mixed = recalibrated(&model, &choice, &run, Arc::new(train), &device)?;
+            let mixed = recalibrated(&model, &choice, &run, &ImageData::from(train), &device)?;
             let name = mix_name(&choice);
             let info = export_mix(&mixed, &config.model, &choice, &name, &a.out, format)?;
             let widths: Vec<String> = mixed.level_widths(0).iter().map(|(n, w)| format!("{n} {w}")).collect();

@@ -1,15 +1,14 @@
 //! `nestednet search`: the Mix'n'Match sub-networks of a run, their accuracy–cost Pareto front.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use nestednet::burn::module::Module;
 use nestednet::models::ModelConfig;
 use nestednet::train::{
-    BarProgress, Budget, RunDir, SearchResults, SearchSettings, calibration_batches, export_front,
-    search_mixes,
+    BarProgress, Budget, ImageData, LabelledSet, RunDir, SearchResults, SearchSettings, calibration_batches,
+    export_front, search_mixes,
 };
 
 /// What the search maximises.
@@ -66,7 +65,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
     // set then stays out of the choice), its test set otherwise.
     let source = crate::run_data(&config, None, a.data_dir, None, true)?;
     let (train, eval) = source.load()?;
-    let (train, eval) = (Arc::new(train), Arc::new(eval));
+    let (train, eval) = (ImageData::from(train), ImageData::from(eval));
     let settings = SearchSettings {
         constraints: a.constraints,
         calibration_batches: a.calibration_batches,
@@ -83,11 +82,11 @@ pub fn run(a: SearchArgs) -> Result<()> {
     }
     let mut progress = BarProgress::default();
     let eval_images = eval.len();
-    let mut results = search_mixes(&model, train.clone(), eval, &settings, &device, &mut progress)?;
+    let mut results = search_mixes(&model, &train, &eval, &settings, &device, &mut progress)?;
     let set = if source.validation_split.is_some() { "the run's validation split" } else { "the test set" };
     results.evaluated_on = format!("{set} ({eval_images} images)");
     let calibration = calibration_batches(
-        train,
+        &train,
         settings.calibration_batches,
         settings.calibration_batch_size,
         settings.seed,

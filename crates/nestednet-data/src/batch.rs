@@ -183,10 +183,10 @@ pub fn epoch_loader(
 /// background thread, so that reading, augmenting and uploading the next batch overlaps with
 /// the training step on the current one. Dropping the iterator early stops the thread after
 /// the batch it is working on.
-pub fn prefetch(
-    loader: Arc<dyn DataLoader<ImageBatch>>,
+pub fn prefetch<B: Send + 'static>(
+    loader: Arc<dyn DataLoader<B>>,
     depth: usize,
-) -> impl Iterator<Item = std::result::Result<ImageBatch, DatasetError>> {
+) -> impl Iterator<Item = std::result::Result<B, DatasetError>> + Send {
     let (sender, receiver) = std::sync::mpsc::sync_channel(depth.max(1));
     let worker = std::thread::Builder::new()
         .name("nestednet-prefetch".into())
@@ -201,13 +201,13 @@ pub fn prefetch(
     Prefetch { receiver, worker: Some(worker) }
 }
 
-struct Prefetch {
-    receiver: std::sync::mpsc::Receiver<std::result::Result<ImageBatch, DatasetError>>,
+struct Prefetch<B> {
+    receiver: std::sync::mpsc::Receiver<std::result::Result<B, DatasetError>>,
     worker: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Iterator for Prefetch {
-    type Item = std::result::Result<ImageBatch, DatasetError>;
+impl<B> Iterator for Prefetch<B> {
+    type Item = std::result::Result<B, DatasetError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         match self.receiver.recv() {

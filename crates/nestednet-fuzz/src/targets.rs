@@ -514,7 +514,7 @@ fn seed_files(target: &str, dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
         files.push(("level.json".into(), std::fs::read(dir.join("level.json"))?));
         // A Mix'n'Match sub-network (its manifest names the mix), and the full level as the
         // dense input of nestify.
-        let calibration = calibration_batches(set, 1, 16, 1, &device)?;
+        let calibration = calibration_batches(&nestednet::train::ImageData::from(set), 1, 16, 1, &device)?;
         let choice = [1, 0, 1];
         let mixed = calibrated_mix(&model, &choice, &calibration)?;
         export_mix(&mixed, &config, &choice, "mix-1-0-1", &dir.join("mix.bpk"), ExportFormat::Burnpack)?;

@@ -25,7 +25,8 @@ pub use mnist_cnn::{
 };
 pub use nestednet_nn::{ChannelImportance, Maskable};
 pub use network::{
-    ChannelOrders, LevelCost, MixableLayer, NestedNetwork, NestedNetworkConfig, measure_level,
+    ChannelOrders, InputShape, LevelCost, MixableLayer, NestedNetwork, NestedNetworkConfig, NetworkInput,
+    NetworkOutput, TokenShape, measure_level,
 };
 pub use recipe::{Recipe, RecipeContext, RecipeLevelWeights, RecipeOptimizer, RecipeSchedule};
 pub use registry::{LevelModel, LevelRequest, ModelConfig, ModelFamily, ModelRequest, NestedModel};

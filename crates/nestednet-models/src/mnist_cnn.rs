@@ -254,6 +254,8 @@ impl NestedMnistCnn {
 
 impl NestedNetwork for NestedMnistCnn {
     type Level = MnistCnn;
+    type Input = Tensor<4>;
+    type Output = Tensor<2>;
 
     fn num_levels(&self) -> usize {
         self.conv1.num_levels()
@@ -649,6 +651,8 @@ fn linear_params(linear: &Linear) -> usize {
 /// A plain `mnist-cnn` is a one-level network (what an exported level loads into).
 impl NestedNetwork for MnistCnn {
     type Level = MnistCnn;
+    type Input = Tensor<4>;
+    type Output = Tensor<2>;
 
     fn num_levels(&self) -> usize {
         1

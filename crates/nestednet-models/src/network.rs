@@ -19,6 +19,162 @@ pub struct LevelCost {
     pub macs: usize,
 }
 
+/// What a nested network takes: one batch of its inputs (images `Tensor<4>`, token ids
+/// `Tensor<2, Int>`, or a user's own type). The trainer, the exports and the serving tools move
+/// batches between devices, cut them into shards and draw probe batches through this trait
+/// alone, so that any input can be trained and served.
+pub trait NetworkInput: Clone + Send + Sync + core::fmt::Debug + 'static {
+    /// What one sample looks like, recorded in exports and compared with the data's
+    /// (`[channels, height, width]` for images).
+    type Shape: Clone + PartialEq + core::fmt::Debug + Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// Samples in the batch.
+    fn batch_size(&self) -> usize;
+
+    /// Samples `start..start + len` of the batch (a data-parallel shard).
+    fn narrow_batch(self, start: usize, len: usize) -> Self;
+
+    /// The device the batch is on.
+    fn device(&self) -> Device;
+
+    /// The batch on `device`.
+    fn to_device(self, device: &Device) -> Self;
+
+    /// The batch without its autodiff association (what a detached teacher reads).
+    fn without_autodiff(self) -> Self;
+
+    /// A batch of `batch` zero samples (what the cost probe runs).
+    fn zeros(shape: &Self::Shape, batch: usize, device: &Device) -> Self;
+
+    /// A batch of `batch` valid samples made from the random bits `draw` gives (probe batches
+    /// for latency, export checks and comparisons). `draw` is the caller's own generator, so
+    /// that the device's shared one, which seeded runs depend on, is left alone.
+    fn random(shape: &Self::Shape, batch: usize, draw: &mut dyn FnMut() -> u64, device: &Device) -> Self;
+
+    /// The shape in words, for messages (`1x28x28 images`).
+    fn describe(shape: &Self::Shape) -> String;
+}
+
+/// A uniform float in `[0, 1)` from 53 random bits.
+fn unit(draw: &mut dyn FnMut() -> u64) -> f64 {
+    (draw() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Images `[batch, channels, height, width]`.
+impl NetworkInput for Tensor<4> {
+    type Shape = [usize; 3];
+
+    fn batch_size(&self) -> usize {
+        self.dims()[0]
+    }
+
+    fn narrow_batch(self, start: usize, len: usize) -> Self {
+        self.narrow(0, start, len)
+    }
+
+    fn device(&self) -> Device {
+        Tensor::device(self)
+    }
+
+    fn to_device(self, device: &Device) -> Self {
+        Tensor::to_device(self, device)
+    }
+
+    fn without_autodiff(self) -> Self {
+        self.inner()
+    }
+
+    fn zeros(&[c, h, w]: &[usize; 3], batch: usize, device: &Device) -> Self {
+        Tensor::zeros([batch, c, h, w], device)
+    }
+
+    /// Standard-normal-ish pixels: a centred sum of four uniforms, scaled.
+    fn random(&[c, h, w]: &[usize; 3], batch: usize, draw: &mut dyn FnMut() -> u64, device: &Device) -> Self {
+        let values: Vec<f32> = (0..batch * c * h * w)
+            .map(|_| (((0..4).map(|_| unit(draw)).sum::<f64>() - 2.0) * 1.7) as f32)
+            .collect();
+        Tensor::from_data(TensorData::new(values, [batch, c, h, w]), device)
+    }
+
+    fn describe(&[c, h, w]: &[usize; 3]) -> String {
+        format!("{c}x{h}x{w} images")
+    }
+}
+
+/// The shape of a token-id sequence: its length and the ids it may hold (`0..vocabulary`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenShape {
+    /// Tokens per sequence.
+    pub length: usize,
+    /// Size of the vocabulary: every id lies in `0..vocabulary`.
+    pub vocabulary: usize,
+}
+
+/// Token ids `[batch, length]`.
+impl NetworkInput for Tensor<2, Int> {
+    type Shape = TokenShape;
+
+    fn batch_size(&self) -> usize {
+        self.dims()[0]
+    }
+
+    fn narrow_batch(self, start: usize, len: usize) -> Self {
+        self.narrow(0, start, len)
+    }
+
+    fn device(&self) -> Device {
+        Tensor::device(self)
+    }
+
+    fn to_device(self, device: &Device) -> Self {
+        Tensor::to_device(self, device)
+    }
+
+    fn without_autodiff(self) -> Self {
+        self.inner()
+    }
+
+    fn zeros(shape: &TokenShape, batch: usize, device: &Device) -> Self {
+        Tensor::zeros([batch, shape.length], device)
+    }
+
+    fn random(shape: &TokenShape, batch: usize, draw: &mut dyn FnMut() -> u64, device: &Device) -> Self {
+        let ids: Vec<i64> =
+            (0..batch * shape.length).map(|_| (draw() % shape.vocabulary.max(1) as u64) as i64).collect();
+        Tensor::from_data(TensorData::new(ids, [batch, shape.length]), device)
+    }
+
+    fn describe(shape: &TokenShape) -> String {
+        format!("sequences of {} tokens from a vocabulary of {}", shape.length, shape.vocabulary)
+    }
+}
+
+/// What a nested network outputs: logits that classify one or more rows per sample. Training
+/// (the cross-entropy of each row against its target class), distillation, evaluation and
+/// consensus see them as a `[rows, classes]` matrix ([`into_logits`](Self::into_logits)).
+pub trait NetworkOutput: Clone + Send + Sync + core::fmt::Debug + 'static {
+    /// The logits as `[rows, classes]`: one row per prediction, in the order of the targets.
+    fn into_logits(self) -> Tensor<2>;
+}
+
+/// Class logits `[batch, classes]`: one row per sample.
+impl NetworkOutput for Tensor<2> {
+    fn into_logits(self) -> Tensor<2> {
+        self
+    }
+}
+
+/// Per-position logits `[batch, positions, classes]` (a language model's): one row per
+/// position, sample by sample.
+impl NetworkOutput for Tensor<3> {
+    fn into_logits(self) -> Tensor<2> {
+        self.flatten::<2>(0, 1)
+    }
+}
+
+/// The shape of one sample `M` takes.
+pub type InputShape<M> = <<M as NestedNetwork>::Input as NetworkInput>::Shape;
+
 /// Each re-ordered layer's channel order (new channel `i` = old channel `order[i]`), by name.
 pub type ChannelOrders = Vec<(String, Vec<usize>)>;
 
@@ -32,9 +188,11 @@ pub struct MixableLayer {
 }
 
 /// A nested network: `n` levels in one set of weights, level 0 the core and level `n − 1`
-/// the full network, each classifying the same kind of images.
+/// the full network, each taking the same [`Input`](Self::Input) and giving an
+/// [`Output`](Self::Output) of logits (images → class logits for the built-in models; token
+/// ids → class or per-position logits for a user's own).
 ///
-/// Only four items have no default: [`num_levels`](Self::num_levels),
+/// Only the input and output types and four items have no default: [`num_levels`](Self::num_levels),
 /// [`forward_level`](Self::forward_level), [`input_shape`](Self::input_shape) and
 /// [`extract_level`](Self::extract_level) with its [`Level`](Self::Level) type. A network built
 /// from `nestednet-nn`'s layers then gets its per-level costs and classes measured
@@ -43,25 +201,32 @@ pub struct MixableLayer {
 pub trait NestedNetwork: Module {
     /// One level as a standalone network (exports and serving): its own type, with one level,
     /// is the simplest choice (`type Level = Self`, built with each layer's `single_level`).
-    type Level: NestedNetwork;
+    type Level: NestedNetwork<Input = Self::Input, Output = Self::Output>;
+
+    /// What every level takes: a batch of inputs (`Tensor<4>` images for the built-in models).
+    type Input: NetworkInput;
+
+    /// What every level gives: logits (`Tensor<2>` class logits for the built-in models).
+    type Output: NetworkOutput;
 
     /// Number of levels (level 0 = core, last = full).
     fn num_levels(&self) -> usize;
 
-    /// Logits `[batch, classes_level]` of level `level` for images `[batch, c, h, w]`.
-    fn forward_level(&self, images: Tensor<4>, level: usize) -> Tensor<2>;
+    /// The output of level `level` for `input` (class logits `[batch, classes_level]` for a
+    /// classifier).
+    fn forward_level(&self, input: Self::Input, level: usize) -> Self::Output;
 
-    /// The images the network takes, `[channels, height, width]`.
-    fn input_shape(&self) -> [usize; 3];
+    /// What one sample of the input looks like (`[channels, height, width]` for images).
+    fn input_shape(&self) -> InputShape<Self>;
 
     /// Level `level` as a standalone network whose weights are compact copies of the level's
     /// (masks applied); its level 0 computes what `forward_level(·, level)` computes in
     /// evaluation mode.
     fn extract_level(&self, level: usize) -> Self::Level;
 
-    /// Logits of every level, core first.
-    fn forward_all(&self, images: Tensor<4>) -> Vec<Tensor<2>> {
-        (0..self.num_levels()).map(|k| self.forward_level(images.clone(), k)).collect()
+    /// Outputs of every level, core first.
+    fn forward_all(&self, input: Self::Input) -> Vec<Self::Output> {
+        (0..self.num_levels()).map(|k| self.forward_level(input.clone(), k)).collect()
     }
 
     /// Whether two levels may run their training forward and backward passes at the same time,
@@ -153,8 +318,8 @@ pub trait NestedNetwork: Module {
     /// without touching any level's running statistics. Training a few random sub-networks in
     /// every step beside the levels (the "sandwich rule" of US-Nets) makes the untrained
     /// combinations worth serving.
-    fn forward_mix(&self, images: Tensor<4>, choice: &[usize]) -> crate::Result<Tensor<2>> {
-        let _ = (images, choice);
+    fn forward_mix(&self, input: Self::Input, choice: &[usize]) -> crate::Result<Self::Output> {
+        let _ = (input, choice);
         Err(ModelError::Unsupported("training Mix'n'Match sub-networks (it lists no mixable layer)".into()))
     }
 
@@ -207,14 +372,13 @@ pub trait NestedNetworkConfig: Serialize + DeserializeOwned + Clone + core::fmt:
     }
 }
 
-/// Measures level `level` of `network` by running it once on a single zero image in
+/// Measures level `level` of `network` by running it once on a single zero sample in
 /// evaluation mode (no batch-norm statistics change): the parameters and MACs its nested
 /// layers record (see [`nestednet_nn::record_costs`]) and the number of classes it outputs.
 pub fn measure_level<M: NestedNetwork>(network: &M, level: usize) -> (LevelCost, usize) {
-    let [c, h, w] = network.input_shape();
     let device = network.devices().into_iter().next().map_or_else(Device::default, |d| d.inner());
     let network = network.valid();
-    let images = Tensor::<4>::zeros([1, c, h, w], &device);
-    let (logits, recorded) = record_costs(|| network.forward_level(images, level));
-    (LevelCost { params: recorded.params, macs: recorded.macs }, logits.dims()[1])
+    let input = M::Input::zeros(&network.input_shape(), 1, &device);
+    let (output, recorded) = record_costs(|| network.forward_level(input, level));
+    (LevelCost { params: recorded.params, macs: recorded.macs }, output.into_logits().dims()[1])
 }

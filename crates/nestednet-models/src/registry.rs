@@ -275,6 +275,9 @@ macro_rules! model_registry {
     (@delegate $enum:ident, $level_enum:ident, $($variant:ident),+) => {
         impl NestedNetwork for $enum {
             type Level = $level_enum;
+            // Every built-in model classifies images.
+            type Input = Tensor<4>;
+            type Output = Tensor<2>;
 
             fn num_levels(&self) -> usize {
                 match self { $(Self::$variant(m) => m.num_levels(),)+ }
@@ -290,10 +293,6 @@ macro_rules! model_registry {
 
             fn extract_level(&self, level: usize) -> $level_enum {
                 match self { $(Self::$variant(m) => $level_enum::$variant(m.extract_level(level)),)+ }
-            }
-
-            fn forward_all(&self, images: Tensor<4>) -> Vec<Tensor<2>> {
-                match self { $(Self::$variant(m) => m.forward_all(images),)+ }
             }
 
             fn level_name(&self, level: usize) -> String {

@@ -531,6 +531,8 @@ impl NestedResNet {
 
 impl NestedNetwork for NestedResNet {
     type Level = NestedResNet;
+    type Input = Tensor<4>;
+    type Output = Tensor<2>;
 
     fn num_levels(&self) -> usize {
         self.depths.len()

@@ -1,45 +1,42 @@
 //! Using the levels together: consensus of all levels (NestedNet-A) and anytime inference with
 //! early exit, computed from every level's softmax outputs on a data set.
 
-use std::sync::Arc;
-
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use nestednet_data::{ImageSet, epoch_loader};
-use nestednet_models::NestedNetwork;
+use nestednet_models::{NestedNetwork, NetworkOutput};
 use serde::{Deserialize, Serialize};
 
-use crate::{HierarchyConfig, Result, TrainError};
+use crate::{BatchOrder, HierarchyConfig, LabelledSet, Result, TrainError};
 
-/// Every level's class probabilities on a data set, on the host.
+/// Every level's class probabilities on a data set, on the host: one row per output row (per
+/// sample, for a classifier).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LevelOutputs {
-    /// Per level, `[samples × classes_k]` softmax probabilities, row-major.
+    /// Per level, `[rows × classes_k]` softmax probabilities, row-major.
     pub probs: Vec<Vec<f32>>,
     /// Classes of every level.
     pub classes: Vec<usize>,
-    /// The data set's labels.
+    /// The data set's target class of every row.
     pub fine_labels: Vec<usize>,
 }
 
 /// Runs every level of `model` (evaluation mode) on `set` and keeps the probabilities.
-pub fn level_outputs<M: NestedNetwork>(
-    model: &M,
-    set: Arc<ImageSet>,
-    batch_size: usize,
-    device: &Device,
-) -> Result<LevelOutputs> {
+pub fn level_outputs<M, S>(model: &M, set: &S, batch_size: usize, device: &Device) -> Result<LevelOutputs>
+where
+    M: NestedNetwork,
+    S: LabelledSet<Input = M::Input>,
+{
     let n = model.num_levels();
     let mut probs = vec![Vec::new(); n];
     let mut fine_labels = Vec::new();
-    for batch in epoch_loader(set, batch_size, 0, 0, false, None, device)?.iter() {
-        let batch = batch.map_err(|e| TrainError::Invalid(format!("loading a batch failed: {e}")))?;
+    for batch in set.batches(BatchOrder::in_order(batch_size), device)? {
+        let batch = batch?;
         fine_labels.extend(
             batch
-                .labels
+                .targets
                 .into_data()
                 .convert::<i64>()
                 .try_to_vec::<i64>()
@@ -48,7 +45,7 @@ pub fn level_outputs<M: NestedNetwork>(
                 .map(|&l| l as usize),
         );
         for (level, out) in probs.iter_mut().enumerate() {
-            let p = softmax(model.forward_level(batch.images.clone(), level), 1);
+            let p = softmax(model.forward_level(batch.input.clone(), level).into_logits(), 1);
             out.extend(p.into_data().convert::<f32>().try_to_vec::<f32>().expect("probabilities"));
         }
     }

@@ -27,7 +27,8 @@ use nestednet_models::NestedNetwork;
 use nestednet_prune::{MaskTargets, PruneError, SoftThreshold, threshold_keeping};
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, TrainError};
+use crate::trainer::{EpochPhase, PhaseHooks};
+use crate::{CheckpointState, Progress, Result, TrainError};
 
 /// How a run's masks are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -412,4 +413,96 @@ pub fn layer_densities<M: NestedNetwork>(model: &M, level: usize) -> Vec<LayerDe
             LayerDensity { name, kept, total }
         })
         .collect()
+}
+
+/// Everything training does with a run's masks, phase by phase: the masks on when a network is
+/// built, random masks drawn when it is fresh, the targets checked before training, and the
+/// trainer's phase hooks (magnitude pruning when joint training starts; the relaxed mask of a
+/// mask stage set, re-derived and binarised). Nothing when the run has no masks.
+pub(crate) struct MaskStages<'a> {
+    masking: Option<&'a MaskingConfig>,
+    /// The relaxed mask of the stage in progress.
+    soft: Option<SoftThreshold>,
+}
+
+impl<'a> MaskStages<'a> {
+    /// The stages of `masking` (`None`: no masks).
+    pub(crate) fn new(masking: Option<&'a MaskingConfig>) -> Self {
+        Self { masking, soft: None }
+    }
+
+    /// A fresh network's masks: random nested masks are drawn once, from `seed`.
+    pub(crate) fn on_fresh<M: NestedNetwork>(&self, model: &mut M, seed: u64) -> Result<()> {
+        match self.masking {
+            Some(m) if m.method == MaskMethod::Random => randomize_masks(model, m, seed),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks, before training, that the masks' targets can be reached.
+    pub(crate) fn check<M: NestedNetwork>(&self, model: &M) -> Result<()> {
+        match self.masking {
+            Some(m) => check_reachable(model, m),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<M: NestedNetwork> PhaseHooks<M> for MaskStages<'_> {
+    /// Magnitude pruning when joint training starts after dense training; a mask stage's
+    /// relaxed mask, its τ derived at every epoch start.
+    fn epoch_start(&mut self, model: &mut M, at: EpochPhase, progress: &mut dyn Progress) -> Result<()> {
+        let Some(m) = self.masking else { return Ok(()) };
+        if at.phase == Phase::Joint && at.starts_phase && m.method == MaskMethod::Magnitude && at.epoch > 0 {
+            prune_by_magnitude(model, m)?;
+            progress.message(&format!("pruned by magnitude to {}", m.targets));
+        }
+        self.soft = match at.phase {
+            Phase::Mask(level) => {
+                let soft = SoftThreshold { level, tau: level_threshold(model, m, level)?, gamma: m.gamma };
+                set_soft_threshold(model, Some(soft));
+                Some(soft)
+            }
+            _ => None,
+        };
+        Ok(())
+    }
+
+    /// With density targets, τ follows the weights as they move.
+    fn after_step(&mut self, model: &mut M, global_step: usize) -> Result<()> {
+        if let (Some(m), Some(s)) = (self.masking, self.soft.as_mut())
+            && matches!(m.targets, MaskTargets::Densities(_))
+            && global_step.is_multiple_of(m.recalibrate_every)
+        {
+            s.tau = level_threshold(model, m, s.level)?;
+            set_soft_threshold(model, Some(*s));
+        }
+        Ok(())
+    }
+
+    /// At a mask stage's end, the relaxed mask binarised (τ re-derived first for densities)
+    /// and recorded in the checkpoint state.
+    fn epoch_end(
+        &mut self,
+        model: &mut M,
+        at: EpochPhase,
+        state: &mut CheckpointState,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let (Some(m), Some(mut s), true) = (self.masking, self.soft, at.ends_phase) else { return Ok(()) };
+        if matches!(m.targets, MaskTargets::Densities(_)) {
+            s.tau = level_threshold(model, m, s.level)?;
+        }
+        let dropped = binarise_level(model, s)?;
+        if s.tau.is_finite() {
+            progress.message(&format!(
+                "level {}: binarised the mask at tau = {:.6} ({dropped} weights dropped)",
+                s.level, s.tau
+            ));
+            state.thresholds.push((s.level, s.tau));
+        } else {
+            progress.message(&format!("level {}: every weight kept (density 1)", s.level));
+        }
+        Ok(())
+    }
 }

@@ -34,14 +34,16 @@ use burn::store::{
     BurnToPyTorchAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot, PyTorchToBurnAdapter, bridge,
 };
 use burn::tensor::{Bytes, DType};
-use nestednet_data::SplitMix64;
-use nestednet_models::{NestedNetwork, NestedNetworkConfig};
+use nestednet_models::{InputShape, NestedNetwork, NestedNetworkConfig, NetworkOutput};
 use nestednet_prune::{IndexArray, SparseLayout, SparseTensor};
 use nestednet_schedule::check_level;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
-use crate::{HierarchyConfig, LevelOutputs, Result, TrainError, load_record, record_bytes, write_atomic};
+use crate::data::InputOf;
+use crate::{
+    HierarchyConfig, LevelOutputs, Result, TrainError, load_record, probe_input, record_bytes, write_atomic,
+};
 
 /// File format of an exported level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,16 +90,16 @@ impl core::str::FromStr for ExportFormat {
 /// level, which rebuild the level's network (a burnpack's `.json`, a safetensors file's
 /// `nestednet.export` metadata).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(bound(deserialize = "C: NestedNetworkConfig"))]
-pub struct LevelExport<C> {
+#[serde(bound(serialize = "C: NestedNetworkConfig", deserialize = "C: NestedNetworkConfig"))]
+pub struct LevelExport<C: NestedNetworkConfig> {
     /// The nested model's configuration.
     pub model: C,
     /// The exported level.
     pub level: usize,
     /// Its name.
     pub level_name: String,
-    /// Images it takes, `[channels, height, width]`.
-    pub input_shape: [usize; 3],
+    /// What one sample of its input looks like (images: `[channels, height, width]`).
+    pub input_shape: InputShape<C::Network>,
     /// Classes it predicts.
     pub classes: usize,
     /// A Mix'n'Match sub-network instead of a trained level: the level whose width each
@@ -213,9 +215,9 @@ fn export_checked<C: NestedNetworkConfig>(
     // Read the file back and compare it with the nested level.
     let device = network.devices().into_iter().next().map_or_else(Device::default, |d| d.inner());
     let (_, reloaded) = load_level_as::<C>(path, format, &device)?;
-    let images = probe_images(network.input_shape(), 8, &device);
-    let nested = network.forward_level(images.clone(), level);
-    let alone = reloaded.valid().forward_level(images, 0);
+    let input = probe::<InputOf<C>>(&network.input_shape(), 8, &device);
+    let nested = network.forward_level(input.clone(), level).into_logits();
+    let alone = reloaded.valid().forward_level(input, 0).into_logits();
     let max_abs_diff = (alone - nested).abs().max().into_scalar::<f32>();
     // NaN fails too.
     if max_abs_diff.is_nan() || max_abs_diff > EXPORT_TOLERANCE {
@@ -234,18 +236,10 @@ fn export_checked<C: NestedNetworkConfig>(
     })
 }
 
-/// `n` fixed pseudo-random images (standard-normal-ish, from a seeded host generator: no
-/// device generator is touched) to compare an export with its nested level.
-pub(crate) fn probe_images([c, h, w]: [usize; 3], n: usize, device: &Device) -> Tensor<4> {
-    let mut rng = SplitMix64::new(0x5eed);
-    let values: Vec<f32> = (0..n * c * h * w)
-        .map(|_| {
-            // Sum of four uniforms, centred: close enough to a normal for a comparison.
-            let u: f64 = (0..4).map(|_| (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64).sum();
-            ((u - 2.0) * 1.7) as f32
-        })
-        .collect();
-    Tensor::from_data(TensorData::new(values, [n, c, h, w]), device)
+/// `n` fixed pseudo-random inputs (from a seeded host generator: no device generator is
+/// touched) to compare an export with its nested level.
+pub(crate) fn probe<I: nestednet_models::NetworkInput>(shape: &I::Shape, n: usize, device: &Device) -> I {
+    probe_input(shape, n, 0x5eed, device)
 }
 
 /// `FILE.json` beside a burnpack export (`level0.bpk` → `level0.json`).
@@ -760,22 +754,25 @@ pub struct ConsensusModel<C: NestedNetworkConfig> {
 }
 
 impl<C: NestedNetworkConfig> ConsensusModel<C> {
-    /// Every level's probabilities for `images`.
-    pub fn outputs(&self, images: Tensor<4>) -> LevelOutputs {
-        let n = images.dims()[0];
+    /// Every level's probabilities for `input`, one row per output row.
+    pub fn outputs(&self, input: InputOf<C>) -> LevelOutputs {
         let mut probs = Vec::new();
         let mut classes = Vec::new();
+        let mut rows = 0;
         for level in &self.levels {
-            let p = burn::tensor::activation::softmax(level.forward_level(images.clone(), 0), 1);
-            classes.push(p.dims()[1]);
+            let p = burn::tensor::activation::softmax(level.forward_level(input.clone(), 0).into_logits(), 1);
+            let [r, c] = p.dims();
+            rows = r;
+            classes.push(c);
             probs.push(p.into_data().convert::<f32>().try_to_vec::<f32>().expect("probabilities"));
         }
-        LevelOutputs { probs, classes, fine_labels: vec![0; n] }
+        LevelOutputs { probs, classes, fine_labels: vec![0; rows] }
     }
 
-    /// The consensus's fine-class prediction for every image.
-    pub fn predict(&self, images: Tensor<4>) -> Result<Vec<usize>> {
-        let outputs = self.outputs(images);
+    /// The consensus's fine-class prediction for every output row of `input` (every image, for
+    /// an image classifier).
+    pub fn predict(&self, input: InputOf<C>) -> Result<Vec<usize>> {
+        let outputs = self.outputs(input);
         match (self.manifest.method, &self.layer) {
             (ConsensusMethod::Average, _) => outputs.consensus_average(self.manifest.hierarchy.as_ref()),
             (ConsensusMethod::Learned, Some(layer)) => outputs.consensus_learned(layer),
@@ -835,11 +832,12 @@ pub fn export_consensus<C: NestedNetworkConfig>(
     // Verify: the folder's consensus against the nested levels' on the same images.
     let device = network.devices().into_iter().next().map_or_else(Device::default, |d| d.inner());
     let reloaded = load_consensus_export::<C>(dir, &device)?;
-    let images = probe_images(network.input_shape(), 64, &device);
-    let mut nested = reloaded.outputs(images.clone());
+    let input = probe::<InputOf<C>>(&network.input_shape(), 64, &device);
+    let mut nested = reloaded.outputs(input.clone());
     nested.probs = (0..network.num_levels())
         .map(|k| {
-            let p = burn::tensor::activation::softmax(network.forward_level(images.clone(), k), 1);
+            let p =
+                burn::tensor::activation::softmax(network.forward_level(input.clone(), k).into_logits(), 1);
             p.into_data().convert::<f32>().try_to_vec::<f32>().expect("probabilities")
         })
         .collect();
@@ -847,7 +845,7 @@ pub fn export_consensus<C: NestedNetworkConfig>(
         (ConsensusMethod::Learned, Some(layer)) => nested.consensus_learned(layer)?,
         _ => nested.consensus_average(hierarchy)?,
     };
-    let got = reloaded.predict(images)?;
+    let got = reloaded.predict(input)?;
     let differing = got.iter().zip(&expected).filter(|(a, b)| a != b).count();
     if differing > 0 {
         return Err(TrainError::Invalid(format!(

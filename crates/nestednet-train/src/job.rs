@@ -1,13 +1,12 @@
 //! The whole job behind `nestednet train` and the examples: load data, train, report.
 
-use std::sync::Arc;
-
-use nestednet_data::{DataSource, ImageSet};
+use nestednet_data::DataSource;
 use nestednet_models::{NestedNetwork, NestedNetworkConfig};
 
+use crate::data::InputOf;
 use crate::{
-    Backend, DeviceList, Progress, Report, Result, RunConfig, RunDir, TrainData, TrainError, TrainOutcome,
-    build_report, level_outputs, train, train_learned_consensus, train_on,
+    Backend, DeviceList, ImageData, LabelledSet, Progress, Report, Result, RunConfig, RunDir, TrainData,
+    TrainError, TrainOutcome, build_report, level_outputs, train, train_learned_consensus, train_on,
 };
 
 /// A complete training job, for any nested network `C` (a built-in
@@ -41,28 +40,34 @@ pub struct JobOutcome<M> {
 
 /// Loads the data, trains every level jointly, then measures every level and writes
 /// `report.json` and `accuracy_vs_macs.png` into the run folder.
-pub fn run_job<C: NestedNetworkConfig>(
-    job: &TrainJob<C>,
-    progress: &mut dyn Progress,
-) -> Result<JobOutcome<C::Network>> {
+pub fn run_job<C>(job: &TrainJob<C>, progress: &mut dyn Progress) -> Result<JobOutcome<C::Network>>
+where
+    C: NestedNetworkConfig,
+    C::Network: NestedNetwork<Input = burn::prelude::Tensor<4>>,
+{
     let (train_set, test_set) = job.data.load()?;
-    run_job_with_data(job, Arc::new(train_set), Arc::new(test_set), progress)
+    run_job_with_data(job, ImageData::from(train_set), ImageData::from(test_set), progress)
 }
 
-/// [`run_job`] on data already loaded (from `job.data`).
-pub fn run_job_with_data<C: NestedNetworkConfig>(
+/// [`run_job`] on data already loaded (from `job.data`, or any labelled data the network
+/// takes).
+pub fn run_job_with_data<C, S>(
     job: &TrainJob<C>,
-    train_set: Arc<ImageSet>,
-    test_set: Arc<ImageSet>,
+    train_set: S,
+    test_set: S,
     progress: &mut dyn Progress,
-) -> Result<JobOutcome<C::Network>> {
+) -> Result<JobOutcome<C::Network>>
+where
+    C: NestedNetworkConfig,
+    S: LabelledSet<Input = InputOf<C>>,
+{
     let training = &job.config.training;
     let device = job.backend.device()?;
     // Everything that needs no data is checked before the data are touched.
     let network = job.config.validate(&device)?;
     let names: Vec<String> = (0..network.num_levels()).map(|k| network.level_name(k)).collect();
     progress.message(&format!(
-        "training {} levels of {} ({}; {}) on {} ({} train / {} test images) with {}",
+        "training {} levels of {} ({}; {}) on {} ({} train / {} test {}) with {}",
         names.len(),
         job.config.model.name(),
         names.join(","),
@@ -70,13 +75,14 @@ pub fn run_job_with_data<C: NestedNetworkConfig>(
         training.dataset,
         training.train_limit.map_or(train_set.len(), |n| n.min(train_set.len())),
         test_set.len(),
+        test_set.sample_name(),
         job.devices.as_ref().map_or_else(|| job.backend.to_string(), |list| format!("devices {list}"))
     ));
     let train_for_consensus = match training.train_limit {
-        Some(n) => Arc::new(train_set.take(n)),
+        Some(n) => train_set.take(n),
         None => train_set.clone(),
     };
-    let data = TrainData::new(train_set, Some(test_set.clone()));
+    let data = TrainData::of(train_set, Some(test_set.clone()));
     let outcome = match &job.devices {
         Some(list) => {
             if list.main_backend() != job.backend {
@@ -99,7 +105,7 @@ pub fn run_job_with_data<C: NestedNetworkConfig>(
     // NestedNet-L: a layer on all levels' outputs, trained after them on the training set.
     let consensus = if model.num_levels() > 1 {
         progress.message("training the learned consensus of the levels (NestedNet-L)...");
-        let train_outputs = level_outputs(model, train_for_consensus, 256, &device)?;
+        let train_outputs = level_outputs(model, &train_for_consensus, 256, &device)?;
         let layer = train_learned_consensus(&train_outputs, 300, &device)?;
         job.run.save_consensus(&layer)?;
         Some(layer)
@@ -120,7 +126,7 @@ pub fn run_job_with_data<C: NestedNetworkConfig>(
             hierarchy: training.hierarchy.as_ref(),
             consensus_layer: consensus.as_ref(),
         },
-        test_set,
+        &test_set,
         &device,
     )?;
     report.write_to_run(&job.run)?;
@@ -133,15 +139,18 @@ pub fn run_job_with_data<C: NestedNetworkConfig>(
 /// (its depth of the hierarchy, if any), without masks or distillation, into `run`; returns
 /// its tally on `test` and training time. This is the baseline a nested level is measured
 /// against.
-pub fn train_level_alone<C: NestedNetworkConfig>(
+pub fn train_level_alone<C, S>(
     config: &RunConfig<C>,
     level: usize,
-    train_set: Arc<ImageSet>,
-    test_set: Arc<ImageSet>,
+    (train_set, test_set): (S, S),
     device: &burn::prelude::Device,
     run: &RunDir,
     progress: &mut dyn Progress,
-) -> Result<LevelAlone> {
+) -> Result<LevelAlone>
+where
+    C: NestedNetworkConfig,
+    S: LabelledSet<Input = InputOf<C>>,
+{
     let alone = config.model.level_alone(level).ok_or_else(|| {
         TrainError::Invalid(format!("{} cannot make level {level} a network of its own", config.model.name()))
     })?;
@@ -151,7 +160,7 @@ pub fn train_level_alone<C: NestedNetworkConfig>(
                 TrainError::Invalid(format!("the hierarchy gives no depth to level {level}"))
             })?;
             let (map, classes) = (&h.hierarchy.depths[depth].of_fine, h.hierarchy.num_classes(depth));
-            (Arc::new(train_set.relabel(map, classes)?), Arc::new(test_set.relabel(map, classes)?))
+            (train_set.relabel(map, classes)?, test_set.relabel(map, classes)?)
         }
         None => (train_set, test_set),
     };
@@ -161,8 +170,8 @@ pub fn train_level_alone<C: NestedNetworkConfig>(
     training.distillation = None;
     training.level_loss_weights = None;
     let alone = RunConfig::new(alone, training);
-    let outcome = train(&alone, TrainData::new(train_set, None), device, run, false, progress)?;
-    let tallies = crate::evaluate(&outcome.model, test_set, 500, device, &crate::LevelLabels::fine(1))?;
+    let outcome = train(&alone, TrainData::of(train_set, None), device, run, false, progress)?;
+    let tallies = crate::evaluate(&outcome.model, &test_set, 500, device, &crate::LevelLabels::fine(1))?;
     Ok(LevelAlone {
         tally: tallies.into_iter().next().expect("one level"),
         train_seconds: outcome.history.iter().map(|m| m.train_seconds).sum(),
@@ -191,12 +200,16 @@ impl LevelAlone {
 /// fine-tuned in its own run folder `RUN/density-D/` (a normal run: `eval`, `export` and
 /// `inspect` work on it). The networks' reports are then put side by side, one line per
 /// density, in `RUN/report.json`.
-pub fn run_magnitude_jobs<C: NestedNetworkConfig>(
+pub fn run_magnitude_jobs<C, S>(
     job: &TrainJob<C>,
-    train_set: Arc<ImageSet>,
-    test_set: Arc<ImageSet>,
+    train_set: S,
+    test_set: S,
     progress: &mut dyn Progress,
-) -> Result<Report> {
+) -> Result<Report>
+where
+    C: NestedNetworkConfig,
+    S: LabelledSet<Input = InputOf<C>>,
+{
     let training = &job.config.training;
     let Some(masking) = training.masking.clone().filter(|m| m.method == crate::MaskMethod::Magnitude) else {
         return Err(TrainError::Invalid("run_magnitude_jobs needs magnitude masks".into()));

@@ -21,6 +21,7 @@
 mod anytime;
 mod compression;
 mod config;
+mod data;
 mod device;
 mod error;
 mod export;
@@ -35,6 +36,7 @@ mod run;
 mod search;
 mod select;
 mod settings;
+mod step;
 mod trainer;
 
 pub use anytime::{EarlyExit, LevelOutputs, level_outputs, train_learned_consensus};
@@ -45,6 +47,7 @@ pub use compression::{
 pub use config::{
     DistillationConfig, FORMAT_VERSION, LrSchedule, OptimizerConfig, RunConfig, TrainingConfig,
 };
+pub use data::{Batch, BatchOrder, Batches, ImageData, InputOf, LabelledSet, check_compatible};
 pub use device::{Backend, cpu_pool_threads, join_cpu_thread_pool};
 pub use error::{Result, TrainError};
 pub use export::{
@@ -63,7 +66,7 @@ pub use parallel::{DeviceList, DeviceSpec, TrainDevices};
 pub use plot::{plot_accuracy_vs_macs, plot_early_exit};
 pub use report::{
     EARLY_EXIT_SWEEP, LevelReport, LevelsTogether, Report, ReportContext, anytime_figures, build_report,
-    latency_samples_ms, measure_latency, median_latency_ms,
+    latency_samples_ms, measure_latency, median_latency_ms, probe_input,
 };
 pub use run::{
     CheckpointState, MAX_NETWORK_PARAMS, RunDir, RunLock, load_record, record_bytes, skeleton,
@@ -79,7 +82,7 @@ pub use select::{
     select_within,
 };
 pub use settings::{ImageSize, Method, OptimizerKind, ResolvedRun, Task, TrainSettings, UnnestedLayer};
+pub use step::{DistillStep, JointStep, StepStats, level_gradients, train_step};
 pub use trainer::{
-    DistillStep, StepStats, TrainData, TrainOutcome, check_compatible, evaluate, level_gradients,
-    seeded_model, train, train_on, train_step, train_step_levels, train_step_levels_deferred, with_init_lock,
+    Teacher, TrainData, TrainOutcome, evaluate, seeded_model, train, train_on, with_init_lock,
 };

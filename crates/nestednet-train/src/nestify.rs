@@ -7,7 +7,9 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::prelude::*;
-use nestednet_models::{ChannelImportance, ChannelOrders, ModelError, NestedNetwork, NestedNetworkConfig};
+use nestednet_models::{
+    ChannelImportance, ChannelOrders, ModelError, NestedNetwork, NestedNetworkConfig, NetworkOutput,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -85,14 +87,14 @@ pub fn nestify<C: NestedNetworkConfig>(
         }
         None => (dense.clone(), Vec::new()),
     };
-    let images = crate::export::probe_images(dense.input_shape(), 8, device);
-    let reference = dense.forward_level(images.clone(), 0);
+    let input = crate::export::probe::<crate::data::InputOf<C>>(&dense.input_shape(), 8, device);
+    let reference = dense.forward_level(input.clone(), 0).into_logits();
     let diff = |logits: Tensor<2>| (logits - reference.clone()).abs().max().into_scalar::<f32>();
-    let reorder_max_abs_diff = diff(ordered.forward_level(images.clone(), 0));
+    let reorder_max_abs_diff = diff(ordered.forward_level(input.clone(), 0).into_logits());
     let mut network = seeded_model(config, masking, seed, device)?;
     network.load_dense(&ordered)?;
     let full = network.num_levels() - 1;
-    let full_level_max_abs_diff = diff(network.valid().forward_level(images, full));
+    let full_level_max_abs_diff = diff(network.valid().forward_level(input, full).into_logits());
     for (what, d) in
         [("re-ordering its channels", reorder_max_abs_diff), ("nesting it", full_level_max_abs_diff)]
     {

@@ -31,7 +31,12 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{Backend, Result, TrainError};
+use burn::tensor::distributed::{DistributedConfig, DistributedContext, ReduceOperation};
+use nestednet_heads::JointLoss;
+use nestednet_models::{NestedNetwork, NetworkInput};
+
+use crate::step::{DistillStep, JointStep, StepStats, level_gradients};
+use crate::{Backend, LevelLabels, Result, TrainError};
 
 /// One device of a data-parallel run, as written on the command line: `flex`, `cuda:1`,
 /// `wgpu:0=2` (`=share`: its part of each batch, relative to the others'; default 1).
@@ -395,6 +400,168 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "panicked".to_string()
+    }
+}
+
+/// The per-device half of a data-parallel step: the batch's shards, their gradients on their
+/// devices' worker threads, gathered and summed on the main device.
+pub(crate) struct ShardedStep {
+    devices: TrainDevices,
+    autodiff: Vec<Device>,
+    workers: DeviceWorkers,
+    /// Burn's communication servers, while DDP trains (dropping it tears them down).
+    _ddp: Option<DistributedContext>,
+}
+
+/// One shard of a distilled step, owned by its worker: temperature, α, the teacher's logits of
+/// the shard's rows, and the level labels.
+type ShardDistill = (f64, f64, Option<Tensor<2>>, LevelLabels);
+
+impl ShardedStep {
+    pub(crate) fn new(devices: &TrainDevices) -> Result<Self> {
+        devices.check_ddp()?;
+        let ddp = devices.ddp().then(|| {
+            DistributedContext::init(
+                devices.devices().to_vec(),
+                DistributedConfig { all_reduce_op: ReduceOperation::Sum },
+            )
+        });
+        Ok(Self {
+            devices: devices.clone(),
+            autodiff: devices.devices().iter().map(|d| d.clone().autodiff()).collect(),
+            workers: DeviceWorkers::spawn(devices.len())?,
+            _ddp: ddp,
+        })
+    }
+
+    /// The gradients of the whole batch's joint loss (each shard's loss weighted by its part
+    /// of the batch), on the main device, and the batch's statistics there.
+    pub(crate) fn gradients<M: NestedNetwork + 'static>(
+        &self,
+        model: &M,
+        step: JointStep<'_, M::Input>,
+    ) -> Result<(GradientsParams, StepStats)> {
+        type ShardJob = Box<dyn FnOnce() -> (GradientsParams, StepStats) + Send>;
+        let samples = step.input.batch_size();
+        // Rows of the output (and targets) per sample: 1 for a classifier.
+        let rows_per_sample = step.targets.first().map_or(1, |t| t.dims()[0] / samples.max(1));
+        let ranges = self.devices.shard_ranges(samples);
+        let ddp = self.devices.ddp();
+        let jobs: Vec<Option<ShardJob>> = ranges
+            .iter()
+            .zip(&self.autodiff)
+            .map(|(range, device)| {
+                // Every device takes part in DDP's all-reduce: one left without samples (a
+                // small last batch) computes the first sample's gradient with weight 0.
+                let (start, len, weight) = match (range.is_empty(), ddp) {
+                    (true, false) => return None,
+                    (true, true) => (0, 1, 0),
+                    (false, _) => (range.start, range.len(), range.len()),
+                };
+                let rows =
+                    |t: &Tensor<2>| t.clone().narrow(0, start * rows_per_sample, len * rows_per_sample);
+                let model = model.clone();
+                let device = device.clone();
+                let input = step.input.clone().narrow_batch(start, len);
+                let targets: Vec<Tensor<1, Int>> = step
+                    .targets
+                    .iter()
+                    .map(|t| t.clone().narrow(0, start * rows_per_sample, len * rows_per_sample))
+                    .collect();
+                let joint: JointLoss = step.joint.clone();
+                let levels = step.levels.to_vec();
+                let mixes = step.mixes.to_vec();
+                let distill: Option<ShardDistill> = step
+                    .distill
+                    .map(|d| (d.temperature, d.alpha, d.teacher_logits.as_ref().map(rows), d.labels.clone()));
+                let shard = Shard {
+                    model,
+                    device,
+                    ddp,
+                    input,
+                    targets,
+                    joint,
+                    levels,
+                    mixes,
+                    distill,
+                    scale: weight as f64 / samples as f64,
+                };
+                let job: ShardJob = Box::new(move || shard.gradients());
+                Some(job)
+            })
+            .collect();
+        // The last optimizer step's writes must be done before other threads read the weights.
+        self.devices
+            .main()
+            .sync()
+            .map_err(|e| TrainError::Device(format!("the main device failed: {e:?}")))?;
+        let results = self.workers.run(jobs, self.devices.names())?;
+        let main_autodiff = &self.autodiff[0];
+        let mut grads = Vec::with_capacity(results.len());
+        let mut stats: Option<StepStats> = None;
+        for ((g, s), range) in results.into_iter().zip(&ranges).filter_map(|(r, range)| Some((r?, range))) {
+            // Under DDP every device holds the all-reduced sum already: the main device's is
+            // the step's gradient.
+            if !ddp || grads.is_empty() {
+                grads.push(g);
+            }
+            if range.is_empty() {
+                continue; // a DDP device's stand-in sample
+            }
+            let s = s.to_device(main_autodiff);
+            stats = Some(match stats {
+                Some(total) => total.merge(s),
+                None => s,
+            });
+        }
+        let stats = stats.ok_or_else(|| TrainError::Invalid("an empty batch".into()))?;
+        Ok((gather_and_sum(model, grads, self.devices.main()), stats))
+    }
+}
+
+/// One device's shard of a data-parallel step, owned by that device's worker thread.
+struct Shard<M: NestedNetwork> {
+    model: M,
+    device: Device,
+    ddp: bool,
+    input: M::Input,
+    targets: Vec<Tensor<1, Int>>,
+    joint: JointLoss,
+    levels: Vec<usize>,
+    mixes: Vec<Vec<usize>>,
+    distill: Option<ShardDistill>,
+    /// The shard's part of the batch (its loss's weight).
+    scale: f64,
+}
+
+impl<M: NestedNetwork> Shard<M> {
+    /// The shard's gradients and statistics, on its device.
+    fn gradients(self) -> (GradientsParams, StepStats) {
+        let device = self.device;
+        let model = self.model.fork(&device);
+        let model = if self.ddp { model.map(&mut MarkDistributed) } else { model };
+        let distill = self.distill.as_ref().map(|(temperature, alpha, teacher, labels)| DistillStep {
+            temperature: *temperature,
+            alpha: *alpha,
+            teacher_logits: teacher.clone().map(|t| t.to_device(&device)),
+            labels,
+        });
+        let step = JointStep {
+            input: self.input.to_device(&device),
+            targets: self.targets.into_iter().map(|l| l.to_device(&device)).collect(),
+            levels: &self.levels,
+            joint: &self.joint,
+            distill: distill.as_ref(),
+            mixes: &self.mixes,
+        };
+        let out = level_gradients(&model, step, self.scale);
+        // The gradients are read on the main thread next: wait until this thread's queued work
+        // is done. (Without it, two workers on one wgpu device trained to garbage: the fusion
+        // streams are per thread.)
+        if let Err(e) = device.clone().inner().sync() {
+            panic!("the device failed: {e:?}");
+        }
+        out
     }
 }
 

@@ -1,19 +1,18 @@
 //! Per-level reports: accuracy, active parameters, MACs, exported size and measured latency.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use nestednet_data::ImageSet;
-use nestednet_models::{NestedNetwork, NestedNetworkConfig};
+use nestednet_models::{NestedNetwork, NestedNetworkConfig, NetworkInput, NetworkOutput};
 use serde::{Deserialize, Serialize};
 
 use nestednet_heads::{HierarchyLevelMetrics, hierarchy_metrics};
 
+use crate::data::InputOf;
 use crate::{
-    EarlyExit, HierarchyConfig, LayerDensity, LevelLabels, LevelOutputs, Result, RunDir, TrainError,
-    evaluate, export_sizes, layer_densities, level_outputs, record_bytes, write_atomic,
+    EarlyExit, HierarchyConfig, LabelledSet, LayerDensity, LevelLabels, LevelOutputs, Result, RunDir,
+    TrainError, evaluate, export_sizes, layer_densities, level_outputs, record_bytes, write_atomic,
 };
 
 /// One level's line of the report.
@@ -109,7 +108,7 @@ pub fn measure_latency<M: NestedNetwork>(
     let standalone = model.extract_level(level);
     median_latency_ms(
         |x| standalone.forward_level(x, 0),
-        model.input_shape(),
+        &model.input_shape(),
         batch,
         device,
         min_runs,
@@ -117,43 +116,48 @@ pub fn measure_latency<M: NestedNetwork>(
     )
 }
 
-/// Median wall-clock milliseconds of `forward` on a random `[batch, c, h, w]` input on `device`,
-/// after 3 warm-up calls, each call ending with a read of the logits. Runs at least `min_runs`
-/// calls and at least ~`min_ms` milliseconds (at most 10,000 calls).
-pub fn median_latency_ms(
-    forward: impl Fn(Tensor<4>) -> Tensor<2>,
-    input: [usize; 3],
+/// Median wall-clock milliseconds of `forward` on a random batch of `batch` inputs of `shape`
+/// on `device`, after 3 warm-up calls, each call ending with a read of the logits. Runs at
+/// least `min_runs` calls and at least ~`min_ms` milliseconds (at most 10,000 calls).
+pub fn median_latency_ms<I: NetworkInput, O: NetworkOutput>(
+    forward: impl Fn(I) -> O,
+    shape: &I::Shape,
     batch: usize,
     device: &Device,
     min_runs: usize,
     min_ms: f64,
 ) -> f64 {
-    let times = latency_samples_ms(forward, input, batch, device, min_runs, min_ms);
+    let times = latency_samples_ms(forward, shape, batch, device, min_runs, min_ms);
     times[times.len() / 2]
 }
 
+/// A batch of `batch` random inputs of `shape`, drawn from a generator of their own seeded
+/// with `seed`, not Burn's: that one is shared by the whole process, and a draw here while a
+/// training in another thread seeds and draws its weights would change that training's
+/// network.
+pub fn probe_input<I: NetworkInput>(shape: &I::Shape, batch: usize, seed: u64, device: &Device) -> I {
+    let mut rng = nestednet_data::SplitMix64::new(seed);
+    I::random(shape, batch, &mut || rng.next_u64(), device)
+}
+
 /// Every timed call of [`median_latency_ms`], in milliseconds, sorted (at least one).
-pub fn latency_samples_ms(
-    forward: impl Fn(Tensor<4>) -> Tensor<2>,
-    [c, h, w]: [usize; 3],
+pub fn latency_samples_ms<I: NetworkInput, O: NetworkOutput>(
+    forward: impl Fn(I) -> O,
+    shape: &I::Shape,
     batch: usize,
     device: &Device,
     min_runs: usize,
     min_ms: f64,
 ) -> Vec<f64> {
-    // Inputs from a generator of their own, not Burn's: that one is shared by the whole process,
-    // and a draw here while a training in another thread seeds and draws its weights would
-    // change that training's network.
-    let values = nestednet_data::SplitMix64::new(0x1a7e_09c7).uniform_f32(batch * c * h * w, -2.0, 2.0);
-    let x = Tensor::<4>::from_data(TensorData::new(values, [batch, c, h, w]), device);
+    let x: I = probe_input(shape, batch, 0x1a7e_09c7, device);
     for _ in 0..3 {
-        let _ = forward(x.clone()).into_data();
+        let _ = forward(x.clone()).into_logits().into_data();
     }
     let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < min_runs.max(1) || start.elapsed().as_secs_f64() * 1e3 < min_ms {
         let t = Instant::now();
-        let _ = forward(x.clone()).into_data();
+        let _ = forward(x.clone()).into_logits().into_data();
         times.push(t.elapsed().as_secs_f64() * 1e3);
         if times.len() >= 10_000 {
             break;
@@ -186,14 +190,18 @@ pub struct ReportContext<'a> {
 
 /// Builds the report of `model` (evaluation mode, plain device; built from `config`) on
 /// `test`.
-pub fn build_report<C: NestedNetworkConfig>(
+pub fn build_report<C, S>(
     model: &C::Network,
     config: &C,
     context: ReportContext<'_>,
-    test: Arc<ImageSet>,
+    test: &S,
     device: &Device,
-) -> Result<Report> {
-    let accuracies = evaluate(model, test.clone(), 256, device, context.labels)?;
+) -> Result<Report>
+where
+    C: NestedNetworkConfig,
+    S: LabelledSet<Input = InputOf<C>>,
+{
+    let accuracies = evaluate(model, test, 256, device, context.labels)?;
     let outputs = level_outputs(model, test, 256, device)?;
     let LevelsTogether { hierarchy, consensus, early_exit } =
         anytime_figures(model, &outputs, context.hierarchy, context.consensus_layer)?;
@@ -218,10 +226,17 @@ pub fn build_report<C: NestedNetworkConfig>(
             density: cost.params as f64 / full_params as f64,
             macs: cost.macs,
             export_bytes,
-            latency_ms_b1: median_latency_ms(|x| standalone.forward_level(x, 0), input, 1, device, 30, 200.0),
+            latency_ms_b1: median_latency_ms(
+                |x| standalone.forward_level(x, 0),
+                &input,
+                1,
+                device,
+                30,
+                200.0,
+            ),
             latency_ms_b256: median_latency_ms(
                 |x| standalone.forward_level(x, 0),
-                input,
+                &input,
                 256,
                 device,
                 5,

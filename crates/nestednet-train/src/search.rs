@@ -7,20 +7,19 @@
 //! Small spaces are searched exhaustively; larger ones by a seeded evolutionary search
 //! (crossover and mutation of the current front).
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
 use burn::prelude::*;
-use nestednet_data::{ImageSet, SplitMix64, epoch_loader};
+use nestednet_data::SplitMix64;
 use nestednet_models::{NestedNetwork, NestedNetworkConfig};
 use nestednet_nn::recalibrate_batch_norms;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
+use crate::data::InputOf;
 use crate::{
-    Budget, BudgetKind, ExportFormat, LevelLabels, Progress, Result, RunDir, TrainError, evaluate,
-    export_mix, record_bytes, write_atomic,
+    BatchOrder, Budget, BudgetKind, ExportFormat, LabelledSet, LevelLabels, Progress, Result, RunDir,
+    TrainError, evaluate, export_mix, record_bytes, write_atomic,
 };
 
 /// How a Mix'n'Match search runs.
@@ -214,24 +213,17 @@ pub fn parse_mix(text: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// `batches` seeded batches of `batch_size` training images (no augmentation) on `device`:
-/// the images every sub-network's batch norms are recalibrated on.
-pub fn calibration_batches(
-    train: Arc<ImageSet>,
+/// `batches` seeded batches of `batch_size` training samples (shuffled, no augmentation) on
+/// `device`: the inputs every sub-network's batch norms are recalibrated on.
+pub fn calibration_batches<S: LabelledSet>(
+    train: &S,
     batches: usize,
     batch_size: usize,
     seed: u64,
     device: &Device,
-) -> Result<Vec<Tensor<4>>> {
-    let loader = epoch_loader(train, batch_size, seed, 0, true, None, device)?;
-    loader
-        .iter()
-        .take(batches)
-        .map(|b| {
-            b.map(|b| b.images)
-                .map_err(|e| TrainError::Invalid(format!("loading a calibration batch failed: {e}")))
-        })
-        .collect()
+) -> Result<Vec<S::Input>> {
+    let order = BatchOrder { batch_size, seed, epoch: 0, shuffle: true, augment: false };
+    train.batches(order, device)?.take(batches).map(|b| b.map(|b| b.input)).collect()
 }
 
 /// The sub-network `choice` of `network` ([`NestedNetwork::mixed`]) with the batch-norm
@@ -239,7 +231,7 @@ pub fn calibration_batches(
 pub fn calibrated_mix<N: NestedNetwork>(
     network: &N,
     choice: &[usize],
-    calibration: &[Tensor<4>],
+    calibration: &[N::Input],
 ) -> Result<N> {
     if calibration.is_empty() {
         return Err(TrainError::Invalid("recalibration needs at least one batch".into()));
@@ -249,10 +241,10 @@ pub fn calibrated_mix<N: NestedNetwork>(
 
 /// `mixed` (a network [`NestedNetwork::mixed`] built) with the batch-norm statistics it sees
 /// on `calibration`.
-fn recalibrated<N: NestedNetwork>(mixed: N, calibration: &[Tensor<4>]) -> Result<N> {
+fn recalibrated<N: NestedNetwork>(mixed: N, calibration: &[N::Input]) -> Result<N> {
     recalibrate_batch_norms(|| {
-        for images in calibration {
-            let _ = mixed.forward_level(images.clone(), 0);
+        for input in calibration {
+            let _ = mixed.forward_level(input.clone(), 0);
         }
     });
     // A fresh copy whose running statistics are read back in full (Burn's running state may
@@ -278,14 +270,18 @@ pub fn pareto_front(points: &[MixPoint]) -> Vec<MixPoint> {
 /// Searches the Mix'n'Match sub-networks of `network` (evaluation mode, plain `device`): each
 /// scored on `eval` after recalibration on `train`, within `settings.constraints`. The trained
 /// levels are scored as they are (their own statistics).
-pub fn search_mixes<N: NestedNetwork>(
+pub fn search_mixes<N, S>(
     network: &N,
-    train: Arc<ImageSet>,
-    eval: Arc<ImageSet>,
+    train: &S,
+    eval: &S,
     settings: &SearchSettings,
     device: &Device,
     progress: &mut dyn Progress,
-) -> Result<SearchResults> {
+) -> Result<SearchResults>
+where
+    N: NestedNetwork,
+    S: LabelledSet<Input = N::Input>,
+{
     settings.check()?;
     let layers = network.mixable_layers();
     if layers.is_empty() {
@@ -305,7 +301,7 @@ pub fn search_mixes<N: NestedNetwork>(
         settings.seed,
         device,
     )?;
-    let trained = evaluate(network, eval.clone(), 256, device, &LevelLabels::fine(levels))?;
+    let trained = evaluate(network, eval, 256, device, &LevelLabels::fine(levels))?;
     let fits = |macs: usize, params: usize, bytes: usize| {
         settings.constraints.iter().all(|b| {
             let v = match b.kind {
@@ -338,7 +334,7 @@ pub fn search_mixes<N: NestedNetwork>(
             return Ok(None);
         }
         let mixed = recalibrated(unscored, &calibration)?;
-        let tally = evaluate(&mixed, eval.clone(), 256, device, &LevelLabels::fine(1))?;
+        let tally = evaluate(&mixed, eval, 256, device, &LevelLabels::fine(1))?;
         progress.message(&format!(
             "{}: accuracy {:.4}, {} MACs",
             mix_name(choice),
@@ -419,10 +415,13 @@ pub fn search_mixes<N: NestedNetwork>(
     let front = pareto_front(&evaluated);
     Ok(SearchResults {
         layers: layers.into_iter().map(|l| l.name).collect(),
-        evaluated_on: format!("{} images", eval.len()),
+        evaluated_on: format!("{} {}", eval.len(), eval.sample_name()),
         calibration: format!(
-            "batch norms of each mix recalibrated on {} batches of {} training images (seed {})",
-            settings.calibration_batches, settings.calibration_batch_size, settings.seed
+            "batch norms of each mix recalibrated on {} batches of {} training {} (seed {})",
+            settings.calibration_batches,
+            settings.calibration_batch_size,
+            train.sample_name(),
+            settings.seed
         ),
         calibration_batches: settings.calibration_batches,
         calibration_batch_size: settings.calibration_batch_size,
@@ -441,7 +440,7 @@ pub fn export_front<C: NestedNetworkConfig>(
     network: &C::Network,
     config: &C,
     results: &mut SearchResults,
-    calibration: &[Tensor<4>],
+    calibration: &[InputOf<C>],
 ) -> Result<Vec<crate::ExportInfo>> {
     let dir = SearchResults::folder(run);
     let mut infos = Vec::new();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use burn::prelude::*;
-use nestednet_models::{NestedNetwork, NestedNetworkConfig};
+use nestednet_models::{NestedNetwork, NestedNetworkConfig, NetworkInput, NetworkOutput};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -237,13 +237,12 @@ pub fn measure_network<L: NestedNetwork>(
         return Err(TrainError::Invalid("the batch size must be at least 1".into()));
     }
     let standalone = standalone.valid();
-    let input = standalone.input_shape();
-    let forward = |x: Tensor<4>| standalone.forward_level(x, 0);
-    let times = latency_samples_ms(forward, input, batch, device, 30, 300.0);
-    let [c, h, w] = input;
-    let x = Tensor::<4>::zeros([batch, c, h, w], device);
+    let shape = standalone.input_shape();
+    let forward = |x: L::Input| standalone.forward_level(x, 0);
+    let times = latency_samples_ms(forward, &shape, batch, device, 30, 300.0);
+    let x = L::Input::zeros(&shape, batch, device);
     let model_bytes = record_bytes(&standalone)?.len();
-    let (_, peak) = peak_bytes_during(|| forward(x).into_data());
+    let (_, peak) = peak_bytes_during(|| forward(x).into_logits().into_data());
     let cost = standalone.level_cost(0);
     Ok(Measurement {
         name: name.to_string(),

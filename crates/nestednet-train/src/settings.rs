@@ -5,7 +5,6 @@
 //! resolved values so that the run can be repeated from its own `config.json`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use nestednet_data::{Augmentation, DataSource, DatasetKind, ImageSet};
 use nestednet_heads::Hierarchy;
@@ -18,8 +17,8 @@ use nestednet_schedule::{LatticeSpec, LevelSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Backend, DeviceList, DistillationConfig, HierarchyConfig, LrSchedule, MaskMethod, MaskingConfig,
-    OptimizerConfig, Result, RunConfig, RunDir, TrainError, TrainJob, TrainingConfig,
+    Backend, DeviceList, DistillationConfig, HierarchyConfig, ImageData, LrSchedule, MaskMethod,
+    MaskingConfig, OptimizerConfig, Result, RunConfig, RunDir, TrainError, TrainJob, TrainingConfig,
 };
 
 /// What the levels are for.
@@ -342,9 +341,9 @@ pub struct ResolvedRun {
     /// The job (its `config.settings` holds every resolved setting).
     pub job: TrainJob<ModelConfig>,
     /// The training set.
-    pub train: Arc<ImageSet>,
+    pub train: ImageData,
     /// The test set.
-    pub test: Arc<ImageSet>,
+    pub test: ImageData,
 }
 
 /// Applies `$f` to every field name of [`TrainSettings`].
@@ -742,7 +741,7 @@ impl TrainSettings {
         let devices = s.devices.clone();
         let config = RunConfig::new(model, training).with_settings(Some(s));
         let job = TrainJob { config, data, run, backend: device, devices, resume };
-        Ok(ResolvedRun { job, train: Arc::new(train), test: Arc::new(test) })
+        Ok(ResolvedRun { job, train: ImageData::from(train), test: ImageData::from(test) })
     }
 }
 
