@@ -21,9 +21,6 @@ use nestednet::kernels::{
     set_kernel_families,
 };
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser, Debug)]
 struct Args {
     /// Timed forward + backward passes per shape and path (after 3 warm-up passes).
@@ -141,10 +138,9 @@ fn families(names: &[String], default: &[KernelFamily]) -> Vec<KernelFamily> {
 }
 
 fn main() {
-    // First, before any thread starts: freed memory stays mapped for the next steps, and this
-    // thread is one of the CPU kernels' threads.
-    nestednet_alloc::mimalloc_retain_freed_memory();
-    nestednet::train::join_cpu_thread_pool();
+    // First, before anything uses the CPU thread pool: this thread is one of its threads (the
+    // bench times its work directly, not through the trainer, which would do it).
+    nestednet::train::trainer::join_cpu_thread_pool();
     let args = Args::parse();
     let own_families = families(&args.own_families, &KernelFamily::ALL);
     let baseline_families = families(&args.baseline_families, &[]);

@@ -16,14 +16,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use nestednet::burn::prelude::*;
-use nestednet::models::{ModelConfig, NestedNetwork};
-use nestednet::train::{
-    Backend, Budget, BudgetKind, PeakAllocator, RunDir, measure_candidates, measure_network, run_candidates,
-    select_within,
+use nestednet::models::{NestedMnistCnnConfig, NestedNetwork};
+use nestednet::train::jobs::Backend;
+use nestednet::train::serve::{
+    Budget, BudgetKind, measure_candidates, measure_network, run_candidates, select_within,
 };
-
-#[global_allocator]
-static GLOBAL: PeakAllocator<mimalloc::MiMalloc> = PeakAllocator::new(mimalloc::MiMalloc);
+use nestednet::train::trainer::RunDir;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -48,19 +46,18 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    // First, before any thread starts: freed memory stays mapped for the next steps, and this
-    // thread is one of the CPU kernels' threads.
-    nestednet_alloc::mimalloc_retain_freed_memory();
-    nestednet::train::join_cpu_thread_pool();
+    // First, before anything uses the CPU thread pool: this thread is one of its threads (the
+    // bench times its work directly, not through the trainer, which would do it).
+    nestednet::train::trainer::join_cpu_thread_pool();
     let args = Args::parse();
     let backend = Backend::from_env_or_default()?;
     let device: Device = backend.device()?;
     let run = RunDir::new(&args.run);
-    let (_, model) = run.load_model::<ModelConfig>(&device).context("loading the run")?;
+    let (_, model) = run.load_model::<NestedMnistCnnConfig>(&device).context("loading the run")?;
     let candidates: Vec<_> =
         run_candidates(&run, &model)?.into_iter().filter(|c| args.with_mixes || c.mix.is_none()).collect();
     let measure = |remeasure| {
-        measure_candidates::<ModelConfig>(
+        measure_candidates::<NestedMnistCnnConfig>(
             &run,
             &model,
             &candidates,

@@ -29,15 +29,10 @@ use burn::optim::ModuleOptimizer;
 use clap::Parser;
 use nestednet::data::{ImageBatch, ImageSet, Mnist, epoch_loader, prefetch};
 use nestednet::heads::JointLoss;
-use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedModel, NestedNetwork};
-use nestednet::train::{
-    Backend, JointStep, OptimizerConfig, measure_latency, median_latency_ms, seeded_model, train_step,
-};
-
-// Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
-// of mapping and zeroing new pages for each (a quarter of a training step with glibc's malloc).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use nestednet::models::{NestedMnistCnn, NestedMnistCnnConfig, NestedNetwork};
+use nestednet::train::jobs::Backend;
+use nestednet::train::serve::{measure_latency, median_latency_ms};
+use nestednet::train::trainer::{JointStep, OptimizerConfig, seeded_model, train_step};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -73,14 +68,13 @@ struct Args {
 const RATIOS: [f64; 3] = [0.25, 0.5, 1.0];
 const BATCH: usize = 64;
 
-fn scaled(ratio: f64) -> ModelConfig {
+fn scaled(ratio: f64) -> NestedMnistCnnConfig {
     let c = |n: usize| ((n as f64 * ratio).round() as usize).max(1);
     NestedMnistCnnConfig::new()
         .with_conv1_channels(c(32))
         .with_conv2_channels(c(64))
         .with_hidden(c(128))
         .with_levels("1.0".parse().expect("one level"))
-        .into()
 }
 
 /// Seconds for one epoch (125 steps of 64) of training each of `configs` on `backend`, their
@@ -92,13 +86,13 @@ fn scaled(ratio: f64) -> ModelConfig {
 /// whether fewer steps were timed than an epoch has (`steps`; then the figures are scaled to
 /// the epoch).
 fn interleaved_epochs(
-    configs: &[ModelConfig],
+    configs: &[NestedMnistCnnConfig],
     train: &Arc<ImageSet>,
     backend: Backend,
     steps: usize,
 ) -> (Vec<f64>, bool) {
     let device = backend.device().expect("device").autodiff();
-    let mut nets: Vec<(Option<NestedModel>, ModuleOptimizer, Vec<usize>, JointLoss)> = configs
+    let mut nets: Vec<(Option<NestedMnistCnn>, ModuleOptimizer, Vec<usize>, JointLoss)> = configs
         .iter()
         .map(|config| {
             let model = seeded_model(config, None, 1, &device).expect("a valid model");
@@ -150,10 +144,9 @@ struct BackendFigures {
 }
 
 fn main() {
-    // First, before any thread starts: freed memory stays mapped for the next steps, and this
-    // thread is one of the CPU kernels' threads.
-    nestednet_alloc::mimalloc_retain_freed_memory();
-    nestednet::train::join_cpu_thread_pool();
+    // First, before anything uses the CPU thread pool: this thread is one of its threads (the
+    // bench times its work directly, not through the trainer, which would do it).
+    nestednet::train::trainer::join_cpu_thread_pool();
     let args = Args::parse();
     let backends = if args.backends.is_empty() {
         Backend::compiled().into_iter().filter(|b| *b != Backend::Cuda).collect()
@@ -174,10 +167,10 @@ fn main() {
             Err(_) => "nestednet-kernels' own CPU kernels".to_string(),
         },
     );
-    let nested: ModelConfig = NestedMnistCnnConfig::new().into();
+    let nested = NestedMnistCnnConfig::new();
     if let Some(only) = &args.train_only {
         let names: Vec<&str> = only.split(',').map(str::trim).collect();
-        let configs: Vec<ModelConfig> = names
+        let configs: Vec<NestedMnistCnnConfig> = names
             .iter()
             .map(|&name| match name {
                 "joint" => nested.clone(),

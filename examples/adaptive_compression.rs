@@ -34,14 +34,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use nestednet::train::{
-    Backend, BarProgress, LrSchedule, Method, Report, TrainSettings, run_job_with_data, run_magnitude_jobs,
+use nestednet::models::NestedMnistCnnConfig;
+use nestednet::train::jobs::{
+    Backend, Method, Registry, TrainSettings, run_job_with_data, run_magnitude_jobs,
 };
-
-// Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
-// of mapping and zeroing new pages for each (a quarter of a training step with glibc's malloc).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use nestednet::train::serve::Report;
+use nestednet::train::trainer::{BarProgress, LrSchedule};
 
 const METHODS: [&str; 5] = ["weights", "weights-10x", "channels", "random", "magnitude"];
 
@@ -84,10 +82,6 @@ struct Outcome {
 }
 
 fn main() -> Result<()> {
-    // First, before any thread starts: freed memory stays mapped for the next steps, and this
-    // thread is one of the CPU kernels' threads.
-    nestednet_alloc::mimalloc_retain_freed_memory();
-    nestednet::train::join_cpu_thread_pool();
     let args = Args::parse();
     if let Some(bad) = args.methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
         bail!("unknown method `{bad}` (use {})", METHODS.join(", "));
@@ -176,7 +170,7 @@ fn run_methods(
         let out = out.join(method);
         replace_previous(&out)?;
         println!("\n== {method} (seed {seed}): {label}");
-        let resolved = settings.resolve(&out, false)?;
+        let resolved = settings.resolve::<NestedMnistCnnConfig>(&out, false, &Registry::builtin())?;
         let mut progress = BarProgress::default();
         let report = if method == "magnitude" {
             run_magnitude_jobs(&resolved.job, resolved.train, resolved.test, &mut progress)?

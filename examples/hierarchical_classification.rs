@@ -25,16 +25,13 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use nestednet::models::{NestedNetwork, NestedNetworkConfig};
-use nestednet::train::{
-    Backend, BarProgress, LrSchedule, OptimizerKind, QuietProgress, Report, RunDir, Task, TrainSettings,
-    run_job_with_data, train_level_alone,
+use nestednet::burn::prelude::{Device, Tensor};
+use nestednet::models::{ModelFamily, NestedMnistCnnConfig, NestedNetwork, NestedResNetConfig};
+use nestednet::train::jobs::{Backend, Registry, Task, TrainSettings, run_job_with_data, train_level_alone};
+use nestednet::train::serve::Report;
+use nestednet::train::trainer::{
+    BarProgress, HierarchyConfig, LrSchedule, OptimizerConfig, QuietProgress, RunDir,
 };
-
-// Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
-// of mapping and zeroing new pages for each (a quarter of a training step with glibc's malloc).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Coarse-to-fine levels against the same networks trained alone on each level's labels.
 #[derive(Parser, Debug)]
@@ -53,7 +50,7 @@ struct Args {
     epochs: usize,
     /// Optimizer.
     #[arg(long, default_value = "adam")]
-    optimizer: OptimizerKind,
+    optimizer: OptimizerConfig,
     /// Learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
@@ -83,10 +80,6 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    // First, before any thread starts: freed memory stays mapped for the next steps, and this
-    // thread is one of the CPU kernels' threads.
-    nestednet_alloc::mimalloc_retain_freed_memory();
-    nestednet::train::join_cpu_thread_pool();
     let args = Args::parse();
     if args.seeds.is_empty() {
         bail!("give at least one seed");
@@ -117,7 +110,7 @@ fn main() -> Result<()> {
             hierarchy: args.hierarchy.clone(),
             epochs: Some(args.epochs),
             seed: Some(seed),
-            optimizer: Some(args.optimizer),
+            optimizer: Some(args.optimizer.clone()),
             lr: Some(args.lr),
             lr_schedule: Some(args.lr_schedule.clone()),
             batch_size: Some(args.batch_size),
@@ -126,16 +119,14 @@ fn main() -> Result<()> {
             device: Some(backend),
             ..TrainSettings::default()
         };
-        let resolved = settings.resolve(&args.out.join(format!("seed-{seed}")), false)?;
-        let config = resolved.job.config.clone();
-        println!("\n== seed {seed}: nested coarse-to-fine levels of {}", config.model.name());
-        let outcome = run_job_with_data(
-            &resolved.job,
-            resolved.train.clone(),
-            resolved.test.clone(),
-            &mut BarProgress::default(),
-        )?;
-        let report = outcome.report.expect("a full run reports");
+        let out = args.out.join(format!("seed-{seed}"));
+        let registry = Registry::builtin();
+        let (report, levels_alone, levels_hierarchy) = match registry.family_of(&args.model)?.key {
+            NestedMnistCnnConfig::FAMILY => {
+                one_seed::<NestedMnistCnnConfig>(settings, &out, &device, scratch.path())?
+            }
+            _ => one_seed::<NestedResNetConfig>(settings, &out, &device, scratch.path())?,
+        };
         let n = report.levels.len();
         nested.resize(n, 0.0);
         alone.resize(n, 0.0);
@@ -148,22 +139,10 @@ fn main() -> Result<()> {
                 None => consensus.push((method.clone(), accuracy / seeds)),
             }
         }
-        // Each level's network alone: its widths, trained on its own labels only.
-        for (k, alone_k) in alone.iter_mut().enumerate() {
-            println!("   seed {seed}: level {k} alone ({} classes)", report.levels[k].classes);
-            let run = RunDir::new(scratch.path().join(format!("alone-{seed}-{k}")));
-            let tally = train_level_alone(
-                &config,
-                k,
-                (resolved.train.clone(), resolved.test.clone()),
-                &device,
-                &run,
-                &mut QuietProgress,
-            )?;
-            *alone_k += tally.accuracy() / seeds;
+        for (alone_k, accuracy) in alone.iter_mut().zip(levels_alone) {
+            *alone_k += accuracy / seeds;
         }
-        assert_eq!(outcome.training.model.num_levels(), n);
-        hierarchy = config.training.hierarchy.clone();
+        hierarchy = levels_hierarchy;
         reports.push(report);
     }
     let hierarchy = hierarchy.expect("a hierarchy run");
@@ -176,7 +155,7 @@ fn main() -> Result<()> {
         args.model,
         args.epochs,
         args.batch_size,
-        args.optimizer,
+        args.optimizer.name(),
         args.lr,
         args.lr_schedule,
         if args.distill_alpha > 0.0 {
@@ -225,4 +204,39 @@ fn main() -> Result<()> {
     std::fs::write(args.out.join("table3.md"), &table)?;
     println!("run folders and table3.md in {}", args.out.display());
     Ok(())
+}
+
+/// One seed's run of family `F`: the nested levels (trained jointly, reported), then each
+/// level's network alone on its own labels; returns the report, the levels' accuracies alone
+/// and the hierarchy the run trained with.
+fn one_seed<F>(
+    settings: TrainSettings,
+    out: &std::path::Path,
+    device: &Device,
+    scratch: &std::path::Path,
+) -> Result<(Report, Vec<f64>, Option<HierarchyConfig>)>
+where
+    F: ModelFamily<Network: NestedNetwork<Input = Tensor<4>, Output = Tensor<2>>>,
+{
+    let seed = settings.seed.unwrap_or(42);
+    let resolved = settings.resolve::<F>(out, false, &Registry::builtin())?;
+    let config = resolved.job.config.clone();
+    println!("\n== seed {seed}: nested coarse-to-fine levels of {}", config.model.name());
+    let outcome = run_job_with_data(
+        &resolved.job,
+        resolved.train.clone(),
+        resolved.test.clone(),
+        &mut BarProgress::default(),
+    )?;
+    let report = outcome.report.expect("a full run reports");
+    // Each level's network alone: its widths, trained on its own labels only.
+    let mut alone = Vec::new();
+    for k in 0..report.levels.len() {
+        println!("   seed {seed}: level {k} alone ({} classes)", report.levels[k].classes);
+        let run = RunDir::new(scratch.join(format!("alone-{seed}-{k}")));
+        let data = (resolved.train.clone(), resolved.test.clone());
+        alone.push(train_level_alone(&config, k, data, device, &run, &mut QuietProgress)?.accuracy());
+    }
+    assert_eq!(outcome.training.model.num_levels(), report.levels.len());
+    Ok((report, alone, config.training.hierarchy.clone()))
 }

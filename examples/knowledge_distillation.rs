@@ -29,17 +29,14 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use clap::Parser;
 use nestednet::data::{DataSource, DatasetKind, ImageSet, Normalization};
-use nestednet::models::{ModelConfig, NestedNetwork, NestedResNetConfig};
+use nestednet::models::{NestedMnistCnnConfig, NestedNetwork, NestedResNetConfig};
 use nestednet::schedule::LatticeSpec;
-use nestednet::train::{
-    Backend, BarProgress, DistillationConfig, ImageData, LrSchedule, OptimizerConfig, QuietProgress, Report,
-    RunConfig, RunDir, TrainData, TrainJob, TrainingConfig, measure_latency, run_job_with_data, train,
-    train_level_alone,
+use nestednet::train::jobs::{Backend, TrainJob, run_job_with_data, train_level_alone};
+use nestednet::train::serve::{Report, measure_latency};
+use nestednet::train::trainer::{
+    BarProgress, DistillationConfig, ImageData, LrSchedule, OptimizerConfig, QuietProgress, RunConfig,
+    RunDir, TrainData, TrainingConfig, train,
 };
-
-// Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A lattice of levels trained jointly, with and without in-place distillation, against each
 /// level's architecture trained alone.
@@ -153,7 +150,7 @@ fn random_data_epoch(args: &Args, images: usize, backend: Backend) -> Result<()>
     let scratch = tempfile::tempdir()?;
     let start = Instant::now();
     let out = train(
-        &RunConfig::new(ModelConfig::from(config), training),
+        &RunConfig::new(config, training),
         TrainData::new(set, None),
         &device,
         &RunDir::new(scratch.path().join("run")),
@@ -171,10 +168,6 @@ fn random_data_epoch(args: &Args, images: usize, backend: Backend) -> Result<()>
 }
 
 fn main() -> Result<()> {
-    // First, before any thread starts: freed memory stays mapped for the next steps, and this
-    // thread is one of the CPU kernels' threads.
-    nestednet_alloc::mimalloc_retain_freed_memory();
-    nestednet::train::join_cpu_thread_pool();
     let args = Args::parse();
     if args.seeds.is_empty() || args.alone_lrs.is_empty() {
         bail!("give at least one seed and one learning rate for the networks alone");
@@ -210,17 +203,15 @@ fn main() -> Result<()> {
                 Some(DistillationConfig::new().with_alpha(args.alpha).with_temperature(args.temperature)),
             ),
         ] {
-            let job = TrainJob {
-                config: RunConfig::new(
-                    ModelConfig::from(config.clone()),
+            let job = TrainJob::new(
+                RunConfig::new(
+                    config.clone(),
                     recipe(&args, args.dataset, seed).with_distillation(distillation),
                 ),
-                data: DataSource::new(args.dataset, data_dir.clone()),
-                run: RunDir::new(args.out.join(format!("{name}-seed-{seed}"))),
+                DataSource::new(args.dataset, data_dir.clone()),
+                RunDir::new(args.out.join(format!("{name}-seed-{seed}"))),
                 backend,
-                devices: None,
-                resume: false,
-            };
+            );
             println!("\n== seed {seed}: the lattice trained jointly ({name})");
             let outcome =
                 run_job_with_data(&job, train_set.clone(), test_set.clone(), &mut BarProgress::default())?;
@@ -237,10 +228,8 @@ fn main() -> Result<()> {
         for (k, alone_k) in alone.iter_mut().enumerate() {
             let mut best = 0.0f64;
             for &lr in &args.alone_lrs {
-                let run_config = RunConfig::new(
-                    ModelConfig::from(config.clone()),
-                    recipe(&args, args.dataset, seed).with_learning_rate(lr),
-                );
+                let run_config =
+                    RunConfig::new(config.clone(), recipe(&args, args.dataset, seed).with_learning_rate(lr));
                 let run = RunDir::new(scratch.path().join(format!("alone-{seed}-{k}-{lr}")));
                 let accuracy = train_level_alone(
                     &run_config,
@@ -263,7 +252,7 @@ fn main() -> Result<()> {
 
     // Latency at batch 64 of every level of the trained (joint) network, on this machine.
     let (_, trained) = RunDir::new(args.out.join(format!("joint-seed-{}", args.seeds[0])))
-        .load_model::<ModelConfig>(&device)?;
+        .load_model::<NestedMnistCnnConfig>(&device)?;
     let latency: Vec<f64> = (0..n).map(|k| measure_latency(&trained, k, 64, &device, 10, 1000.0)).collect();
     let full = &reports[0].levels[n - 1];
     let mut table = String::new();

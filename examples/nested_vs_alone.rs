@@ -13,17 +13,12 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Parser;
 use nestednet::data::Mnist;
-use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedNetwork};
+use nestednet::models::{NestedMnistCnnConfig, NestedNetwork};
 use nestednet::schedule::LevelSpec;
-use nestednet::train::{
-    Backend, ImageData, LevelLabels, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, evaluate,
-    train, train_level_alone,
+use nestednet::train::jobs::{Backend, train_level_alone};
+use nestednet::train::trainer::{
+    ImageData, LevelLabels, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, evaluate, train,
 };
-
-// Burn allocates a fresh buffer for most op outputs; mimalloc keeps them in user space instead
-// of mapping and zeroing new pages for each (a quarter of a training step with glibc's malloc).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Nested levels vs the same widths trained alone.
 #[derive(Parser, Debug)]
@@ -46,10 +41,6 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    // First, before any thread starts: freed memory stays mapped for the next steps, and this
-    // thread is one of the CPU kernels' threads.
-    nestednet_alloc::mimalloc_retain_freed_memory();
-    nestednet::train::join_cpu_thread_pool();
     let args = Args::parse();
     let backend = args.device.map_or_else(Backend::from_env_or_default, Ok)?;
     let device = backend.device()?;
@@ -62,9 +53,7 @@ fn main() -> Result<()> {
     let (mut nested_secs, mut alone_secs) = (0.0, 0.0);
     for &seed in &args.seeds {
         let config = RunConfig::new(
-            ModelConfig::from(
-                NestedMnistCnnConfig::new().with_levels(LevelSpec::Ratios(args.ratios.clone())),
-            ),
+            NestedMnistCnnConfig::new().with_levels(LevelSpec::Ratios(args.ratios.clone())),
             TrainingConfig::new().with_epochs(args.epochs).with_seed(seed),
         );
         let run = RunDir::new(scratch.path().join(format!("nested-{seed}")));

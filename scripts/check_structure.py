@@ -10,6 +10,9 @@
    `jobs`.
 3. **No long function.** No function of the crates' sources (tests included) spans more than
    100 lines.
+4. **Only `jobs` names the built-in models.** Outside their tests, `trainer`, `export` and
+   `serve` of `nestednet-train` name no built-in model type (`NestedMnistCnn…`, `MnistCnn…`,
+   `NestedResNet…`, `ResNet…`): they are written against `NestedNetwork` alone.
 
     python3 scripts/check_structure.py            # every crate under crates/, and src/
     python3 scripts/check_structure.py --graph    # also print nestednet-train's module graph
@@ -25,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_FUNCTION_LINES = 100
 # (crate, layers in order: a module of a layer may use its own and the earlier layers only)
 LAYERS = {"nestednet-train": ["trainer", "export", "serve", "jobs"]}
+# (crate, the layers that may name the built-in models outside their tests, the models' types)
+BUILT_IN_NAMES = ("nestednet-train", {"jobs"}, re.compile(r"\b(?:Nested)?(?:MnistCnn|ResNet|BasicBlock)\w*"))
 
 
 def module_files(src: Path):
@@ -237,6 +242,13 @@ def main():
         if "--graph" in sys.argv and crate.name == "nestednet-train":
             for module in sorted(graph):
                 print(f"{name(module)} -> {', '.join(sorted(map(name, graph[module]))) or '-'}")
+    crate, allowed, pattern = BUILT_IN_NAMES
+    for module, path in module_files(ROOT / "crates" / crate / "src").items():
+        if not module or module[0] in allowed:
+            continue
+        code = strip_comments_and_strings(strip_tests(path.read_text()))
+        for m in sorted(set(pattern.findall(code))):
+            failures.append(f"{path.relative_to(ROOT)}: names the built-in model type {m} (only jobs may)")
     for path in sorted(ROOT.glob("crates/*/src/**/*.rs")) + sorted(ROOT.glob("src/**/*.rs")):
         for fn, line, length in long_functions(path):
             failures.append(f"{path.relative_to(ROOT)}:{line}: fn {fn} is {length} lines (at most {MAX_FUNCTION_LINES})")
@@ -244,7 +256,10 @@ def main():
         print(f)
     if failures:
         sys.exit(1)
-    print(f"structure: {len(crates)} crates, no import cycle, layers one way, no function over {MAX_FUNCTION_LINES} lines")
+    print(
+        f"structure: {len(crates)} crates, no import cycle, layers one way, built-in models named in "
+        f"jobs only, no function over {MAX_FUNCTION_LINES} lines"
+    )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,16 @@ pub use nestednet_prune as prune;
 pub use nestednet_schedule as schedule;
 pub use nestednet_train as train;
 
+/// `#[derive(NestedNetwork)]`: a nested network's levels, level extraction, weight layers and
+/// widths from its fields (see the `nestednet-derive` crate).
+pub use nestednet_derive::NestedNetwork;
+
+/// The process's allocator: mimalloc, counted for `select`'s memory budgets and tuned for
+/// training loops (the `mimalloc` feature, on by default).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: nestednet_alloc::NestednetAllocator = nestednet_alloc::NestednetAllocator::new();
+
 /// Where the repository's vendored copy of `mnist10k` lives (real MNIST, 8,000 training and
 /// 2,000 test digits; see `data/mnist10k/README.md`).
 pub fn vendored_mnist_dir() -> std::path::PathBuf {

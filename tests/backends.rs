@@ -23,9 +23,10 @@ use nestednet::burn::prelude::*;
 use nestednet::burn::tensor::Distribution;
 use nestednet::heads::JointLoss;
 use nestednet::models::{
-    ModelConfig, NestedMnistCnnConfig, NestedModel, NestedNetwork, NestedNetworkConfig, NestedResNetConfig,
+    ModelFamily, NestedMnistCnnConfig, NestedNetwork, NestedNetworkConfig, NestedResNetConfig,
 };
-use nestednet::train::{Backend, JointStep, OptimizerConfig, record_bytes, seeded_model, train_step};
+use nestednet::train::jobs::Backend;
+use nestednet::train::trainer::{JointStep, OptimizerConfig, record_bytes, seeded_model, train_step};
 
 const SEED: u64 = 20;
 
@@ -40,7 +41,7 @@ fn device_of(backend: Backend) -> Device {
 /// A seeded model built on `flex` (autodiff when `device` is), and the same weights loaded
 /// into a model built on `device`. (Loading the record, rather than `to_device`, keeps the
 /// parameters tracked on an autodiff device.)
-fn model_on(config: &ModelConfig, device: &Device) -> (NestedModel, NestedModel) {
+fn model_on<C: ImageConfig>(config: &C, device: &Device) -> (C::Network, C::Network) {
     let flex = if device.is_autodiff() { reference().autodiff() } else { reference() };
     let reference = seeded_model(config, None, SEED, &flex).expect("a valid model");
     let bytes = nestednet::burn::tensor::Bytes::from_bytes_vec(record_bytes(&reference).expect("record"));
@@ -50,22 +51,30 @@ fn model_on(config: &ModelConfig, device: &Device) -> (NestedModel, NestedModel)
     (reference, moved)
 }
 
-fn mnist_cnn() -> ModelConfig {
-    NestedMnistCnnConfig::new().into()
+/// A configuration of image classifiers (images in, class logits out).
+trait ImageConfig: NestedNetworkConfig<Network: NestedNetwork<Input = Tensor<4>, Output = Tensor<2>>> {}
+
+impl<C: NestedNetworkConfig<Network: NestedNetwork<Input = Tensor<4>, Output = Tensor<2>>>> ImageConfig
+    for C
+{
+}
+
+fn mnist_cnn() -> NestedMnistCnnConfig {
+    NestedMnistCnnConfig::new()
 }
 
 /// A 4-level lattice of the small residual network (widths 0.5/1 × depths 1/2).
-fn mnist_resnet() -> ModelConfig {
+fn mnist_resnet() -> NestedResNetConfig {
     let mut config = NestedResNetConfig::mnist_resnet(10);
     config.lattice = "0.5,1;1,2".parse().expect("lattice");
-    config.into()
+    config
 }
 
 /// Random images made on `flex` (so every backend sees the same values) and labels.
 fn batch(n: usize, seed: u64) -> (Tensor<4>, Tensor<1, Int>) {
     let device = reference();
     // Under the lock seeded trainings hold: the device's generator is shared by every thread.
-    let images = nestednet::train::with_init_lock(|| {
+    let images = nestednet::train::trainer::with_init_lock(|| {
         device.seed(seed);
         Tensor::<4>::random([n, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device)
     });
@@ -88,7 +97,7 @@ fn deviation(x: &[f32], reference: &[f32]) -> f32 {
 
 /// Every level's logits on `backend` match `flex`'s, in evaluation mode, both through
 /// `forward_level` and through the level extracted once for inference.
-fn levels_match_reference(backend: Backend, config: ModelConfig) {
+fn levels_match_reference<C: ImageConfig>(backend: Backend, config: C) {
     let device = device_of(backend);
     let (reference_model, model) = model_on(&config, &device);
     let (images, _) = batch(8, 1);
@@ -119,14 +128,14 @@ fn parameters<M: Module>(model: &M) -> Vec<Vec<f32>> {
 
 /// One joint training step (SGD with momentum and weight decay, batch statistics in batch
 /// norm) moves every weight the same way on `backend` as on `flex`.
-fn training_step_matches_reference(backend: Backend, config: ModelConfig) {
+fn training_step_matches_reference<C: ImageConfig>(backend: Backend, config: C) {
     let device = device_of(backend).autodiff();
     let (reference_model, model) = model_on(&config, &device);
     let before = parameters(&reference_model);
     let (images, labels) = batch(16, 2);
     let joint = JointLoss::mean(model.num_levels());
     let levels: Vec<usize> = (0..model.num_levels()).collect();
-    let step = |model: NestedModel, images: Tensor<4>, labels: Tensor<1, Int>| {
+    let step = |model: C::Network, images: Tensor<4>, labels: Tensor<1, Int>| {
         let mut optim = OptimizerConfig::sgd().init();
         let (model, stats) =
             train_step(model, &mut optim, JointStep::new(images, labels, &levels, &joint), 0.1);
@@ -166,7 +175,7 @@ fn training_step_matches_reference(backend: Backend, config: ModelConfig) {
 fn gradients_stay_inside_the_level(backend: Backend) {
     let device = device_of(backend).autodiff();
     let (_, model) = model_on(&mnist_cnn(), &device);
-    let cnn = model.as_mnist_cnn().expect("mnist-cnn");
+    let cnn = &model;
     let (images, labels) = batch(4, 3);
     let logits = cnn.forward_level(images.to_device(&device), 0);
     let loss = nestednet::heads::cross_entropy(logits, labels.to_device(&device));
@@ -410,12 +419,28 @@ fn flex_matches_pytorch() {
             }
             _ => LevelRequest::Lattice("0.5,1;1,2".parse().unwrap()),
         };
-        let config = ModelConfig::from_request(&ModelRequest::new(name, [1, 28, 28], 10, levels)).unwrap();
-        let model = seeded_model(&config, None, SEED, &device).unwrap();
+        let request = ModelRequest::new(name, [1, 28, 28], 10, levels);
         let images: Vec<f32> =
             stored["images"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
         let images = Tensor::<4>::from_data(TensorData::new(images, [2, 1, 28, 28]), &device);
         let expected = stored["levels"].as_array().unwrap();
+        if name == "mnist-cnn" {
+            let config = NestedMnistCnnConfig::from_request(&request).unwrap().unwrap();
+            matches_pytorch(&seeded_model(&config, None, SEED, &device).unwrap(), name, &images, expected);
+        } else {
+            let config = NestedResNetConfig::from_request(&request).unwrap().unwrap();
+            matches_pytorch(&seeded_model(&config, None, SEED, &device).unwrap(), name, &images, expected);
+        }
+    }
+}
+
+/// Every level of `model` gives the logits `expected` (PyTorch's) for `images`.
+#[cfg(feature = "flex")]
+fn matches_pytorch<M>(model: &M, name: &str, images: &Tensor<4>, expected: &[serde_json::Value])
+where
+    M: NestedNetwork<Input = Tensor<4>, Output = Tensor<2>>,
+{
+    {
         assert_eq!(expected.len(), model.num_levels());
         for (level, logits) in expected.iter().enumerate() {
             let want: Vec<f32> = logits

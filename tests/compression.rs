@@ -10,14 +10,15 @@ use std::sync::Arc;
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::data::epoch_loader;
-use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedNetwork};
+use nestednet::models::{NestedMnistCnnConfig, NestedNetwork};
 use nestednet::prune::MaskTargets;
-use nestednet::train::{
-    EpochMetrics, ExportFormat, LevelTally, MaskMethod, MaskingConfig, Phase, Progress, QuietProgress,
-    RunConfig, RunDir, TrainData, TrainingConfig, export_level, export_sizes, load_level, train,
+use nestednet::train::export::{ExportFormat, export_level, export_sizes, load_level};
+use nestednet::train::trainer::{
+    EpochMetrics, LevelTally, MaskMethod, MaskingConfig, Phase, Progress, QuietProgress, RunConfig, RunDir,
+    TrainData, TrainingConfig, train,
 };
 
-fn masked_config(method: MaskMethod, densities: &[f64]) -> RunConfig<ModelConfig> {
+fn masked_config(method: MaskMethod, densities: &[f64]) -> RunConfig<NestedMnistCnnConfig> {
     let model = NestedMnistCnnConfig::new()
         .with_levels(nestednet::schedule::LevelSpec::Ratios(vec![1.0; densities.len()]));
     let masking = MaskingConfig {
@@ -26,12 +27,12 @@ fn masked_config(method: MaskMethod, densities: &[f64]) -> RunConfig<ModelConfig
             .with_masked_layers(vec!["conv2".into(), "fc1".into()])
     };
     RunConfig::new(
-        model.into(),
+        model,
         TrainingConfig::new().with_epochs(1).with_train_limit(Some(320)).with_masking(Some(masking)),
     )
 }
 
-fn masking(c: &mut RunConfig<ModelConfig>) -> &mut MaskingConfig {
+fn masking(c: &mut RunConfig<NestedMnistCnnConfig>) -> &mut MaskingConfig {
     c.training.masking.as_mut().unwrap()
 }
 
@@ -79,9 +80,13 @@ fn masks_nest<M: NestedNetwork<Input = Tensor<4>, Output = Tensor<2>> + Module>(
 #[test]
 fn checks_can_fail() {
     let config = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
-    let mut model =
-        nestednet::train::seeded_model(&config.model, config.training.masking.as_ref(), 3, &Device::flex())
-            .unwrap();
+    let mut model = nestednet::train::trainer::seeded_model(
+        &config.model,
+        config.training.masking.as_ref(),
+        3,
+        &Device::flex(),
+    )
+    .unwrap();
     for (_, layer) in model.weight_layers_mut() {
         if let Some(mask) = layer.mask_mut() {
             // Every other weight enters at level 1.
@@ -113,7 +118,7 @@ impl Progress for CheckEveryStage {
     fn epoch_start(&mut self, _: usize, _: usize, _: usize) {}
     fn batch_done(&mut self, _: &[LevelTally]) {}
     fn epoch_end(&mut self, metrics: &EpochMetrics) {
-        let (_, model) = self.run.load_model::<ModelConfig>(&Device::flex()).unwrap();
+        let (_, model) = self.run.load_model::<NestedMnistCnnConfig>(&Device::flex()).unwrap();
         assert!(
             masks_nest(&model),
             "masks do not nest after epoch {} ({})",
@@ -156,7 +161,7 @@ fn learned_masks_nest_reach_their_densities_survive_reload_and_export_sparse() {
     assert!(measured[0] < measured[1] && measured[1] < measured[2]);
 
     // The level maps are in the checkpoint and survive a reload.
-    let (_, reloaded) = run.load_model::<ModelConfig>(&device).unwrap();
+    let (_, reloaded) = run.load_model::<NestedMnistCnnConfig>(&device).unwrap();
     for ((_, a), (_, b)) in model.weight_layers().iter().zip(reloaded.weight_layers().iter()) {
         assert_eq!(a.mask().map(|m| m.level_map_values()), b.mask().map(|m| m.level_map_values()));
     }
@@ -176,7 +181,7 @@ fn learned_masks_nest_reach_their_densities_survive_reload_and_export_sparse() {
         let info =
             export_level(&model, &config.model, level, &path, ExportFormat::SparseSafetensors).unwrap();
         assert!(info.max_abs_diff <= 1e-5, "{}", info.max_abs_diff);
-        let (_, plain) = load_level::<ModelConfig>(&path, &device).unwrap();
+        let (_, plain) = load_level::<NestedMnistCnnConfig>(&path, &device).unwrap();
         let plain = plain.valid();
         for x in &images {
             let diff = (plain.forward(x.clone()) - model.forward_level(x.clone(), level))
@@ -202,7 +207,7 @@ fn learned_masks_nest_reach_their_densities_survive_reload_and_export_sparse() {
     assert_ne!(patched, header, "expected a column-compressed tensor");
     bytes.splice(8..8 + header.len(), patched.into_bytes());
     std::fs::write(&path, &bytes).unwrap();
-    let err = load_level::<ModelConfig>(&path, &device).expect_err("a corrupt file").to_string();
+    let err = load_level::<NestedMnistCnnConfig>(&path, &device).expect_err("a corrupt file").to_string();
     assert!(err.contains("corrupt sparse tensor") && err.contains(".weight"), "{err}");
 }
 
@@ -228,7 +233,7 @@ fn random_and_magnitude_masks_reach_their_densities_and_nest() {
 #[test]
 fn bad_mask_requests_are_clear_errors() {
     let device = Device::flex();
-    let err = |config: RunConfig<ModelConfig>| {
+    let err = |config: RunConfig<NestedMnistCnnConfig>| {
         config.validate(&device).expect_err("an invalid request").to_string()
     };
     let e = err(masked_config(MaskMethod::Learned, &[0.0, 1.0]));
@@ -256,7 +261,8 @@ fn bad_mask_requests_are_clear_errors() {
     assert!(e.contains("unknown layer `conv9`") && e.contains("conv1, conv2, fc1, fc2"), "{e}");
     // Per-level (un-nested) layers share no weight: no nested mask on them.
     let mut private = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
-    if let ModelConfig::MnistCnn(cnn) = &mut private.model {
+    {
+        let cnn = &mut private.model;
         cnn.unnested_first_conv = true;
     }
     masking(&mut private).masked_layers = Some(vec!["conv1".into()]);
@@ -287,14 +293,14 @@ fn a_level_can_be_narrower_and_sparser() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = masked_config(MaskMethod::Learned, &[0.5, 1.0]);
     config.training.train_limit = Some(128);
-    config.model = NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()).into();
+    config.model = NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap());
     let run = RunDir::new(dir.path().join("run"));
     let model =
         train(&config, data(&train_set, None), &device, &run, false, &mut QuietProgress).unwrap().model;
     assert!(masks_nest(&model));
     // Level 0 uses half the channels, and half of the parameters of its channel block.
-    assert_eq!(model.as_mnist_cnn().unwrap().conv2.level_dims(0), (16, 32));
-    let unmasked = nestednet::train::seeded_model(
+    assert_eq!(model.conv2.level_dims(0), (16, 32));
+    let unmasked = nestednet::train::trainer::seeded_model(
         &NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()),
         None,
         0,
@@ -308,9 +314,9 @@ fn a_level_can_be_narrower_and_sparser() {
     // Its sparse export is level-sized and computes what the nested level computes.
     let path = dir.path().join("core.sparse.safetensors");
     export_level(&model, &config.model, 0, &path, ExportFormat::SparseSafetensors).unwrap();
-    let (manifest, plain) = load_level::<ModelConfig>(&path, &device).unwrap();
+    let (manifest, plain) = load_level::<NestedMnistCnnConfig>(&path, &device).unwrap();
     assert_eq!(manifest.level, 0);
-    let nestednet::models::LevelModel::MnistCnn(cnn) = &plain else { panic!("an mnist-cnn level") };
+    let cnn = &plain;
     assert_eq!((cnn.conv2.weight.dims()[0], cnn.fc1.weight.dims()[1]), (32, 64));
     let x = epoch_loader(test_set, 100, 0, 0, false, None, &device)
         .unwrap()

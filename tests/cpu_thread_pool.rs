@@ -7,8 +7,8 @@ use rayon::prelude::*;
 /// others with the same result, and a second call changes nothing.
 #[test]
 fn the_calling_thread_joins_the_cpu_thread_pool() {
-    let threads = nestednet::train::cpu_pool_threads();
-    let joined = nestednet::train::join_cpu_thread_pool();
+    let threads = nestednet::train::trainer::cpu_pool_threads();
+    let joined = nestednet::train::trainer::join_cpu_thread_pool();
     // A single thread would leave work from other threads waiting: not joined then.
     assert_eq!(joined, threads >= 2, "{threads} threads");
     if joined {
@@ -20,5 +20,5 @@ fn the_calling_thread_joins_the_cpu_thread_pool() {
     // Work handed to the pool from another thread still runs.
     let from_elsewhere = std::thread::spawn(|| (0..1_000u64).into_par_iter().map(|x| x * 2).sum::<u64>());
     assert_eq!(from_elsewhere.join().expect("the other thread"), 999_000);
-    assert!(!nestednet::train::join_cpu_thread_pool(), "the pool exists already");
+    assert!(!nestednet::train::trainer::join_cpu_thread_pool(), "the pool exists already");
 }

@@ -10,9 +10,9 @@ mod model;
 use nestednet::burn::prelude::*;
 use nestednet::models::{NestedNetwork, NestedNetworkConfig};
 use nestednet::prune::MaskTargets;
-use nestednet::train::{
-    ExportFormat, MaskMethod, MaskingConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig,
-    export_level, load_level, train,
+use nestednet::train::export::{ExportFormat, export_level, load_level};
+use nestednet::train::trainer::{
+    MaskMethod, MaskingConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, train,
 };
 
 use model::TinyNetConfig;
@@ -27,7 +27,8 @@ fn config(epochs: usize) -> RunConfig<TinyNetConfig> {
 /// The costs the nested layers record equal a hand count of TinyNet's levels.
 #[test]
 fn a_user_network_gets_its_costs_measured() {
-    let network = nestednet::train::seeded_model(&config(1).model, None, 0, &Device::flex()).unwrap();
+    let network =
+        nestednet::train::trainer::seeded_model(&config(1).model, None, 0, &Device::flex()).unwrap();
     for (level, (c1, c2)) in [(4, 8), (8, 16), (16, 32)].into_iter().enumerate() {
         let params = (c1 * 9 + c1) + 2 * c1 + (c2 * c1 * 9 + c2) + 2 * c2 + (c2 * 49 * 10 + 10);
         let macs = 28 * 28 * c1 * 9 + 14 * 14 * c2 * c1 * 9 + c2 * 49 * 10;
@@ -105,4 +106,39 @@ fn a_user_network_learns_nested_weight_masks() {
     let masked: Vec<String> =
         model.weight_layers().into_iter().filter(|(_, l)| l.mask().is_some()).map(|(n, _)| n).collect();
     assert_eq!(masked, ["conv2"]);
+}
+
+/// The library's entry point for a user's network: data, folder and devices in, a trained
+/// object out that reports and exports; what it lacks is named before anything runs.
+#[test]
+fn a_user_network_launches_on_two_devices_and_returns_what_it_trained() {
+    use nestednet::data::{DataSource, DatasetKind};
+    use nestednet::train::jobs::NestedTraining;
+    let (train_set, test_set) = common::mnist();
+    let dir = tempfile::tempdir().unwrap();
+    let start = || NestedTraining::new(config(1).model, config(1).training).quiet();
+    let images = || ((*train_set).clone(), (*test_set).clone());
+    let no_data = start().into_dir(dir.path().join("none")).launch().unwrap_err();
+    assert!(no_data.to_string().contains("give the data"), "{no_data}");
+    let (train, test) = images();
+    let no_dir = start().images(train, test).launch().unwrap_err();
+    assert!(no_dir.to_string().contains("run folder"), "{no_dir}");
+
+    let (train, test) = images();
+    let source = DataSource::new(DatasetKind::Mnist, common::mnist_dir());
+    let trained = start()
+        .images(train, test)
+        .source(source.clone())
+        .devices("flex,flex".parse().unwrap())
+        .into_dir(dir.path().join("two"))
+        .launch()
+        .unwrap();
+    assert_eq!(trained.num_levels(), 3);
+    assert_eq!(trained.report.levels.len(), 3);
+    assert_eq!(trained.history.len(), 1);
+    // The folder records its data, so the CLI's `eval` finds them again.
+    let stored = trained.run.load_config::<TinyNetConfig>().unwrap();
+    assert_eq!(stored.data.as_ref().map(|d| &d.dir), Some(&source.dir));
+    let info = trained.export(0, &dir.path().join("core.safetensors"), ExportFormat::Safetensors).unwrap();
+    assert!(info.max_abs_diff <= 1e-5, "{}", info.max_abs_diff);
 }

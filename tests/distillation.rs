@@ -9,14 +9,14 @@ use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::data::epoch_loader;
 use nestednet::heads::JointLoss;
-use nestednet::models::{ModelConfig, NestedMnistCnn, NestedMnistCnnConfig};
-use nestednet::train::{
+use nestednet::models::{NestedMnistCnn, NestedMnistCnnConfig};
+use nestednet::train::trainer::{
     DistillStep, DistillationConfig, JointStep, LevelLabels, QuietProgress, RunConfig, RunDir, TrainData,
     TrainingConfig, seeded_model, train, train_step,
 };
 
-fn config(model: NestedMnistCnnConfig, training: TrainingConfig) -> RunConfig<ModelConfig> {
-    RunConfig::new(model.into(), training)
+fn config(model: NestedMnistCnnConfig, training: TrainingConfig) -> RunConfig<NestedMnistCnnConfig> {
+    RunConfig::new(model, training)
 }
 
 /// One joint step of the 3-level `mnist-cnn` on the first 32 training digits, the core (level
@@ -90,7 +90,7 @@ fn an_external_teacher_run_teaches_every_level() {
             )),
         )
     };
-    let run = |config: &RunConfig<ModelConfig>, name: &str| {
+    let run = |config: &RunConfig<NestedMnistCnnConfig>, name: &str| {
         train(
             config,
             TrainData::new(train_set.clone(), Some(Arc::clone(&test_set))),
@@ -104,7 +104,7 @@ fn an_external_teacher_run_teaches_every_level() {
     let plain = run(&student(&teacher_dir, 0.0), "plain").unwrap();
     assert_ne!(common::weights(&taught.model), common::weights(&plain.model));
     // The teacher's choice is saved with the run.
-    let stored = RunDir::new(dir.path().join("taught")).load_config::<ModelConfig>().unwrap();
+    let stored = RunDir::new(dir.path().join("taught")).load_config::<NestedMnistCnnConfig>().unwrap();
     assert_eq!(stored.training.distillation, student(&teacher_dir, 1.0).training.distillation);
 
     let err = run(&student(&dir.path().join("missing"), 0.5), "bad").err().unwrap().to_string();

@@ -6,11 +6,19 @@ mod common;
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::data::epoch_loader;
-use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedNetwork, NestedResNetConfig};
-use nestednet::train::{
-    ExportFormat, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig,
-    burnpack_config_path, export_level, load_level, seeded_model, train,
+use nestednet::models::{NestedMnistCnnConfig, NestedNetwork, NestedNetworkConfig, NestedResNetConfig};
+use nestednet::train::export::{ExportFormat, burnpack_config_path, export_level, load_level};
+use nestednet::train::trainer::{
+    OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, seeded_model, train,
 };
+
+/// A configuration of image classifiers (images in, class logits out).
+trait ImageConfig: NestedNetworkConfig<Network: NestedNetwork<Input = Tensor<4>, Output = Tensor<2>>> {}
+
+impl<C: NestedNetworkConfig<Network: NestedNetwork<Input = Tensor<4>, Output = Tensor<2>>>> ImageConfig
+    for C
+{
+}
 
 const FORMATS: [(ExportFormat, &str); 3] = [
     (ExportFormat::Burnpack, "bpk"),
@@ -19,7 +27,7 @@ const FORMATS: [(ExportFormat, &str); 3] = [
 ];
 
 /// A short training run, so weights and batch-norm statistics are not at their initial values.
-fn trained(model: ModelConfig, dir: &std::path::Path) -> nestednet::models::NestedModel {
+fn trained<C: ImageConfig>(model: C, dir: &std::path::Path) -> C::Network {
     let (train_set, _) = common::mnist();
     let config = RunConfig::new(
         model,
@@ -43,11 +51,7 @@ fn trained(model: ModelConfig, dir: &std::path::Path) -> nestednet::models::Nest
 
 /// Every level of `model`, in every format: the file reloads into a network of the level's
 /// size that computes the nested level's logits on real digits.
-fn every_level_exports(
-    model: &nestednet::models::NestedModel,
-    config: &ModelConfig,
-    dir: &std::path::Path,
-) -> Vec<usize> {
+fn every_level_exports<C: ImageConfig>(model: &C::Network, config: &C, dir: &std::path::Path) -> Vec<usize> {
     let (_, test_set) = common::mnist();
     let device = Device::flex();
     let batches: Vec<_> = epoch_loader(test_set, 250, 0, 0, false, None, &device)
@@ -63,7 +67,7 @@ fn every_level_exports(
             let info = export_level(model, config, level, &path, format).unwrap();
             assert!(info.max_abs_diff <= 1e-5, "level {level} {format:?}: {}", info.max_abs_diff);
             assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, info.bytes);
-            let (manifest, standalone) = load_level::<ModelConfig>(&path, &device).unwrap();
+            let (manifest, standalone) = load_level::<C>(&path, &device).unwrap();
             assert_eq!((manifest.level, manifest.classes), (level, model.level_classes(level)));
             let standalone = standalone.valid();
             // Physically the level's size, and the level's costs.
@@ -85,7 +89,7 @@ fn every_level_exports(
 #[test]
 fn mnist_cnn_levels_export_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
-    let config: ModelConfig = NestedMnistCnnConfig::new().into();
+    let config = NestedMnistCnnConfig::new();
     let model = trained(config.clone(), dir.path());
     let sizes = every_level_exports(&model, &config, dir.path());
     // Lower levels are physically smaller files.
@@ -100,7 +104,7 @@ fn mnist_cnn_levels_export_in_every_format() {
     // A file that is not a nestednet export is rejected with its name.
     let bogus = dir.path().join("bogus.safetensors");
     std::fs::write(&bogus, b"garbage").unwrap();
-    let err = load_level::<ModelConfig>(&bogus, &Device::flex()).expect_err("an error").to_string();
+    let err = load_level::<NestedMnistCnnConfig>(&bogus, &Device::flex()).expect_err("an error").to_string();
     assert!(err.contains("bogus.safetensors"), "{err}");
     // A safetensors export missing a tensor, or with one too many, does not load.
     let path = dir.path().join("level0.safetensors");
@@ -112,7 +116,7 @@ fn mnist_cnn_levels_export_in_every_format() {
     let pruned = safetensors::tensor::serialize(tensors, meta.metadata().clone()).unwrap();
     let broken = dir.path().join("broken.safetensors");
     std::fs::write(&broken, pruned).unwrap();
-    let err = load_level::<ModelConfig>(&broken, &Device::flex()).expect_err("an error").to_string();
+    let err = load_level::<NestedMnistCnnConfig>(&broken, &Device::flex()).expect_err("an error").to_string();
     assert!(err.contains("fc1.bias"), "{err}");
 }
 
@@ -123,7 +127,7 @@ fn residual_levels_export_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
     let mut net = NestedResNetConfig::mnist_resnet(10);
     net.lattice = "0.5,1;1,2".parse().unwrap();
-    let config: ModelConfig = net.into();
+    let config = net;
     let model = trained(config.clone(), dir.path());
     let sizes = every_level_exports(&model, &config, dir.path());
     assert!(sizes[0] < sizes[3]);
@@ -146,7 +150,7 @@ fn residual_levels_export_in_every_format() {
 #[test]
 fn hostile_export_configurations_are_refused_before_allocating() {
     let dir = tempfile::tempdir().unwrap();
-    let config: ModelConfig = NestedMnistCnnConfig::new().into();
+    let config = NestedMnistCnnConfig::new();
     let model = seeded_model(&config, None, 1, &Device::flex()).unwrap();
     let file = dir.path().join("level0.bpk");
     export_level(&model, &config, 0, &file, ExportFormat::Burnpack).unwrap();
@@ -155,9 +159,10 @@ fn hostile_export_configurations_are_refused_before_allocating() {
         serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     for (hidden, expected) in [(1u64 << 40, "declares a network of"), (4096, "more than the")] {
         let mut hostile = manifest.clone();
-        hostile["model"]["mnist_cnn"]["hidden"] = hidden.into();
+        hostile["model"]["hidden"] = hidden.into();
         std::fs::write(&manifest_path, serde_json::to_vec(&hostile).unwrap()).unwrap();
-        let err = load_level::<ModelConfig>(&file, &Device::flex()).map(|_| ()).unwrap_err().to_string();
+        let err =
+            load_level::<NestedMnistCnnConfig>(&file, &Device::flex()).map(|_| ()).unwrap_err().to_string();
         assert!(err.contains(expected) && err.contains("level0.bpk"), "hidden {hidden}: {err}");
     }
 }

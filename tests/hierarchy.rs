@@ -6,8 +6,8 @@ mod common;
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::heads::Hierarchy;
-use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedNetwork, NestedResNetConfig};
-use nestednet::train::{
+use nestednet::models::{NestedMnistCnnConfig, NestedNetwork, NestedResNetConfig};
+use nestednet::train::trainer::{
     HierarchyConfig, ImageData, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig,
     evaluate, train,
 };
@@ -16,12 +16,12 @@ fn training(hierarchy: &HierarchyConfig) -> TrainingConfig {
     TrainingConfig::new().with_epochs(1).with_train_limit(Some(1280)).with_hierarchy(Some(hierarchy.clone()))
 }
 
-fn hierarchical_config() -> RunConfig<ModelConfig> {
+fn hierarchical_config() -> RunConfig<NestedMnistCnnConfig> {
     let hierarchy = HierarchyConfig::one_level_per_depth(Hierarchy::mnist_shapes());
     let model = NestedMnistCnnConfig::new()
         .with_levels("0.5,1.0".parse().unwrap())
         .with_level_classes(hierarchy.level_classes());
-    RunConfig::new(model.into(), training(&hierarchy))
+    RunConfig::new(model, training(&hierarchy))
 }
 
 #[test]
@@ -41,7 +41,7 @@ fn each_level_learns_its_own_granularity() {
     assert!(tallies[0].accuracy() > 0.8, "shape groups: {}", tallies[0].accuracy());
     assert!(tallies[1].accuracy() > 0.8, "digits: {}", tallies[1].accuracy());
     // The run folder reloads into the same model (heads included).
-    let (stored, reloaded) = run.load_model::<ModelConfig>(&device).unwrap();
+    let (stored, reloaded) = run.load_model::<NestedMnistCnnConfig>(&device).unwrap();
     assert_eq!(stored.training.hierarchy, config.training.hierarchy);
     let again =
         evaluate(&reloaded.valid(), &ImageData::from(test_set.clone()), 500, &device, &labels).unwrap();
@@ -59,7 +59,7 @@ fn residual_levels_learn_their_own_granularity() {
     model.lattice = nestednet::schedule::LatticeSpec::widths_only(vec![0.5, 1.0], 2);
     model.level_classes = hierarchy.level_classes();
     let config = RunConfig::new(
-        ModelConfig::from(model),
+        model,
         training(&hierarchy)
             .with_optimizer(OptimizerConfig::sgd())
             .with_learning_rate(0.1)
@@ -86,15 +86,17 @@ fn residual_levels_learn_their_own_granularity() {
 fn a_hierarchy_that_does_not_fit_is_a_clear_error() {
     let device = Device::flex();
     let config = hierarchical_config();
-    let err = |c: RunConfig<ModelConfig>| c.validate(&device).expect_err("an error").to_string();
+    let err = |c: RunConfig<NestedMnistCnnConfig>| c.validate(&device).expect_err("an error").to_string();
     let mut wrong_classes = config.clone();
-    if let ModelConfig::MnistCnn(cnn) = &mut wrong_classes.model {
+    {
+        let cnn = &mut wrong_classes.model;
         cnn.level_classes = vec![4, 10];
     }
     let e = err(wrong_classes);
     assert!(e.contains("[3, 10] classes but the model's levels predict [4, 10]"), "{e}");
     let mut three_levels = config.clone();
-    if let ModelConfig::MnistCnn(cnn) = &mut three_levels.model {
+    {
+        let cnn = &mut three_levels.model;
         cnn.levels = "0.25,0.5,1.0".parse().unwrap();
         cnn.level_classes = vec![3, 3, 10];
     }
@@ -138,7 +140,7 @@ fn cifar100_hierarchy_is_read_from_the_data_files() {
         .with_levels("0.5,1.0".parse().unwrap())
         .with_level_classes(config.level_classes());
     let training = RunConfig::new(
-        ModelConfig::from(model),
+        model,
         TrainingConfig::new().with_epochs(1).with_batch_size(50).with_hierarchy(Some(config)),
     );
     let device = Device::flex();

@@ -17,11 +17,14 @@ use std::sync::Arc;
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::data::{ImageSet, Normalization, SplitMix64};
-use nestednet::models::{ChannelImportance, LevelRequest, ModelConfig, ModelRequest, NestedNetwork};
+use nestednet::models::{
+    ChannelImportance, LevelRequest, ModelFamily, ModelRequest, NestedMnistCnnConfig, NestedNetwork,
+    NestedResNetConfig,
+};
 use nestednet::schedule::LevelSpec;
-use nestednet::train::{
-    ExportFormat, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, export_level,
-    nestify, train,
+use nestednet::train::export::{ExportFormat, export_level, nestify};
+use nestednet::train::trainer::{
+    OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData, TrainingConfig, train,
 };
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -53,9 +56,19 @@ fn f32_bytes(t: Tensor<4>) -> Vec<u8> {
     t.into_data().iter::<f32>().flat_map(f32::to_le_bytes).collect()
 }
 
+/// A family of image classifiers.
+trait ImageFamily: ModelFamily<Network: NestedNetwork<Input = Tensor<4>, Output = Tensor<2>>> {}
+
+impl<F: ModelFamily<Network: NestedNetwork<Input = Tensor<4>, Output = Tensor<2>>>> ImageFamily for F {}
+
+/// The configuration `request` asks family `F` for.
+fn build<F: ImageFamily>(request: &ModelRequest) -> F {
+    F::from_request(request).expect("the family's model").unwrap()
+}
+
 /// Exports every level of `request`'s model (trained a few steps) and checks each in PyTorch.
-fn check(python: &str, request: ModelRequest, dir: &Path) {
-    let config = ModelConfig::from_request(&request).unwrap();
+fn check<F: ImageFamily>(python: &str, request: ModelRequest, dir: &Path) {
+    let config = build::<F>(&request);
     let set = random_set(request.input_shape, 10);
     let run_config = RunConfig::new(
         config.clone(),
@@ -116,14 +129,18 @@ fn every_model_family_loads_into_pytorch() {
     let ratios = |r: &[f64]| LevelRequest::Channels(LevelSpec::Ratios(r.to_vec()));
     let lattice = LevelRequest::Lattice("0.5,1;1,2".parse().unwrap());
     // Post-activation with option-A shortcuts, a lattice of depths.
-    check(&python, request("mnist-resnet", [1, 28, 28], lattice), dir.path());
-    check(&python, request("mnist-cnn", [1, 28, 28], ratios(&[0.25, 0.5, 1.0])), dir.path());
+    check::<NestedResNetConfig>(&python, request("mnist-resnet", [1, 28, 28], lattice), dir.path());
+    check::<NestedMnistCnnConfig>(
+        &python,
+        request("mnist-cnn", [1, 28, 28], ratios(&[0.25, 0.5, 1.0])),
+        dir.path(),
+    );
     // Pre-activation with projections; un-nested first convolution and output layer.
     let mut wrn = request("wrn-16-2", [3, 16, 16], ratios(&[0.5, 1.0]));
     (wrn.unnested_first_conv, wrn.unnested_output) = (true, true);
-    check(&python, wrn, dir.path());
+    check::<NestedResNetConfig>(&python, wrn, dir.path());
     // ImageNet stem; the full level is torchvision's resnet18.
-    check(&python, request("resnet-18", [3, 32, 32], ratios(&[0.25, 1.0])), dir.path());
+    check::<NestedResNetConfig>(&python, request("resnet-18", [3, 32, 32], ratios(&[0.25, 1.0])), dir.path());
 }
 
 /// The backend tests' stored reference (`tests/fixtures/pytorch_logits.json`): every level's
@@ -137,44 +154,13 @@ fn every_model_family_loads_into_pytorch() {
 fn the_backend_fixture_is_pytorch_s_output() {
     let python = std::env::var("NESTEDNET_PYTHON").expect("set NESTEDNET_PYTHON to a python with torch");
     let dir = tempfile::tempdir().unwrap();
-    let device = Device::flex();
-    let mut models = Vec::new();
-    for (name, levels) in [
-        ("mnist-cnn", LevelRequest::Channels(LevelSpec::Ratios(vec![0.25, 0.5, 1.0]))),
-        ("mnist-resnet", LevelRequest::Lattice("0.5,1;1,2".parse().unwrap())),
-    ] {
-        let request = request(name, [1, 28, 28], levels);
-        let config = ModelConfig::from_request(&request).unwrap();
-        let model = nestednet::train::seeded_model(&config, None, FIXTURE_SEED, &device).unwrap();
-        let mut rng = SplitMix64::new(3);
-        let values: Vec<f32> = (0..2 * 28 * 28).map(|_| (rng.below(2000) as f32 - 1000.0) / 500.0).collect();
-        let images = Tensor::<4>::from_data(TensorData::new(values.clone(), [2, 1, 28, 28]), &device);
-        let image_bytes = f32_bytes(images);
-        let input = dir.path().join(format!("{name}.images.safetensors"));
-        let views = vec![(
-            "images".to_string(),
-            TensorView::new(Dtype::F32, vec![2, 1, 28, 28], &image_bytes).unwrap(),
-        )];
-        std::fs::write(
-            &input,
-            safetensors::tensor::serialize(views, None::<HashMap<String, String>>).unwrap(),
-        )
-        .unwrap();
-        let mut levels = Vec::new();
-        for level in 0..model.num_levels() {
-            let file = dir.path().join(format!("{name}-{level}.safetensors"));
-            export_level(&model, &config, level, &file, ExportFormat::Safetensors).unwrap();
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/load_exported.py");
-            let out = Command::new(&python)
-                .args([script.to_str().unwrap(), file.to_str().unwrap(), "--logits", input.to_str().unwrap()])
-                .output()
-                .expect("python runs");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            levels.push(json["logits"].clone());
-        }
-        models.push(serde_json::json!({"name": name, "images": values, "levels": levels}));
-    }
+    let cnn =
+        request("mnist-cnn", [1, 28, 28], LevelRequest::Channels(LevelSpec::Ratios(vec![0.25, 0.5, 1.0])));
+    let resnet = request("mnist-resnet", [1, 28, 28], LevelRequest::Lattice("0.5,1;1,2".parse().unwrap()));
+    let models = vec![
+        fixture_entry::<NestedMnistCnnConfig>(&python, &cnn, dir.path()),
+        fixture_entry::<NestedResNetConfig>(&python, &resnet, dir.path()),
+    ];
     let fixture = serde_json::json!({
         "about": "PyTorch's logits for seeded, untrained nestednet models (tests/pytorch_exports.rs writes it; tests/backends.rs reads it)",
         "seed": FIXTURE_SEED,
@@ -208,6 +194,38 @@ fn the_backend_fixture_is_pytorch_s_output() {
             );
         }
     }
+}
+
+/// The fixture's entry of `request`'s seeded, untrained model (family `F`): the images and
+/// every level's logits as PyTorch computes them from the exported level.
+fn fixture_entry<F: ImageFamily>(python: &str, request: &ModelRequest, dir: &Path) -> serde_json::Value {
+    let device = Device::flex();
+    let name = request.name.as_str();
+    let config = build::<F>(request);
+    let model = nestednet::train::trainer::seeded_model(&config, None, FIXTURE_SEED, &device).unwrap();
+    let mut rng = SplitMix64::new(3);
+    let values: Vec<f32> = (0..2 * 28 * 28).map(|_| (rng.below(2000) as f32 - 1000.0) / 500.0).collect();
+    let images = Tensor::<4>::from_data(TensorData::new(values.clone(), [2, 1, 28, 28]), &device);
+    let image_bytes = f32_bytes(images);
+    let input = dir.join(format!("{name}.images.safetensors"));
+    let views =
+        vec![("images".to_string(), TensorView::new(Dtype::F32, vec![2, 1, 28, 28], &image_bytes).unwrap())];
+    std::fs::write(&input, safetensors::tensor::serialize(views, None::<HashMap<String, String>>).unwrap())
+        .unwrap();
+    let mut levels = Vec::new();
+    for level in 0..model.num_levels() {
+        let file = dir.join(format!("{name}-{level}.safetensors"));
+        export_level(&model, &config, level, &file, ExportFormat::Safetensors).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/load_exported.py");
+        let out = Command::new(python)
+            .args([script.to_str().unwrap(), file.to_str().unwrap(), "--logits", input.to_str().unwrap()])
+            .output()
+            .expect("python runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        levels.push(json["logits"].clone());
+    }
+    serde_json::json!({"name": name, "images": values, "levels": levels})
 }
 
 /// The seed of the stored backend fixture (`tests/backends.rs` uses the same).
@@ -252,12 +270,11 @@ json.dump(m(x).tolist(), open(sys.argv[2], "w"))
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let expected: Vec<Vec<f64>> = serde_json::from_slice(&std::fs::read(&logits).unwrap()).unwrap();
     let device = Device::flex();
-    let config = ModelConfig::from_request(&request(
+    let config = build::<NestedMnistCnnConfig>(&request(
         "mnist-cnn",
         [1, 28, 28],
         LevelRequest::Channels(LevelSpec::Ratios(vec![0.25, 0.5, 1.0])),
-    ))
-    .unwrap();
+    ));
     let values: Vec<f32> =
         (0..2 * 28 * 28).map(|i| -2.0 + 4.0 * i as f32 / (2.0 * 28.0 * 28.0 - 1.0)).collect();
     let images = Tensor::<4>::from_data(TensorData::new(values, [2, 1, 28, 28]), &device);

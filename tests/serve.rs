@@ -8,12 +8,16 @@ use std::sync::Arc;
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::data::{DataSource, DatasetKind};
-use nestednet::models::{ChannelImportance, ModelConfig, NestedMnistCnnConfig, NestedNetwork};
-use nestednet::train::{
-    Backend, Budget, BudgetKind, ExportFormat, ImageData, LevelLabels, OptimizerConfig, QuietProgress,
-    RunConfig, RunDir, SearchSettings, TrainError, TrainJob, TrainingConfig, calibrated_mix,
-    calibration_batches, evaluate, export_front, export_level, load_level, measure_candidates, nestify,
-    run_candidates, run_job_with_data, search_mixes, select_within,
+use nestednet::models::{ChannelImportance, NestedMnistCnnConfig, NestedNetwork};
+use nestednet::train::TrainError;
+use nestednet::train::export::{ExportFormat, export_level, load_level, nestify};
+use nestednet::train::jobs::{Backend, TrainJob, run_job_with_data};
+use nestednet::train::serve::{
+    Budget, BudgetKind, SearchSettings, calibrated_mix, calibration_batches, export_front,
+    measure_candidates, run_candidates, search_mixes, select_within,
+};
+use nestednet::train::trainer::{
+    ImageData, LevelLabels, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainingConfig, evaluate,
 };
 
 fn short_training() -> TrainingConfig {
@@ -29,16 +33,14 @@ fn trained_run(
     model: NestedMnistCnnConfig,
     training: TrainingConfig,
     dir: &std::path::Path,
-) -> nestednet::models::NestedModel {
+) -> nestednet::models::NestedMnistCnn {
     let (train_set, test_set) = common::mnist();
-    let job = TrainJob {
-        config: RunConfig::new(ModelConfig::from(model), training),
-        data: DataSource::new(DatasetKind::Mnist, common::mnist_dir()),
-        run: RunDir::new(dir),
-        backend: Backend::Flex,
-        devices: None,
-        resume: false,
-    };
+    let job = TrainJob::new(
+        RunConfig::new(model, training),
+        DataSource::new(DatasetKind::Mnist, common::mnist_dir()),
+        RunDir::new(dir),
+        Backend::Flex,
+    );
     let test_set = Arc::new(test_set.take(400));
     run_job_with_data(&job, ImageData::from(train_set), ImageData::from(test_set), &mut QuietProgress)
         .unwrap()
@@ -59,12 +61,14 @@ fn budgets_select_the_most_accurate_level_that_fits_and_measurements_are_cached(
     let candidates = run_candidates(&run, &model).unwrap();
     assert_eq!(candidates.iter().map(|c| c.level).collect::<Vec<_>>(), [Some(0), Some(1), Some(2)]);
     let measured =
-        measure_candidates::<ModelConfig>(&run, &model, &candidates, "flex", 2, &device, false).unwrap();
+        measure_candidates::<NestedMnistCnnConfig>(&run, &model, &candidates, "flex", 2, &device, false)
+            .unwrap();
     let cache: Vec<_> = std::fs::read_dir(dir.path().join("measurements")).unwrap().collect();
     assert_eq!(cache.len(), 1, "one cache file per device and batch size");
     // A second call reads the cache: the very same figures.
     let again =
-        measure_candidates::<ModelConfig>(&run, &model, &candidates, "flex", 2, &device, false).unwrap();
+        measure_candidates::<NestedMnistCnnConfig>(&run, &model, &candidates, "flex", 2, &device, false)
+            .unwrap();
     for (m, a) in measured.iter().zip(&again) {
         let (m, a) = (&m.measurement, &a.measurement);
         assert_eq!((&m.name, m.calls, m.macs), (&a.name, a.calls, a.macs));
@@ -75,7 +79,8 @@ fn budgets_select_the_most_accurate_level_that_fits_and_measurements_are_cached(
     let path = cache[0].as_ref().unwrap().path();
     std::fs::write(&path, b"{\"device\": 3").unwrap();
     let fresh =
-        measure_candidates::<ModelConfig>(&run, &model, &candidates, "flex", 2, &device, false).unwrap();
+        measure_candidates::<NestedMnistCnnConfig>(&run, &model, &candidates, "flex", 2, &device, false)
+            .unwrap();
     assert_eq!(fresh.len(), 3);
     assert!(serde_json::from_slice::<serde_json::Value>(&std::fs::read(&path).unwrap()).is_ok());
 
@@ -103,8 +108,19 @@ fn budgets_select_the_most_accurate_level_that_fits_and_measurements_are_cached(
             && text.contains(&macs(0).to_string()),
         "{text}"
     );
-    // This test binary counts no allocation: memory budgets say so instead of guessing.
-    let err = select_within(&measured, &[budget("memory-mb=100")]).unwrap_err().to_string();
+    // nestednet's allocator (this test binary's, as any binary's that depends on nestednet)
+    // counts a level's peak memory: at least its weights, and every level fits 100 MiB.
+    for c in &measured {
+        let memory = c.measurement.memory_bytes.expect("counted");
+        assert!(memory >= 4 * c.candidate.params, "{}: {memory} bytes", c.candidate.name);
+    }
+    let most_accurate = measured.iter().map(|c| c.candidate.accuracy).fold(f64::NEG_INFINITY, f64::max);
+    let roomy = select_within(&measured, &[budget("memory-mb=100")]).unwrap();
+    assert_eq!(roomy.candidate.accuracy, most_accurate);
+    // Where nothing counts allocations, memory budgets say so instead of guessing.
+    let mut uncounted = measured.clone();
+    uncounted.iter_mut().for_each(|c| c.measurement.memory_bytes = None);
+    let err = select_within(&uncounted, &[budget("memory-mb=100")]).unwrap_err().to_string();
     assert!(err.contains("PeakAllocator"), "{err}");
     for (bad, why) in [
         ("latency-ms", "NAME=LIMIT"),
@@ -214,7 +230,7 @@ fn mix_and_match_searches_scores_exports_and_serves_sub_networks() {
 
     // Every mix on the front is exported and verified; the file reloads alone and computes
     // what the recalibrated mix computes.
-    let config = run.load_config::<ModelConfig>().unwrap().model;
+    let config = run.load_config::<NestedMnistCnnConfig>().unwrap().model;
     let calibration =
         calibration_batches(&ImageData::from(train_set), 1, 64, settings.seed, &device).unwrap();
     let infos = export_front(&run, &model, &config, &mut results, &calibration).unwrap();
@@ -224,7 +240,8 @@ fn mix_and_match_searches_scores_exports_and_serves_sub_networks() {
     for (point, info) in mixes.iter().zip(&infos) {
         assert!(info.max_abs_diff <= 1e-4);
         let (manifest, alone) =
-            load_level::<ModelConfig>(&dir.path().join(point.export.as_ref().unwrap()), &device).unwrap();
+            load_level::<NestedMnistCnnConfig>(&dir.path().join(point.export.as_ref().unwrap()), &device)
+                .unwrap();
         assert_eq!(manifest.mix.as_deref(), Some(&point.choice[..]));
         let mixed = calibrated_mix(&model, &point.choice, &calibration).unwrap();
         assert_eq!(alone.level_cost(0).macs, point.macs);
@@ -239,7 +256,8 @@ fn mix_and_match_searches_scores_exports_and_serves_sub_networks() {
     let candidates = run_candidates(&run, &model).unwrap();
     assert_eq!(candidates.len(), 3 + mixes.len());
     let measured =
-        measure_candidates::<ModelConfig>(&run, &model, &candidates, "flex", 1, &device, false).unwrap();
+        measure_candidates::<NestedMnistCnnConfig>(&run, &model, &candidates, "flex", 1, &device, false)
+            .unwrap();
     let cheapest_mix = mixes.iter().map(|p| p.macs).min();
     if let Some(macs) = cheapest_mix {
         let chosen = select_within(&measured, &[budget(&format!("macs<={macs}"))]).unwrap();
@@ -251,7 +269,7 @@ fn mix_and_match_searches_scores_exports_and_serves_sub_networks() {
         assert_eq!(chosen.candidate.accuracy, best);
     }
     // Mixes need mixable layers: a masked model has none.
-    let masked = nestednet::train::with_init_lock(|| {
+    let masked = nestednet::train::trainer::with_init_lock(|| {
         let mut masked = NestedMnistCnnConfig::new().init(&device);
         nestednet::models::Maskable::enable_mask(&mut masked.conv2);
         masked
@@ -269,12 +287,12 @@ fn a_dense_network_nests_keeping_its_function() {
     let device = Device::flex();
     let dense_config = NestedMnistCnnConfig::new().with_levels("1".parse().unwrap());
     let dense = trained_run(dense_config.clone(), short_training(), &dir.path().join("dense"));
-    let config = ModelConfig::from(dense_config.clone());
+    let config = dense_config.clone();
     let file = dir.path().join("dense.safetensors");
     export_level(&dense, &config, 0, &file, ExportFormat::Safetensors).unwrap();
     let bpk = dir.path().join("dense.bpk");
     export_level(&dense, &config, 0, &bpk, ExportFormat::Burnpack).unwrap();
-    let nested_config = ModelConfig::from(NestedMnistCnnConfig::new());
+    let nested_config = NestedMnistCnnConfig::new();
     let images = common::random_images([4, 1, 28, 28], 1, &device);
     let reference = dense.valid().forward_level(images.clone(), 0);
     for (path, importance) in [
@@ -304,7 +322,7 @@ fn a_dense_network_nests_keeping_its_function() {
         }
     }
     // A dense network of another architecture is refused by name.
-    let other = ModelConfig::from(NestedMnistCnnConfig::new().with_hidden(64));
+    let other = NestedMnistCnnConfig::new().with_hidden(64);
     let err = nestify(&other, None, 7, &file, None, &device).unwrap_err().to_string();
     assert!(err.contains("fc1") || err.contains("shape"), "{err}");
     // Random bytes are not a network.

@@ -9,23 +9,23 @@ use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::data::ImageSet;
 use nestednet::data::epoch_loader;
-use nestednet::models::{ModelConfig, NestedMnistCnnConfig, NestedModel, NestedNetwork};
-use nestednet::train::{
+use nestednet::models::{NestedMnistCnn, NestedMnistCnnConfig, NestedNetwork, NestedNetworkConfig};
+use nestednet::train::trainer::{
     ImageData, LevelLabels, LrSchedule, OptimizerConfig, QuietProgress, RunConfig, RunDir, TrainData,
     TrainingConfig, evaluate, record_bytes, seeded_model, train,
 };
 
-fn quick_config(epochs: usize, limit: usize) -> RunConfig<ModelConfig> {
+fn quick_config(epochs: usize, limit: usize) -> RunConfig<NestedMnistCnnConfig> {
     RunConfig::new(
-        NestedMnistCnnConfig::new().into(),
+        NestedMnistCnnConfig::new(),
         TrainingConfig::new().with_epochs(epochs).with_train_limit(Some(limit)).with_seed(7),
     )
 }
 
 fn with_training(
-    config: RunConfig<ModelConfig>,
+    config: RunConfig<NestedMnistCnnConfig>,
     f: impl FnOnce(TrainingConfig) -> TrainingConfig,
-) -> RunConfig<ModelConfig> {
+) -> RunConfig<NestedMnistCnnConfig> {
     RunConfig { training: f(config.training), ..config }
 }
 
@@ -33,14 +33,14 @@ fn alone(train: &Arc<ImageSet>) -> TrainData {
     TrainData::new(train.clone(), None)
 }
 
-fn assert_same_weights(a: &NestedModel, b: &NestedModel, what: &str) {
+fn assert_same_weights(a: &NestedMnistCnn, b: &NestedMnistCnn, what: &str) {
     let (a, b) = (common::weights(a), common::weights(b));
     assert_eq!(a.len(), b.len());
     let differing = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
     assert_eq!(differing, 0, "{what}: {differing} of {} values differ", a.len());
 }
 
-fn logits_of_every_level(model: &NestedModel, images: Tensor<4>) -> Vec<TensorData> {
+fn logits_of_every_level(model: &NestedMnistCnn, images: Tensor<4>) -> Vec<TensorData> {
     model.forward_all(images).into_iter().map(|l| l.into_data()).collect()
 }
 
@@ -150,7 +150,7 @@ fn a_killed_run_resumes_to_the_same_model() {
     assert_same_weights(&resumed.model, &straight.model, "resumed vs uninterrupted run");
 
     // The checkpoint on disk reloads bit for bit, every level.
-    let (_, reloaded) = run.load_model::<ModelConfig>(&device).unwrap();
+    let (_, reloaded) = run.load_model::<NestedMnistCnnConfig>(&device).unwrap();
     let reloaded = reloaded.valid();
     let images = epoch_loader(test_set, 128, 0, 0, false, None, &device)
         .unwrap()
@@ -174,7 +174,8 @@ fn a_killed_run_resumes_to_the_same_model() {
 fn broken_run_folders_are_clear_errors() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
-    let load = |run: &RunDir| run.load_model::<ModelConfig>(&device).expect_err("an error").to_string();
+    let load =
+        |run: &RunDir| run.load_model::<NestedMnistCnnConfig>(&device).expect_err("an error").to_string();
     let err = load(&RunDir::new(dir.path().join("nothing")));
     assert!(err.contains("does not exist"), "{err}");
     let run = RunDir::new(dir.path().join("run"));
@@ -187,13 +188,13 @@ fn broken_run_folders_are_clear_errors() {
     // A record of a different architecture does not load silently.
     // (Seeded, as every network a test builds is: an unseeded one drawn from Burn's shared
     // generator while a parallel test seeds its own would shift that test's weights.)
-    let other_config = ModelConfig::from(NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap()));
-    let other: NestedModel = seeded_model(&other_config, None, 0, &device).unwrap();
+    let other_config = NestedMnistCnnConfig::new().with_levels("0.5,1.0".parse().unwrap());
+    let other: NestedMnistCnn = seeded_model(&other_config, None, 0, &device).unwrap();
     std::fs::write(run.model_path(), record_bytes(&other).unwrap()).unwrap();
     let err = load(&run);
     assert!(err.contains("model.bpk") && err.contains("shape mismatch"), "{err}");
     std::fs::write(run.config_path(), b"{ not json").unwrap();
-    let err = run.load_config::<ModelConfig>().unwrap_err().to_string();
+    let err = run.load_config::<NestedMnistCnnConfig>().unwrap_err().to_string();
     assert!(err.contains("config.json") && err.contains("JSON"), "{err}");
     // A checkpoint.json naming a folder elsewhere is refused before anything is read there.
     std::fs::write(
@@ -226,8 +227,8 @@ fn only_the_trained_levels_blocks_move_for_a_single_level_loss() {
     )
     .unwrap()
     .model;
-    let w0 = before.as_mnist_cnn().unwrap().conv2.weight.val().into_data().try_to_vec::<f32>().unwrap();
-    let w1 = after.as_mnist_cnn().unwrap().conv2.weight.val().into_data().try_to_vec::<f32>().unwrap();
+    let w0 = before.conv2.weight.val().into_data().try_to_vec::<f32>().unwrap();
+    let w1 = after.conv2.weight.val().into_data().try_to_vec::<f32>().unwrap();
     let mut moved_inside = false;
     for (i, (a, b)) in w0.iter().zip(&w1).enumerate() {
         let (out, inp) = (i / (32 * 9), (i / 9) % 32);
@@ -248,8 +249,8 @@ fn a_run_folder_of_an_older_format_is_named_as_such() {
     config["format_version"] = 1.into();
     config.as_object_mut().unwrap().remove("training");
     std::fs::write(run.config_path(), serde_json::to_vec(&config).unwrap()).unwrap();
-    let err = run.load_config::<ModelConfig>().unwrap_err().to_string();
-    assert!(err.contains("run format version 1") && err.contains("reads version 4"), "{err}");
+    let err = run.load_config::<NestedMnistCnnConfig>().unwrap_err().to_string();
+    assert!(err.contains("run format version 1") && err.contains("reads version 5"), "{err}");
 }
 
 /// A network without batch norm: its gradient is a sum over samples, so a batch cut into
@@ -309,7 +310,7 @@ mod mlp {
 
 #[test]
 fn two_devices_take_one_devices_steps_and_a_killed_run_on_them_resumes_exactly() {
-    use nestednet::train::{TrainDevices, train_on};
+    use nestednet::train::trainer::{TrainDevices, train_on};
     let (train_set, _) = common::mnist();
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
@@ -341,7 +342,7 @@ fn two_devices_take_one_devices_steps_and_a_killed_run_on_them_resumes_exactly()
         RunConfig { training: config.training.clone().with_max_steps(Some(1)), ..config.clone() };
     let one_step = run("one-step", &TrainDevices::single(device.clone()), &first_step);
     for (list, what) in [("flex,flex", "even shards"), ("flex=1,flex=3", "shares 1:3")] {
-        let devices = TrainDevices::parse(list).unwrap();
+        let devices = list.parse::<nestednet::train::jobs::DeviceList>().unwrap().devices().unwrap();
         for (a, b, steps) in [
             (&one_step, run(&format!("{list}-step"), &devices, &first_step), 1),
             (&one, run(list, &devices, &config), 4),
@@ -356,7 +357,7 @@ fn two_devices_take_one_devices_steps_and_a_killed_run_on_them_resumes_exactly()
     // mnist-cnn (batch norm: statistics per shard, running statistics averaged over the
     // devices) on two devices: killed after epoch 1 and resumed, it ends bit for bit where an
     // uninterrupted run ends.
-    let devices = TrainDevices::parse("flex,flex").unwrap();
+    let devices = "flex,flex".parse::<nestednet::train::jobs::DeviceList>().unwrap().devices().unwrap();
     let cnn = |epochs| quick_config(epochs, 200);
     let straight = train_on(
         &cnn(2),
@@ -377,7 +378,10 @@ fn two_devices_take_one_devices_steps_and_a_killed_run_on_them_resumes_exactly()
 /// taken on its own and the gradients summed from the last level down (the order one backward
 /// pass of the summed loss reaches the parameters), one Adam step per batch, the batches in the
 /// data's seeded order. Returns the trained weights.
-fn plain_joint_training(config: &RunConfig<ModelConfig>, train_set: &Arc<ImageSet>) -> Vec<f32> {
+fn plain_joint_training<C>(config: &RunConfig<C>, train_set: &Arc<ImageSet>) -> Vec<f32>
+where
+    C: NestedNetworkConfig<Network: NestedNetwork<Input = Tensor<4>, Output = Tensor<2>>>,
+{
     use nestednet::burn::optim::{GradientsAccumulator, GradientsParams};
     let training = &config.training;
     let device = Device::flex().autodiff();
@@ -390,7 +394,7 @@ fn plain_joint_training(config: &RunConfig<ModelConfig>, train_set: &Arc<ImageSe
             epoch_loader(set.clone(), training.batch_size, training.seed, epoch, true, None, &device);
         for batch in loader.unwrap().iter() {
             let batch = batch.unwrap();
-            let mut summed = GradientsAccumulator::<NestedModel>::new();
+            let mut summed = GradientsAccumulator::<C::Network>::new();
             for level in (0..n).rev() {
                 let logits = model.forward_level(batch.images.clone(), level);
                 let loss =
@@ -408,7 +412,7 @@ fn plain_joint_training(config: &RunConfig<ModelConfig>, train_set: &Arc<ImageSe
 /// for bit, on `mnist-cnn` and on a residual lattice.
 #[test]
 fn the_trainer_takes_the_plain_joint_steps_bit_for_bit() {
-    use nestednet::models::{LevelRequest, ModelRequest};
+    use nestednet::models::{LevelRequest, ModelFamily, ModelRequest, NestedResNetConfig};
     let (train_set, _) = common::mnist();
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
@@ -418,22 +422,21 @@ fn the_trainer_takes_the_plain_joint_steps_bit_for_bit() {
         10,
         LevelRequest::Lattice("0.5,1;1,2".parse().unwrap()),
     );
-    for (name, model) in [
-        ("mnist-cnn", ModelConfig::from(NestedMnistCnnConfig::new())),
-        ("mnist-resnet", ModelConfig::from_request(&lattice).unwrap()),
-    ] {
-        let config = RunConfig::new(
-            model,
-            TrainingConfig::new().with_epochs(2).with_train_limit(Some(160)).with_batch_size(32).with_seed(5),
-        );
-        let run = RunDir::new(dir.path().join(name));
-        let trained =
-            train(&config, alone(&train_set), &device, &run, false, &mut QuietProgress).unwrap().model;
-        let (ours, plain) = (common::weights(&trained), plain_joint_training(&config, &train_set));
+    let training =
+        TrainingConfig::new().with_epochs(2).with_train_limit(Some(160)).with_batch_size(32).with_seed(5);
+    let check = |name: &str, ours: Vec<f32>, plain: Vec<f32>| {
         assert_eq!(ours.len(), plain.len(), "{name}");
         let differing = ours.iter().zip(&plain).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
         assert_eq!(differing, 0, "{name}: {differing} of {} values differ from the plain loop's", ours.len());
-    }
+    };
+    let cnn = RunConfig::new(NestedMnistCnnConfig::new(), training.clone());
+    let run = RunDir::new(dir.path().join("mnist-cnn"));
+    let trained = train(&cnn, alone(&train_set), &device, &run, false, &mut QuietProgress).unwrap().model;
+    check("mnist-cnn", common::weights(&trained), plain_joint_training(&cnn, &train_set));
+    let resnet = RunConfig::new(NestedResNetConfig::from_request(&lattice).unwrap().unwrap(), training);
+    let run = RunDir::new(dir.path().join("mnist-resnet"));
+    let trained = train(&resnet, alone(&train_set), &device, &run, false, &mut QuietProgress).unwrap().model;
+    check("mnist-resnet", common::weights(&trained), plain_joint_training(&resnet, &train_set));
 }
 
 /// A nested network whose input is not an image: token ids, embedded, mean-pooled, then a
@@ -447,7 +450,7 @@ mod tokens {
     use nestednet::data::SplitMix64;
     use nestednet::models::{Maskable, ModelError, NestedNetwork, NestedNetworkConfig, TokenShape};
     use nestednet::nn::{NestedLinear, NestedLinearConfig};
-    use nestednet::train::{Batch, BatchOrder, Batches, LabelledSet};
+    use nestednet::train::trainer::{Batch, BatchOrder, Batches, LabelledSet};
 
     /// Sequences of `LENGTH` ids from a vocabulary of 16, whose class is the group of four ids
     /// (`id / 4`) that occurs most often in them (ties to the lowest group).
@@ -607,9 +610,9 @@ mod tokens {
 /// and resumed exactly, evaluated, reported and exported (verified) like the image models.
 #[test]
 fn a_network_over_token_ids_trains_resumes_reports_and_exports() {
-    use nestednet::train::{
-        ExportFormat, LabelledSet, ReportContext, build_report, export_level, load_level,
-    };
+    use nestednet::train::export::{ExportFormat, export_level, load_level};
+    use nestednet::train::serve::{ReportContext, build_report};
+    use nestednet::train::trainer::LabelledSet;
     use tokens::{TokenMlpConfig, TokenSet};
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();

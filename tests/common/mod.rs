@@ -7,7 +7,7 @@ use std::sync::Arc;
 use nestednet::burn::module::{Module, ModuleVisitor, Param};
 use nestednet::burn::prelude::*;
 use nestednet::data::{ImageSet, Mnist};
-use nestednet::train::{EpochMetrics, LevelTally, Progress};
+use nestednet::train::trainer::{EpochMetrics, LevelTally, Progress};
 
 /// The real MNIST digits: the vendored copy, or `../shared/data/mnist10k` beside the checkout.
 pub fn mnist_dir() -> PathBuf {

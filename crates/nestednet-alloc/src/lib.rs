@@ -5,17 +5,28 @@
 //! [`PeakAllocator`] (`nestednet` wraps mimalloc). Without it, memory is reported as not
 //! measured rather than guessed.
 //!
-//! With the `mimalloc` feature, [`mimalloc_retain_freed_memory`] also tunes mimalloc for
-//! training loops (the binaries, examples and benchmarks call it).
+//! With the `mimalloc` feature, [`NestednetAllocator`] is mimalloc, counted, tuned for training
+//! loops on its first allocation ([`mimalloc_retain_freed_memory`]): the allocator of every
+//! binary that depends on `nestednet` with its default `mimalloc` feature, so that a user's
+//! `main` needs no allocator set-up of its own.
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
-static IN_USE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+// Counted only while a measurement runs ([`peak_bytes_during`]): outside one, an allocation
+// reads two flags that no thread writes, so the counting wrapper costs a training loop nothing
+// measurable. (Counting every allocation of every thread into shared counters made training
+// epochs several per cent slower: the threads' writes fought over one cache line.)
+static MEASURING: AtomicBool = AtomicBool::new(false);
+/// Bytes allocated minus bytes freed since the measurement started (negative when it freed
+/// what was allocated before).
+static DELTA: AtomicIsize = AtomicIsize::new(0);
+/// The largest `DELTA` since the measurement started.
+static PEAK_DELTA: AtomicIsize = AtomicIsize::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// Wraps the allocator `A`, counting the bytes in use and their peak.
+/// Wraps the allocator `A`, counting the bytes held at most at once during a measurement
+/// ([`peak_bytes_during`]).
 ///
 /// ```ignore
 /// #[global_allocator]
@@ -34,19 +45,30 @@ impl<A> PeakAllocator<A> {
     }
 }
 
+fn installed() {
+    if !INSTALLED.load(Ordering::Relaxed) {
+        INSTALLED.store(true, Ordering::Relaxed);
+    }
+}
+
 fn added(bytes: usize) {
-    let now = IN_USE.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    PEAK.fetch_max(now, Ordering::Relaxed);
+    if MEASURING.load(Ordering::Relaxed) {
+        let bytes = bytes as isize;
+        let now = DELTA.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        PEAK_DELTA.fetch_max(now, Ordering::Relaxed);
+    }
 }
 
 fn removed(bytes: usize) {
-    IN_USE.fetch_sub(bytes, Ordering::Relaxed);
+    if MEASURING.load(Ordering::Relaxed) {
+        DELTA.fetch_sub(bytes as isize, Ordering::Relaxed);
+    }
 }
 
 // SAFETY: every call is forwarded unchanged to `inner`; only counters are updated around it.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for PeakAllocator<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        INSTALLED.store(true, Ordering::Relaxed);
+        installed();
         // SAFETY: forwarded with the caller's layout.
         let ptr = unsafe { self.inner.alloc(layout) };
         if !ptr.is_null() {
@@ -56,7 +78,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for PeakAllocator<A> {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        INSTALLED.store(true, Ordering::Relaxed);
+        installed();
         // SAFETY: forwarded with the caller's layout.
         let ptr = unsafe { self.inner.alloc_zeroed(layout) };
         if !ptr.is_null() {
@@ -89,13 +111,16 @@ pub fn peak_memory_measured() -> bool {
 
 /// Runs `f` and returns its result with the most bytes held at once during it above what was
 /// held when it started (`None` without a [`PeakAllocator`]). Allocations of other threads
-/// count too: run it while nothing else works (the measurement of `select` does).
+/// count too: run it while nothing else works (the measurement of `select` does), and one
+/// measurement at a time (a nested or concurrent one restarts the counts).
 pub fn peak_bytes_during<T>(f: impl FnOnce() -> T) -> (T, Option<usize>) {
-    let before = IN_USE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
+    DELTA.store(0, Ordering::Relaxed);
+    PEAK_DELTA.store(0, Ordering::Relaxed);
+    MEASURING.store(true, Ordering::SeqCst);
     let out = f();
-    let peak = PEAK.load(Ordering::Relaxed);
-    (out, peak_memory_measured().then(|| peak.saturating_sub(before)))
+    MEASURING.store(false, Ordering::SeqCst);
+    let peak = PEAK_DELTA.load(Ordering::Relaxed).max(0) as usize;
+    (out, peak_memory_measured().then_some(peak))
 }
 
 /// mimalloc's `purge_delay` option (its place in `mi_option_t`, the same in mimalloc 2 and 3;
@@ -118,6 +143,74 @@ pub fn mimalloc_retain_freed_memory() {
     // SAFETY: sets one integer option (the documented "-1: never purge"); mimalloc reads it at
     // its next purge. Not thread-safe, hence the caller's contract above.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
+/// mimalloc, counted ([`PeakAllocator`]), keeping freed memory mapped
+/// ([`mimalloc_retain_freed_memory`], set on the first allocation, before `main`): Burn
+/// allocates a fresh buffer for most op outputs, which glibc's malloc turned into fresh mappings
+/// and page zeroing (a quarter of a training step), and mimalloc's default purge re-faulted a
+/// second later.
+#[cfg(feature = "mimalloc")]
+pub struct NestednetAllocator {
+    inner: PeakAllocator<mimalloc::MiMalloc>,
+}
+
+#[cfg(feature = "mimalloc")]
+static TUNED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(feature = "mimalloc")]
+impl NestednetAllocator {
+    /// The allocator (for a `#[global_allocator]` static).
+    pub const fn new() -> Self {
+        Self { inner: PeakAllocator::new(mimalloc::MiMalloc) }
+    }
+
+    fn tune_once() {
+        if !TUNED.load(Ordering::Relaxed) && !TUNED.swap(true, Ordering::Relaxed) {
+            mimalloc_retain_freed_memory();
+        }
+    }
+}
+
+#[cfg(feature = "mimalloc")]
+impl std::fmt::Debug for NestednetAllocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NestednetAllocator(mimalloc, counted)")
+    }
+}
+
+#[cfg(feature = "mimalloc")]
+impl Default for NestednetAllocator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: every call goes to the counted mimalloc unchanged; setting mimalloc's purge option
+// allocates nothing.
+#[cfg(feature = "mimalloc")]
+unsafe impl GlobalAlloc for NestednetAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::tune_once();
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.inner.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::tune_once();
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.inner.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.inner.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.inner.realloc(ptr, layout, new_size) }
+    }
 }
 
 #[cfg(test)]

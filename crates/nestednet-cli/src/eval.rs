@@ -2,22 +2,27 @@
 
 use std::path::PathBuf;
 
+use crate::ImageFamily;
 use anyhow::Result;
 use clap::Args;
 use nestednet::burn::module::Module;
+use nestednet::burn::prelude::Device;
 use nestednet::data::{DataSource, DatasetKind};
-use nestednet::models::NestedModel;
-use nestednet::models::{ModelConfig, NestedNetwork, NestedNetworkConfig};
-use nestednet::train::{
-    ImageData, ImageSize, LevelLabels, LevelReport, Report, ReportContext, RunDir, anytime_figures,
-    build_report, check_compatible, evaluate, level_outputs, mix_name, plot_early_exit,
+use nestednet::models::NestedNetwork;
+use nestednet::train::jobs::{Backend, ImageSize, TrainSettings};
+use nestednet::train::serve::{
+    EarlyExit, LevelOutputs, LevelReport, Report, ReportContext, anytime_figures, build_report,
+    level_outputs, mix_name, plot_early_exit,
+};
+use nestednet::train::trainer::{
+    ImageData, LevelLabels, LevelTally, RunConfig, RunDir, check_compatible, evaluate,
 };
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Run folder.
     #[arg(long)]
-    run: PathBuf,
+    pub run: PathBuf,
     /// Data format (default: the one the run trained on).
     #[arg(long)]
     dataset: Option<DatasetKind>,
@@ -36,7 +41,7 @@ pub struct EvalArgs {
     budget: crate::select::BudgetArgs,
     /// Backend (must be compiled in; default: $BURN_DEVICE, else the first compiled).
     #[arg(long)]
-    device: Option<nestednet::train::Backend>,
+    pub device: Option<nestednet::train::jobs::Backend>,
     /// Also measure sizes and latencies and rewrite report.json and the plot.
     #[arg(long)]
     report: bool,
@@ -47,34 +52,24 @@ pub struct EvalArgs {
     early_exit: Option<f64>,
 }
 
-pub fn run(a: EvalArgs) -> Result<()> {
+pub fn run<F: ImageFamily>(a: EvalArgs) -> Result<()> {
     let backend = crate::backend(a.device)?;
     let device = backend.device()?;
     let run = RunDir::new(&a.run);
-    let (config, model) = run.load_model::<ModelConfig>(&device)?;
+    let (config, model) = run.load_model::<F>(&device)?;
     let only = a.level.as_deref().map(|key| model.find_level(key)).transpose()?;
     // The test set, also for runs trained with a validation split (their report is on the
     // held-out training images; this is the final measurement).
     let source = crate::run_data(&config, a.dataset, a.data_dir, a.image_size.map(|s| s.0), false)?;
-    let only = match (&only, a.budget.budgets.is_empty()) {
+    let only = match (only, a.budget.budgets.is_empty()) {
         (Some(_), false) => anyhow::bail!("give --level or --budget, not both"),
+        (only, true) => only,
         (None, false) => {
-            let chosen = crate::select::choose(&run, &model, &a.budget, backend, &device, false)?;
-            match (&chosen.candidate.mix, chosen.candidate.level) {
-                (Some(choice), _) => {
-                    // Recalibrated on the training images the search used (its validation
-                    // split held out, if the run has one), scored on the test set.
-                    let split = config.data_source().and_then(|d| d.validation_split);
-                    let calibration = DataSource { validation_split: split, ..source.clone() };
-                    return eval_mix(&model, choice, &run, &calibration, &source, &device);
-                }
-                (None, level) => {
-                    println!("budget: {} selected\n", chosen.candidate.name);
-                    level
-                }
+            match within_budget::<F>(&a.budget, &run, (&config, &model), &source, (backend, &device))? {
+                Budgeted::Level(level) => level,
+                Budgeted::MixEvaluated => return Ok(()),
             }
         }
-        (only, true) => *only,
     };
     let (_, test) = source.load()?;
     let test = ImageData::from(test);
@@ -102,6 +97,84 @@ pub fn run(a: EvalArgs) -> Result<()> {
         return Ok(());
     }
     let tallies = evaluate(&model, &test, 256, &device, &labels)?;
+    print_levels(&model, &tallies, only);
+    // What the levels give together: hierarchy metrics, consensus, early exit.
+    let outputs = level_outputs(&model, &test, 256, &device)?;
+    let mut together = anytime_figures(&model, &outputs, hierarchy, consensus.as_ref())?;
+    let full_macs = model.level_cost(model.num_levels() - 1).macs;
+    match a.early_exit {
+        Some(threshold) => with_early_exit(&model, &outputs, &tallies, threshold, &mut together.early_exit)?,
+        None => together.early_exit.clear(),
+    }
+    print!("{}", together.table(full_macs));
+    if a.early_exit.is_some() {
+        plot_sweep(&run, &config, &model, &source, backend, &tallies, together.early_exit)?;
+    }
+    Ok(())
+}
+
+/// Evaluates the Mix'n'Match sub-network `choice` of the run (recalibrated as its search did).
+fn eval_mix<F: ImageFamily>(
+    model: &F::Network,
+    choice: &[usize],
+    run: &RunDir,
+    calibration: &DataSource,
+    source: &DataSource,
+    device: &Device,
+) -> Result<()> {
+    let (train, _) = calibration.load()?;
+    let (_, test) = source.load()?;
+    let mixed = crate::export::recalibrated::<F>(model, choice, run, &ImageData::from(train), device)?;
+    let tally = &evaluate(&mixed, &ImageData::from(test), 256, device, &LevelLabels::fine(1))?[0];
+    let cost = mixed.level_cost(0);
+    println!(
+        "| sub-network | accuracy | loss | correct/total | params | MACs/sample |\n|---|---|---|---|---|---|\n| {} | {:.4} | {:.4} | {}/{} | {} | {} |",
+        mix_name(choice),
+        tally.accuracy(),
+        tally.loss(),
+        tally.correct,
+        tally.total,
+        cost.params,
+        cost.macs
+    );
+    Ok(())
+}
+
+/// What the budgets chose.
+enum Budgeted {
+    /// A level (of the candidates' list: `None` is all of them), to evaluate.
+    Level(Option<usize>),
+    /// A Mix'n'Match sub-network, evaluated already.
+    MixEvaluated,
+}
+
+/// The level the budgets choose, or the Mix'n'Match sub-network, evaluated here on the test set
+/// after recalibration on the training images the search used.
+fn within_budget<F: ImageFamily>(
+    budget: &crate::select::BudgetArgs,
+    run: &RunDir,
+    (config, model): (&RunConfig<F>, &F::Network),
+    source: &DataSource,
+    (backend, device): (Backend, &Device),
+) -> Result<Budgeted> {
+    let chosen = crate::select::choose::<F>(run, model, budget, backend, device, false)?;
+    match (&chosen.candidate.mix, chosen.candidate.level) {
+        (Some(choice), _) => {
+            // The search's validation split held out, if the run has one.
+            let split = TrainSettings::data_of(config)?.and_then(|d| d.validation_split);
+            let calibration = DataSource { validation_split: split, ..source.clone() };
+            eval_mix::<F>(model, choice, run, &calibration, source, device)?;
+            Ok(Budgeted::MixEvaluated)
+        }
+        (None, level) => {
+            println!("budget: {} selected\n", chosen.candidate.name);
+            Ok(Budgeted::Level(level))
+        }
+    }
+}
+
+/// Each level's (or only `only`'s) accuracy, loss and cost.
+fn print_levels<N: NestedNetwork>(model: &N, tallies: &[LevelTally], only: Option<usize>) {
     println!(
         "| level | name | accuracy | loss | correct/total | params | MACs/sample |\n|---|---|---|---|---|---|---|"
     );
@@ -118,88 +191,73 @@ pub fn run(a: EvalArgs) -> Result<()> {
             cost.macs
         );
     }
-    // What the levels give together: hierarchy metrics, consensus, early exit.
-    let outputs = level_outputs(&model, &test, 256, &device)?;
-    let mut together = anytime_figures(&model, &outputs, hierarchy, consensus.as_ref())?;
-    let full_macs = model.level_cost(model.num_levels() - 1).macs;
-    if let Some(threshold) = a.early_exit {
-        let macs: Vec<usize> = (0..model.num_levels()).map(|k| model.level_cost(k).macs).collect();
-        let chosen = outputs.early_exit(threshold, &macs)?;
-        let full = tallies.last().map_or(0.0, |t| t.accuracy());
-        println!(
-            "\nearly exit at {threshold}: accuracy {:.4} (full level {full:.4}, {:+.2} points), mean MACs/sample {:.0} = {:.3} of the full level's; answered by each level: {}",
-            chosen.accuracy,
-            100.0 * (chosen.accuracy - full),
-            chosen.mean_macs,
-            chosen.mean_macs / full_macs.max(1) as f64,
-            chosen.exit_fractions.iter().map(|f| format!("{f:.3}")).collect::<Vec<_>>().join(" / ")
-        );
-        if !together.early_exit.iter().any(|e| e.threshold == threshold) {
-            together.early_exit.push(chosen);
-            together.early_exit.sort_by(|x, y| x.threshold.total_cmp(&y.threshold));
-        }
-    } else {
-        together.early_exit.clear();
-    }
-    print!("{}", together.table(full_macs));
-    if a.early_exit.is_some() {
-        // Plot the sweep next to the levels alone.
-        let report = Report {
-            model: config.model.name(),
-            dataset: source.kind.to_string(),
-            backend: backend.name().into(),
-            levels: tallies
-                .iter()
-                .enumerate()
-                .map(|(level, t)| LevelReport {
-                    level,
-                    name: model.level_name(level),
-                    classes: model.level_classes(level),
-                    accuracy: t.accuracy(),
-                    loss: t.loss(),
-                    correct: t.correct,
-                    total: t.total,
-                    params: model.level_cost(level).params,
-                    macs: model.level_cost(level).macs,
-                    ..LevelReport::default()
-                })
-                .collect(),
-            train_seconds_per_epoch: None,
-            method: config.training.method_name(),
-            hierarchy: None,
-            consensus: Vec::new(),
-            early_exit: together.early_exit,
-        };
-        let path = run.path().join("early_exit.png");
-        plot_early_exit(&report, &path)?;
-        println!("early-exit plot: {}", path.display());
-    }
+}
+
+/// Plots the early-exit sweep next to the levels alone, to RUN/early_exit.png.
+fn plot_sweep<F: ImageFamily>(
+    run: &RunDir,
+    config: &RunConfig<F>,
+    model: &F::Network,
+    source: &DataSource,
+    backend: Backend,
+    tallies: &[LevelTally],
+    early_exit: Vec<EarlyExit>,
+) -> Result<()> {
+    let report = Report {
+        model: config.model.name(),
+        dataset: source.kind.to_string(),
+        backend: backend.name().into(),
+        levels: tallies
+            .iter()
+            .enumerate()
+            .map(|(level, t)| LevelReport {
+                level,
+                name: model.level_name(level),
+                classes: model.level_classes(level),
+                accuracy: t.accuracy(),
+                loss: t.loss(),
+                correct: t.correct,
+                total: t.total,
+                params: model.level_cost(level).params,
+                macs: model.level_cost(level).macs,
+                ..LevelReport::default()
+            })
+            .collect(),
+        train_seconds_per_epoch: None,
+        method: config.training.method_name(),
+        hierarchy: None,
+        consensus: Vec::new(),
+        early_exit,
+    };
+    let path = run.path().join("early_exit.png");
+    plot_early_exit(&report, &path)?;
+    println!("early-exit plot: {}", path.display());
     Ok(())
 }
 
-/// Evaluates the Mix'n'Match sub-network `choice` of the run (recalibrated as its search did).
-fn eval_mix(
-    model: &NestedModel,
-    choice: &[usize],
-    run: &RunDir,
-    calibration: &DataSource,
-    source: &DataSource,
-    device: &nestednet::burn::prelude::Device,
+/// Prints anytime inference at `threshold` and adds it to the `sweep` (if not in it already).
+fn with_early_exit<N: NestedNetwork>(
+    model: &N,
+    outputs: &LevelOutputs,
+    tallies: &[LevelTally],
+    threshold: f64,
+    sweep: &mut Vec<EarlyExit>,
 ) -> Result<()> {
-    let (train, _) = calibration.load()?;
-    let (_, test) = source.load()?;
-    let mixed = crate::export::recalibrated(model, choice, run, &ImageData::from(train), device)?;
-    let tally = &evaluate(&mixed, &ImageData::from(test), 256, device, &LevelLabels::fine(1))?[0];
-    let cost = mixed.level_cost(0);
+    let full_macs = model.level_cost(model.num_levels() - 1).macs;
+    let macs: Vec<usize> = (0..model.num_levels()).map(|k| model.level_cost(k).macs).collect();
+    let chosen = outputs.early_exit(threshold, &macs)?;
+    let full = tallies.last().map_or(0.0, |t| t.accuracy());
     println!(
-        "| sub-network | accuracy | loss | correct/total | params | MACs/sample |\n|---|---|---|---|---|---|\n| {} | {:.4} | {:.4} | {}/{} | {} | {} |",
-        mix_name(choice),
-        tally.accuracy(),
-        tally.loss(),
-        tally.correct,
-        tally.total,
-        cost.params,
-        cost.macs
+        "\nearly exit at {threshold}: accuracy {:.4} (full level {full:.4}, {:+.2} points), mean MACs/sample {:.0} = {:.3} of the full level's; answered by each level: {}",
+        chosen.accuracy,
+        100.0 * (chosen.accuracy - full),
+        chosen.mean_macs,
+        chosen.mean_macs / full_macs.max(1) as f64,
+        chosen.exit_fractions.iter().map(|f| format!("{f:.3}")).collect::<Vec<_>>().join(" / ")
     );
+    if !sweep.iter().any(|e| e.threshold == threshold) {
+        sweep.push(chosen);
+        sweep.sort_by(|x, y| x.threshold.total_cmp(&y.threshold));
+    }
     Ok(())
 }

@@ -2,16 +2,18 @@
 
 use std::path::PathBuf;
 
+use crate::ImageFamily;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::Device;
-use nestednet::models::NestedModel;
-use nestednet::models::{ModelConfig, NestedNetwork};
-use nestednet::train::{
-    ConsensusMethod, ExportFormat, ImageData, RunDir, SearchResults, SearchSettings, calibrated_mix,
-    calibration_batches, export_consensus, export_level, export_mix, mix_name, parse_mix,
+use nestednet::models::NestedNetwork;
+use nestednet::train::export::{ExportFormat, export_level, export_mix};
+use nestednet::train::serve::{
+    ConsensusMethod, SearchResults, SearchSettings, calibrated_mix, calibration_batches, export_consensus,
+    mix_name, parse_mix,
 };
+use nestednet::train::trainer::{ImageData, RunDir};
 
 /// How the levels of a consensus export are combined.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -37,7 +39,7 @@ enum Format {
 pub struct ExportArgs {
     /// Run folder.
     #[arg(long)]
-    run: PathBuf,
+    pub run: PathBuf,
     /// Level to export: its number (0 = core), or for a lattice its name (`w0.25-d2`) or pair
     /// (`0.25,2`).
     #[arg(long, conflicts_with_all = ["consensus", "mix"])]
@@ -65,19 +67,19 @@ pub struct ExportArgs {
     format: Option<Format>,
     /// Backend (must be compiled in; default: $BURN_DEVICE, else the first compiled).
     #[arg(long)]
-    device: Option<nestednet::train::Backend>,
+    pub device: Option<nestednet::train::jobs::Backend>,
 }
 
 /// The sub-network `choice` of `model` with its batch norms recalibrated on `train` (the run's
 /// training set), with the settings of the run's search when it has one (so that an export reproduces
 /// the front's point), the search's defaults otherwise.
-pub fn recalibrated(
-    model: &NestedModel,
+pub fn recalibrated<F: ImageFamily>(
+    model: &F::Network,
     choice: &[usize],
     run: &RunDir,
     train: &ImageData,
     device: &Device,
-) -> Result<NestedModel> {
+) -> Result<F::Network> {
     let defaults = SearchSettings::default();
     let (batches, batch_size, seed) = match SearchResults::read(run)? {
         Some(r) => (r.calibration_batches, r.calibration_batch_size, r.seed),
@@ -87,10 +89,10 @@ pub fn recalibrated(
     Ok(calibrated_mix(model, choice, &calibration)?)
 }
 
-pub fn run(a: ExportArgs) -> Result<()> {
+pub fn run<F: ImageFamily>(a: ExportArgs) -> Result<()> {
     let device = crate::backend(a.device)?.device()?;
     let run = RunDir::new(&a.run);
-    let (config, model) = run.load_model::<ModelConfig>(&device)?;
+    let (config, model) = run.load_model::<F>(&device)?;
     let model = model.valid();
     if let Some(consensus) = a.consensus {
         let method = match consensus {
@@ -122,7 +124,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         (None, Some(mix), true) => Ok(parse_mix(mix)?),
         (None, None, false) => {
             let backend = crate::backend(a.device)?;
-            let chosen = crate::select::choose(&run, &model, &a.budget, backend, &device, false)?;
+            let chosen = crate::select::choose::<F>(&run, &model, &a.budget, backend, &device, false)?;
             println!("budget: {} selected", chosen.candidate.name);
             match (chosen.candidate.mix, chosen.candidate.level) {
                 (Some(mix), _) => Ok(mix),
@@ -136,7 +138,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         Ok(choice) => {
             let source = crate::run_data(&config, None, None, None, true)?;
             let (train, _) = source.load()?;
-            let mixed = recalibrated(&model, &choice, &run, &ImageData::from(train), &device)?;
+            let mixed = recalibrated::<F>(&model, &choice, &run, &ImageData::from(train), &device)?;
             let name = mix_name(&choice);
             let info = export_mix(&mixed, &config.model, &choice, &name, &a.out, format)?;
             let widths: Vec<String> = mixed.level_widths(0).iter().map(|(n, w)| format!("{n} {w}")).collect();

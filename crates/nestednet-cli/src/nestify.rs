@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 
+use crate::{App, ImageFamily};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use nestednet::models::ChannelImportance;
-use nestednet::train::{
-    BarProgress, NestifyRecord, TrainSettings, nestify, record_bytes, run_job_with_data, write_atomic,
-};
+use nestednet::train::export::{NestifyRecord, nestify};
+use nestednet::train::jobs::{TrainSettings, run_job_with_data};
+use nestednet::train::trainer::{BarProgress, record_bytes, write_atomic};
 
 /// How channels are ranked before nesting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -33,7 +34,7 @@ pub struct NestifyArgs {
     importance: Importance,
     /// Run folder to create.
     #[arg(long)]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Settings file (TOML or JSON); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -41,11 +42,16 @@ pub struct NestifyArgs {
     settings: TrainSettings,
 }
 
-pub fn run(a: NestifyArgs) -> Result<()> {
-    let settings = match &a.config {
-        Some(file) => a.settings.merged_over(TrainSettings::from_file(file)?),
-        None => a.settings,
-    };
+/// The settings of the run `a` asks for: its flags over its settings file.
+pub fn settings(a: &NestifyArgs) -> Result<TrainSettings> {
+    Ok(match &a.config {
+        Some(file) => a.settings.clone().merged_over(TrainSettings::from_file(file)?),
+        None => a.settings.clone(),
+    })
+}
+
+pub fn run<F: ImageFamily>(a: NestifyArgs, app: &App) -> Result<()> {
+    let settings = settings(&a)?;
     anyhow::ensure!(
         settings.init_from.is_none(),
         "--init-from and --from both give starting weights: nestify starts from --from"
@@ -54,7 +60,7 @@ pub fn run(a: NestifyArgs) -> Result<()> {
     // settings name them before they are resolved, so the model's fine-tuning recipe applies.
     let init = a.out.join("nestified.bpk");
     let settings = TrainSettings { init_from: Some(init.clone()), ..settings };
-    let resolved = settings.resolve(&a.out, false)?;
+    let resolved = settings.resolve::<F>(&a.out, false, app.registry())?;
     anyhow::ensure!(
         !resolved.job.run.has_checkpoint(),
         "{} already holds a training run; continue it with `nestednet train --resume --out {}`",
@@ -93,11 +99,13 @@ pub fn run(a: NestifyArgs) -> Result<()> {
         full_level_max_abs_diff: nested.full_level_max_abs_diff,
     };
     write_atomic(&a.out.join("nestify.json"), &serde_json::to_vec_pretty(&record)?)?;
-    if let Some(name) = resolved.job.config.settings.as_ref().and_then(|s| s.recipe.as_deref()) {
-        println!("recipe {}", nestednet::models::ModelConfig::recipe(name)?);
+    if let Some(name) =
+        resolved.job.config.settings.as_ref().and_then(|s| s.get("recipe")).and_then(|r| r.as_str())
+    {
+        println!("recipe {}", app.registry().recipe(name)?);
     }
-    let job = &resolved.job;
-    let outcome = run_job_with_data(job, resolved.train, resolved.test, &mut BarProgress::default())?;
+    let job = app.with_teacher(resolved.job, &resolved.train)?;
+    let outcome = run_job_with_data(&job, resolved.train, resolved.test, &mut BarProgress::default())?;
     match outcome.report {
         Some(report) => println!("\n{}\nrun folder: {}", report.table(), job.run.path().display()),
         None => println!("stopped early (--max-steps)"),

@@ -2,14 +2,14 @@
 
 use std::path::PathBuf;
 
+use crate::ImageFamily;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use nestednet::burn::module::Module;
-use nestednet::models::ModelConfig;
-use nestednet::train::{
-    BarProgress, Budget, ImageData, LabelledSet, RunDir, SearchResults, SearchSettings, calibration_batches,
-    export_front, search_mixes,
+use nestednet::train::serve::{
+    Budget, SearchResults, SearchSettings, calibration_batches, export_front, search_mixes,
 };
+use nestednet::train::trainer::{BarProgress, ImageData, LabelledSet, RunDir};
 
 /// What the search maximises.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -22,7 +22,7 @@ enum Objective {
 pub struct SearchArgs {
     /// Run folder (a channel-scheduled model).
     #[arg(long)]
-    run: PathBuf,
+    pub run: PathBuf,
     /// What the front trades against MACs.
     #[arg(long, value_enum, default_value = "accuracy")]
     objective: Objective,
@@ -52,14 +52,14 @@ pub struct SearchArgs {
     data_dir: Option<PathBuf>,
     /// Backend (must be compiled in; default: $BURN_DEVICE, else the first compiled).
     #[arg(long)]
-    device: Option<nestednet::train::Backend>,
+    pub device: Option<nestednet::train::jobs::Backend>,
 }
 
-pub fn run(a: SearchArgs) -> Result<()> {
+pub fn run<F: ImageFamily>(a: SearchArgs) -> Result<()> {
     let Objective::Accuracy = a.objective;
     let device = crate::backend(a.device)?.device()?;
     let run = RunDir::new(&a.run);
-    let (config, model) = run.load_model::<ModelConfig>(&device)?;
+    let (config, model) = run.load_model::<F>(&device)?;
     let model = model.valid();
     // The run's own evaluation set: its validation split if it trained with one (the test
     // set then stays out of the choice), its test set otherwise.

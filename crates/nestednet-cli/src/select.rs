@@ -3,11 +3,13 @@
 
 use std::path::PathBuf;
 
+use crate::ImageFamily;
 use anyhow::Result;
 use clap::Args;
 use nestednet::burn::prelude::Device;
-use nestednet::models::ModelConfig;
-use nestednet::train::{Backend, Budget, MeasuredCandidate, RunDir, candidates_table, select_in_run};
+use nestednet::train::jobs::Backend;
+use nestednet::train::serve::{Budget, MeasuredCandidate, candidates_table, select_in_run};
+use nestednet::train::trainer::RunDir;
 
 /// The budget flags `select`, `eval` and `export` share.
 #[derive(Args, Debug, Clone)]
@@ -29,12 +31,12 @@ pub struct BudgetArgs {
 pub struct SelectArgs {
     /// Run folder.
     #[arg(long)]
-    run: PathBuf,
+    pub run: PathBuf,
     #[command(flatten)]
     budget: BudgetArgs,
     /// Backend (must be compiled in; default: $BURN_DEVICE, else the first compiled).
     #[arg(long)]
-    device: Option<Backend>,
+    pub device: Option<Backend>,
     /// Print the choice as one line of JSON (name, level or mix, accuracy, measured figures).
     #[arg(long)]
     json: bool,
@@ -42,16 +44,16 @@ pub struct SelectArgs {
 
 /// Measures every candidate of the run in `run` on `device` and picks the one `budget` asks
 /// for; prints the table unless `quiet`.
-pub fn choose(
+pub fn choose<F: ImageFamily>(
     run: &RunDir,
-    model: &nestednet::models::NestedModel,
+    model: &F::Network,
     budget: &BudgetArgs,
     backend: Backend,
     device: &Device,
     quiet: bool,
 ) -> Result<MeasuredCandidate> {
     anyhow::ensure!(!budget.budgets.is_empty(), "give at least one --budget (e.g. --budget latency-ms=2)");
-    let selection = select_in_run::<ModelConfig>(
+    let selection = select_in_run::<F>(
         run,
         model,
         &budget.budgets,
@@ -67,12 +69,12 @@ pub fn choose(
     Ok(selection.chosen?)
 }
 
-pub fn run(a: SelectArgs) -> Result<()> {
+pub fn run<F: ImageFamily>(a: SelectArgs) -> Result<()> {
     let backend = crate::backend(a.device)?;
     let device = backend.device()?;
     let run = RunDir::new(&a.run);
-    let (_, model) = run.load_model::<ModelConfig>(&device)?;
-    let chosen = choose(&run, &model, &a.budget, backend, &device, a.json)?;
+    let (_, model) = run.load_model::<F>(&device)?;
+    let chosen = choose::<F>(&run, &model, &a.budget, backend, &device, a.json)?;
     let (c, m) = (&chosen.candidate, &chosen.measurement);
     if a.json {
         let value = serde_json::json!({

@@ -4,31 +4,33 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use nestednet::models::ModelConfig;
-use nestednet::train::{BarProgress, MaskMethod, TrainSettings, run_job_with_data, run_magnitude_jobs};
+use nestednet::train::jobs::{Registry, TrainSettings, run_job_with_data, run_magnitude_jobs};
+use nestednet::train::trainer::{BarProgress, MaskMethod};
+
+use crate::{App, ImageFamily};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Run folder to create (or to continue with --resume).
     #[arg(long)]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Settings file (TOML, or JSON; a run's config.json repeats that run); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Continue the run in --out after its last completed epoch (its recorded settings rule;
     /// only --epochs, --device, --devices and --data-dir may change).
     #[arg(long)]
-    resume: bool,
+    pub resume: bool,
     #[command(flatten)]
     settings: TrainSettings,
 }
 
-/// The recipes, for `nestednet train --help`.
-pub fn recipes_help() -> String {
+/// The recipes `registry` knows, for `nestednet train --help`.
+pub fn recipes_help(registry: &Registry) -> String {
     let mut text = String::from(
         "Recipes (--recipe NAME; default: the model's own). Each flag or config-file key overrides its part:\n",
     );
-    for recipe in ModelConfig::recipes() {
+    for recipe in registry.recipes() {
         text += &format!(
             "  {}: {}\n      {}\n      chosen by: {}\n",
             recipe.name,
@@ -40,16 +42,26 @@ pub fn recipes_help() -> String {
     text
 }
 
-pub fn run(a: TrainArgs) -> Result<()> {
+/// The settings of the run `a` asks for: its flags over its settings file, and with `--resume`
+/// the run's own recorded settings under both.
+pub fn settings(a: &TrainArgs) -> Result<TrainSettings> {
     let settings = match &a.config {
-        Some(file) => a.settings.merged_over(TrainSettings::from_file(file)?),
-        None => a.settings,
+        Some(file) => a.settings.clone().merged_over(TrainSettings::from_file(file)?),
+        None => a.settings.clone(),
     };
-    let given = settings.clone();
-    let resolved = settings.resolve(&a.out, a.resume)?;
-    let job = &resolved.job;
-    if let Some(name) = job.config.settings.as_ref().and_then(|s| s.recipe.as_deref()) {
-        let recipe = ModelConfig::recipe(name)?;
+    Ok(settings.for_run(&a.out, a.resume)?)
+}
+
+pub fn run<F: ImageFamily>(a: TrainArgs, app: &App) -> Result<()> {
+    let given = match &a.config {
+        Some(file) => a.settings.clone().merged_over(TrainSettings::from_file(file)?),
+        None => a.settings.clone(),
+    };
+    let resolved = settings(&a)?.resolve::<F>(&a.out, a.resume, app.registry())?;
+    if let Some(name) =
+        resolved.job.config.settings.as_ref().and_then(|s| s.get("recipe")).and_then(|r| r.as_str())
+    {
+        let recipe = app.registry().recipe(name)?;
         let overridden = given.recipe_overrides();
         let overridden = match overridden.is_empty() {
             true => String::new(),
@@ -62,9 +74,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
             "validation split: the last {fraction} of the training images are held out; accuracies below are on them, not on the test set"
         );
     }
+    let job = app.with_teacher(resolved.job, &resolved.train)?;
     let mut progress = BarProgress::default();
     if job.config.training.masking.as_ref().is_some_and(|m| m.method == MaskMethod::Magnitude) {
-        let report = run_magnitude_jobs(job, resolved.train, resolved.test, &mut progress)?;
+        let report = run_magnitude_jobs(&job, resolved.train, resolved.test, &mut progress)?;
         println!("\n{}", report.table());
         println!(
             "one network per density in {}/density-*/; side-by-side report in {}",
@@ -73,7 +86,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let outcome = run_job_with_data(job, resolved.train, resolved.test, &mut progress)?;
+    let outcome = run_job_with_data(&job, resolved.train, resolved.test, &mut progress)?;
     match outcome.report {
         Some(report) => {
             println!("\n{}", report.table());

@@ -84,10 +84,7 @@ fn eight_by_eight_digits_train_with_no_shape_flags() {
         ok(&["train", "--data-dir", data.to_str().unwrap(), "--out", run.to_str().unwrap(), "--epochs", "1"]);
     assert!(text.contains("3 levels of mnist-cnn") && text.contains("1437 train / 360 test"), "{text}");
     let config = json(&run.join("config.json"));
-    assert_eq!(
-        (config["model"]["mnist_cnn"]["height"].clone(), config["model"]["mnist_cnn"]["width"].clone()),
-        (8.into(), 8.into())
-    );
+    assert_eq!((config["model"]["height"].clone(), config["model"]["width"].clone()), (8.into(), 8.into()));
     // eval finds the data the run recorded.
     let text = ok(&["eval", "--run", run.to_str().unwrap()]);
     assert!(text.contains("| 2 | L2 |") && text.contains("/360 |"), "{text}");

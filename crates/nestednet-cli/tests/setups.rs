@@ -114,8 +114,8 @@ fn table2_wrn32_4_lattice_on_cifar100() {
     assert!(text.contains("4 levels of wrn-32-4 (w0.25-d2,w0.25-d5,w1-d2,w1-d5"), "{text}");
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["model"]["res_net"]["unnested_first_conv"], true);
-    assert_eq!(config["model"]["res_net"]["unnested_output"], true);
+    assert_eq!(config["model"]["unnested_first_conv"], true);
+    assert_eq!(config["model"]["unnested_output"], true);
 }
 
 #[test]
@@ -131,7 +131,7 @@ fn table3_wrn32_4_super_classes_at_the_core() {
     assert!(text.contains("2 levels of wrn-32-4"), "{text}");
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["model"]["res_net"]["level_classes"], serde_json::json!([20, 100]));
+    assert_eq!(config["model"]["level_classes"], serde_json::json!([20, 100]));
 }
 
 #[test]
@@ -154,6 +154,6 @@ fn table4_resnet18_three_granularities_on_an_image_folder() {
     assert!(text.contains("3 levels of resnet-18"), "{text}");
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["model"]["res_net"]["level_classes"], serde_json::json!([4, 11, 100]));
-    assert_eq!(config["model"]["res_net"]["image_size"], 224);
+    assert_eq!(config["model"]["level_classes"], serde_json::json!([4, 11, 100]));
+    assert_eq!(config["model"]["image_size"], 224);
 }

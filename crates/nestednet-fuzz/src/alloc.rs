@@ -1,26 +1,19 @@
-//! The bytes in use and their peak, from a counting global allocator (`peak_alloc`), so that
-//! each fuzz input's allocation can be checked against its bound.
+//! The most bytes each fuzz input's read held at once, from nestednet's counting allocator
+//! (`nestednet`'s `mimalloc` feature makes it this binary's allocator), so that each input's
+//! allocation can be checked against its bound.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use peak_alloc::PeakAlloc;
-
-/// The system allocator, counting.
-#[global_allocator]
-static PEAK: PeakAlloc = PeakAlloc;
-
 static MAX_EXCESS: AtomicUsize = AtomicUsize::new(0);
 
-/// Starts measuring: the bytes in use now, which the peak is counted above.
-pub fn start() -> usize {
-    PEAK.reset_peak_usage();
-    PEAK.current_usage()
-}
-
-/// The most bytes held above `baseline` since [`start`] returned it.
-pub fn excess_since(baseline: usize) -> usize {
-    let excess = PEAK.peak_usage().saturating_sub(baseline);
-    MAX_EXCESS.fetch_max(excess, Ordering::Relaxed);
+/// Runs `read` and returns the most bytes it held at once above what was held before (`None`
+/// if the allocator does not count, which this binary's always does). The cases run one at a
+/// time, so no other thread's allocations count.
+pub fn excess_during(read: impl FnOnce()) -> Option<usize> {
+    let ((), excess) = nestednet::train::peak_bytes_during(read);
+    if let Some(excess) = excess {
+        MAX_EXCESS.fetch_max(excess, Ordering::Relaxed);
+    }
     excess
 }
 

@@ -219,6 +219,28 @@ impl NestedHead {
     }
 }
 
+impl nestednet_nn::NestedLayer for NestedHead {
+    fn layer_levels(&self) -> usize {
+        self.num_levels()
+    }
+
+    fn layer_for_level(&self, level: usize) -> Self {
+        self.single_level(level)
+    }
+
+    fn layer_width(&self, level: usize) -> Option<usize> {
+        Some(self.level_classes(level))
+    }
+
+    fn as_maskable(&self) -> Option<&dyn Maskable> {
+        Some(self)
+    }
+
+    fn as_maskable_mut(&mut self) -> Option<&mut dyn Maskable> {
+        Some(self)
+    }
+}
+
 impl Maskable for NestedHead {
     fn mask(&self) -> Option<&NestedMask> {
         self.shared.as_ref().and_then(|l| l.mask())

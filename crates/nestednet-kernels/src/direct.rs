@@ -29,7 +29,7 @@
 //! 2 threads), against im2col and the product: 1.4–1.6× for the core's 8 → 16 channels layer,
 //! 1.0–1.1× for the 1 → 8 one (the rest of its time is copies and the output's memory).
 
-use crate::conv::ConvGeometry;
+use crate::geometry::ConvGeometry;
 
 use crate::simd::{CONV_GROUP as GROUP, CONV_PIXELS as PIXELS, ConvGroup, conv_blocks};
 

@@ -26,8 +26,8 @@
 //! registers at once, [`grad_rows`](crate::simd::grad_rows)); a first version left to the
 //! compiler kept its sums in memory and was 3.6× slower than the product.
 
-use crate::conv::ConvGeometry;
 use crate::direct::pad_image;
+use crate::geometry::ConvGeometry;
 use crate::simd::GradRows;
 
 /// Lanes of an accumulator row: output channels are padded to a multiple of it.

@@ -21,8 +21,8 @@
 //! which changes no value that `col2im` would leave out, since neither path's sum is ever
 //! `−0`. Layers with a weight that is not finite (`∞ · 0` would make a NaN) keep the product.
 
-use crate::conv::ConvGeometry;
 use crate::direct::pad_image;
+use crate::geometry::ConvGeometry;
 use crate::simd::{CONV_GROUP as GROUP, CONV_PIXELS as PIXELS, InputGradGroup, input_grad_blocks};
 
 /// The most output channels served. `gemm` would sum more than 512 in blocks (another

@@ -40,6 +40,7 @@ mod direct_input_grad;
 #[cfg(feature = "flex")]
 mod flex_tensor;
 mod gemm;
+mod geometry;
 mod norm_pool;
 mod norm_train;
 mod pool;

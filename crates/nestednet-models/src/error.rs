@@ -15,20 +15,12 @@ pub enum ModelError {
     /// The network does not offer this.
     #[error("this network does not support {0}")]
     Unsupported(String),
-    /// No training recipe has this name.
-    #[error("unknown recipe `{name}` (known: {known})")]
-    UnknownRecipe {
-        /// The name asked for.
-        name: String,
-        /// The recipes the registry knows.
-        known: String,
-    },
-    /// No built-in model has this name.
+    /// No model family answers to this name.
     #[error("unknown model `{name}` (known: {known})")]
     UnknownModel {
         /// The name asked for.
         name: String,
-        /// The names the registry knows.
+        /// The names the families answer to.
         known: String,
     },
     /// No level of the network is called this.

@@ -6,20 +6,20 @@
 //!   heads, reports, exports and checkpoints are written against this trait, so a user's own
 //!   network gets all of them by implementing it ([`NestedNetworkConfig`] for its
 //!   configuration).
-//! - The built-in models, registered in one place ([`registry`](crate::ModelConfig)):
-//!   `mnist-cnn` ([`NestedMnistCnn`]) and the residual networks ([`NestedResNet`]:
-//!   `mnist-resnet`, `resnet-N`, `wrn-D-K`, `resnet-18`), built by name from a
-//!   [`ModelRequest`] whose input shape and classes come from the data.
+//! - [`ModelFamily`]: a network built by name from a [`ModelRequest`] whose sample shape and
+//!   classes come from the data. The built-in families: `mnist-cnn` ([`NestedMnistCnn`]) and
+//!   the residual networks ([`NestedResNet`]: `mnist-resnet`, `resnet-N`, `wrn-D-K`,
+//!   `resnet-18`); the jobs layer registers them beside a user's own.
 #![warn(missing_docs)]
 
 mod error;
+mod family;
 mod mnist_cnn;
 mod network;
-mod recipe;
-mod registry;
 mod resnet;
 
 pub use error::{ModelError, Result};
+pub use family::{LevelRequest, ModelFamily, ModelRequest};
 pub use mnist_cnn::{
     LAYERS as MNIST_CNN_LAYERS, MnistCnn, MnistCnnConfig, NestedMnistCnn, NestedMnistCnnConfig,
 };
@@ -28,6 +28,4 @@ pub use network::{
     ChannelOrders, InputShape, LevelCost, MixableLayer, NestedNetwork, NestedNetworkConfig, NetworkInput,
     NetworkOutput, TokenShape, measure_level,
 };
-pub use recipe::{Recipe, RecipeContext, RecipeLevelWeights, RecipeOptimizer, RecipeSchedule};
-pub use registry::{LevelModel, LevelRequest, ModelConfig, ModelFamily, ModelRequest, NestedModel};
 pub use resnet::{NestedBasicBlock, NestedResNet, NestedResNetConfig, Shortcut, Stem};

@@ -8,7 +8,6 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use nestednet_data::Augmentation;
 use nestednet_heads::{NestedHead, NestedHeadConfig};
 use nestednet_nn::{
     ChannelImportance, LevelBatchNorm, LevelBatchNormConfig, LevelConv2d, LevelConv2dConfig, Maskable,
@@ -19,7 +18,7 @@ use nestednet_schedule::{ChannelSchedule, LevelSpec, ScheduledLayer};
 // `Result` stays qualified: `#[derive(Config)]` expands to code naming the prelude's `Result`.
 use crate::{
     LevelCost, LevelRequest, MixableLayer, ModelError, ModelFamily, ModelRequest, NestedNetwork,
-    NestedNetworkConfig, Recipe, RecipeContext, RecipeLevelWeights, RecipeOptimizer, RecipeSchedule,
+    NestedNetworkConfig,
 };
 use nestednet_kernels::{conv2d_norm_max_pool2x2_relu, norm_max_pool2x2_relu};
 
@@ -485,63 +484,19 @@ impl NestedNetworkConfig for NestedMnistCnnConfig {
     }
 }
 
-/// The fine-tuning learning rate (see [`MNIST_CNN_FINE_TUNE_RECIPE`]).
-const FINE_TUNE_LR: f64 = 3e-3;
-
-/// `mnist-cnn`'s default recipe, for channel levels and weight masks alike (chosen on a
-/// validation split of mnist10k's training set: `docs/RECIPES.md`).
-pub const MNIST_CNN_RECIPE: Recipe = Recipe {
-    name: "mnist-cnn",
-    description: "mnist-cnn on small grey-scale images (channel levels, weight masks, hierarchies)",
-    optimizer: RecipeOptimizer::Adam,
-    learning_rate: 1e-3,
-    momentum: 0.9,
-    weight_decay: 0.0,
-    lr_schedule: RecipeSchedule::Cosine,
-    batch_size: 32,
-    epochs: 4,
-    augmentation: Augmentation::Usual,
-    level_weights: RecipeLevelWeights::Mean,
-    chosen_by: "validation split of mnist10k (7,000 / 1,000), docs/RECIPES.md",
-};
-
-/// `mnist-cnn` fine-tuned from given weights (a dense network nestified, `--init-from`): one
-/// epoch at a higher learning rate than from scratch, the smaller levels' losses weighing
-/// more, since the full level starts trained and the small ones from pruned weights (chosen on
-/// a validation split: `docs/RECIPES.md`).
-pub const MNIST_CNN_FINE_TUNE_RECIPE: Recipe = Recipe {
-    name: "mnist-cnn-fine-tune",
-    description: "mnist-cnn fine-tuned from given weights (nestify, --init-from)",
-    optimizer: RecipeOptimizer::Adam,
-    learning_rate: FINE_TUNE_LR,
-    momentum: 0.9,
-    weight_decay: 0.0,
-    lr_schedule: RecipeSchedule::Cosine,
-    batch_size: 32,
-    epochs: 1,
-    augmentation: Augmentation::Usual,
-    level_weights: RecipeLevelWeights::SmallerFirst,
-    chosen_by: "validation split of mnist10k (7,000 / 1,000), nestified dense networks, docs/RECIPES.md",
-};
-
-const MNIST_CNN_RECIPES: [Recipe; 2] = [MNIST_CNN_RECIPE, MNIST_CNN_FINE_TUNE_RECIPE];
-
 impl ModelFamily for NestedMnistCnnConfig {
+    const FAMILY: &'static str = "mnist-cnn";
+
     fn names() -> &'static [&'static str] {
         &["mnist-cnn"]
     }
 
-    fn recipes() -> &'static [Recipe] {
-        &MNIST_CNN_RECIPES
-    }
-
-    fn default_recipe(name: &str, context: RecipeContext) -> Option<&'static Recipe> {
-        let recipe = if context.fine_tune { &MNIST_CNN_RECIPES[1] } else { &MNIST_CNN_RECIPES[0] };
-        (name == "mnist-cnn").then_some(recipe)
+    fn claims(name: &str) -> bool {
+        name == "mnist-cnn"
     }
 
     fn from_request(request: &ModelRequest) -> Option<crate::Result<Self>> {
-        if request.name != "mnist-cnn" {
+        if !Self::claims(&request.name) {
             return None;
         }
         let [in_channels, height, width] = request.input_shape;

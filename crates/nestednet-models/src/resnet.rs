@@ -7,7 +7,6 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use nestednet_data::Augmentation;
 use nestednet_heads::{NestedHead, NestedHeadConfig};
 use nestednet_nn::{
     LevelBatchNorm, LevelBatchNormConfig, LevelConv2d, LevelConv2dConfig, Maskable, NestedConv2d,
@@ -18,7 +17,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     LevelCost, LevelRequest, ModelError, ModelFamily, ModelRequest, NestedNetwork, NestedNetworkConfig,
-    Recipe, RecipeContext, RecipeLevelWeights, RecipeOptimizer, RecipeSchedule,
 };
 
 /// How a block's shortcut meets a change of channels or resolution (He et al., 2016).
@@ -777,52 +775,11 @@ impl NestedNetworkConfig for NestedResNetConfig {
     }
 }
 
-/// The residual networks' recipes: `mnist-resnet`'s (chosen on a validation split of
-/// mnist10k's training set: `docs/RECIPES.md`) and the CIFAR one of the literature the other
-/// residual networks train with.
-pub const RESNET_RECIPES: [Recipe; 2] = [
-    Recipe {
-        name: "mnist-resnet",
-        description: "mnist-resnet on small grey-scale images (channel and layer levels, weight masks, hierarchies)",
-        optimizer: RecipeOptimizer::Sgd,
-        learning_rate: 0.3,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        lr_schedule: RecipeSchedule::Cosine,
-        batch_size: 32,
-        epochs: 5,
-        augmentation: Augmentation::Usual,
-        level_weights: RecipeLevelWeights::Mean,
-        chosen_by: "validation split of mnist10k (7,000 / 1,000), docs/RECIPES.md",
-    },
-    Recipe {
-        name: "cifar-resnet",
-        description: "resnet-N, wrn-D-K and resnet-18 on CIFAR-sized colour images",
-        optimizer: RecipeOptimizer::Sgd,
-        learning_rate: 0.1,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        lr_schedule: RecipeSchedule::Cosine,
-        batch_size: 128,
-        epochs: 200,
-        augmentation: Augmentation::Usual,
-        level_weights: RecipeLevelWeights::Mean,
-        chosen_by: "the literature's CIFAR recipe (He et al. 2016, Zagoruyko & Komodakis 2016), not measured here: no CIFAR data on this machine",
-    },
-];
-
 impl ModelFamily for NestedResNetConfig {
-    fn recipes() -> &'static [Recipe] {
-        &RESNET_RECIPES
-    }
+    const FAMILY: &'static str = "resnet";
 
-    fn default_recipe(name: &str, _context: RecipeContext) -> Option<&'static Recipe> {
-        match name {
-            "mnist-resnet" => Some(&RESNET_RECIPES[0]),
-            "resnet-18" => Some(&RESNET_RECIPES[1]),
-            _ if name.starts_with("resnet-") || name.starts_with("wrn-") => Some(&RESNET_RECIPES[1]),
-            _ => None,
-        }
+    fn claims(name: &str) -> bool {
+        name == "mnist-resnet" || name.starts_with("resnet-") || name.starts_with("wrn-")
     }
 
     fn names() -> &'static [&'static str] {
@@ -836,11 +793,7 @@ impl ModelFamily for NestedResNetConfig {
 
     fn from_request(request: &ModelRequest) -> Option<crate::Result<Self>> {
         let name = request.name.as_str();
-        let ours = name == "mnist-resnet"
-            || name == "resnet-18"
-            || name.starts_with("resnet-")
-            || name.starts_with("wrn-");
-        if !ours {
+        if !Self::claims(name) {
             return None;
         }
         Some((|| {

@@ -77,6 +77,76 @@ pub trait Maskable {
     fn enable_mask(&mut self);
 }
 
+/// A layer of a nested network, as the `#[derive(NestedNetwork)]` macro (`nestednet-derive`)
+/// sees a field: how many levels it has, its copy for one level, its width at a level (for
+/// reports) and its weight mask, if it can carry one. Implemented by every nested layer of
+/// this crate and by `nestednet-heads`' `NestedHead`.
+pub trait NestedLayer: Sized {
+    /// Number of levels (level 0 = core).
+    fn layer_levels(&self) -> usize;
+
+    /// The layer of level `level` alone: a one-level layer with compact copies of the level's
+    /// weights (masks applied).
+    fn layer_for_level(&self, level: usize) -> Self;
+
+    /// Its output width at `level` (channels, units, classes), for reports; `None` when it
+    /// has none of its own (a batch norm follows the width of the layer before it).
+    fn layer_width(&self, level: usize) -> Option<usize> {
+        let _ = level;
+        None
+    }
+
+    /// Its weight, as mask learning sees it, if it can carry a nested mask.
+    fn as_maskable(&self) -> Option<&dyn Maskable> {
+        None
+    }
+
+    /// The same, mutably.
+    fn as_maskable_mut(&mut self) -> Option<&mut dyn Maskable> {
+        None
+    }
+}
+
+/// The weight layers: each has its levels, a one-level copy, an output width per level and a
+/// mask.
+macro_rules! maskable_nested_layer {
+    ($($layer:ty),*) => {$(
+        impl NestedLayer for $layer {
+            fn layer_levels(&self) -> usize {
+                self.num_levels()
+            }
+
+            fn layer_for_level(&self, level: usize) -> Self {
+                self.single_level(level)
+            }
+
+            fn layer_width(&self, level: usize) -> Option<usize> {
+                Some(self.level_dims(level).1)
+            }
+
+            fn as_maskable(&self) -> Option<&dyn Maskable> {
+                Some(self)
+            }
+
+            fn as_maskable_mut(&mut self) -> Option<&mut dyn Maskable> {
+                Some(self)
+            }
+        }
+    )*};
+}
+
+maskable_nested_layer!(NestedLinear, NestedConv2d, LevelConv2d);
+
+impl NestedLayer for LevelBatchNorm {
+    fn layer_levels(&self) -> usize {
+        self.num_levels()
+    }
+
+    fn layer_for_level(&self, level: usize) -> Self {
+        self.single_level(level)
+    }
+}
+
 /// Implements [`Maskable`] for a nested layer with `weight: Param<Tensor<_>>`, `mask:
 /// Option<NestedMask>` and `dense_mask(&Device)`; `$block` gives the weights in a level's block.
 macro_rules! maskable_layer {

@@ -63,6 +63,14 @@ pub enum TrainError {
     /// The requested backend is not compiled in or cannot start.
     #[error("{0}")]
     Device(String),
+    /// No training recipe has this name.
+    #[error("unknown recipe `{name}` (known: {known})")]
+    UnknownRecipe {
+        /// The name asked for.
+        name: String,
+        /// The recipes the registry knows.
+        known: String,
+    },
     /// A training or evaluation setting is invalid.
     #[error("invalid setting: {0}")]
     Invalid(String),
