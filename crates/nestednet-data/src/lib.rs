@@ -1,6 +1,7 @@
 //! Data for nestednet: MNIST-style idx files (any image size), CIFAR-10 and CIFAR-100
 //! (binary), folders of images (one sub-folder per class), normalisation, random crop and
-//! flip, and batching on Burn's data loader.
+//! flip, and batching on Burn's data loader; byte-level text: folders of text documents (one
+//! sub-folder per class, an optional coarse class per class) and corpora for language models.
 //!
 //! Loaders read files in their published formats and check them: magic numbers, sizes, counts,
 //! label ranges and that images and labels agree. A missing, truncated or mismatched file is a
@@ -20,6 +21,7 @@ mod image_folder;
 mod image_set;
 mod mnist;
 mod rng;
+mod text;
 
 pub use batch::{Augment, EpochDataset, ImageBatch, ImageBatcher, ImageItem, epoch_loader, prefetch};
 pub use cifar::{CIFAR_IMAGE_BYTES, Cifar10, Cifar100, MAX_RECORDS_PER_FILE};
@@ -28,6 +30,10 @@ pub use image_folder::{IMAGE_EXTENSIONS, ImageFolder};
 pub use image_set::{ImageSet, Normalization};
 pub use mnist::{IdxArray, Mnist, read_idx};
 pub use rng::SplitMix64;
+pub use text::{
+    COARSE_CLASSES_FILE, MAX_TEXT_FILE_BYTES, MAX_TEXT_SPLIT_BYTES, SEPARATOR_TOKEN, TextCorpus, TextFolder,
+    TextSet, TextStream, TextTokenizer,
+};
 
 use serde::{Deserialize, Serialize};
 

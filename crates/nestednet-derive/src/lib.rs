@@ -21,14 +21,18 @@
 //! It implements `nestednet::models::NestedNetwork` with `Level = Self`:
 //!
 //! - every field is a nested layer (`nestednet::nn::NestedLayer`: `NestedLinear`,
-//!   `NestedConv2d`, `LevelConv2d`, `LevelBatchNorm`, `NestedHead`, or a user's own), except the
+//!   `NestedConv2d`, `LevelConv2d`, `LevelBatchNorm`, `NestedHead`, the transformer layers, or a
+//!   user's own), except the
 //!   one marked `#[nested(input_shape)]` (what `input_shape()` returns) and those marked
 //!   `#[nested(shared)]` (anything else: one copy serves every level, cloned into an extracted
 //!   level, e.g. a plain Burn `Embedding`);
 //! - `num_levels` is the first nested layer's; `extract_level(k)` takes every nested layer's
-//!   level `k` (`NestedLayer::layer_for_level`); `weight_layers` (and `_mut`) list, under their
-//!   field names and in field order, every nested layer that can carry a mask, so that weight
-//!   masks can be learned on the network; `level_widths` lists every layer's output width;
+//!   level `k` (`NestedLayer::layer_for_level`); `weight_layers` (and `_mut`) list, in field
+//!   order, every weight that can carry a mask (`NestedLayer::layer_weights`), named `field`
+//!   or `field.part` for a composite layer (`attention.query`, `blocks.3.feed_forward.inner`),
+//!   so that weight masks can be learned on the network; `level_uses_layer` asks the field
+//!   (`NestedLayer::layer_runs`: a depth-nested stack skips blocks); `level_widths` lists every
+//!   layer's output width;
 //! - `forward_level` calls the `forward` function the attribute names
 //!   (`fn(&Self, Input, usize) -> Output`); `side_by_side` says the levels share no state a
 //!   forward pass writes (each has its own batch norms), so the trainer may run them on two
@@ -229,8 +233,8 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
             fn weight_layers(&self) -> ::std::vec::Vec<(::std::string::String, &dyn ::nestednet::nn::Maskable)> {
                 let mut out: ::std::vec::Vec<(::std::string::String, &dyn ::nestednet::nn::Maskable)> = ::std::vec::Vec::new();
                 #(
-                    if let ::core::option::Option::Some(m) = ::nestednet::nn::NestedLayer::as_maskable(&self.#layers) {
-                        out.push((#names.to_string(), m));
+                    for (part, m) in ::nestednet::nn::NestedLayer::layer_weights(&self.#layers) {
+                        out.push((::nestednet::nn::weight_name(#names, &part), m));
                     }
                 )*
                 out
@@ -239,11 +243,20 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
             fn weight_layers_mut(&mut self) -> ::std::vec::Vec<(::std::string::String, &mut dyn ::nestednet::nn::Maskable)> {
                 let mut out: ::std::vec::Vec<(::std::string::String, &mut dyn ::nestednet::nn::Maskable)> = ::std::vec::Vec::new();
                 #(
-                    if let ::core::option::Option::Some(m) = ::nestednet::nn::NestedLayer::as_maskable_mut(&mut self.#layers) {
-                        out.push((#names.to_string(), m));
+                    for (part, m) in ::nestednet::nn::NestedLayer::layer_weights_mut(&mut self.#layers) {
+                        out.push((::nestednet::nn::weight_name(#names, &part), m));
                     }
                 )*
                 out
+            }
+
+            fn level_uses_layer(&self, layer: &str, level: usize) -> bool {
+                #(
+                    if let ::core::option::Option::Some(part) = ::nestednet::nn::weight_name_under(layer, #names) {
+                        return ::nestednet::nn::NestedLayer::layer_runs(&self.#layers, part, level);
+                    }
+                )*
+                true
             }
         }
     })
@@ -283,6 +296,10 @@ mod tests {
         assert!(code.contains("embed:::core::clone::Clone::clone(&self.embed)"), "{code}");
         assert!(code.contains("typeInput=Tensor<4>;") && code.contains("typeOutput=Tensor<2>;"), "{code}");
         assert!(code.contains("Self::forward(self,input,level)"), "{code}");
+        // Weights named `field.part`, each level's use of one asked of its field.
+        assert!(code.contains("weight_name(\"conv\",&part)"), "{code}");
+        assert!(code.contains("weight_name_under(layer,\"fc\")"), "{code}");
+        assert!(code.contains("NestedLayer::layer_runs(&self.fc,part,level)"), "{code}");
         assert!(code.contains("fnlevels_train_side_by_side(&self)->bool{false}"), "{code}");
         let conv = code.find("\"conv\"").unwrap();
         assert!(conv < code.find("\"fc\"").unwrap(), "field order kept");

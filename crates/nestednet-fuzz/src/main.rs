@@ -25,8 +25,8 @@ use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner
 #[derive(Parser, Debug)]
 #[command(about = "Fuzz nestednet's file readers for a bounded time")]
 struct Args {
-    /// Targets to run (default: all): idx, cifar, image-folder, hierarchy, run-folder,
-    /// level-files.
+    /// Targets to run (default: all): idx, cifar, image-folder, text-folder, hierarchy,
+    /// run-folder, level-files.
     targets: Vec<String>,
     /// Seconds per target.
     #[arg(long, default_value_t = 30)]

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use nestednet::burn::prelude::*;
-use nestednet::data::{Cifar10, Cifar100, ImageFolder, ImageSet, Mnist, Normalization};
+use nestednet::data::{
+    COARSE_CLASSES_FILE, Cifar10, Cifar100, ImageFolder, ImageSet, Mnist, Normalization, TextCorpus,
+    TextFolder,
+};
 use nestednet::heads::Hierarchy;
 use nestednet::models::{
     ChannelImportance, LevelRequest, ModelFamily, ModelRequest, NestedMnistCnnConfig, NestedNetwork,
@@ -23,8 +26,8 @@ use proptest::test_runner::{TestCaseError, TestError, TestRunner};
 use crate::alloc;
 
 /// Every target's name.
-pub fn names() -> [&'static str; 6] {
-    ["idx", "cifar", "image-folder", "hierarchy", "run-folder", "level-files"]
+pub fn names() -> [&'static str; 7] {
+    ["idx", "cifar", "image-folder", "text-folder", "hierarchy", "run-folder", "level-files"]
 }
 
 /// One target with its working folder and, for the run and export targets, the valid files
@@ -239,6 +242,7 @@ impl Target {
             "cifar" => self.cifar(runner),
             "hierarchy" => self.hierarchy(runner),
             "image-folder" => self.image_folder(runner),
+            "text-folder" => self.text_folder(runner),
             "run-folder" | "level-files" => self.files(runner),
             other => unreachable!("unknown target {other}"),
         }
@@ -362,6 +366,38 @@ impl Target {
             let size = input.size.map(|(h, w)| [h, w]);
             bounded(600 << 20, || {
                 let _ = ImageFolder::load(&root, size);
+            })
+        }))
+    }
+
+    /// A text folder (and the same folder as a corpus): documents that are text, random bytes
+    /// (NULs, invalid UTF-8) or damaged text, odd class names, a coarse-class map that is
+    /// valid, damaged or random, and any context length.
+    fn text_folder(&self, runner: &mut TestRunner) -> std::result::Result<(), TestError<String>> {
+        let dir = self.dir.path();
+        let text = "The jury said, \"no evidence\".\nCaf\u{e9} \u{2014} na\u{ef}ve.\n".as_bytes().to_vec();
+        let file = (any::<bool>(), 0u8..3, any::<bool>(), vec(any::<u8>(), 0..300), mutation());
+        let coarse = proptest::option::of((any::<bool>(), mutation()));
+        let strategy = (vec(file, 1..8), coarse, 0usize..70);
+        shown(runner.run(&strategy, |(files, coarse, context)| {
+            let root = dir.join("text");
+            let _ = std::fs::remove_dir_all(&root);
+            for (i, (train, class, random, bytes, m)) in files.iter().enumerate() {
+                let split = if *train { "train" } else { "test" };
+                let folder = root.join(split).join(format!("c{class}"));
+                std::fs::create_dir_all(&folder).unwrap();
+                let bytes = if *random { bytes.clone() } else { mutate(&text, m) };
+                std::fs::write(folder.join(format!("{i}.txt")), bytes).unwrap();
+            }
+            if let Some((valid, m)) = &coarse {
+                let map = b"c0\tlow\nc1\tlow\nc2\thigh\n".to_vec();
+                std::fs::write(root.join(COARSE_CLASSES_FILE), if *valid { map } else { mutate(&map, m) })
+                    .unwrap();
+            }
+            // Files here are a few hundred bytes; the readers bound a file at 256 MiB.
+            bounded(64 << 20, || {
+                let _ = TextFolder::load(&root, context);
+                let _ = TextCorpus::load(&root);
             })
         }))
     }

@@ -25,21 +25,50 @@
 //! "un-nested" first layer). While [`record_costs`] runs a forward pass, every nested layer
 //! records the parameters and multiply-accumulates it used, so a network built from these
 //! layers gets its per-level costs without counting them by hand.
+//!
+//! Transformer layers nest the same way (DynaBERT, MatFormer, HAT):
+//!
+//! - [`NestedMultiHeadAttention`]: level `k` uses the first `h_k` heads, the head size fixed
+//!   across levels; Q, K and V keep the columns of those heads, the output projection their
+//!   rows; padding and causal masks as Burn's `MhaInput`.
+//! - [`NestedFeedForward`] (MatFormer): level `k` uses the first `m_k` hidden units.
+//! - [`NestedEmbedding`] and [`NestedLayerNorm`]: a nested model width (level `k` uses the
+//!   leading `d_k` features of every residual stream; layer norm computes its statistics over
+//!   the level's width only).
+//! - [`NestedTransformer`]: pre-norm blocks, level `k` running the first `depths[k]` of them;
+//!   `forward_lattice` runs any width level at any depth, and `single_block` per layer gives
+//!   Mix'n'Match sub-models.
+//!
+//! Configs of these layers have a `check` returning [`NnError`], so a model config a user
+//! wrote gets a clear error before `init` (which panics on the same problems, as Burn does).
 #![warn(missing_docs)]
 
+mod attention;
 mod batch_norm;
 mod conv;
+mod embedding;
+mod error;
+mod feed_forward;
+mod layer_norm;
 mod level_conv;
 mod linear;
 mod probe;
 mod reorder;
+mod transformer;
 mod widths;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_transformer;
 
+pub use attention::{NestedMhaInput, NestedMultiHeadAttention, NestedMultiHeadAttentionConfig};
 pub use batch_norm::{LevelBatchNorm, LevelBatchNormConfig};
 pub use conv::{NestedConv2d, NestedConv2dConfig};
+pub use embedding::{NestedEmbedding, NestedEmbeddingConfig};
+pub use error::NnError;
+pub use feed_forward::{FeedForwardActivation, NestedFeedForward, NestedFeedForwardConfig};
+pub use layer_norm::{NestedLayerNorm, NestedLayerNormConfig};
 pub use level_conv::{LevelConv2d, LevelConv2dConfig};
 pub use linear::{NestedLinear, NestedLinearConfig};
 pub use nestednet_prune::{NestedMask, PruneError};
@@ -49,7 +78,8 @@ pub use reorder::{
     permute_batch_norm, permute_conv_inputs, permute_conv_outputs, permute_linear_inputs,
     permute_linear_outputs,
 };
-pub use widths::check_level_widths;
+pub use transformer::{AttentionMasks, NestedTransformer, NestedTransformerBlock, NestedTransformerConfig};
+pub use widths::{check_level_widths, level_widths_problem};
 
 /// A layer whose weight can carry a nested unstructured mask: what mask learning, pruning and
 /// sparse export need to see of it.
@@ -105,6 +135,38 @@ pub trait NestedLayer: Sized {
     fn as_maskable_mut(&mut self) -> Option<&mut dyn Maskable> {
         None
     }
+
+    /// Every weight inside it that can carry a nested mask, in forward order, named relative
+    /// to the layer: `""` for the layer's own weight ([`as_maskable`](Self::as_maskable), the
+    /// default), `"query"` or `"3.feed_forward.inner"` for a part of a composite layer. A
+    /// network names them `field` or `field.part`.
+    fn layer_weights(&self) -> Vec<(String, &dyn Maskable)> {
+        self.as_maskable().map(|m| vec![(String::new(), m)]).unwrap_or_default()
+    }
+
+    /// The same weights, mutably, in the same order.
+    fn layer_weights_mut(&mut self) -> Vec<(String, &mut dyn Maskable)> {
+        self.as_maskable_mut().map(|m| vec![(String::new(), m)]).unwrap_or_default()
+    }
+
+    /// Whether level `level` runs the weight `name` (as [`layer_weights`](Self::layer_weights)
+    /// names it): a depth-nested stack skips its blocks beyond the level's depth.
+    fn layer_runs(&self, name: &str, level: usize) -> bool {
+        let _ = (name, level);
+        true
+    }
+}
+
+/// `prefix.name`, or `prefix` for a layer's own weight (`name` empty).
+pub fn weight_name(prefix: &str, name: &str) -> String {
+    if name.is_empty() { prefix.to_string() } else { format!("{prefix}.{name}") }
+}
+
+/// The part of `name` under `prefix` (`"query"` of `"attention.query"` under `"attention"`,
+/// `""` for `prefix` itself), or `None` if `name` is not under it.
+pub fn weight_name_under<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = name.strip_prefix(prefix)?;
+    if rest.is_empty() { Some("") } else { rest.strip_prefix('.') }
 }
 
 /// The weight layers: each has its levels, a one-level copy, an output width per level and a

@@ -72,6 +72,16 @@ pub(crate) fn record(id: ParamId, params: usize, macs: usize) {
     });
 }
 
+/// Adds `macs` multiply-accumulates per sample of parameter-free work (attention's products
+/// over positions), which no parameter tensor stands for.
+pub(crate) fn record_macs(macs: usize) {
+    RECORDER.with(|r| {
+        if let Some(recorder) = r.borrow_mut().as_mut() {
+            recorder.cost.macs += macs;
+        }
+    });
+}
+
 thread_local! {
     /// Batches each batch norm has seen in the active [`recalibrate_batch_norms`] call.
     static CALIBRATION: RefCell<Option<std::collections::HashMap<ParamId, usize>>> = const { RefCell::new(None) };

@@ -6,21 +6,34 @@
 /// constructors follow Burn's convention that invariant violations panic. User-facing input is
 /// validated earlier, with errors, by `nestednet_schedule::ChannelSchedule`.
 pub fn check_level_widths(what: &str, widths: &[usize], full: usize) {
-    assert!(!widths.is_empty(), "{what}: at least one level is required");
+    if let Some(problem) = level_widths_problem(what, widths, full) {
+        panic!("{problem}");
+    }
+}
+
+/// What is wrong with a nested layer's per-level widths (see [`check_level_widths`]), or
+/// `None` when they are valid: the non-panicking form, for configs that report errors.
+pub fn level_widths_problem(what: &str, widths: &[usize], full: usize) -> Option<String> {
+    if widths.is_empty() {
+        return Some(format!("{what}: at least one level is required"));
+    }
     for (level, &w) in widths.iter().enumerate() {
-        assert!(w > 0, "{what}: level {level} has 0 channels");
-        assert!(w <= full, "{what}: level {level} uses {w} channels but the layer has {full}");
-        if level > 0 {
-            assert!(
-                w >= widths[level - 1],
+        if w == 0 {
+            return Some(format!("{what}: level {level} has 0 channels"));
+        }
+        if w > full {
+            return Some(format!("{what}: level {level} uses {w} channels but the layer has {full}"));
+        }
+        if level > 0 && w < widths[level - 1] {
+            return Some(format!(
                 "{what}: level {level} ({w}) is narrower than level {} ({})",
                 level - 1,
                 widths[level - 1]
-            );
+            ));
         }
     }
     let last = widths[widths.len() - 1];
-    assert!(last == full, "{what}: the full level must use all {full} channels, got {last}");
+    (last != full).then(|| format!("{what}: the full level must use all {full} channels, got {last}"))
 }
 
 /// Panics with a clear message if `level` is not one of `num_levels` levels.
