@@ -34,9 +34,12 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use nestednet::burn::prelude::{Device, Tensor};
 use nestednet::data::{DataSource, DatasetKind};
-use nestednet::models::{ModelFamily, NestedMnistCnnConfig, NestedNetwork, NestedResNetConfig};
+use nestednet::models::{
+    ModelFamily, NestedMnistCnnConfig, NestedNetwork, NestedResNetConfig, NestedVitConfig,
+};
 use nestednet::train::jobs::{
-    Backend, FamilyEntry, FamilyRecipes, MNIST_CNN_RECIPES, RESNET_RECIPES, Registry, TrainJob, TrainSettings,
+    Backend, FamilyEntry, FamilyRecipes, MNIST_CNN_RECIPES, RESNET_RECIPES, Registry, TrainJob,
+    TrainSettings, VIT_RECIPES,
 };
 use nestednet::train::trainer::{ImageData, LabelledSet, RunConfig, RunDir, Teacher};
 
@@ -138,6 +141,7 @@ impl App {
         Self::empty()
             .with_family::<NestedMnistCnnConfig>(MNIST_CNN_RECIPES)
             .with_family::<NestedResNetConfig>(RESNET_RECIPES)
+            .with_family::<NestedVitConfig>(VIT_RECIPES)
     }
 
     /// No family at all.

@@ -44,20 +44,7 @@ impl ImageFolder {
     /// Loads `dir/train` and `dir/test`, images resized to `size` (`[height, width]`) or to the
     /// first training image's size.
     pub fn load(dir: &Path, size: Option<[usize; 2]>) -> Result<(ImageSet, ImageSet)> {
-        let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));
-        for d in [&train_dir, &test_dir] {
-            if !d.is_dir() {
-                return Err(DataError::Missing { tried: vec![d.clone()] });
-            }
-        }
-        let classes = sub_folders(&train_dir)?;
-        if classes.len() < 2 {
-            return Err(DataError::Invalid(format!(
-                "{}: an image folder needs at least 2 class folders, found {}",
-                train_dir.display(),
-                classes.len()
-            )));
-        }
+        let (train_dir, test_dir, classes) = class_folders(dir, "an image folder")?;
         let train_entries = entries(&train_dir, &classes, &classes)?;
         let test_entries = entries(&test_dir, &sub_folders(&test_dir)?, &classes)?;
         let first = decode(&train_entries[0].path)?;
@@ -82,8 +69,29 @@ impl ImageFolder {
     }
 }
 
+/// `dir/train` and `dir/test` of a data set stored as class folders (`what`: `an image
+/// folder`), and the classes: the training folder's sub-folders, at least 2 (also used by the
+/// sibling `text` reader).
+pub(crate) fn class_folders(dir: &Path, what: &str) -> Result<(PathBuf, PathBuf, Vec<String>)> {
+    let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));
+    for d in [&train_dir, &test_dir] {
+        if !d.is_dir() {
+            return Err(DataError::Missing { tried: vec![d.clone()] });
+        }
+    }
+    let classes = sub_folders(&train_dir)?;
+    if classes.len() < 2 {
+        return Err(DataError::Invalid(format!(
+            "{}: {what} needs at least 2 class folders, found {}",
+            train_dir.display(),
+            classes.len()
+        )));
+    }
+    Ok((train_dir, test_dir, classes))
+}
+
 /// The visible sub-folders of `dir`, sorted.
-fn sub_folders(dir: &Path) -> Result<Vec<String>> {
+pub(crate) fn sub_folders(dir: &Path) -> Result<Vec<String>> {
     let io = |source| DataError::Io { path: dir.to_path_buf(), source };
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {

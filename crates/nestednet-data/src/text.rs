@@ -1,5 +1,6 @@
 //! Text for nested transformers: byte-level tokens, plain-text class folders
-//! ([`TextFolder`]) and corpora for language modelling ([`TextCorpus`]).
+//! ([`TextFolder`], laid out as the sibling `image_folder`'s, whose folder helpers it uses) and
+//! corpora for language modelling ([`TextCorpus`]).
 //!
 //! **Tokens are bytes** ([`TextTokenizer::Bytes`]): ids `0..=255` are a file's bytes as they
 //! are, id [`SEPARATOR_TOKEN`] (256) pads a short window and separates documents in a corpus.
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::image_folder::{class_folders, sub_folders};
 use crate::{DataError, Result};
 
 /// The id that pads a window shorter than the context and separates documents in a corpus.
@@ -170,20 +172,7 @@ impl TextFolder {
     /// Loads `dir/train` and `dir/test` as windows of `context` tokens.
     pub fn load(dir: &Path, context: usize) -> Result<(TextSet, TextSet)> {
         check_context(context)?;
-        let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));
-        for d in [&train_dir, &test_dir] {
-            if !d.is_dir() {
-                return Err(DataError::Missing { tried: vec![d.clone()] });
-            }
-        }
-        let classes = sub_folders(&train_dir)?;
-        if classes.len() < 2 {
-            return Err(DataError::Invalid(format!(
-                "{}: a text folder needs at least 2 class folders, found {}",
-                train_dir.display(),
-                classes.len()
-            )));
-        }
+        let (train_dir, test_dir, classes) = class_folders(dir, "a text folder")?;
         let coarse = read_coarse_classes(dir, &classes)?;
         let train = read_split(&train_dir, &classes, &classes, context, coarse.as_ref())?;
         let test = read_split(&test_dir, &sub_folders(&test_dir)?, &classes, context, coarse.as_ref())?;
@@ -446,17 +435,6 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
         });
     }
     Ok(bytes)
-}
-
-/// The visible sub-folders of `dir`, sorted.
-fn sub_folders(dir: &Path) -> Result<Vec<String>> {
-    let mut names: Vec<String> = visible_entries(dir)?
-        .into_iter()
-        .filter(|p| p.is_dir())
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
-    names.sort();
-    Ok(names)
 }
 
 /// The visible files of `dir` (and, when `recursive`, of its visible sub-folders), sorted by

@@ -9,7 +9,9 @@
 //! - [`ModelFamily`]: a network built by name from a [`ModelRequest`] whose sample shape and
 //!   classes come from the data. The built-in families: `mnist-cnn` ([`NestedMnistCnn`]) and
 //!   the residual networks ([`NestedResNet`]: `mnist-resnet`, `resnet-N`, `wrn-D-K`,
-//!   `resnet-18`); the jobs layer registers them beside a user's own.
+//!   `resnet-18`) and the vision transformers ([`NestedVit`]: `vit-tiny`, `vit-small`, nested
+//!   in heads, feed-forward width, model width and depth); the jobs layer registers them
+//!   beside a user's own.
 #![warn(missing_docs)]
 
 mod error;
@@ -17,6 +19,7 @@ mod family;
 mod mnist_cnn;
 mod network;
 mod resnet;
+mod vit;
 
 pub use error::{ModelError, Result};
 pub use family::{LevelRequest, ModelFamily, ModelRequest};
@@ -29,3 +32,4 @@ pub use network::{
     NetworkOutput, TokenShape, measure_level,
 };
 pub use resnet::{NestedBasicBlock, NestedResNet, NestedResNetConfig, Shortcut, Stem};
+pub use vit::{NestedVit, NestedVitConfig};

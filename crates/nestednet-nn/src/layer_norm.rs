@@ -77,6 +77,10 @@ impl NestedLayerNorm {
         let width = self.level_width(level);
         let got = x.dims()[D - 1];
         assert_eq!(got, width, "NestedLayerNorm level {level}: expected {width} features, got {got}");
+        if crate::probe::recording() {
+            // Scale and shift are parameters; the normalisation multiplies nothing weighted.
+            crate::probe::record(self.gamma.id, self.level_num_params(level), 0);
+        }
         let (gamma, beta) = self.level_tensors(level);
         layer_norm(x, gamma, beta, self.epsilon)
     }

@@ -309,21 +309,27 @@ fn a_stack_names_its_weights_and_the_blocks_a_level_runs() {
     assert_eq!(
         &names[..6],
         [
-            "0.attention.query",
-            "0.attention.key",
-            "0.attention.value",
-            "0.attention.output",
-            "0.feed_forward.inner",
-            "0.feed_forward.outer"
+            "blocks.0.attention.query",
+            "blocks.0.attention.key",
+            "blocks.0.attention.value",
+            "blocks.0.attention.output",
+            "blocks.0.feed_forward.inner",
+            "blocks.0.feed_forward.outer"
         ]
     );
     assert!(stack.layer_weights().iter().all(|(_, w)| w.mask().is_some()));
-    assert!(stack.layer_runs("0.feed_forward.inner", 0) && !stack.layer_runs("1.attention.query", 0));
-    assert!(stack.layer_runs("1.attention.query", 1) && stack.layer_runs("2.attention.key", 2));
+    assert!(
+        stack.layer_runs("blocks.0.feed_forward.inner", 0)
+            && !stack.layer_runs("blocks.1.attention.query", 0)
+    );
+    assert!(stack.layer_runs("blocks.1.attention.query", 1) && stack.layer_runs("blocks.2.attention.key", 2));
     assert_eq!(weight_name_under("blocks.2.attention.key", "blocks"), Some("2.attention.key"));
     assert_eq!(weight_name_under("blocks", "blocks"), Some(""));
     assert_eq!(weight_name_under("blocks2.x", "blocks"), None);
     let params: usize = stack.level_num_params(0);
+    let x = Tensor::<3>::zeros([1, 3, stack.blocks[0].norm_attention.level_width(0)], &device);
+    let (_, recorded) = record_costs(|| stack.forward(x, &AttentionMasks::default(), 0));
+    assert_eq!(recorded.params, params, "the probe sees every parameter, layer norms included");
     let extracted = stack.single_level(0);
     assert_eq!(params, extracted.num_params(), "a level's copy holds exactly its parameters");
 }

@@ -16,7 +16,7 @@ use crate::widths::assert_level;
 use crate::{
     FeedForwardActivation, Maskable, NestedFeedForward, NestedFeedForwardConfig, NestedLayer,
     NestedLayerNorm, NestedLayerNormConfig, NestedMhaInput, NestedMultiHeadAttention,
-    NestedMultiHeadAttentionConfig, NnError, weight_name,
+    NestedMultiHeadAttentionConfig, NnError, weight_name, weight_name_under,
 };
 
 /// Configuration of a [`NestedTransformer`] (and of each of its blocks).
@@ -195,11 +195,11 @@ impl NestedTransformerBlock {
         }
     }
 
-    /// The block with `heads` heads and `hidden` feed-forward units over the full model width
-    /// (any counts, not only a level's): a block of a Mix'n'Match sub-network, as a one-level
-    /// block with compact copies. The block must not be masked.
-    pub fn single_block(&self, heads: usize, hidden: usize) -> Self {
-        let width = *self.norm_attention.widths.last().unwrap();
+    /// The block with `heads` heads and `hidden` feed-forward units over a model width of
+    /// `width` (any counts, not only a level's: every such block is a sub-block of weights some
+    /// level trained): a block of a Mix'n'Match sub-network, as a one-level block with compact
+    /// copies. The block must not be masked.
+    pub fn single_block(&self, heads: usize, hidden: usize, width: usize) -> Self {
         Self {
             norm_attention: self.norm_attention.single_block(width),
             attention: self.attention.single_block(heads, width),
@@ -432,7 +432,7 @@ impl NestedLayer for NestedTransformer {
         let blocks = self.blocks.iter().enumerate();
         blocks
             .flat_map(|(i, b)| {
-                b.layer_weights().into_iter().map(move |(n, w)| (weight_name(&i.to_string(), &n), w))
+                b.layer_weights().into_iter().map(move |(n, w)| (weight_name(&format!("blocks.{i}"), &n), w))
             })
             .collect()
     }
@@ -441,14 +441,18 @@ impl NestedLayer for NestedTransformer {
         let blocks = self.blocks.iter_mut().enumerate();
         blocks
             .flat_map(|(i, b)| {
-                b.layer_weights_mut().into_iter().map(move |(n, w)| (weight_name(&i.to_string(), &n), w))
+                b.layer_weights_mut()
+                    .into_iter()
+                    .map(move |(n, w)| (weight_name(&format!("blocks.{i}"), &n), w))
             })
             .collect()
     }
 
     fn layer_runs(&self, name: &str, level: usize) -> bool {
-        // `name` is `block.part...`: the block runs if it is within the level's depth.
-        let block = name.split('.').next().and_then(|b| b.parse::<usize>().ok());
+        // `name` is `blocks.i.part...` (the module path): block `i` runs if it is within the
+        // level's depth.
+        let block =
+            weight_name_under(name, "blocks").and_then(|rest| rest.split('.').next()?.parse::<usize>().ok());
         block.is_none_or(|b| b < self.level_depth(level))
     }
 }

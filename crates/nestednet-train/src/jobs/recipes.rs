@@ -238,3 +238,23 @@ pub const RESNET_RECIPES: FamilyRecipes = FamilyRecipes {
         _ => None,
     },
 };
+
+/// The ViTs' recipe: the usual small-ViT settings, not yet tuned on a validation split.
+pub const VIT_RECIPE: Recipe = Recipe {
+    name: "vit",
+    description: "vit-tiny and vit-small on small images (heads, feed-forward, width and depth levels)",
+    optimizer: adam(0.0),
+    learning_rate: 1e-3,
+    lr_schedule: COSINE,
+    batch_size: 64,
+    epochs: 10,
+    augmentation: Augmentation::Usual,
+    level_weights: RecipeLevelWeights::Mean,
+    chosen_by: "the usual settings of small ViTs trained from scratch (Adam 1e-3, cosine schedule), not tuned on a validation split",
+};
+
+/// The ViTs' recipes.
+pub const VIT_RECIPES: FamilyRecipes = FamilyRecipes {
+    recipes: &[VIT_RECIPE],
+    default: |name, _| name.starts_with("vit-").then_some(&VIT_RECIPE),
+};

@@ -5,10 +5,12 @@
 //! `nestednet-cli` crate's `App`), so a registered family gets every job and command the
 //! built-in ones get.
 
-use nestednet_models::{ModelFamily, NestedMnistCnnConfig, NestedResNetConfig};
+use nestednet_models::{ModelFamily, NestedMnistCnnConfig, NestedResNetConfig, NestedVitConfig};
 
 use crate::error::{Result, TrainError};
-use crate::jobs::recipes::{FamilyRecipes, MNIST_CNN_RECIPES, RESNET_RECIPES, Recipe, RecipeContext};
+use crate::jobs::recipes::{
+    FamilyRecipes, MNIST_CNN_RECIPES, RESNET_RECIPES, Recipe, RecipeContext, VIT_RECIPES,
+};
 
 /// One registered family: what the registry needs to know of it without its type.
 #[derive(Debug, Clone, Copy)]
@@ -43,12 +45,14 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// The built-in families: `mnist-cnn` and the residual networks (`mnist-resnet`,
-    /// `resnet-N`, `wrn-D-K`, `resnet-18`), with their recipes.
+    /// The built-in families: `mnist-cnn`, the residual networks (`mnist-resnet`,
+    /// `resnet-N`, `wrn-D-K`, `resnet-18`) and the ViTs (`vit-tiny`, `vit-small`), with their
+    /// recipes.
     pub fn builtin() -> Self {
         Self::empty()
             .with(FamilyEntry::of::<NestedMnistCnnConfig>(MNIST_CNN_RECIPES))
             .with(FamilyEntry::of::<NestedResNetConfig>(RESNET_RECIPES))
+            .with(FamilyEntry::of::<NestedVitConfig>(VIT_RECIPES))
     }
 
     /// No family at all.
@@ -137,7 +141,11 @@ mod tests {
         let e = registry.recipe("fast").unwrap_err().to_string();
         assert!(e.contains("unknown recipe `fast`") && e.contains("cifar-resnet"), "{e}");
         assert!(
-            registry.family("transformer").unwrap_err().to_string().contains("registered: mnist-cnn, resnet")
+            registry
+                .family("transformer")
+                .unwrap_err()
+                .to_string()
+                .contains("registered: mnist-cnn, resnet, vit")
         );
     }
 }
