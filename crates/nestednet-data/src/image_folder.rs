@@ -90,6 +90,17 @@ pub(crate) fn class_folders(dir: &Path, what: &str) -> Result<(PathBuf, PathBuf,
     Ok((train_dir, test_dir, classes))
 }
 
+/// The label of the class folder `dir/name`: its position among the training `classes`.
+pub(crate) fn class_label(dir: &Path, name: &str, classes: &[String]) -> Result<usize> {
+    classes.iter().position(|c| c == name).ok_or_else(|| {
+        DataError::Invalid(format!(
+            "{}: class `{name}` has no training folder (the classes are {})",
+            dir.join(name).display(),
+            classes.join(", ")
+        ))
+    })
+}
+
 /// The visible sub-folders of `dir`, sorted.
 pub(crate) fn sub_folders(dir: &Path) -> Result<Vec<String>> {
     let io = |source| DataError::Io { path: dir.to_path_buf(), source };
@@ -110,13 +121,7 @@ pub(crate) fn sub_folders(dir: &Path) -> Result<Vec<String>> {
 fn entries(dir: &Path, present: &[String], classes: &[String]) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     for name in present {
-        let label = classes.iter().position(|c| c == name).ok_or_else(|| {
-            DataError::Invalid(format!(
-                "{}: class `{name}` has no training folder (the classes are {})",
-                dir.join(name).display(),
-                classes.join(", ")
-            ))
-        })?;
+        let label = class_label(dir, name, classes)?;
         let folder = dir.join(name);
         let io = |source| DataError::Io { path: folder.clone(), source };
         let mut files = Vec::new();

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::image_folder::{class_folders, sub_folders};
+use crate::image_folder::{class_folders, class_label, sub_folders};
 use crate::{DataError, Result};
 
 /// The id that pads a window shorter than the context and separates documents in a corpus.
@@ -268,13 +268,7 @@ fn read_split(
     };
     let mut budget = MAX_TEXT_SPLIT_BYTES;
     for name in present {
-        let label = classes.iter().position(|c| c == name).ok_or_else(|| {
-            DataError::Invalid(format!(
-                "{}: class `{name}` has no training folder (the classes are {})",
-                dir.join(name).display(),
-                classes.join(", ")
-            ))
-        })?;
+        let label = class_label(dir, name, classes)?;
         let folder = dir.join(name);
         let files = visible_files(&folder, false)?;
         if files.is_empty() {

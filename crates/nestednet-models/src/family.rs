@@ -154,6 +154,29 @@ impl ModelRequest<[usize; 3]> {
     }
 }
 
+/// Checks coarse-to-fine class counts against `levels` levels whose full level predicts
+/// `num_classes` (nothing to check when `level_classes` is empty).
+pub(crate) fn check_level_classes(
+    level_classes: &[usize],
+    levels: usize,
+    num_classes: usize,
+) -> crate::Result<()> {
+    if level_classes.is_empty() {
+        return Ok(());
+    }
+    let bad = |m: String| Err(ModelError::Invalid(m));
+    if level_classes.len() != levels {
+        return bad(format!("level_classes gives {} class counts for {levels} levels", level_classes.len()));
+    }
+    if level_classes[levels - 1] != num_classes {
+        return bad(format!(
+            "the full level predicts {} classes but num_classes is {num_classes}",
+            level_classes[levels - 1]
+        ));
+    }
+    Ok(())
+}
+
 /// A family of nested networks built by name from a [`ModelRequest`] (`mnist-cnn`,
 /// `resnet-N`, a user's own): what the jobs layer's registry, the settings and the command line
 /// need of a model. Implemented by the model's configuration, in the model's own file.

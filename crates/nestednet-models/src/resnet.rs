@@ -198,22 +198,7 @@ impl NestedResNetConfig {
         }
         self.lattice.validate(self.blocks_per_stage)?;
         let n = self.lattice.num_levels();
-        if !self.level_classes.is_empty() {
-            if self.level_classes.len() != n {
-                return bad(format!(
-                    "level_classes gives {} class counts for {n} levels",
-                    self.level_classes.len()
-                ));
-            }
-            if self.level_classes[n - 1] != self.num_classes {
-                return bad(format!(
-                    "the full level predicts {} classes but num_classes is {}",
-                    self.level_classes[n - 1],
-                    self.num_classes
-                ));
-            }
-        }
-        Ok(())
+        crate::family::check_level_classes(&self.level_classes, n, self.num_classes)
     }
 
     /// The classes each level predicts.

@@ -26,6 +26,7 @@ use nestednet_nn::{
 };
 use nestednet_schedule::{ChannelSchedule, LatticeSpec, LevelSpec, ScheduledLayer};
 
+use crate::family::check_level_classes;
 use crate::mnist_cnn::check_choice;
 use crate::{
     LevelRequest, MixableLayer, ModelError, ModelFamily, ModelRequest, NestedNetwork, NestedNetworkConfig,
@@ -172,29 +173,8 @@ impl NestedVitConfig {
             ),
         };
         let levels = VitLevels { heads, ffn, points, names };
-        self.check_level_classes(levels.points.len())?;
+        check_level_classes(&self.level_classes, levels.points.len(), self.num_classes)?;
         Ok(levels)
-    }
-
-    fn check_level_classes(&self, n: usize) -> crate::Result<()> {
-        if self.level_classes.is_empty() {
-            return Ok(());
-        }
-        let bad = |m: String| Err(ModelError::Invalid(m));
-        if self.level_classes.len() != n {
-            return bad(format!(
-                "level_classes gives {} class counts for {n} levels",
-                self.level_classes.len()
-            ));
-        }
-        if self.level_classes[n - 1] != self.num_classes {
-            return bad(format!(
-                "the full level predicts {} classes but num_classes is {}",
-                self.level_classes[n - 1],
-                self.num_classes
-            ));
-        }
-        Ok(())
     }
 
     fn d_head(&self) -> usize {
