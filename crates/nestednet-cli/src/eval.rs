@@ -2,21 +2,20 @@
 
 use std::path::PathBuf;
 
-use crate::ImageFamily;
+use crate::CliModel;
 use anyhow::Result;
 use clap::Args;
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::Device;
 use nestednet::data::{DataSource, DatasetKind};
 use nestednet::models::NestedNetwork;
+use nestednet::train::jobs::SourcedSet;
 use nestednet::train::jobs::{Backend, ImageSize, TrainSettings};
 use nestednet::train::serve::{
     EarlyExit, LevelOutputs, LevelReport, Report, ReportContext, anytime_figures, build_report,
     level_outputs, mix_name, plot_early_exit,
 };
-use nestednet::train::trainer::{
-    ImageData, LevelLabels, LevelTally, RunConfig, RunDir, check_compatible, evaluate,
-};
+use nestednet::train::trainer::{LevelLabels, LevelTally, RunConfig, RunDir, check_compatible, evaluate};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -52,7 +51,7 @@ pub struct EvalArgs {
     early_exit: Option<f64>,
 }
 
-pub fn run<F: ImageFamily>(a: EvalArgs) -> Result<()> {
+pub fn run<F: CliModel>(a: EvalArgs) -> Result<()> {
     let backend = crate::backend(a.device)?;
     let device = backend.device()?;
     let run = RunDir::new(&a.run);
@@ -71,8 +70,7 @@ pub fn run<F: ImageFamily>(a: EvalArgs) -> Result<()> {
             }
         }
     };
-    let (_, test) = source.load()?;
-    let test = ImageData::from(test);
+    let (_, test) = crate::DataOf::<F>::load(&source)?;
     let labels = config.training.level_labels(model.num_levels());
     check_compatible(&model, &test, &labels, "test")?;
     let model = model.valid();
@@ -114,7 +112,7 @@ pub fn run<F: ImageFamily>(a: EvalArgs) -> Result<()> {
 }
 
 /// Evaluates the Mix'n'Match sub-network `choice` of the run (recalibrated as its search did).
-fn eval_mix<F: ImageFamily>(
+fn eval_mix<F: CliModel>(
     model: &F::Network,
     choice: &[usize],
     run: &RunDir,
@@ -122,10 +120,10 @@ fn eval_mix<F: ImageFamily>(
     source: &DataSource,
     device: &Device,
 ) -> Result<()> {
-    let (train, _) = calibration.load()?;
-    let (_, test) = source.load()?;
-    let mixed = crate::export::recalibrated::<F>(model, choice, run, &ImageData::from(train), device)?;
-    let tally = &evaluate(&mixed, &ImageData::from(test), 256, device, &LevelLabels::fine(1))?[0];
+    let (train, _) = crate::DataOf::<F>::load(calibration)?;
+    let (_, test) = crate::DataOf::<F>::load(source)?;
+    let mixed = crate::export::recalibrated::<F>(model, choice, run, &train, device)?;
+    let tally = &evaluate(&mixed, &test, 256, device, &LevelLabels::fine(1))?[0];
     let cost = mixed.level_cost(0);
     println!(
         "| sub-network | accuracy | loss | correct/total | params | MACs/sample |\n|---|---|---|---|---|---|\n| {} | {:.4} | {:.4} | {}/{} | {} | {} |",
@@ -150,7 +148,7 @@ enum Budgeted {
 
 /// The level the budgets choose, or the Mix'n'Match sub-network, evaluated here on the test set
 /// after recalibration on the training images the search used.
-fn within_budget<F: ImageFamily>(
+fn within_budget<F: CliModel>(
     budget: &crate::select::BudgetArgs,
     run: &RunDir,
     (config, model): (&RunConfig<F>, &F::Network),
@@ -194,7 +192,7 @@ fn print_levels<N: NestedNetwork>(model: &N, tallies: &[LevelTally], only: Optio
 }
 
 /// Plots the early-exit sweep next to the levels alone, to RUN/early_exit.png.
-fn plot_sweep<F: ImageFamily>(
+fn plot_sweep<F: CliModel>(
     run: &RunDir,
     config: &RunConfig<F>,
     model: &F::Network,

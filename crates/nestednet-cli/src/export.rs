@@ -2,18 +2,19 @@
 
 use std::path::PathBuf;
 
-use crate::ImageFamily;
+use crate::CliModel;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::Device;
 use nestednet::models::NestedNetwork;
 use nestednet::train::export::{ExportFormat, export_level, export_mix};
+use nestednet::train::jobs::SourcedSet;
 use nestednet::train::serve::{
     ConsensusMethod, SearchResults, SearchSettings, calibrated_mix, calibration_batches, export_consensus,
     mix_name, parse_mix,
 };
-use nestednet::train::trainer::{ImageData, RunDir};
+use nestednet::train::trainer::RunDir;
 
 /// How the levels of a consensus export are combined.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -73,11 +74,11 @@ pub struct ExportArgs {
 /// The sub-network `choice` of `model` with its batch norms recalibrated on `train` (the run's
 /// training set), with the settings of the run's search when it has one (so that an export reproduces
 /// the front's point), the search's defaults otherwise.
-pub fn recalibrated<F: ImageFamily>(
+pub fn recalibrated<F: CliModel>(
     model: &F::Network,
     choice: &[usize],
     run: &RunDir,
-    train: &ImageData,
+    train: &crate::DataOf<F>,
     device: &Device,
 ) -> Result<F::Network> {
     let defaults = SearchSettings::default();
@@ -89,7 +90,7 @@ pub fn recalibrated<F: ImageFamily>(
     Ok(calibrated_mix(model, choice, &calibration)?)
 }
 
-pub fn run<F: ImageFamily>(a: ExportArgs) -> Result<()> {
+pub fn run<F: CliModel>(a: ExportArgs) -> Result<()> {
     let device = crate::backend(a.device)?.device()?;
     let run = RunDir::new(&a.run);
     let (config, model) = run.load_model::<F>(&device)?;
@@ -137,8 +138,8 @@ pub fn run<F: ImageFamily>(a: ExportArgs) -> Result<()> {
         Err(level) => level,
         Ok(choice) => {
             let source = crate::run_data(&config, None, None, None, true)?;
-            let (train, _) = source.load()?;
-            let mixed = recalibrated::<F>(&model, &choice, &run, &ImageData::from(train), &device)?;
+            let (train, _) = crate::DataOf::<F>::load(&source)?;
+            let mixed = recalibrated::<F>(&model, &choice, &run, &train, &device)?;
             let name = mix_name(&choice);
             let info = export_mix(&mixed, &config.model, &choice, &name, &a.out, format)?;
             let widths: Vec<String> = mixed.level_widths(0).iter().map(|(n, w)| format!("{n} {w}")).collect();

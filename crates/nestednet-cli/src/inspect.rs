@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::ImageFamily;
+use crate::CliModel;
 use anyhow::{Context, Result};
 use clap::Args;
 use nestednet::models::NestedNetwork;
@@ -19,7 +19,7 @@ pub struct InspectArgs {
     pub run: PathBuf,
 }
 
-pub fn run<F: ImageFamily>(a: InspectArgs, registry: &Registry) -> Result<()> {
+pub fn run<F: CliModel>(a: InspectArgs, registry: &Registry) -> Result<()> {
     let run = RunDir::new(&a.run);
     let config = run.load_config::<F>()?;
     // Without a completed epoch, costs need only the shapes of a fresh network.
@@ -37,7 +37,7 @@ pub fn run<F: ImageFamily>(a: InspectArgs, registry: &Registry) -> Result<()> {
 }
 
 /// The run's folder, model, training and the settings that repeat it.
-fn print_run<F: ImageFamily>(
+fn print_run<F: CliModel>(
     run: &RunDir,
     config: &RunConfig<F>,
     model: &F::Network,
@@ -117,7 +117,7 @@ fn print_levels<N: NestedNetwork>(model: &N) {
 }
 
 /// Each masked layer's density per level, and each level's export dense vs sparse.
-fn print_mask_densities<F: ImageFamily>(config: &F, model: &F::Network) -> Result<()> {
+fn print_mask_densities<F: CliModel>(config: &F, model: &F::Network) -> Result<()> {
     let n = model.num_levels();
     let layers: Vec<String> = layer_densities(model, n - 1).into_iter().map(|d| d.name).collect();
     println!(

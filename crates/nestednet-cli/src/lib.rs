@@ -14,7 +14,7 @@
 //! }
 //! ```
 //!
-//! Each command is generic code run for the family's own type ([`ImageFamily`]): `train` and
+//! Each command is generic code run for the family's own type ([`CliModel`]): `train` and
 //! `nestify` find it by the model's name (`--model`), the others by the family the run folder
 //! records.
 #![warn(missing_docs)]
@@ -27,27 +27,36 @@ mod search;
 mod select;
 mod train;
 
+use std::any::Any;
 use std::marker::PhantomData;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use nestednet::burn::prelude::{Device, Tensor};
+use nestednet::burn::prelude::Device;
 use nestednet::data::{DataSource, DatasetKind};
 use nestednet::models::{
-    ModelFamily, NestedMnistCnnConfig, NestedNetwork, NestedResNetConfig, NestedVitConfig,
+    InputShape, ModelFamily, NestedMnistCnnConfig, NestedNetwork, NestedNetworkConfig, NestedResNetConfig,
+    NestedVitConfig,
 };
 use nestednet::train::jobs::{
-    Backend, FamilyEntry, FamilyRecipes, MNIST_CNN_RECIPES, RESNET_RECIPES, Registry, TrainJob,
-    TrainSettings, VIT_RECIPES,
+    Backend, FamilyEntry, FamilyRecipes, MNIST_CNN_RECIPES, RESNET_RECIPES, Registry, SetOf, SourcedInput,
+    TrainJob, TrainSettings, VIT_RECIPES,
 };
-use nestednet::train::trainer::{ImageData, LabelledSet, RunConfig, RunDir, Teacher};
+use nestednet::train::trainer::{LabelledSet, RunConfig, RunDir, Teacher};
 
-/// A model family the command line can run: a [`ModelFamily`] of image classifiers (images
-/// `Tensor<4>` in, class logits `Tensor<2>` out). Every such family is one.
-pub trait ImageFamily: ModelFamily<Network: NestedNetwork<Input = Tensor<4>, Output = Tensor<2>>> {}
+/// A model family the command line can run: a [`ModelFamily`] whose input a data source can
+/// feed ([`SourcedInput`]: images `Tensor<4>`, token ids `Tensor<2, Int>`), with any output
+/// (class logits, a language model's per-position logits). Every such family is one.
+pub trait CliModel: ModelFamily<Network: NestedNetwork<Input: SourcedInput>> {}
 
-impl<F> ImageFamily for F where F: ModelFamily<Network: NestedNetwork<Input = Tensor<4>, Output = Tensor<2>>> {}
+impl<F> CliModel for F where F: ModelFamily<Network: NestedNetwork<Input: SourcedInput>> {}
+
+/// The input of family `F`'s networks.
+type InputOfFamily<F> = <<F as NestedNetworkConfig>::Network as NestedNetwork>::Input;
+
+/// The labelled set of family `F`'s input.
+type DataOf<F> = SetOf<InputOfFamily<F>>;
 
 /// Nested sparse networks: many networks in one set of weights.
 #[derive(Parser, Debug)]
@@ -79,7 +88,7 @@ enum Command {
 }
 
 /// What the command line does with one family, for a family whose type it knows only through
-/// this trait ([`Registered`] implements it for every [`ImageFamily`]).
+/// this trait ([`Registered`] implements it for every [`CliModel`]).
 trait CliFamily {
     /// The family's key ([`ModelFamily::FAMILY`]).
     fn key(&self) -> &'static str;
@@ -88,20 +97,21 @@ trait CliFamily {
     fn run(&self, command: Command, app: &App) -> Result<()>;
 
     /// The full level of the run in `folder` (of this family) as a distillation teacher for
-    /// data of `shape` and `classes`.
+    /// data of `shape` and `classes`: a `Teacher<I>` for the input `I` whose shape `shape` is
+    /// (an error when this family takes another input).
     fn teacher(
         &self,
         folder: &Path,
-        shape: &[usize; 3],
+        shape: &dyn Any,
         classes: usize,
         device: &Device,
-    ) -> Result<Teacher<Tensor<4>>>;
+    ) -> Result<Box<dyn Any>>;
 }
 
 /// The command line's operations for family `F`.
 struct Registered<F>(PhantomData<fn() -> F>);
 
-impl<F: ImageFamily> CliFamily for Registered<F> {
+impl<F: CliModel> CliFamily for Registered<F> {
     fn key(&self) -> &'static str {
         F::FAMILY
     }
@@ -121,11 +131,18 @@ impl<F: ImageFamily> CliFamily for Registered<F> {
     fn teacher(
         &self,
         folder: &Path,
-        shape: &[usize; 3],
+        shape: &dyn Any,
         classes: usize,
         device: &Device,
-    ) -> Result<Teacher<Tensor<4>>> {
-        Ok(Teacher::from_run::<F>(folder, shape, classes, device)?)
+    ) -> Result<Box<dyn Any>> {
+        let shape = shape.downcast_ref::<InputShape<F::Network>>().with_context(|| {
+            format!(
+                "the distillation teacher {} is a {} network, which takes other inputs than this model",
+                folder.display(),
+                F::FAMILY
+            )
+        })?;
+        Ok(Box::new(Teacher::<InputOfFamily<F>>::from_run::<F>(folder, shape, classes, device)?))
     }
 }
 
@@ -151,7 +168,7 @@ impl App {
 
     /// The same command line with family `F` and its `recipes` too (a family of the same key
     /// is replaced).
-    pub fn with_family<F: ImageFamily>(mut self, recipes: FamilyRecipes) -> Self {
+    pub fn with_family<F: CliModel>(mut self, recipes: FamilyRecipes) -> Self {
         self.registry = self.registry.with(FamilyEntry::of::<F>(recipes));
         self.families.retain(|f| f.key() != F::FAMILY);
         self.families.push(Box::new(Registered::<F>(PhantomData)));
@@ -227,7 +244,7 @@ impl App {
 
     /// `job` with the external teacher its configuration names (`teacher_run`), of whatever
     /// family that run records, checked to take `data`'s images and classes.
-    fn with_teacher<C: ImageFamily>(&self, job: TrainJob<C>, data: &ImageData) -> Result<TrainJob<C>> {
+    fn with_teacher<C: CliModel>(&self, job: TrainJob<C>, data: &DataOf<C>) -> Result<TrainJob<C>> {
         let folder = job.config.training.distillation.as_ref().and_then(|d| d.teacher_run.clone());
         let Some(folder) = folder.filter(|_| job.teacher.is_none()) else { return Ok(job) };
         let folder = Path::new(&folder);
@@ -236,7 +253,13 @@ impl App {
         })?;
         let device = job.backend.device()?;
         let teacher = teacher.teacher(folder, &data.input_shape(), data.num_classes(), &device)?;
-        Ok(job.with_teacher(Some(teacher)))
+        let teacher = teacher.downcast::<Teacher<InputOfFamily<C>>>().map_err(|_| {
+            anyhow::anyhow!(
+                "the distillation teacher {} takes other inputs than this model",
+                folder.display()
+            )
+        })?;
+        Ok(job.with_teacher(Some(*teacher)))
     }
 }
 
@@ -265,6 +288,7 @@ fn run_data<C>(
             .or(recorded.as_ref().map(|d| d.dir.clone()))
             .ok_or_else(|| anyhow::anyhow!("give the data folder (--data-dir): the run records none"))?,
         image_size: image_size.or(recorded.as_ref().and_then(|d| d.image_size)),
+        context: recorded.as_ref().and_then(|d| d.context),
         validation_split: if own_split { recorded.and_then(|d| d.validation_split) } else { None },
     })
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::{App, ImageFamily};
+use crate::{App, CliModel};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use nestednet::models::ChannelImportance;
@@ -50,7 +50,7 @@ pub fn settings(a: &NestifyArgs) -> Result<TrainSettings> {
     })
 }
 
-pub fn run<F: ImageFamily>(a: NestifyArgs, app: &App) -> Result<()> {
+pub fn run<F: CliModel>(a: NestifyArgs, app: &App) -> Result<()> {
     let settings = settings(&a)?;
     anyhow::ensure!(
         settings.init_from.is_none(),

@@ -2,14 +2,15 @@
 
 use std::path::PathBuf;
 
-use crate::ImageFamily;
+use crate::CliModel;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use nestednet::burn::module::Module;
+use nestednet::train::jobs::SourcedSet;
 use nestednet::train::serve::{
     Budget, SearchResults, SearchSettings, calibration_batches, export_front, search_mixes,
 };
-use nestednet::train::trainer::{BarProgress, ImageData, LabelledSet, RunDir};
+use nestednet::train::trainer::{BarProgress, LabelledSet, RunDir};
 
 /// What the search maximises.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -55,7 +56,7 @@ pub struct SearchArgs {
     pub device: Option<nestednet::train::jobs::Backend>,
 }
 
-pub fn run<F: ImageFamily>(a: SearchArgs) -> Result<()> {
+pub fn run<F: CliModel>(a: SearchArgs) -> Result<()> {
     let Objective::Accuracy = a.objective;
     let device = crate::backend(a.device)?.device()?;
     let run = RunDir::new(&a.run);
@@ -64,8 +65,7 @@ pub fn run<F: ImageFamily>(a: SearchArgs) -> Result<()> {
     // The run's own evaluation set: its validation split if it trained with one (the test
     // set then stays out of the choice), its test set otherwise.
     let source = crate::run_data(&config, None, a.data_dir, None, true)?;
-    let (train, eval) = source.load()?;
-    let (train, eval) = (ImageData::from(train), ImageData::from(eval));
+    let (train, eval) = crate::DataOf::<F>::load(&source)?;
     let settings = SearchSettings {
         constraints: a.constraints,
         calibration_batches: a.calibration_batches,

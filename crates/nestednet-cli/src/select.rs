@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::ImageFamily;
+use crate::CliModel;
 use anyhow::Result;
 use clap::Args;
 use nestednet::burn::prelude::Device;
@@ -44,7 +44,7 @@ pub struct SelectArgs {
 
 /// Measures every candidate of the run in `run` on `device` and picks the one `budget` asks
 /// for; prints the table unless `quiet`.
-pub fn choose<F: ImageFamily>(
+pub fn choose<F: CliModel>(
     run: &RunDir,
     model: &F::Network,
     budget: &BudgetArgs,
@@ -69,7 +69,7 @@ pub fn choose<F: ImageFamily>(
     Ok(selection.chosen?)
 }
 
-pub fn run<F: ImageFamily>(a: SelectArgs) -> Result<()> {
+pub fn run<F: CliModel>(a: SelectArgs) -> Result<()> {
     let backend = crate::backend(a.device)?;
     let device = backend.device()?;
     let run = RunDir::new(&a.run);

@@ -7,7 +7,7 @@ use clap::Args;
 use nestednet::train::jobs::{Registry, TrainSettings, run_job_with_data, run_magnitude_jobs};
 use nestednet::train::trainer::{BarProgress, MaskMethod};
 
-use crate::{App, ImageFamily};
+use crate::{App, CliModel};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -52,7 +52,7 @@ pub fn settings(a: &TrainArgs) -> Result<TrainSettings> {
     Ok(settings.for_run(&a.out, a.resume)?)
 }
 
-pub fn run<F: ImageFamily>(a: TrainArgs, app: &App) -> Result<()> {
+pub fn run<F: CliModel>(a: TrainArgs, app: &App) -> Result<()> {
     let given = match &a.config {
         Some(file) => a.settings.clone().merged_over(TrainSettings::from_file(file)?),
         None => a.settings.clone(),

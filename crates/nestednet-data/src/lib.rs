@@ -50,23 +50,36 @@ pub enum DatasetKind {
     /// A folder of images, one sub-folder per class (`DIR/train/<class>/*.png|jpg`,
     /// `DIR/test/<class>/*`), see [`ImageFolder`].
     ImageFolder,
+    /// A folder of text documents, one sub-folder per class (`DIR/train/<class>/*`,
+    /// `DIR/test/<class>/*`, optional `DIR/coarse-classes.tsv`), see [`TextFolder`]: windows of
+    /// the model's context, for text classifiers.
+    TextFolder,
+    /// A text corpus (`DIR/train` and `DIR/test`, each a file or a folder of files), see
+    /// [`TextCorpus`]: one stream of tokens per split, for language models.
+    TextCorpus,
 }
 
 impl DatasetKind {
     /// Every kind, for help texts.
-    pub const ALL: [DatasetKind; 4] = [Self::Mnist, Self::Cifar10, Self::Cifar100, Self::ImageFolder];
+    pub const ALL: [DatasetKind; 6] =
+        [Self::Mnist, Self::Cifar10, Self::Cifar100, Self::ImageFolder, Self::TextFolder, Self::TextCorpus];
 
     /// Loads the training and test sets of this kind from `dir` (image folders at the first
-    /// image's size).
+    /// image's size); text is an error (see [`DataSource::load_text_folder`]).
     pub fn load(self, dir: &std::path::Path) -> Result<(ImageSet, ImageSet)> {
         DataSource::new(self, dir).load()
+    }
+
+    /// Whether its samples are text (token ids), not images.
+    pub fn is_text(self) -> bool {
+        matches!(self, Self::TextFolder | Self::TextCorpus)
     }
 
     /// The augmentation the usual recipe applies to this kind's training set: none for MNIST
     /// and image folders, 4-pixel padded random crop and horizontal flip for CIFAR.
     pub fn train_augment(self) -> Option<Augment> {
         match self {
-            Self::Mnist | Self::ImageFolder => None,
+            Self::Mnist | Self::ImageFolder | Self::TextFolder | Self::TextCorpus => None,
             Self::Cifar10 | Self::Cifar100 => Some(Augment { crop_padding: 4, horizontal_flip: true }),
         }
     }
@@ -131,6 +144,8 @@ impl core::str::FromStr for DatasetKind {
             "cifar10" | "cifar-10" => Ok(Self::Cifar10),
             "cifar100" | "cifar-100" => Ok(Self::Cifar100),
             "image-folder" | "imagefolder" | "folder" => Ok(Self::ImageFolder),
+            "text-folder" | "textfolder" => Ok(Self::TextFolder),
+            "text-corpus" | "textcorpus" | "corpus" => Ok(Self::TextCorpus),
             other => Err(DataError::UnknownDataset(other.to_string())),
         }
     }
@@ -143,6 +158,8 @@ impl core::fmt::Display for DatasetKind {
             Self::Cifar10 => "cifar10",
             Self::Cifar100 => "cifar100",
             Self::ImageFolder => "image-folder",
+            Self::TextFolder => "text-folder",
+            Self::TextCorpus => "text-corpus",
         })
     }
 }
@@ -157,20 +174,43 @@ pub struct DataSource {
     /// Image folders: the size every image is resized to, `[height, width]` (default: the
     /// first training image's). Other formats have a fixed size and refuse this.
     pub image_size: Option<[usize; 2]>,
-    /// Hold out this fraction of the training set (its last images) as the evaluation set in
-    /// place of the test set, to choose settings without looking at the test set.
+    /// Hold out this fraction of the training set (its last images; for text, documents spread
+    /// evenly over the set, or the end of a corpus) as the evaluation set in place of the test
+    /// set, to choose settings without looking at the test set.
     #[serde(default)]
     pub validation_split: Option<f64>,
+    /// Text: tokens per sample (the model's context). Text folders are cut into windows of it;
+    /// image formats refuse it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<usize>,
 }
 
 impl DataSource {
     /// The data set of `kind` in `dir`, read at its own size, with its own test set.
     pub fn new(kind: DatasetKind, dir: impl Into<std::path::PathBuf>) -> Self {
-        Self { kind, dir: dir.into(), image_size: None, validation_split: None }
+        Self { kind, dir: dir.into(), image_size: None, validation_split: None, context: None }
     }
 
-    /// Loads the training and test sets.
+    /// The same source with `context` tokens per sample (text).
+    pub fn with_context(mut self, context: Option<usize>) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// Loads the training and test sets of images.
     pub fn load(&self) -> Result<(ImageSet, ImageSet)> {
+        if self.kind.is_text() {
+            return Err(DataError::Invalid(format!(
+                "{} data are text, not images: they feed text models (text-*, lm-*)",
+                self.kind
+            )));
+        }
+        if self.context.is_some() {
+            return Err(DataError::Invalid(format!(
+                "a context (tokens per sample) is given, but {} data are images",
+                self.kind
+            )));
+        }
         if self.image_size.is_some() && self.kind != DatasetKind::ImageFolder {
             return Err(DataError::Invalid(format!(
                 "an image size is given, but {} files have a fixed size (only image folders are resized)",
@@ -182,10 +222,66 @@ impl DataSource {
             DatasetKind::Cifar10 => Cifar10::load(&self.dir)?,
             DatasetKind::Cifar100 => Cifar100::load(&self.dir)?,
             DatasetKind::ImageFolder => ImageFolder::load(&self.dir, self.image_size)?,
+            DatasetKind::TextFolder | DatasetKind::TextCorpus => unreachable!("refused above"),
         };
         match self.validation_split {
             None => Ok((train, test)),
             Some(fraction) => train.split_validation(fraction),
         }
+    }
+
+    /// The context text is read at: given, and text only.
+    fn text_context(&self, expected: DatasetKind) -> Result<usize> {
+        if self.kind != expected {
+            let what = if self.kind.is_text() { "other text" } else { "images" };
+            return Err(DataError::Invalid(format!(
+                "{} data are {what}: this reads {expected} data",
+                self.kind
+            )));
+        }
+        if self.image_size.is_some() {
+            return Err(DataError::Invalid(format!(
+                "an image size is given, but {} data are text",
+                self.kind
+            )));
+        }
+        self.context.ok_or_else(|| {
+            DataError::Invalid(format!(
+                "{} data need a context: the tokens per sample of the model",
+                self.kind
+            ))
+        })
+    }
+
+    /// Loads a text folder's training and test windows of `context` tokens.
+    pub fn load_text_folder(&self) -> Result<(TextSet, TextSet)> {
+        let context = self.text_context(DatasetKind::TextFolder)?;
+        let (train, test) = TextFolder::load(&self.dir, context)?;
+        match self.validation_split {
+            None => Ok((train, test)),
+            Some(fraction) => train.split_validation(fraction),
+        }
+    }
+
+    /// Loads a text corpus's training and test streams (read in windows of the context, which
+    /// must leave at least one window in each).
+    pub fn load_corpus(&self) -> Result<(TextStream, TextStream)> {
+        let context = self.text_context(DatasetKind::TextCorpus)?;
+        text::check_context(context)?;
+        let (train, test) = TextCorpus::load(&self.dir)?;
+        let (train, test) = match self.validation_split {
+            None => (train, test),
+            Some(fraction) => train.split_validation(fraction)?,
+        };
+        for (split, stream) in [("training", &train), ("evaluation", &test)] {
+            if stream.num_windows(context) == 0 {
+                return Err(DataError::Invalid(format!(
+                    "the {split} text of {} holds {} tokens: fewer than one window of the context ({context}) and its next token",
+                    self.dir.display(),
+                    stream.tokens.len()
+                )));
+            }
+        }
+        Ok((train, test))
     }
 }

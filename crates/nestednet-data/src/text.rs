@@ -139,6 +139,47 @@ impl TextSet {
         Some(map)
     }
 
+    /// The training windows and a validation set: the windows of a fraction `fraction` of the
+    /// documents, spread evenly over them (every class keeps its share, as documents are read
+    /// class by class), never a document split between the two.
+    pub fn split_validation(self, fraction: f64) -> Result<(Self, Self)> {
+        let held = held_out_documents(self.documents.len(), fraction, "documents")?;
+        let keep: Vec<bool> = self.window_documents.iter().map(|&d| !held[d as usize]).collect();
+        let part = |kept: bool| {
+            let rows: Vec<usize> = (0..self.len()).filter(|&i| keep[i] == kept).collect();
+            Self {
+                tokens: rows.iter().flat_map(|&i| self.window(i).iter().copied()).collect(),
+                labels: rows.iter().map(|&i| self.labels[i]).collect(),
+                coarse_labels: self.coarse_labels.as_ref().map(|c| rows.iter().map(|&i| c[i]).collect()),
+                window_documents: rows.iter().map(|&i| self.window_documents[i]).collect(),
+                ..self.clone_meta()
+            }
+        };
+        let (train, validation) = (part(true), part(false));
+        if train.is_empty() || validation.is_empty() {
+            return Err(DataError::Invalid(format!(
+                "a validation split of {fraction} of {} documents leaves an empty part",
+                self.documents.len()
+            )));
+        }
+        Ok((train, validation))
+    }
+
+    /// Everything but the windows.
+    fn clone_meta(&self) -> Self {
+        Self {
+            tokens: Vec::new(),
+            context: self.context,
+            labels: Vec::new(),
+            coarse_labels: None,
+            class_names: self.class_names.clone(),
+            coarse_class_names: self.coarse_class_names.clone(),
+            window_documents: Vec::new(),
+            documents: self.documents.clone(),
+            tokenizer: self.tokenizer,
+        }
+    }
+
     /// The first `n` windows.
     pub fn take(&self, n: usize) -> Self {
         let n = n.min(self.len());
@@ -344,6 +385,26 @@ impl TextStream {
         &self.tokens[index * context..(index + 1) * context + 1]
     }
 
+    /// The training stream and a validation stream: a fraction `fraction` of the documents,
+    /// spread evenly over the corpus (see [`TextSet::split_validation`]).
+    pub fn split_validation(self, fraction: f64) -> Result<(Self, Self)> {
+        let held = held_out_documents(self.documents.len(), fraction, "documents")?;
+        let (mut train, mut validation) = (self.clone_empty(), self.clone_empty());
+        // Every document ends with a separator (and holds none: its tokens are bytes).
+        for (index, document) in self.tokens.split_inclusive(|&t| t == SEPARATOR_TOKEN).enumerate() {
+            let part = if held.get(index).copied().unwrap_or(false) { &mut validation } else { &mut train };
+            part.tokens.extend_from_slice(document);
+            if let Some(path) = self.documents.get(index) {
+                part.documents.push(path.clone());
+            }
+        }
+        Ok((train, validation))
+    }
+
+    fn clone_empty(&self) -> Self {
+        Self { tokens: Vec::new(), documents: Vec::new(), tokenizer: self.tokenizer }
+    }
+
     /// The first `n` windows of `context` only.
     pub fn take_windows(&self, n: usize, context: usize) -> Self {
         let end = (n.min(self.num_windows(context)) * context + 1).min(self.tokens.len());
@@ -380,6 +441,25 @@ impl TextCorpus {
         }
         Ok(TextStream { tokens, documents: files, tokenizer })
     }
+}
+
+/// Which of `n` documents a validation split of `fraction` holds out: document `i` when
+/// `⌊(i + 1)·f⌋ > ⌊i·f⌋`, an even spread; an error unless both parts are non-empty.
+fn held_out_documents(n: usize, fraction: f64, what: &str) -> Result<Vec<bool>> {
+    if !(fraction > 0.0 && fraction < 1.0) {
+        return Err(DataError::Invalid(format!(
+            "validation split {fraction}: give a fraction of the training set between 0 and 1 (e.g. 0.125)"
+        )));
+    }
+    let held: Vec<bool> =
+        (0..n).map(|i| ((i + 1) as f64 * fraction).floor() > (i as f64 * fraction).floor()).collect();
+    let count = held.iter().filter(|&&h| h).count();
+    if count == 0 || count == n {
+        return Err(DataError::Invalid(format!(
+            "a validation split of {fraction} of {n} training {what} leaves an empty part"
+        )));
+    }
+    Ok(held)
 }
 
 /// `context` must give windows: at least 2 tokens, at most 1 Mi.
@@ -606,6 +686,27 @@ mod tests {
         let (train, test) = TextCorpus::load(&dir).unwrap();
         assert_eq!(train.tokens.len(), 4_853_294 + 407);
         assert_eq!(test.tokens.len(), 1_112_614 + 93);
+    }
+
+    #[test]
+    fn validation_splits_hold_out_whole_documents_spread_evenly() {
+        let dir = folder();
+        write(&dir.path().join("train/b/2.txt"), b"klmnop");
+        let (train, _) = TextFolder::load(dir.path(), 4).unwrap();
+        // 4 documents, a half held out: the 2nd and the 4th (one of each class).
+        let (kept, held) = train.clone().split_validation(0.5).unwrap();
+        assert_eq!(kept.window_documents, [0, 0, 0, 2, 2]);
+        assert_eq!(held.window_documents, [1, 3, 3]);
+        assert_eq!((kept.labels.clone(), held.labels.clone()), (vec![0, 0, 0, 1, 1], vec![0, 1, 1]));
+        assert_eq!(held.window(0), train.window(3));
+        let err = train.clone().split_validation(0.1).unwrap_err().to_string();
+        assert!(err.contains("of 4 training documents leaves an empty part"), "{err}");
+        assert!(train.split_validation(1.0).is_err());
+        let (stream, _) = TextCorpus::load(dir.path()).unwrap();
+        let (kept, held) = stream.clone().split_validation(0.5).unwrap();
+        assert_eq!(kept.tokens.len() + held.tokens.len(), stream.tokens.len());
+        assert_eq!(held.documents, [stream.documents[1].clone(), stream.documents[3].clone()]);
+        assert_eq!(held.tokens[..3], [u16::from(b'x'), u16::from(b'y'), SEPARATOR_TOKEN]);
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //!   classes come from the data. The built-in families: `mnist-cnn` ([`NestedMnistCnn`]) and
 //!   the residual networks ([`NestedResNet`]: `mnist-resnet`, `resnet-N`, `wrn-D-K`,
 //!   `resnet-18`) and the vision transformers ([`NestedVit`]: `vit-tiny`, `vit-small`, nested
-//!   in heads, feed-forward width, model width and depth); the jobs layer registers them
-//!   beside a user's own.
+//!   in heads, feed-forward width, model width and depth), the text classifier
+//!   ([`NestedTextClassifier`]: `text-tiny`, `text-small`) and the causal language model
+//!   ([`NestedLanguageModel`]: `lm-tiny`, `lm-small`), nested alike; the jobs layer registers
+//!   them beside a user's own.
 #![warn(missing_docs)]
 
 mod error;
@@ -19,6 +21,7 @@ mod family;
 mod mnist_cnn;
 mod network;
 mod resnet;
+mod text;
 mod vit;
 
 pub use error::{ModelError, Result};
@@ -32,4 +35,8 @@ pub use network::{
     NetworkOutput, TokenShape, measure_level,
 };
 pub use resnet::{NestedBasicBlock, NestedResNet, NestedResNetConfig, Shortcut, Stem};
+pub use text::{
+    NestedLanguageModel, NestedLanguageModelConfig, NestedTextClassifier, NestedTextClassifierConfig,
+    PAD_TOKEN, TextTransformer, TextTransformerConfig,
+};
 pub use vit::{NestedVit, NestedVitConfig};

@@ -90,14 +90,56 @@ const MAX_SIDE: usize = 4096;
 /// Largest number of patches (the attention is quadratic in it).
 const MAX_PATCHES: usize = 16_384;
 
-/// The levels of a ViT configuration: per width level its heads and feed-forward units, and per
-/// level its width level and depth.
+/// The levels of a transformer configuration (the ViT's, the text models'): per width level
+/// its heads and feed-forward units, and per level its width level and depth, and its name.
 #[derive(Debug, Clone)]
-struct VitLevels {
-    heads: Vec<usize>,
-    ffn: Vec<usize>,
-    points: Vec<[usize; 2]>,
-    names: Vec<String>,
+pub(crate) struct TransformerLevels {
+    pub(crate) heads: Vec<usize>,
+    pub(crate) ffn: Vec<usize>,
+    pub(crate) points: Vec<[usize; 2]>,
+    pub(crate) names: Vec<String>,
+}
+
+/// Resolves the levels of a transformer of `n_heads` heads, `d_ff` feed-forward units and
+/// `n_blocks` blocks: width levels scheduled on the layers `heads` and `ffn` (ratios or
+/// counts), or a width × depth lattice.
+pub(crate) fn transformer_levels(
+    n_heads: usize,
+    d_ff: usize,
+    n_blocks: usize,
+    levels: &LevelSpec,
+    lattice: Option<&LatticeSpec>,
+) -> crate::Result<TransformerLevels> {
+    let layers = [ScheduledLayer::split("heads", n_heads), ScheduledLayer::split("ffn", d_ff)];
+    let (spec, lattice_levels) = match lattice {
+        Some(lattice) => {
+            lattice.validate(n_blocks)?;
+            (LevelSpec::Ratios(lattice.widths.clone()), Some(lattice.levels()))
+        }
+        None => (levels.clone(), None),
+    };
+    let schedule = ChannelSchedule::new_with(&spec, &layers, true)?;
+    let heads = schedule.widths("heads").expect("scheduled").to_vec();
+    let ffn = schedule.widths("ffn").expect("scheduled").to_vec();
+    let (points, names) = match lattice_levels {
+        Some(levels) => (
+            levels.iter().map(|l| [l.width_index, l.depth]).collect(),
+            levels.iter().map(|l| l.name()).collect(),
+        ),
+        None => (
+            (0..heads.len()).map(|k| [k, n_blocks]).collect(),
+            (0..heads.len()).map(|k| format!("L{k}")).collect(),
+        ),
+    };
+    Ok(TransformerLevels { heads, ffn, points, names })
+}
+
+/// Whether the weight `layer` lies in block `i` of the stack `stack` (`transformer.blocks`)
+/// with `i` beyond `depth`.
+pub(crate) fn beyond_depth(layer: &str, stack: &str, depth: usize) -> bool {
+    weight_name_under(layer, stack)
+        .and_then(|rest| rest.split('.').next()?.parse::<usize>().ok())
+        .is_some_and(|block| block >= depth)
 }
 
 impl NestedVitConfig {
@@ -149,30 +191,10 @@ impl NestedVitConfig {
     }
 
     /// Validates the configuration and resolves its levels. Nothing is allocated.
-    fn resolve_levels(&self) -> crate::Result<VitLevels> {
+    fn resolve_levels(&self) -> crate::Result<TransformerLevels> {
         self.check_dims()?;
-        let layers = [ScheduledLayer::split("heads", self.n_heads), ScheduledLayer::split("ffn", self.d_ff)];
-        let (spec, lattice_levels) = match &self.lattice {
-            Some(lattice) => {
-                lattice.validate(self.n_blocks)?;
-                (LevelSpec::Ratios(lattice.widths.clone()), Some(lattice.levels()))
-            }
-            None => (self.levels.clone(), None),
-        };
-        let schedule = ChannelSchedule::new_with(&spec, &layers, true)?;
-        let heads = schedule.widths("heads").expect("scheduled").to_vec();
-        let ffn = schedule.widths("ffn").expect("scheduled").to_vec();
-        let (points, names) = match lattice_levels {
-            Some(levels) => (
-                levels.iter().map(|l| [l.width_index, l.depth]).collect(),
-                levels.iter().map(|l| l.name()).collect(),
-            ),
-            None => (
-                (0..heads.len()).map(|k| [k, self.n_blocks]).collect(),
-                (0..heads.len()).map(|k| format!("L{k}")).collect(),
-            ),
-        };
-        let levels = VitLevels { heads, ffn, points, names };
+        let levels =
+            transformer_levels(self.n_heads, self.d_ff, self.n_blocks, &self.levels, self.lattice.as_ref())?;
         check_level_classes(&self.level_classes, levels.points.len(), self.num_classes)?;
         Ok(levels)
     }
@@ -318,13 +340,6 @@ impl NestedVit {
     fn model_width(&self, width_level: usize) -> usize {
         self.norm.widths[width_level]
     }
-
-    /// Whether the weight `layer` is in block `i` and `i` lies beyond `depth`.
-    fn beyond(layer: &str, depth: usize) -> bool {
-        weight_name_under(layer, "transformer.blocks")
-            .and_then(|rest| rest.split('.').next()?.parse::<usize>().ok())
-            .is_some_and(|block| block >= depth)
-    }
 }
 
 impl NestedNetwork for NestedVit {
@@ -412,7 +427,7 @@ impl NestedNetwork for NestedVit {
     }
 
     fn level_uses_layer(&self, layer: &str, level: usize) -> bool {
-        !Self::beyond(layer, self.points[level][1])
+        !beyond_depth(layer, "transformer.blocks", self.points[level][1])
     }
 
     /// Mix'n'Match: each block's heads and feed-forward width from any level, and the model
@@ -515,18 +530,18 @@ impl NestedNetworkConfig for NestedVitConfig {
     }
 }
 
-/// The size of a named ViT.
+/// The size of a named transformer (ViT, text models).
 #[derive(Debug, Clone, Copy)]
-struct VitSize {
-    name: &'static str,
-    d_model: usize,
-    n_heads: usize,
-    d_ff: usize,
-    n_blocks: usize,
+pub(crate) struct VitSize {
+    pub(crate) name: &'static str,
+    pub(crate) d_model: usize,
+    pub(crate) n_heads: usize,
+    pub(crate) d_ff: usize,
+    pub(crate) n_blocks: usize,
 }
 
 /// The named ViTs.
-const SIZES: [VitSize; 2] = [
+pub(crate) const SIZES: [VitSize; 2] = [
     VitSize { name: "vit-tiny", d_model: 64, n_heads: 4, d_ff: 256, n_blocks: 4 },
     VitSize { name: "vit-small", d_model: 128, n_heads: 8, d_ff: 512, n_blocks: 6 },
 ];

@@ -5,10 +5,11 @@ use nestednet_models::{NestedNetwork, NestedNetworkConfig};
 
 use crate::error::{Result, TrainError};
 use crate::jobs::backend::{Backend, DeviceList};
+use crate::jobs::data::{SetOf, SourcedInput, SourcedSet};
 use crate::serve::anytime::{level_outputs, train_learned_consensus};
 use crate::serve::report::{Report, ReportContext, build_report};
 use crate::trainer::config::RunConfig;
-use crate::trainer::data::{ImageData, InputOf, LabelledSet};
+use crate::trainer::data::{InputOf, LabelledSet};
 use crate::trainer::fit::{Teacher, TrainData, TrainOutcome, train, train_on};
 use crate::trainer::metrics::{Phase, Progress};
 use crate::trainer::run::RunDir;
@@ -83,13 +84,13 @@ pub struct JobOutcome<M> {
 pub fn run_job<C>(job: &TrainJob<C>, progress: &mut dyn Progress) -> Result<JobOutcome<C::Network>>
 where
     C: NestedNetworkConfig,
-    C::Network: NestedNetwork<Input = burn::prelude::Tensor<4>>,
+    InputOf<C>: SourcedInput,
 {
     let source = job.data.as_ref().ok_or_else(|| {
         TrainError::Invalid("the job names no data to load: give them to run_job_with_data".into())
     })?;
-    let (train_set, test_set) = source.load()?;
-    run_job_with_data(job, ImageData::from(train_set), ImageData::from(test_set), progress)
+    let (train_set, test_set) = SetOf::<InputOf<C>>::load(source)?;
+    run_job_with_data(job, train_set, test_set, progress)
 }
 
 /// [`run_job`] on data already loaded (from `job.data`, or any labelled data the network

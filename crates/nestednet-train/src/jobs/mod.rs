@@ -2,7 +2,9 @@
 //! ([`Backend`]), and whole jobs ([`run_job`]): the only layer that names the built-in models.
 
 pub(crate) mod backend;
+pub(crate) mod data;
 pub use backend::{Backend, DeviceList, DeviceSpec};
+pub use data::{SetOf, SourcedInput, SourcedSet};
 pub(crate) mod job;
 pub(crate) mod launch;
 pub use launch::{NestedTraining, Trained};
@@ -17,6 +19,6 @@ pub(crate) mod resolve;
 pub use job::{
     JobOutcome, LevelAlone, TrainJob, run_job, run_job_with_data, run_magnitude_jobs, train_level_alone,
 };
-pub use resolve::ResolvedRun;
+pub use resolve::{DEFAULT_CONTEXT, ResolvedRun};
 pub(crate) mod settings;
 pub use settings::{ImageSize, Method, Task, TrainSettings, UnnestedLayer};

@@ -5,43 +5,47 @@
 use std::any::Any;
 use std::path::Path;
 
-use burn::prelude::*;
-use nestednet_data::{DataSource, DatasetKind, ImageSet};
+use nestednet_data::{DataSource, DatasetKind};
 use nestednet_heads::Hierarchy;
 use nestednet_models::{
-    LevelRequest, ModelFamily, ModelRequest, NestedNetwork, NestedNetworkConfig, NestedResNetConfig,
+    InputShape, LevelRequest, ModelFamily, ModelRequest, NestedNetwork, NestedNetworkConfig,
+    NestedResNetConfig,
 };
 use nestednet_prune::MaskTargets;
 use nestednet_schedule::{LatticeSpec, LevelSpec};
 
 use crate::error::{Result, TrainError};
 use crate::jobs::backend::Backend;
+use crate::jobs::data::{SetOf, SourcedInput, SourcedSet};
 use crate::jobs::job::TrainJob;
 use crate::jobs::recipes::{Recipe, RecipeContext};
 use crate::jobs::registry::Registry;
 use crate::jobs::settings::{Method, Task, TrainSettings, UnnestedLayer, text};
 use crate::trainer::config::{DistillationConfig, OptimizerConfig, RunConfig, TrainingConfig};
-use crate::trainer::data::ImageData;
+use crate::trainer::data::{InputOf, LabelledSet};
 use crate::trainer::init::with_init_lock;
 use crate::trainer::labels::HierarchyConfig;
 use crate::trainer::masks::{MaskMethod, MaskingConfig};
 use crate::trainer::run::RunDir;
 
 /// Settings resolved with their data: the job to run and the data it runs on.
-pub struct ResolvedRun<C: NestedNetworkConfig> {
+pub struct ResolvedRun<C: NestedNetworkConfig>
+where
+    InputOf<C>: SourcedInput,
+{
     /// The job (its `config.settings` holds every resolved setting).
     pub job: TrainJob<C>,
     /// The training set.
-    pub train: ImageData,
+    pub train: SetOf<InputOf<C>>,
     /// The test set.
-    pub test: ImageData,
+    pub test: SetOf<InputOf<C>>,
 }
 
 /// The data of a resolved run, loaded: where they are, the training and the test set.
-struct LoadedData {
+struct LoadedData<S> {
     source: DataSource,
-    train: ImageSet,
-    test: ImageSet,
+    train: S,
+    test: S,
 }
 
 impl TrainSettings {
@@ -99,7 +103,7 @@ impl TrainSettings {
     pub fn resolve<C>(self, out: &Path, resume: bool, registry: &Registry) -> Result<ResolvedRun<C>>
     where
         C: ModelFamily,
-        C::Network: NestedNetwork<Input = Tensor<4>>,
+        InputOf<C>: SourcedInput,
     {
         let mut s = self.for_run(out, resume)?;
         let name = s.model_name();
@@ -113,7 +117,7 @@ impl TrainSettings {
         s.model = Some(name);
         let task = *s.task.get_or_insert(Task::Compression);
         let device = s.resolve_device()?;
-        let data = s.load_data()?;
+        let data = s.load_data::<SetOf<InputOf<C>>>()?;
         let hierarchy = s.resolve_hierarchy(task, &data)?;
         let (method, targets) = s.mask_targets()?;
         let levels = LevelsContext { task, method, targets: &targets, hierarchy: hierarchy.as_ref(), device };
@@ -135,7 +139,7 @@ impl TrainSettings {
         let job = TrainJob::new(config, data.source, RunDir::new(out), device)
             .with_devices(devices)
             .resuming(resume);
-        Ok(ResolvedRun { job, train: ImageData::from(data.train), test: ImageData::from(data.test) })
+        Ok(ResolvedRun { job, train: data.train, test: data.test })
     }
 
     /// The backend (and data-parallel devices) the run trains on, checked against each other.
@@ -166,43 +170,48 @@ impl TrainSettings {
         Ok(device)
     }
 
-    /// The training and test sets, checked to have the same images and classes.
-    fn load_data(&mut self) -> Result<LoadedData> {
-        let kind = *self.dataset.get_or_insert(DatasetKind::Mnist);
+    /// The training and test sets, as the input `S` reads them (checked to agree).
+    fn load_data<S: SourcedSet>(&mut self) -> Result<LoadedData<S>> {
+        let model = self.model_name();
+        let kind = *self.dataset.get_or_insert_with(|| S::default_kind(&model));
         let Some(dir) = self.data_dir.clone() else {
             return Err(TrainError::Invalid(
                 "give the data folder (--data-dir DIR, or data_dir in a config file)".into(),
             ));
         };
+        if kind.is_text() {
+            self.context.get_or_insert(DEFAULT_CONTEXT);
+        } else if self.context.is_some() {
+            return Err(TrainError::Invalid(format!(
+                "--context is the tokens per sample of text data, but {kind} data are images"
+            )));
+        }
         let source = DataSource {
             kind,
             dir,
             image_size: self.image_size.map(|s| s.0),
             validation_split: self.validation_split,
+            context: self.context,
         };
-        let (train, test) = source.load()?;
-        let shape = |s: &ImageSet| [s.channels, s.height, s.width];
-        if test.num_classes != train.num_classes || shape(&test) != shape(&train) {
-            let [c, h, w] = shape(&train);
-            return Err(TrainError::Invalid(format!(
-                "the test set ({}x{}x{}, {} classes) does not match the training set ({c}x{h}x{w}, {} classes)",
-                test.channels, test.height, test.width, test.num_classes, train.num_classes
-            )));
-        }
+        let (train, test) = S::load(&source)?;
         Ok(LoadedData { source, train, test })
     }
 
     /// The class hierarchy of `--task hierarchy` (a file, or the data set's own), checked
     /// against the data.
-    fn resolve_hierarchy(&self, task: Task, data: &LoadedData) -> Result<Option<Hierarchy>> {
+    fn resolve_hierarchy<S: SourcedSet>(
+        &self,
+        task: Task,
+        data: &LoadedData<S>,
+    ) -> Result<Option<Hierarchy>> {
         let hierarchy = match (task, &self.hierarchy) {
             (Task::Hierarchy, Some(path)) => Hierarchy::load(path)?,
-            (Task::Hierarchy, None) => builtin_hierarchy(data.source.kind, &data.train)?,
+            (Task::Hierarchy, None) => data.train.builtin_hierarchy(data.source.kind)?,
             (_, Some(_)) => return Err(TrainError::Invalid("--hierarchy needs --task hierarchy".into())),
             (_, None) => return Ok(None),
         };
-        hierarchy.check_classes(data.train.num_classes)?;
-        check_class_names(&hierarchy, &data.train)?;
+        hierarchy.check_classes(data.train.num_classes())?;
+        check_class_names(&hierarchy, &data.train.class_names())?;
         Ok(Some(hierarchy))
     }
 
@@ -234,17 +243,21 @@ impl TrainSettings {
 
     /// What the model is asked to be: its name, the data's images and classes, its levels and
     /// per-level classes, its un-nested layers.
-    fn model_request<C>(&mut self, data: &LoadedData, at: &LevelsContext<'_>) -> Result<ModelRequest>
+    fn model_request<C>(
+        &mut self,
+        data: &LoadedData<SetOf<InputOf<C>>>,
+        at: &LevelsContext<'_>,
+    ) -> Result<ModelRequest<InputShape<C::Network>>>
     where
         C: ModelFamily,
-        C::Network: NestedNetwork<Input = Tensor<4>>,
+        InputOf<C>: SourcedInput,
     {
         let unnested = self.unnested.get_or_insert_with(Vec::new).clone();
         let train = &data.train;
         let mut request = ModelRequest {
             name: self.model_name(),
-            input_shape: [train.channels, train.height, train.width],
-            num_classes: train.num_classes,
+            input_shape: train.input_shape(),
+            num_classes: train.num_classes(),
             level_classes: Vec::new(),
             levels: LevelRequest::Channels(LevelSpec::default_ratios()),
             unnested_first_conv: unnested.contains(&UnnestedLayer::FirstConv),
@@ -265,11 +278,11 @@ impl TrainSettings {
     }
 
     /// The settings' level layout, recording what was chosen.
-    fn levels_for<C>(&mut self, at: &LevelsContext<'_>, request: &ModelRequest) -> Result<LevelRequest>
-    where
-        C: ModelFamily,
-        C::Network: NestedNetwork<Input = Tensor<4>>,
-    {
+    fn levels_for<C: ModelFamily>(
+        &mut self,
+        at: &LevelsContext<'_>,
+        request: &ModelRequest<InputShape<C::Network>>,
+    ) -> Result<LevelRequest> {
         let invalid = |m: &str| Err(TrainError::Invalid(m.into()));
         if self.levels.is_some() && (self.widths.is_some() || self.depths.is_some() || self.pairs.is_some()) {
             return invalid("give the levels either as --levels or as --widths/--depths/--pairs, not both");
@@ -425,6 +438,9 @@ impl TrainSettings {
     }
 }
 
+/// Tokens per sample of text data when the settings give none.
+pub const DEFAULT_CONTEXT: usize = 128;
+
 /// What the default levels depend on.
 struct LevelsContext<'a> {
     task: Task,
@@ -438,11 +454,10 @@ struct LevelsContext<'a> {
 /// channel budgets; one level per depth of a hierarchy, each twice as wide as the last; for
 /// distillation, widths 1/4 and 1 and (residual networks) depths of 2/5 of the blocks and all
 /// of them; otherwise widths 1/4, 1/2 and 1.
-fn default_levels<C>(at: &LevelsContext<'_>, request: &ModelRequest) -> Result<LevelRequest>
-where
-    C: ModelFamily,
-    C::Network: NestedNetwork<Input = Tensor<4>>,
-{
+fn default_levels<C: ModelFamily>(
+    at: &LevelsContext<'_>,
+    request: &ModelRequest<InputShape<C::Network>>,
+) -> Result<LevelRequest> {
     Ok(match (at.targets, at.method) {
         (Some(t), Method::Weights | Method::Random | Method::Magnitude) => {
             LevelRequest::Channels(LevelSpec::Ratios(vec![1.0; t.num_levels()]))
@@ -471,10 +486,7 @@ where
 }
 
 /// Blocks per stage of the residual network `request` names (`None` for other models).
-fn residual_blocks<C: ModelFamily>(request: &ModelRequest) -> Option<usize>
-where
-    C::Network: NestedNetwork<Input = Tensor<4>>,
-{
+fn residual_blocks<C: ModelFamily>(request: &ModelRequest<InputShape<C::Network>>) -> Option<usize> {
     let one_level = ModelRequest {
         levels: LevelRequest::Channels(LevelSpec::Ratios(vec![1.0])),
         level_classes: Vec::new(),
@@ -484,31 +496,14 @@ where
     (&config as &dyn Any).downcast_ref::<NestedResNetConfig>().map(|r| r.blocks_per_stage)
 }
 
-/// The hierarchy a data set comes with: MNIST digits by shape, CIFAR-100's super-classes.
-fn builtin_hierarchy(kind: DatasetKind, train: &ImageSet) -> Result<Hierarchy> {
-    match kind {
-        DatasetKind::Mnist if train.num_classes == 10 => Ok(Hierarchy::mnist_shapes()),
-        DatasetKind::Cifar100 => {
-            let coarse = train
-                .coarse_labels
-                .as_deref()
-                .ok_or_else(|| TrainError::Invalid("CIFAR-100 data without coarse labels".into()))?;
-            Ok(Hierarchy::cifar100_from_labels(coarse, &train.labels)?)
-        }
-        other => Err(TrainError::Invalid(format!(
-            "{other} data have no built-in hierarchy: give --hierarchy FILE (.json or .csv)"
-        ))),
-    }
-}
-
 /// For data whose classes have names (image folders), the hierarchy's fine classes must be
 /// them, in label order.
-fn check_class_names(hierarchy: &Hierarchy, set: &ImageSet) -> Result<()> {
+fn check_class_names(hierarchy: &Hierarchy, class_names: &[String]) -> Result<()> {
     let Some(fine) = hierarchy.depths.last() else { return Ok(()) };
-    if set.class_names.is_empty() || set.class_names.iter().all(|n| n.parse::<usize>().is_ok()) {
+    if class_names.is_empty() || class_names.iter().all(|n| n.parse::<usize>().is_ok()) {
         return Ok(());
     }
-    match set.class_names.iter().zip(&fine.classes).enumerate().find(|(_, (a, b))| a != b) {
+    match class_names.iter().zip(&fine.classes).enumerate().find(|(_, (a, b))| a != b) {
         Some((label, (data, file))) => Err(TrainError::Invalid(format!(
             "the hierarchy's class {label} is `{file}` but the data's class {label} (sorted folder names) is `{data}`"
         ))),

@@ -152,6 +152,12 @@ pub struct TrainSettings {
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
     pub image_size: Option<ImageSize>,
+    /// Text: tokens per sample, the model's context (default 128). Documents of a text folder
+    /// are cut into windows of it (the last one padded, dropped when under a quarter full); a
+    /// corpus is read in consecutive windows of it.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<usize>,
     /// Levels as width ratios (`0.25,0.5,1.0`) or, for mnist-cnn, channel counts
     /// (`conv1=8,16,32;conv2=16,32,64;fc1=32,64,128`).
     #[cfg_attr(feature = "clap", arg(long))]
@@ -328,6 +334,7 @@ macro_rules! each_setting {
             dataset,
             data_dir,
             image_size,
+            context,
             levels,
             widths,
             depths,
@@ -423,6 +430,7 @@ impl TrainSettings {
                 dir: s.data_dir.clone()?,
                 image_size: s.image_size.map(|size| size.0),
                 validation_split: s.validation_split,
+                context: s.context,
             })
         }))
     }

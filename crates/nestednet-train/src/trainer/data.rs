@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 use nestednet_data::{Augment, ImageSet, epoch_loader, prefetch};
-use nestednet_models::{NestedNetwork, NetworkInput};
+use nestednet_models::{NestedNetwork, NetworkInput, NetworkOutput};
 
 use crate::error::{Result, TrainError};
 use crate::trainer::config::TrainingConfig;
@@ -75,6 +75,12 @@ pub trait LabelledSet: Clone + Send + Sync + 'static {
 
     /// Number of target classes.
     fn num_classes(&self) -> usize;
+
+    /// Targets per sample: the rows of the network's output for one sample (1 for a
+    /// classifier; the context for a language model's per-position targets).
+    fn targets_per_sample(&self) -> usize {
+        1
+    }
 
     /// One pass over the samples, batched on `device` as `order` says. A pass is a function of
     /// the order alone, so that a resumed run sees the batches the uninterrupted one saw.
@@ -204,6 +210,11 @@ pub fn probe_input<I: NetworkInput>(shape: &I::Shape, batch: usize, seed: u64, d
     I::random(shape, batch, &mut || rng.next_u64(), device)
 }
 
+/// The device `model`'s parameters are on.
+fn model_device<M: NestedNetwork>(model: &M) -> Device {
+    model.devices().into_iter().next().map_or_else(Device::default, |d| d.inner())
+}
+
 /// Checks that a data set fits a model: the shape of its samples, and that every level
 /// predicts as many classes as its targets have (the data set's, or its depth's of the
 /// hierarchy).
@@ -219,6 +230,19 @@ pub fn check_compatible<M: NestedNetwork, S: LabelledSet<Input = M::Input>>(
             "the {what} set has {} but the model takes {}",
             M::Input::describe(&got),
             M::Input::describe(&expected)
+        )));
+    }
+    // One zero sample through the core, in evaluation mode: the rows its output classifies.
+    let probe = M::Input::zeros(&expected, 1, &model_device(model));
+    let rows = model.valid().forward_level(probe, 0).into_logits().dims()[0];
+    if rows != set.targets_per_sample() {
+        let per = |n: usize| {
+            if n == 1 { "one target per sample".to_string() } else { format!("{n} targets per sample") }
+        };
+        return Err(TrainError::Invalid(format!(
+            "the model's output has {} but the {what} set has {} (a language model trains on a text corpus, a text classifier on a text folder)",
+            per(rows),
+            per(set.targets_per_sample())
         )));
     }
     if labels.num_levels() != model.num_levels() {

@@ -5,7 +5,8 @@
 //!   checkpoint per epoch, resume; its phases' hooks ([`PhaseHooks`](fit::PhaseHooks)) run the
 //!   weight masks (`masks`).
 //! - [`JointStep`] and [`train_step`] (`step`): one step's joint loss and its gradients.
-//! - [`LabelledSet`] (`data`): what a run trains on; [`ImageData`] for images.
+//! - [`LabelledSet`] (`data`): what a run trains on; [`ImageData`] for images, [`TextData`]
+//!   (`text_data`) for text.
 //! - [`TrainDevices`] (`devices`): one device or data-parallel.
 //! - [`RunDir`] (`run`) and its records (`record`); [`seeded_model`] (`init`).
 //! - [`TrainingConfig`], [`RunConfig`] (`config`); [`LevelLabels`] (`labels`);
@@ -17,6 +18,8 @@ pub use config::{
 };
 pub(crate) mod data;
 pub use data::{Batch, BatchOrder, Batches, ImageData, InputOf, LabelledSet, check_compatible, probe_input};
+pub(crate) mod text_data;
+pub use text_data::TextData;
 pub(crate) mod devices;
 pub use devices::{TrainDevices, cpu_pool_threads, join_cpu_thread_pool, join_cpu_thread_pool_from_main};
 pub(crate) mod evaluate;
