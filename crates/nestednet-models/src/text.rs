@@ -21,7 +21,9 @@ use nestednet_nn::{
 use nestednet_schedule::{LatticeSpec, LevelSpec};
 
 use crate::family::check_level_classes;
-use crate::vit::{SIZES, TransformerLevels, VitSize, beyond_depth, transformer_levels};
+use crate::vit::{
+    SIZES, TransformerLevels, VitSize, beyond_depth, check_transformer_dims, transformer_levels,
+};
 use crate::{
     LevelRequest, ModelError, ModelFamily, ModelRequest, NestedNetwork, NestedNetworkConfig, TokenShape,
 };
@@ -73,31 +75,25 @@ pub struct TextTransformerConfig {
 impl TextTransformerConfig {
     fn check(&self, model: &str) -> crate::Result<TransformerLevels> {
         let bad = |m: String| Err(ModelError::Invalid(format!("{model}: {m}")));
-        let dims = [
-            ("context", self.context),
-            ("vocabulary", self.vocabulary),
-            ("d_model", self.d_model),
-            ("n_heads", self.n_heads),
-            ("d_ff", self.d_ff),
-            ("n_blocks", self.n_blocks),
-        ];
-        if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
-            return bad(format!("{name} must be at least 1"));
-        }
-        if !self.d_model.is_multiple_of(self.n_heads) {
-            return bad(format!(
-                "a model width of {} does not divide into {} heads (the head size is fixed across levels)",
-                self.d_model, self.n_heads
-            ));
-        }
+        check_transformer_dims(
+            model,
+            &[
+                ("context", self.context),
+                ("vocabulary", self.vocabulary),
+                ("d_model", self.d_model),
+                ("n_heads", self.n_heads),
+                ("d_ff", self.d_ff),
+                ("n_blocks", self.n_blocks),
+            ],
+            self.d_model,
+            self.n_heads,
+            self.dropout,
+        )?;
         if self.context > MAX_CONTEXT || self.vocabulary > MAX_VOCABULARY {
             return bad(format!(
                 "a context of {} and a vocabulary of {}: at most {MAX_CONTEXT} and {MAX_VOCABULARY}",
                 self.context, self.vocabulary
             ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("dropout {} must be in [0, 1)", self.dropout));
         }
         transformer_levels(self.n_heads, self.d_ff, self.n_blocks, &self.levels, self.lattice.as_ref())
     }

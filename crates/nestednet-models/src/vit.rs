@@ -134,6 +134,30 @@ pub(crate) fn transformer_levels(
     Ok(TransformerLevels { heads, ffn, points, names })
 }
 
+/// Checks a transformer's dimensions for `model`: every one of `dims` at least 1, `d_model` a
+/// multiple of `n_heads` (the head size is fixed across levels), dropout in `[0, 1)`.
+pub(crate) fn check_transformer_dims(
+    model: &str,
+    dims: &[(&str, usize)],
+    d_model: usize,
+    n_heads: usize,
+    dropout: f64,
+) -> crate::Result<()> {
+    let bad = |m: String| Err(ModelError::Invalid(format!("{model}: {m}")));
+    if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
+        return bad(format!("{name} must be at least 1"));
+    }
+    if !d_model.is_multiple_of(n_heads) {
+        return bad(format!(
+            "a model width of {d_model} does not divide into {n_heads} heads (the head size is fixed across levels)"
+        ));
+    }
+    if !(0.0..1.0).contains(&dropout) {
+        return bad(format!("dropout {dropout} must be in [0, 1)"));
+    }
+    Ok(())
+}
+
 /// Whether the weight `layer` lies in block `i` of the stack `stack` (`transformer.blocks`)
 /// with `i` beyond `depth`.
 pub(crate) fn beyond_depth(layer: &str, stack: &str, depth: usize) -> bool {
@@ -151,26 +175,23 @@ impl NestedVitConfig {
 
     fn check_dims(&self) -> crate::Result<()> {
         let bad = |m: String| Err(ModelError::Invalid(m));
-        let dims = [
-            ("in_channels", self.in_channels),
-            ("height", self.height),
-            ("width", self.width),
-            ("patch_size", self.patch_size),
-            ("d_model", self.d_model),
-            ("n_heads", self.n_heads),
-            ("d_ff", self.d_ff),
-            ("n_blocks", self.n_blocks),
-            ("num_classes", self.num_classes),
-        ];
-        if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
-            return bad(format!("vit: {name} must be at least 1"));
-        }
-        if !self.d_model.is_multiple_of(self.n_heads) {
-            return bad(format!(
-                "vit: a model width of {} does not divide into {} heads (the head size is fixed across levels)",
-                self.d_model, self.n_heads
-            ));
-        }
+        check_transformer_dims(
+            "vit",
+            &[
+                ("in_channels", self.in_channels),
+                ("height", self.height),
+                ("width", self.width),
+                ("patch_size", self.patch_size),
+                ("d_model", self.d_model),
+                ("n_heads", self.n_heads),
+                ("d_ff", self.d_ff),
+                ("n_blocks", self.n_blocks),
+                ("num_classes", self.num_classes),
+            ],
+            self.d_model,
+            self.n_heads,
+            self.dropout,
+        )?;
         if self.height > MAX_SIDE || self.width > MAX_SIDE {
             return bad(format!(
                 "vit: images of {}x{}: each side must be at most {MAX_SIDE}",
@@ -183,9 +204,6 @@ impl NestedVitConfig {
                 "vit: {gh}x{gw} patches of {} pixels: at most {MAX_PATCHES} (take a larger patch)",
                 self.patch_size
             ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("vit: dropout {} must be in [0, 1)", self.dropout));
         }
         Ok(())
     }
