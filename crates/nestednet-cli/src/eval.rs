@@ -13,7 +13,7 @@ use nestednet::train::jobs::SourcedSet;
 use nestednet::train::jobs::{Backend, ImageSize, TrainSettings};
 use nestednet::train::serve::{
     EarlyExit, LevelOutputs, LevelReport, Report, ReportContext, anytime_figures, build_report,
-    level_outputs, mix_name, plot_early_exit,
+    level_outputs, mix_name, plot_early_exit, takes_level_outputs,
 };
 use nestednet::train::trainer::{LevelLabels, LevelTally, RunConfig, RunDir, check_compatible, evaluate};
 
@@ -96,7 +96,11 @@ pub fn run<F: CliModel>(a: EvalArgs) -> Result<()> {
     }
     let tallies = evaluate(&model, &test, 256, &device, &labels)?;
     print_levels(&model, &tallies, only);
-    // What the levels give together: hierarchy metrics, consensus, early exit.
+    // What the levels give together: hierarchy metrics, consensus, early exit (per sample: a
+    // language model has none, unless asked for early exit, which names why it cannot).
+    if !takes_level_outputs(&test) && a.early_exit.is_none() {
+        return Ok(());
+    }
     let outputs = level_outputs(&model, &test, 256, &device)?;
     let mut together = anytime_figures(&model, &outputs, hierarchy, consensus.as_ref())?;
     let full_macs = model.level_cost(model.num_levels() - 1).macs;
@@ -171,18 +175,20 @@ fn within_budget<F: CliModel>(
     }
 }
 
-/// Each level's (or only `only`'s) accuracy, loss and cost.
+/// Each level's (or only `only`'s) accuracy, loss (in nats, and in bits per target: a language
+/// model's bits per byte) and cost.
 fn print_levels<N: NestedNetwork>(model: &N, tallies: &[LevelTally], only: Option<usize>) {
     println!(
-        "| level | name | accuracy | loss | correct/total | params | MACs/sample |\n|---|---|---|---|---|---|---|"
+        "| level | name | accuracy | loss | bits/target | correct/total | params | MACs/sample |\n|---|---|---|---|---|---|---|---|"
     );
     for (level, t) in tallies.iter().enumerate().filter(|(k, _)| only.is_none_or(|l| l == *k)) {
         let cost = model.level_cost(level);
         println!(
-            "| {level} | {} | {:.4} | {:.4} | {}/{} | {} | {} |",
+            "| {level} | {} | {:.4} | {:.4} | {:.4} | {}/{} | {} | {} |",
             model.level_name(level),
             t.accuracy(),
             t.loss(),
+            t.loss() / core::f64::consts::LN_2,
             t.correct,
             t.total,
             cost.params,

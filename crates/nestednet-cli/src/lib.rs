@@ -2,7 +2,7 @@
 //! `select`, `search` and `nestify` for every model family it is given.
 //!
 //! The `nestednet` binary is [`App::builtin`]: the built-in families (`mnist-cnn`, the residual
-//! networks). A crate with a family of its own builds its own binary, in which that family's
+//! networks, the ViTs, the text classifiers and the language models). A crate with a family of its own builds its own binary, in which that family's
 //! models train, evaluate, export, select, search and inspect exactly as the built-in ones do:
 //!
 //! ```no_run
@@ -36,12 +36,12 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use nestednet::burn::prelude::Device;
 use nestednet::data::{DataSource, DatasetKind};
 use nestednet::models::{
-    InputShape, ModelFamily, NestedMnistCnnConfig, NestedNetwork, NestedNetworkConfig, NestedResNetConfig,
-    NestedVitConfig,
+    InputShape, ModelFamily, NestedLanguageModelConfig, NestedMnistCnnConfig, NestedNetwork,
+    NestedNetworkConfig, NestedResNetConfig, NestedTextClassifierConfig, NestedVitConfig,
 };
 use nestednet::train::jobs::{
     Backend, FamilyEntry, FamilyRecipes, MNIST_CNN_RECIPES, RESNET_RECIPES, Registry, SetOf, SourcedInput,
-    TrainJob, TrainSettings, VIT_RECIPES,
+    TEXT_RECIPES, TrainJob, TrainSettings, VIT_RECIPES,
 };
 use nestednet::train::trainer::{LabelledSet, RunConfig, RunDir, Teacher};
 
@@ -153,12 +153,15 @@ pub struct App {
 }
 
 impl App {
-    /// The `nestednet` binary's families: `mnist-cnn` and the residual networks.
+    /// The `nestednet` binary's families: `mnist-cnn`, the residual networks, the ViTs, the
+    /// text classifiers and the language models.
     pub fn builtin() -> Self {
         Self::empty()
             .with_family::<NestedMnistCnnConfig>(MNIST_CNN_RECIPES)
             .with_family::<NestedResNetConfig>(RESNET_RECIPES)
             .with_family::<NestedVitConfig>(VIT_RECIPES)
+            .with_family::<NestedTextClassifierConfig>(TEXT_RECIPES)
+            .with_family::<NestedLanguageModelConfig>(TEXT_RECIPES)
     }
 
     /// No family at all.

@@ -6,7 +6,7 @@ use nestednet_models::{NestedNetwork, NestedNetworkConfig};
 use crate::error::{Result, TrainError};
 use crate::jobs::backend::{Backend, DeviceList};
 use crate::jobs::data::{SetOf, SourcedInput, SourcedSet};
-use crate::serve::anytime::{level_outputs, train_learned_consensus};
+use crate::serve::anytime::{level_outputs, takes_level_outputs, train_learned_consensus};
 use crate::serve::report::{Report, ReportContext, build_report};
 use crate::trainer::config::RunConfig;
 use crate::trainer::data::{InputOf, LabelledSet};
@@ -178,7 +178,8 @@ where
         outcome.history.iter().filter(|m| m.phase == Phase::Joint).map(|m| m.train_seconds).collect();
     let per_epoch = (!seconds.is_empty()).then(|| seconds.iter().sum::<f64>() / seconds.len() as f64);
     let model = &outcome.model;
-    let consensus = if model.num_levels() > 1 {
+    // The learned consensus is per sample: none for a language model's per-position outputs.
+    let consensus = if model.num_levels() > 1 && takes_level_outputs(train_set) {
         progress.message("training the learned consensus of the levels (NestedNet-L)...");
         let train_outputs = level_outputs(model, train_set, 256, &device)?;
         let layer = train_learned_consensus(&train_outputs, 300, &device)?;

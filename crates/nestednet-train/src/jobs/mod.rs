@@ -11,7 +11,8 @@ pub use launch::{NestedTraining, Trained};
 pub(crate) mod recipes;
 pub use recipes::{
     CIFAR_RESNET_RECIPE, FamilyRecipes, MNIST_CNN_FINE_TUNE_RECIPE, MNIST_CNN_RECIPE, MNIST_CNN_RECIPES,
-    MNIST_RESNET_RECIPE, RESNET_RECIPES, Recipe, RecipeContext, RecipeLevelWeights, VIT_RECIPE, VIT_RECIPES,
+    MNIST_RESNET_RECIPE, RESNET_RECIPES, Recipe, RecipeContext, RecipeLevelWeights, TEXT_RECIPE,
+    TEXT_RECIPES, VIT_RECIPE, VIT_RECIPES,
 };
 pub(crate) mod registry;
 pub use registry::{FamilyEntry, Registry};

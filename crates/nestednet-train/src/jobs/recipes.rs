@@ -258,3 +258,25 @@ pub const VIT_RECIPES: FamilyRecipes = FamilyRecipes {
     recipes: &[VIT_RECIPE],
     default: |name, _| name.starts_with("vit-").then_some(&VIT_RECIPE),
 };
+
+/// The text transformers' recipe (classifiers and language models): Adam at 1e-3 with a
+/// cosine schedule, as for the ViTs; batch 32 windows, since a window of a corpus carries a
+/// target per position.
+pub const TEXT_RECIPE: Recipe = Recipe {
+    name: "text",
+    description: "text-tiny, text-small, lm-tiny and lm-small on byte windows (heads, feed-forward, width and depth levels)",
+    optimizer: adam(0.0),
+    learning_rate: 1e-3,
+    lr_schedule: COSINE,
+    batch_size: 32,
+    epochs: 4,
+    augmentation: Augmentation::None,
+    level_weights: RecipeLevelWeights::Mean,
+    chosen_by: "the usual settings of small transformers trained from scratch (Adam 1e-3, cosine schedule), not tuned on a validation split",
+};
+
+/// The text transformers' recipes (both families, classifier and language model).
+pub const TEXT_RECIPES: FamilyRecipes = FamilyRecipes {
+    recipes: &[TEXT_RECIPE],
+    default: |name, _| (name.starts_with("text-") || name.starts_with("lm-")).then_some(&TEXT_RECIPE),
+};

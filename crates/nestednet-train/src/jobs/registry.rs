@@ -5,11 +5,14 @@
 //! `nestednet-cli` crate's `App`), so a registered family gets every job and command the
 //! built-in ones get.
 
-use nestednet_models::{ModelFamily, NestedMnistCnnConfig, NestedResNetConfig, NestedVitConfig};
+use nestednet_models::{
+    ModelFamily, NestedLanguageModelConfig, NestedMnistCnnConfig, NestedResNetConfig,
+    NestedTextClassifierConfig, NestedVitConfig,
+};
 
 use crate::error::{Result, TrainError};
 use crate::jobs::recipes::{
-    FamilyRecipes, MNIST_CNN_RECIPES, RESNET_RECIPES, Recipe, RecipeContext, VIT_RECIPES,
+    FamilyRecipes, MNIST_CNN_RECIPES, RESNET_RECIPES, Recipe, RecipeContext, TEXT_RECIPES, VIT_RECIPES,
 };
 
 /// One registered family: what the registry needs to know of it without its type.
@@ -46,13 +49,16 @@ impl Default for Registry {
 
 impl Registry {
     /// The built-in families: `mnist-cnn`, the residual networks (`mnist-resnet`,
-    /// `resnet-N`, `wrn-D-K`, `resnet-18`) and the ViTs (`vit-tiny`, `vit-small`), with their
-    /// recipes.
+    /// `resnet-N`, `wrn-D-K`, `resnet-18`), the ViTs (`vit-tiny`, `vit-small`), the text
+    /// classifiers (`text-tiny`, `text-small`) and the language models (`lm-tiny`, `lm-small`),
+    /// with their recipes.
     pub fn builtin() -> Self {
         Self::empty()
             .with(FamilyEntry::of::<NestedMnistCnnConfig>(MNIST_CNN_RECIPES))
             .with(FamilyEntry::of::<NestedResNetConfig>(RESNET_RECIPES))
             .with(FamilyEntry::of::<NestedVitConfig>(VIT_RECIPES))
+            .with(FamilyEntry::of::<NestedTextClassifierConfig>(TEXT_RECIPES))
+            .with(FamilyEntry::of::<NestedLanguageModelConfig>(TEXT_RECIPES))
     }
 
     /// No family at all.
@@ -97,10 +103,15 @@ impl Registry {
         })
     }
 
-    /// Every named training recipe: [`Recipe::PLAIN`] and each family's.
+    /// Every named training recipe: [`Recipe::PLAIN`] and each family's, once each (families
+    /// may share a recipe, as the text classifiers and language models do).
     pub fn recipes(&self) -> Vec<&'static Recipe> {
         let mut out = vec![&Recipe::PLAIN];
-        out.extend(self.families.iter().flat_map(|f| f.recipes.recipes.iter()));
+        for recipe in self.families.iter().flat_map(|f| f.recipes.recipes.iter()) {
+            if !out.iter().any(|r| r.name == recipe.name) {
+                out.push(recipe);
+            }
+        }
         out
     }
 
@@ -145,7 +156,11 @@ mod tests {
                 .family("transformer")
                 .unwrap_err()
                 .to_string()
-                .contains("registered: mnist-cnn, resnet, vit")
+                .contains("registered: mnist-cnn, resnet, vit, text-classifier, language-model")
         );
+        assert_eq!(registry.family_of("lm-tiny").unwrap().key, "language-model");
+        assert_eq!(registry.family_of("text-small").unwrap().key, "text-classifier");
+        assert_eq!(registry.default_recipe("lm-small", RecipeContext::default()).name, "text");
+        assert_eq!(registry.recipes().iter().filter(|r| r.name == "text").count(), 1);
     }
 }

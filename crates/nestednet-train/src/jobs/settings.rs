@@ -134,12 +134,16 @@ pub struct TrainSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
     /// Model: mnist-cnn (default), mnist-resnet, resnet-N (resnet-20, resnet-56, ...),
-    /// wrn-D-K (wrn-16-2, wrn-32-4, ...) or resnet-18. Its input and classes come from the data.
+    /// wrn-D-K (wrn-16-2, wrn-32-4, ...), resnet-18, vit-tiny, vit-small (images), text-tiny,
+    /// text-small (text classifiers) or lm-tiny, lm-small (byte language models). Its input and
+    /// classes come from the data.
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// Data format: mnist (idx files, any size; default), cifar10, cifar100 or image-folder
-    /// (`DIR/train/<class>/*.png|jpg`, `DIR/test/<class>/*`).
+    /// Data format: mnist (idx files, any size; default for image models), cifar10, cifar100,
+    /// image-folder (`DIR/train/<class>/*.png|jpg`, `DIR/test/<class>/*`), text-folder
+    /// (`DIR/train/<class>/*.txt`, `DIR/test/<class>/*.txt`; default for text classifiers) or
+    /// text-corpus (`DIR/train/*.txt`, `DIR/test/*.txt`; default for language models).
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(default, with = "as_text", skip_serializing_if = "Option::is_none")]
     pub dataset: Option<DatasetKind>,

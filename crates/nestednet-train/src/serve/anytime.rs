@@ -26,11 +26,22 @@ pub struct LevelOutputs {
 }
 
 /// Runs every level of `model` (evaluation mode) on `set` and keeps the probabilities.
+///
+/// Only for sets of one target per sample (classifiers): a language model's per-position
+/// outputs (a window's positions × its vocabulary, per level) would take memory a multiple of
+/// the whole corpus, and consensus and early exit are defined here per sample. Such a set is an
+/// error; [`takes_level_outputs`] tells which sets are not.
 pub fn level_outputs<M, S>(model: &M, set: &S, batch_size: usize, device: &Device) -> Result<LevelOutputs>
 where
     M: NestedNetwork,
     S: LabelledSet<Input = M::Input>,
 {
+    if !takes_level_outputs(set) {
+        return Err(TrainError::Invalid(format!(
+            "consensus and early exit take one prediction per sample; these data have {} targets per sample (a language model's next tokens)",
+            set.targets_per_sample()
+        )));
+    }
     let n = model.num_levels();
     let mut probs = vec![Vec::new(); n];
     let mut fine_labels = Vec::new();
@@ -52,6 +63,11 @@ where
         }
     }
     Ok(LevelOutputs { probs, classes: (0..n).map(|k| model.level_classes(k)).collect(), fine_labels })
+}
+
+/// Whether [`level_outputs`] takes `set`: one target per sample.
+pub fn takes_level_outputs<S: LabelledSet>(set: &S) -> bool {
+    set.targets_per_sample() == 1
 }
 
 impl LevelOutputs {

@@ -3,7 +3,7 @@
 //! [`crate::export`].
 
 pub(crate) mod anytime;
-pub use anytime::{EarlyExit, LevelOutputs, level_outputs, train_learned_consensus};
+pub use anytime::{EarlyExit, LevelOutputs, level_outputs, takes_level_outputs, train_learned_consensus};
 pub(crate) mod budget;
 pub use budget::{Budget, BudgetKind};
 pub(crate) mod consensus;

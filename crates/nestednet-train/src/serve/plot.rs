@@ -165,6 +165,7 @@ mod tests {
             layers: vec![],
             dense_bytes: 0,
             sparse_bytes: 0,
+            bits_per_byte: None,
         };
         let report = Report {
             model: "mnist-cnn".into(),

@@ -9,7 +9,7 @@ use nestednet_heads::{HierarchyLevelMetrics, hierarchy_metrics};
 
 use crate::error::{Result, TrainError};
 use crate::export::level::export_sizes;
-use crate::serve::anytime::{EarlyExit, LevelOutputs, level_outputs};
+use crate::serve::anytime::{EarlyExit, LevelOutputs, level_outputs, takes_level_outputs};
 use crate::serve::latency::median_latency_ms;
 use crate::trainer::data::{InputOf, LabelledSet};
 use crate::trainer::evaluate::evaluate;
@@ -59,6 +59,10 @@ pub struct LevelReport {
     /// Bytes of the level exported as sparse safetensors (masked weights compressed).
     #[serde(default)]
     pub sparse_bytes: usize,
+    /// A language model's test loss in bits per byte (`loss / ln 2`: its tokens are bytes,
+    /// each document's one separator counted as a byte too); `None` for a classifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_byte: Option<f64>,
 }
 
 /// The report of a run, written as `report.json`.
@@ -129,10 +133,17 @@ where
     S: LabelledSet<Input = InputOf<C>>,
 {
     let accuracies = evaluate(model, test, 256, device, context.labels)?;
-    let outputs = level_outputs(model, test, 256, device)?;
-    let LevelsTogether { hierarchy, consensus, early_exit } =
-        anytime_figures(model, &outputs, context.hierarchy, context.consensus_layer)?;
+    // Consensus, early exit and hierarchy metrics are per sample: none for a language model.
+    let LevelsTogether { hierarchy, consensus, early_exit } = match takes_level_outputs(test) {
+        true => {
+            let outputs = level_outputs(model, test, 256, device)?;
+            anytime_figures(model, &outputs, context.hierarchy, context.consensus_layer)?
+        }
+        false => LevelsTogether { hierarchy: None, consensus: Vec::new(), early_exit: Vec::new() },
+    };
     let full_params = model.level_cost(model.num_levels() - 1).params;
+    // Per-position targets are a language model's next bytes.
+    let language_model = test.targets_per_sample() > 1;
     let mut levels = Vec::new();
     for (level, tally) in accuracies.iter().enumerate() {
         let cost = model.level_cost(level);
@@ -173,6 +184,7 @@ where
             layers: layer_densities(model, level),
             dense_bytes,
             sparse_bytes,
+            bits_per_byte: language_model.then(|| tally.loss() / core::f64::consts::LN_2),
         });
     }
     Ok(Report {
@@ -295,9 +307,11 @@ impl Report {
             .map(|l| l.widths.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join("/"))
             .unwrap_or_default();
         let names = if names.is_empty() { String::new() } else { format!(" ({names})") };
+        let bpb = self.levels.iter().any(|l| l.bits_per_byte.is_some());
+        let (bpb_head, bpb_rule) = if bpb { (" bits/byte |", "---|") } else { ("", "") };
         let mut out = format!(
-            "| level | widths{names} | accuracy | params | density | MACs/sample | export bytes | latency b1 (ms) | latency b256 (ms) |\n\
-             |---|---|---|---|---|---|---|---|---|\n",
+            "| level | widths{names} | accuracy |{bpb_head} params | density | MACs/sample | export bytes | latency b1 (ms) | latency b256 (ms) |\n\
+             |---|---|---|{bpb_rule}---|---|---|---|---|---|\n",
         );
         let masked = self.levels.iter().any(|l| l.sparse_bytes < l.dense_bytes);
         for l in &self.levels {
@@ -305,8 +319,13 @@ impl Report {
                 true => "-".to_string(),
                 false => l.widths.iter().map(|(_, w)| w.to_string()).collect::<Vec<_>>().join("/"),
             };
+            let bits = match (bpb, l.bits_per_byte) {
+                (false, _) => String::new(),
+                (true, Some(b)) => format!(" {b:.4} |"),
+                (true, None) => " - |".to_string(),
+            };
             out.push_str(&format!(
-                "| {} | {} | {:.4} | {} | {:.3} | {} | {} | {:.3} | {:.2} |\n",
+                "| {} | {} | {:.4} |{bits} {} | {:.3} | {} | {} | {:.3} | {:.2} |\n",
                 l.level,
                 widths,
                 l.accuracy,
