@@ -252,13 +252,7 @@ impl TextTransformer {
         Self {
             embedding: self.embedding.single_level(width_level),
             positions: self.positions.single_level(width_level),
-            transformer: NestedTransformer {
-                blocks: self.transformer.blocks[..depth]
-                    .iter()
-                    .map(|b| b.single_level(width_level))
-                    .collect(),
-                depths: vec![depth],
-            },
+            transformer: self.transformer.single_lattice_point(width_level, depth),
             norm: self.norm.single_level(width_level),
             points: vec![[0, depth]],
             names: vec![self.names[level].clone()],

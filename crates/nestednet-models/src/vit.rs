@@ -395,13 +395,7 @@ impl NestedNetwork for NestedVit {
             patch_embedding: self.patch_embedding.single_level(width_level),
             class_token: self.class_token.single_level(width_level),
             positions: self.positions.single_level(width_level),
-            transformer: NestedTransformer {
-                blocks: self.transformer.blocks[..depth]
-                    .iter()
-                    .map(|b| b.single_level(width_level))
-                    .collect(),
-                depths: vec![depth],
-            },
+            transformer: self.transformer.single_lattice_point(width_level, depth),
             norm: self.norm.single_level(width_level),
             head: self.head.single_level(level),
             points: vec![[0, depth]],

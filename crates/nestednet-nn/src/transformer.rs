@@ -272,9 +272,14 @@ impl NestedTransformer {
 
     /// Level `level` as a one-level stack: its blocks only, with compact copies.
     pub fn single_level(&self, level: usize) -> Self {
-        let depth = self.level_depth(level);
+        self.single_lattice_point(level, self.level_depth(level))
+    }
+
+    /// The lattice point of width level `width_level` and `depth` blocks as a one-level stack
+    /// (see [`forward_lattice`](Self::forward_lattice)): its blocks only, with compact copies.
+    pub fn single_lattice_point(&self, width_level: usize, depth: usize) -> Self {
         Self {
-            blocks: self.blocks[..depth].iter().map(|b| b.single_level(level)).collect(),
+            blocks: self.blocks[..depth].iter().map(|b| b.single_level(width_level)).collect(),
             depths: vec![depth],
         }
     }
