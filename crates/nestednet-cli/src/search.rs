@@ -12,11 +12,13 @@ use nestednet::train::serve::{
 };
 use nestednet::train::trainer::{BarProgress, LabelledSet, RunDir};
 
-/// What the search maximises.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+/// What the search trades against MACs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Objective {
-    /// Accuracy on the run's evaluation set, traded against MACs.
+    /// Accuracy on the run's evaluation set (classifiers).
     Accuracy,
+    /// Bits per byte on the run's evaluation set, lower better (language models).
+    BitsPerByte,
 }
 
 #[derive(Args, Debug)]
@@ -24,9 +26,10 @@ pub struct SearchArgs {
     /// Run folder (a channel-scheduled model).
     #[arg(long)]
     pub run: PathBuf,
-    /// What the front trades against MACs.
-    #[arg(long, value_enum, default_value = "accuracy")]
-    objective: Objective,
+    /// What the front trades against MACs (default: bits-per-byte for a language model,
+    /// accuracy otherwise; the other is refused, since each kind of data has one).
+    #[arg(long, value_enum)]
+    objective: Option<Objective>,
     /// A limit every sub-network must meet (repeat for several): macs<=N, params<=N, bytes<=N.
     #[arg(long = "constraint")]
     constraints: Vec<Budget>,
@@ -57,7 +60,6 @@ pub struct SearchArgs {
 }
 
 pub fn run<F: CliModel>(a: SearchArgs) -> Result<()> {
-    let Objective::Accuracy = a.objective;
     let device = crate::backend(a.device)?.device()?;
     let run = RunDir::new(&a.run);
     let (config, model) = run.load_model::<F>(&device)?;
@@ -66,6 +68,14 @@ pub fn run<F: CliModel>(a: SearchArgs) -> Result<()> {
     // set then stays out of the choice), its test set otherwise.
     let source = crate::run_data(&config, None, a.data_dir, None, true)?;
     let (train, eval) = crate::DataOf::<F>::load(&source)?;
+    let objective = if eval.targets_per_sample() > 1 { Objective::BitsPerByte } else { Objective::Accuracy };
+    if let Some(asked) = a.objective.filter(|&o| o != objective) {
+        anyhow::bail!(
+            "--objective {}: this run's data are searched by {} (a language model's by bits per byte, a classifier's by accuracy)",
+            asked.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string()),
+            objective.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+        );
+    }
     let settings = SearchSettings {
         constraints: a.constraints,
         calibration_batches: a.calibration_batches,
@@ -81,10 +91,10 @@ pub fn run<F: CliModel>(a: SearchArgs) -> Result<()> {
         );
     }
     let mut progress = BarProgress::default();
-    let eval_images = eval.len();
+    let eval_samples = eval.len();
     let mut results = search_mixes(&model, &train, &eval, &settings, &device, &mut progress)?;
     let set = if source.validation_split.is_some() { "the run's validation split" } else { "the test set" };
-    results.evaluated_on = format!("{set} ({eval_images} images)");
+    results.evaluated_on = format!("{set} ({eval_samples} {})", eval.sample_name());
     let calibration = calibration_batches(
         &train,
         settings.calibration_batches,

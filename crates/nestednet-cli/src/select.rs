@@ -82,6 +82,7 @@ pub fn run<F: CliModel>(a: SelectArgs) -> Result<()> {
             "level": c.level,
             "mix": c.mix,
             "accuracy": c.accuracy,
+            "bits_per_byte": c.bits_per_byte,
             "macs": c.macs,
             "params": c.params,
             "bytes": c.bytes,
@@ -95,12 +96,13 @@ pub fn run<F: CliModel>(a: SelectArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "\nselected {} for {} at batch {} on {}: accuracy {:.4}, latency {:.3} ms median / {:.3} ms p90, {} MACs/sample, {} params, {} bytes{}",
+        "\nselected {} for {} at batch {} on {}: accuracy {:.4}{}, latency {:.3} ms median / {:.3} ms p90, {} MACs/sample, {} params, {} bytes{}",
         c.name,
         a.budget.budgets.iter().map(Budget::to_string).collect::<Vec<_>>().join(" and "),
         a.budget.batch_size,
         backend.name(),
         c.accuracy,
+        c.bits_per_byte.map_or(String::new(), |b| format!(", {b:.3} bits/byte")),
         m.latency_ms,
         m.latency_p90_ms,
         c.macs,

@@ -22,10 +22,12 @@ use nestednet_schedule::{LatticeSpec, LevelSpec};
 
 use crate::family::check_level_classes;
 use crate::vit::{
-    SIZES, TransformerLevels, VitSize, beyond_depth, check_transformer_dims, transformer_levels,
+    SIZES, TransformerLevels, VitSize, beyond_depth, check_transformer_dims, mixed_transformer,
+    transformer_levels, transformer_mixable_layers,
 };
 use crate::{
-    LevelRequest, ModelError, ModelFamily, ModelRequest, NestedNetwork, NestedNetworkConfig, TokenShape,
+    LevelRequest, MixableLayer, ModelError, ModelFamily, ModelRequest, NestedNetwork, NestedNetworkConfig,
+    TokenShape,
 };
 
 /// The id that pads a short window (the byte tokenizer's separator, `nestednet_data`'s
@@ -304,6 +306,45 @@ impl TextTransformer {
         self.transformer.blocks[0].dropout.prob == 0.0
     }
 
+    /// Mix'n'Match (see the sibling `vit`'s helpers): only when no weight is masked and one
+    /// output layer serves every level.
+    fn mixable_layers(&self, head: &NestedHead) -> Vec<MixableLayer> {
+        let masked = self.weight_layers(head).iter().any(|(_, l)| l.mask().is_some());
+        if masked || head.single_block(self.norm.widths[0]).is_none() {
+            return Vec::new();
+        }
+        let widths = self.nests_model_width().then_some(self.norm.widths.as_slice());
+        transformer_mixable_layers(&self.transformer, &self.points, widths)
+    }
+
+    /// The one-level body and output layer of the Mix'n'Match `choice`.
+    fn mixed(&self, head: &NestedHead, choice: &[usize]) -> crate::Result<(Self, NestedHead)> {
+        let layers = self.mixable_layers(head);
+        let full_width = self.embedding.weight.dims()[1];
+        let (transformer, width) = mixed_transformer(&self.transformer, &layers, choice, full_width)?;
+        let head = head
+            .single_block(width)
+            .ok_or_else(|| ModelError::Unsupported("Mix'n'Match with an output layer per level".into()))?;
+        let depth = transformer.blocks.len();
+        let body = Self {
+            embedding: self.embedding.single_block(width),
+            positions: self.positions.single_block(width),
+            transformer,
+            norm: self.norm.single_block(width),
+            points: vec![[0, depth]],
+            names: vec!["mix".into()],
+            context: self.context,
+            vocabulary: self.vocabulary,
+            causal: self.causal,
+        };
+        Ok((body, head))
+    }
+
+    /// Whether the levels' model widths differ (else only heads and feed-forward units nest).
+    fn nests_model_width(&self) -> bool {
+        self.norm.widths.windows(2).any(|w| w[0] != w[1])
+    }
+
     fn level_model_widths(&self) -> Vec<usize> {
         self.points.iter().map(|&[w, _]| self.norm.widths[w]).collect()
     }
@@ -429,6 +470,17 @@ macro_rules! text_network_items {
 
         fn level_uses_layer(&self, layer: &str, level: usize) -> bool {
             self.body.level_uses_layer(layer, level)
+        }
+
+        /// Mix'n'Match: each block's heads and feed-forward width from any level, and the
+        /// model width from any level when it nests.
+        fn mixable_layers(&self) -> Vec<MixableLayer> {
+            self.body.mixable_layers(&self.head)
+        }
+
+        fn mixed(&self, choice: &[usize]) -> crate::Result<Self> {
+            let (body, head) = self.body.mixed(&self.head, choice)?;
+            Ok(Self { body, head })
         }
     };
 }
@@ -592,6 +644,59 @@ mod tests {
     fn close(a: Tensor<2>, b: Tensor<2>, what: &str) {
         let diff = (a - b).abs().max().into_scalar::<f32>();
         assert!(diff < 1e-4, "{what}: max |diff| {diff}");
+    }
+
+    #[test]
+    fn mix_and_match_takes_each_block_from_any_level_of_both_text_models() {
+        let device = Device::flex();
+        let classifier = NestedTextClassifierConfig::from_request(&request("text-tiny", 15, &[0.5, 1.0]))
+            .unwrap()
+            .unwrap()
+            .try_init(&device)
+            .unwrap();
+        let x = tokens(2, 16, &device);
+        let layers = classifier.mixable_layers();
+        assert_eq!(layers.len(), 1 + 2 * 4, "the width, then each block's attention and feed-forward");
+        assert_eq!(layers[0].widths, [32, 64]);
+        for level in 0..2 {
+            let same = classifier.mixed(&vec![level; layers.len()]).unwrap();
+            close(
+                same.forward_level(x.clone(), 0),
+                classifier.forward_level(x.clone(), level),
+                "a level as a mix",
+            );
+        }
+        let mut choice = vec![1; layers.len()];
+        choice[1] = 0;
+        choice[4] = 0;
+        let mix = classifier.mixed(&choice).unwrap();
+        let (core, full) = (measure_level(&classifier, 0).0.params, measure_level(&classifier, 1).0.params);
+        let mixed = measure_level(&mix, 0).0.params;
+        assert!(core < mixed && mixed < full, "{core} < {mixed} < {full}");
+        assert!(classifier.mixed(&[0, 1]).is_err(), "a choice of the wrong length is refused");
+
+        // MatFormer's setting: the width stays whole, only heads and feed-forward units mix.
+        let mut config =
+            NestedLanguageModelConfig::from_request(&request("lm-tiny", 257, &[0.5, 1.0])).unwrap().unwrap();
+        config.body.nest_model_width = false;
+        let lm = config.try_init(&device).unwrap();
+        let layers = lm.mixable_layers();
+        assert_eq!(layers.len(), 2 * 4);
+        assert_eq!(layers[1].widths, [128, 256], "feed-forward units of the levels");
+        let same = lm.mixed(&[0; 8]).unwrap().forward_level(x.clone(), 0);
+        let level = lm.forward_level(x.clone(), 0);
+        let diff = (same - level).abs().max().into_scalar::<f32>();
+        assert!(diff < 1e-4, "the core as a mix differs by {diff}");
+        assert_eq!(lm.mixed(&[1, 0, 1, 0, 1, 0, 1, 0]).unwrap().forward_level(x, 0).dims(), [2, 16, 257]);
+
+        // Per-level output layers cannot be mixed.
+        let private = NestedLanguageModelConfig::from_request(&request("lm-tiny", 257, &[0.5, 1.0]))
+            .unwrap()
+            .unwrap()
+            .with_unnested_output(true)
+            .try_init(&device)
+            .unwrap();
+        assert!(private.mixable_layers().is_empty());
     }
 
     #[test]

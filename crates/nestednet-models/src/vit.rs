@@ -166,6 +166,62 @@ pub(crate) fn beyond_depth(layer: &str, stack: &str, depth: usize) -> bool {
         .is_some_and(|block| block >= depth)
 }
 
+/// Mix'n'Match over a transformer stack whose levels are `points` (width level, depth): the
+/// model width (given per width level when it nests) and each block's attention (its heads'
+/// query width) and feed-forward width, at every level's width; empty when a level skips
+/// blocks (a mix takes every block). The caller refuses masked weights and per-level heads.
+pub(crate) fn transformer_mixable_layers(
+    transformer: &NestedTransformer,
+    points: &[[usize; 2]],
+    model_widths: Option<&[usize]>,
+) -> Vec<MixableLayer> {
+    let blocks = transformer.blocks.len();
+    if points.iter().any(|&[_, depth]| depth != blocks) {
+        return Vec::new();
+    }
+    let layer = |name: String, of_level: &dyn Fn(usize) -> usize| MixableLayer {
+        name,
+        widths: points.iter().map(|&[w, _]| of_level(w)).collect(),
+    };
+    let mut out = Vec::with_capacity(2 * blocks + 1);
+    if let Some(widths) = model_widths {
+        out.push(layer("width".into(), &|w| widths[w]));
+    }
+    for (i, block) in transformer.blocks.iter().enumerate() {
+        out.push(layer(format!("transformer.blocks.{i}.attention"), &|w| {
+            block.attention.query.output_widths[w]
+        }));
+        out.push(layer(format!("transformer.blocks.{i}.feed_forward"), &|w| {
+            block.feed_forward.inner.output_widths[w]
+        }));
+    }
+    out
+}
+
+/// The one-level stack of the Mix'n'Match `choice` over `layers` (from
+/// [`transformer_mixable_layers`]) and its model width (`full_width` when the width does not
+/// nest).
+pub(crate) fn mixed_transformer(
+    transformer: &NestedTransformer,
+    layers: &[MixableLayer],
+    choice: &[usize],
+    full_width: usize,
+) -> crate::Result<(NestedTransformer, usize)> {
+    check_choice(layers, choice)?;
+    let nests_width = layers.first().is_some_and(|l| l.name == "width");
+    let offset = usize::from(nests_width);
+    let width = if nests_width { layers[0].widths[choice[0]] } else { full_width };
+    let d_head = transformer.blocks[0].attention.d_head;
+    let blocks = transformer.blocks.iter().enumerate().map(|(i, block)| {
+        let (attention, feed_forward) = (offset + 2 * i, offset + 2 * i + 1);
+        let heads = layers[attention].widths[choice[attention]] / d_head;
+        block.single_block(heads, layers[feed_forward].widths[choice[feed_forward]], width)
+    });
+    let blocks: Vec<_> = blocks.collect();
+    let depths = vec![blocks.len()];
+    Ok((NestedTransformer { blocks, depths }, width))
+}
+
 impl NestedVitConfig {
     /// Patches along the height and the width (after padding to a multiple of the patch).
     pub fn patch_grid(&self) -> [usize; 2] {
@@ -447,49 +503,27 @@ impl NestedNetwork for NestedVit {
     /// masked and one classifier serves every level.
     fn mixable_layers(&self) -> Vec<MixableLayer> {
         let masked = self.weight_layers().iter().any(|(_, l)| l.mask().is_some());
-        let blocks = self.transformer.blocks.len();
-        let full_depth = self.points.iter().all(|&[_, d]| d == blocks);
-        let width_levels: Vec<usize> = self.points.iter().map(|&[w, _]| w).collect();
-        if masked || !full_depth || self.head.single_block(self.model_width(0)).is_none() {
+        if masked || self.head.single_block(self.model_width(0)).is_none() {
             return Vec::new();
         }
-        let layer = |name: String, width: &dyn Fn(usize) -> usize| MixableLayer {
-            name,
-            widths: width_levels.iter().map(|&w| width(w)).collect(),
-        };
-        let d_head = self.transformer.blocks[0].attention.d_head;
-        let mut out = Vec::new();
-        if self.nest_model_width {
-            out.push(layer("width".into(), &|w| self.model_width(w)));
-        }
-        for i in 0..blocks {
-            out.push(layer(format!("transformer.blocks.{i}.attention"), &|w| self.heads(w) * d_head));
-            out.push(layer(format!("transformer.blocks.{i}.feed_forward"), &|w| self.ffn(w)));
-        }
-        out
+        let widths = self.nest_model_width.then_some(self.norm.widths.as_slice());
+        transformer_mixable_layers(&self.transformer, &self.points, widths)
     }
 
     fn mixed(&self, choice: &[usize]) -> crate::Result<Self> {
         let layers = self.mixable_layers();
-        check_choice(&layers, choice)?;
-        let offset = usize::from(self.nest_model_width);
-        let width = if self.nest_model_width { layers[0].widths[choice[0]] } else { self.model_width(0) };
-        let d_head = self.transformer.blocks[0].attention.d_head;
-        let blocks = self.transformer.blocks.iter().enumerate().map(|(i, block)| {
-            let heads = layers[offset + 2 * i].widths[choice[offset + 2 * i]] / d_head;
-            let hidden = layers[offset + 2 * i + 1].widths[choice[offset + 2 * i + 1]];
-            block.single_block(heads, hidden, width)
-        });
+        let (transformer, width) =
+            mixed_transformer(&self.transformer, &layers, choice, self.model_width(0))?;
+        let depth = transformer.blocks.len();
         let head = self
             .head
             .single_block(width)
             .ok_or_else(|| ModelError::Unsupported("Mix'n'Match with a classifier per level".into()))?;
-        let depth = self.transformer.blocks.len();
         Ok(NestedVit {
             patch_embedding: self.patch_embedding.single_block(self.input_shape[0], width),
             class_token: self.class_token.single_block(width),
             positions: self.positions.single_block(width),
-            transformer: NestedTransformer { blocks: blocks.collect(), depths: vec![depth] },
+            transformer,
             norm: self.norm.single_block(width),
             head,
             points: vec![[0, depth]],

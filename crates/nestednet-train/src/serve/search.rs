@@ -89,8 +89,12 @@ pub struct MixPoint {
     pub choice: Vec<usize>,
     /// The trained level it is, if every layer takes the same level's width.
     pub trained_level: Option<usize>,
-    /// Accuracy on the evaluation set.
+    /// Accuracy on the evaluation set (next-token accuracy for a language model).
     pub accuracy: f64,
+    /// Mean loss in bits per target on the evaluation set, for data whose every position has a
+    /// target (a byte language model: bits per byte); such points are ranked by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_byte: Option<f64>,
     /// Multiply-accumulates per sample.
     pub macs: usize,
     /// Trainable parameters.
@@ -173,8 +177,11 @@ impl SearchResults {
 
     /// The front as a markdown table.
     pub fn table(&self) -> String {
+        let bits = self.front.iter().any(|p| p.bits_per_byte.is_some());
+        let (what, column, rule) =
+            if bits { ("bits per byte", " bits/byte |", "---|") } else { ("accuracy", "", "") };
         let mut out = format!(
-            "Pareto front of accuracy vs MACs ({} points scored{}; layers {}; accuracy on {}; {})\n\n| point | levels per layer | accuracy | MACs/sample | params | bytes | kind |\n|---|---|---|---|---|---|---|\n",
+            "Pareto front of {what} vs MACs ({} points scored{}; layers {}; measured on {}; {})\n\n| point | levels per layer | accuracy |{column} MACs/sample | params | bytes | kind |\n|---|---|---|{rule}---|---|---|---|\n",
             self.evaluated.len(),
             if self.exhaustive { ", every combination" } else { ", evolutionary search" },
             self.layers.join(", "),
@@ -182,8 +189,13 @@ impl SearchResults {
             self.calibration,
         );
         for p in &self.front {
+            let bits = match (bits, p.bits_per_byte) {
+                (true, Some(b)) => format!(" {b:.3} |"),
+                (true, None) => " - |".into(),
+                (false, _) => String::new(),
+            };
             out += &format!(
-                "| {} | {} | {:.4} | {} | {} | {} | {} |\n",
+                "| {} | {} | {:.4} |{bits} {} | {} | {} | {} |\n",
                 p.name,
                 p.choice.iter().map(usize::to_string).collect::<Vec<_>>().join(","),
                 p.accuracy,
@@ -257,14 +269,28 @@ fn recalibrated<N: NestedNetwork>(mixed: N, calibration: &[N::Input]) -> Result<
     Ok(mixed.mixed(&vec![0; layers])?.valid())
 }
 
-/// The accuracy–MACs Pareto front of `points`, cheapest first: each point more accurate than
-/// every point of fewer or equal MACs.
+/// What a point is ranked by, higher better: its accuracy, or minus its bits per byte where
+/// those were measured (a language model's points, whose accuracy is a coarse next-token
+/// figure).
+pub fn quality(accuracy: f64, bits_per_byte: Option<f64>) -> f64 {
+    bits_per_byte.map_or(accuracy, |bits| -bits)
+}
+
+impl MixPoint {
+    /// What the point is ranked by ([`quality`]).
+    pub fn quality(&self) -> f64 {
+        quality(self.accuracy, self.bits_per_byte)
+    }
+}
+
+/// The quality–MACs Pareto front of `points` ([`quality`]: accuracy, or bits per byte), cheapest
+/// first: each point better than every point of fewer or equal MACs.
 pub fn pareto_front(points: &[MixPoint]) -> Vec<MixPoint> {
     let mut sorted: Vec<&MixPoint> = points.iter().collect();
-    sorted.sort_by(|a, b| a.macs.cmp(&b.macs).then(b.accuracy.total_cmp(&a.accuracy)));
+    sorted.sort_by(|a, b| a.macs.cmp(&b.macs).then(b.quality().total_cmp(&a.quality())));
     let mut front: Vec<MixPoint> = Vec::new();
     for p in sorted {
-        if front.last().is_none_or(|last| p.accuracy > last.accuracy) {
+        if front.last().is_none_or(|last| p.quality() > last.quality()) {
             front.push(p.clone());
         }
     }
@@ -392,6 +418,7 @@ impl<N: NestedNetwork, S: LabelledSet<Input = N::Input>> MixSearch<'_, N, S> {
                 choice: choice.to_vec(),
                 trained_level: Some(k),
                 accuracy: self.trained[k].accuracy(),
+                bits_per_byte: self.bits_per_byte(&self.trained[k]),
                 macs: cost.macs,
                 params: cost.params,
                 bytes,
@@ -406,8 +433,10 @@ impl<N: NestedNetwork, S: LabelledSet<Input = N::Input>> MixSearch<'_, N, S> {
         }
         let mixed = recalibrated(unscored, &self.calibration)?;
         let tally = evaluate(&mixed, self.eval, 256, self.device, &LevelLabels::fine(1))?;
+        let bits_per_byte = self.bits_per_byte(&tally[0]);
+        let bits = bits_per_byte.map_or(String::new(), |b| format!(", {b:.3} bits/byte"));
         progress.message(&format!(
-            "{}: accuracy {:.4}, {} MACs",
+            "{}: accuracy {:.4}{bits}, {} MACs",
             mix_name(choice),
             tally[0].accuracy(),
             cost.macs
@@ -417,11 +446,17 @@ impl<N: NestedNetwork, S: LabelledSet<Input = N::Input>> MixSearch<'_, N, S> {
             choice: choice.to_vec(),
             trained_level: None,
             accuracy: tally[0].accuracy(),
+            bits_per_byte,
             macs: cost.macs,
             params: cost.params,
             bytes,
             export: None,
         }))
+    }
+
+    /// The bits per target of `tally`, when every position of the evaluation data has a target.
+    fn bits_per_byte(&self, tally: &crate::trainer::metrics::LevelTally) -> Option<f64> {
+        (self.eval.targets_per_sample() > 1).then(|| tally.loss() / core::f64::consts::LN_2)
     }
 
     /// Scores `choice` unless it was scored before.
@@ -513,24 +548,32 @@ fn plot_front(results: &SearchResults, path: &Path) -> Result<()> {
     crate::serve::plot::register_font();
     let err = |e: String| TrainError::Plot { path: path.to_path_buf(), message: e };
     let max_macs = results.evaluated.iter().map(|p| p.macs).max().unwrap_or(1) as f64 / 1e6;
-    let min_acc = results.evaluated.iter().map(|p| p.accuracy).fold(1.0, f64::min) * 100.0;
+    let bits = results.evaluated.iter().all(|p| p.bits_per_byte.is_some());
+    let y = |p: &MixPoint| if bits { p.bits_per_byte.unwrap_or(0.0) } else { p.accuracy * 100.0 };
+    let (low, high) =
+        results.evaluated.iter().map(y).fold((f64::INFINITY, 0.0_f64), |(l, h), v| (l.min(v), h.max(v)));
+    let (what, range) = match bits {
+        true => ("bits per byte", (low * 0.95)..(high * 1.05).max(low + 0.1)),
+        false => ("accuracy (%)", (low - 1.0).floor().max(0.0)..100.0),
+    };
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let caption = format!("Mix'n'Match: {what} vs MACs (front in blue, trained levels in red)");
     let mut chart = ChartBuilder::on(&root)
-        .caption("Mix'n'Match: accuracy vs MACs (front in blue, trained levels in red)", ("sans-serif", 22))
+        .caption(caption, ("sans-serif", 22))
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..max_macs * 1.1, (min_acc - 1.0).floor().max(0.0)..100.0)
+        .build_cartesian_2d(0.0..max_macs * 1.1, range)
         .map_err(|e| err(e.to_string()))?;
     chart
         .configure_mesh()
         .x_desc("MACs per sample (millions)")
-        .y_desc("accuracy (%)")
+        .y_desc(what)
         .label_style(("sans-serif", 16))
         .draw()
         .map_err(|e| err(e.to_string()))?;
-    let xy = |p: &MixPoint| (p.macs as f64 / 1e6, p.accuracy * 100.0);
+    let xy = |p: &MixPoint| (p.macs as f64 / 1e6, y(p));
     chart
         .draw_series(
             results.evaluated.iter().map(|p| Circle::new(xy(p), 3, RGBColor(150, 150, 150).filled())),
@@ -563,6 +606,7 @@ mod tests {
             choice: vec![0],
             trained_level: None,
             accuracy,
+            bits_per_byte: None,
             macs,
             params: 0,
             bytes: 0,
@@ -581,6 +625,15 @@ mod tests {
         ];
         let names: Vec<String> = pareto_front(&points).into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["e", "a", "c"]);
+        // A language model's points are ranked by bits per byte, lower better, whatever their
+        // next-token accuracy.
+        let bits = |name: &str, macs: usize, accuracy: f64, b: f64| MixPoint {
+            bits_per_byte: Some(b),
+            ..point(name, macs, accuracy)
+        };
+        let points = [bits("a", 10, 0.3, 4.0), bits("b", 20, 0.2, 3.5), bits("c", 30, 0.4, 3.6)];
+        let names: Vec<String> = pareto_front(&points).into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["a", "b"]);
         assert_eq!(parse_mix("2,0,1").unwrap(), [2, 0, 1]);
         assert_eq!(parse_mix("mix-2-0-1").unwrap(), [2, 0, 1]);
         assert_eq!(mix_name(&[2, 0, 1]), "mix-2-0-1");

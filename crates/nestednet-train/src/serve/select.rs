@@ -33,6 +33,9 @@ pub struct Candidate {
     pub mix: Option<Vec<usize>>,
     /// Accuracy on the run's evaluation set (its report, or its search).
     pub accuracy: f64,
+    /// Bits per byte on it, for a language model; such candidates are ranked by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_byte: Option<f64>,
     /// Multiply-accumulates per sample.
     pub macs: usize,
     /// Trainable parameters.
@@ -208,6 +211,7 @@ pub fn run_candidates<M: NestedNetwork>(run: &RunDir, network: &M) -> Result<Vec
             level: Some(level),
             mix: None,
             accuracy: r.accuracy,
+            bits_per_byte: r.bits_per_byte,
             macs: r.macs,
             params: r.params,
             bytes: r.export_bytes,
@@ -219,6 +223,7 @@ pub fn run_candidates<M: NestedNetwork>(run: &RunDir, network: &M) -> Result<Vec
             level: None,
             mix: Some(p.choice.clone()),
             accuracy: p.accuracy,
+            bits_per_byte: p.bits_per_byte,
             macs: p.macs,
             params: p.params,
             bytes: p.bytes,
@@ -337,7 +342,8 @@ pub fn select_within<'a>(
         ));
     }
     let best = candidates.iter().filter(|c| c.fits(budgets)).max_by(|a, b| {
-        a.candidate.accuracy.total_cmp(&b.candidate.accuracy).then(b.candidate.macs.cmp(&a.candidate.macs))
+        let quality = |c: &Candidate| crate::serve::search::quality(c.accuracy, c.bits_per_byte);
+        quality(&a.candidate).total_cmp(&quality(&b.candidate)).then(b.candidate.macs.cmp(&a.candidate.macs))
     });
     best.ok_or_else(|| {
         let first = budgets[0].kind;
@@ -372,13 +378,20 @@ fn format_figure(v: Option<f64>) -> String {
 
 /// A table of the measured candidates (markdown), the chosen one marked.
 pub fn candidates_table(candidates: &[MeasuredCandidate], chosen: Option<&str>) -> String {
-    let mut out = String::from(
-        "| candidate | accuracy | MACs/sample | params | bytes | latency ms (median / p90) | peak memory MiB |\n|---|---|---|---|---|---|---|\n",
+    let bits = candidates.iter().any(|c| c.candidate.bits_per_byte.is_some());
+    let (column, rule) = if bits { (" bits/byte |", "---|") } else { ("", "") };
+    let mut out = format!(
+        "| candidate | accuracy |{column} MACs/sample | params | bytes | latency ms (median / p90) | peak memory MiB |\n|---|---|{rule}---|---|---|---|---|\n",
     );
     for c in candidates {
         let mark = if Some(c.candidate.name.as_str()) == chosen { " **←**" } else { "" };
+        let bits = match (bits, c.candidate.bits_per_byte) {
+            (true, Some(b)) => format!(" {b:.3} |"),
+            (true, None) => " - |".into(),
+            (false, _) => String::new(),
+        };
         out += &format!(
-            "| {}{mark} | {:.4} | {} | {} | {} | {:.3} / {:.3} | {} |\n",
+            "| {}{mark} | {:.4} |{bits} {} | {} | {} | {:.3} / {:.3} | {} |\n",
             c.candidate.name,
             c.candidate.accuracy,
             c.candidate.macs,

@@ -1,0 +1,142 @@
+//! The transformers from the command line on the vendored Brown corpus (`data/brown`): the byte
+//! language model (bits per byte, export, Mix'n'Match by bits per byte) and coarse-to-fine
+//! genre classification, each on a few training windows and a small validation split of the
+//! training documents so that a debug build runs them in seconds; and the configs of
+//! `configs/` for the ViT and the text models, each started for one step.
+
+mod common;
+
+use common::{fails, ok, repo};
+
+fn brown() -> String {
+    repo().join("data/brown").display().to_string()
+}
+
+#[test]
+fn help_lists_the_transformers_and_the_text_data() {
+    let text = ok(&["train", "--help"]);
+    for name in ["vit-tiny", "text-tiny", "lm-tiny", "text-folder", "text-corpus"] {
+        assert!(text.contains(name), "`train --help` does not name {name}:\n{text}");
+    }
+}
+
+#[test]
+fn a_byte_language_model_trains_on_brown_and_reports_searches_and_exports_by_bits_per_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("lm");
+    let run_s = run.to_str().unwrap();
+    let brown = brown();
+    let text = ok(&[
+        "train",
+        "--model",
+        "lm-tiny",
+        "--data-dir",
+        &brown,
+        "--context",
+        "32",
+        "--levels",
+        "0.5,1",
+        "--train-limit",
+        "512",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--validation-split",
+        "0.005",
+        "--out",
+        run_s,
+    ]);
+    assert!(text.contains("bits/byte"), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let levels = report["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 2);
+    for level in levels {
+        // Uniform guesses cost log2(257) = 8.0 bits per byte; 32 steps learn at least the
+        // bytes' frequencies (English text's are worth about 4.5 bits).
+        let bits = level["bits_per_byte"].as_f64().expect("a language model's level has bits per byte");
+        assert!(bits > 1.0 && bits < 7.0, "{level}");
+    }
+
+    let text = ok(&["eval", "--run", run_s]);
+    assert!(text.contains("bits/target"), "{text}");
+    let err = fails(&["eval", "--run", run_s, "--early-exit", "0.9"]);
+    assert!(err.contains("early exit") || err.contains("per position"), "{err}");
+    let err = fails(&["eval", "--run", run_s, "--data-dir", repo().join("data/mnist10k").to_str().unwrap()]);
+    assert!(err.contains("mnist10k"), "image files given to a language model: {err}");
+
+    let export = dir.path().join("core.safetensors");
+    let text = ok(&["export", "--run", run_s, "--level", "0", "--out", export.to_str().unwrap()]);
+    assert!(text.contains("verified"), "{text}");
+
+    let text = ok(&[
+        "search",
+        "--run",
+        run_s,
+        "--exhaustive-limit",
+        "0",
+        "--population",
+        "2",
+        "--generations",
+        "1",
+        "--calibration-batches",
+        "1",
+        "--calibration-batch-size",
+        "4",
+    ]);
+    assert!(text.contains("Pareto front of bits per byte vs MACs") && text.contains("bits/byte |"), "{text}");
+    let err = fails(&["search", "--run", run_s, "--objective", "accuracy"]);
+    assert!(err.contains("bits per byte"), "{err}");
+}
+
+#[test]
+fn brown_genres_train_coarse_to_fine_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("genres");
+    let text = ok(&[
+        "train",
+        "--model",
+        "text-tiny",
+        "--task",
+        "hierarchy",
+        "--dataset",
+        "text-folder",
+        "--data-dir",
+        &brown(),
+        "--context",
+        "32",
+        "--train-limit",
+        "64",
+        "--epochs",
+        "1",
+        "--validation-split",
+        "0.05",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let classes: Vec<u64> =
+        report["levels"].as_array().unwrap().iter().map(|l| l["classes"].as_u64().unwrap()).collect();
+    assert_eq!(classes, [2, 15], "informative/imaginative prose, then the 15 genres:\n{text}");
+}
+
+#[test]
+fn the_transformer_configs_start_on_the_vendored_data() {
+    let dir = tempfile::tempdir().unwrap();
+    for config in ["vit-tiny-mnist10k.toml", "lm-tiny-brown.toml", "text-tiny-brown-genres.toml"] {
+        let path = repo().join("configs").join(config);
+        let out_dir = dir.path().join(config);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nestednet"))
+            .current_dir(repo())
+            .args(["train", "--config", path.to_str().unwrap(), "--max-steps", "1", "--train-limit", "2"])
+            .arg("--out")
+            .arg(&out_dir)
+            .output()
+            .expect("nestednet runs");
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("stopped after 1 step(s)"), "{config}:\n{text}");
+    }
+}
