@@ -11,7 +11,15 @@ takes it as is. The network is rebuilt from the tensors' names and shapes alone:
   conv2,bn2}`, `layer{s}.{b}.downsample.{0,1}` (projection shortcuts; without them a block that
   changes shape uses option A: subsample and zero-pad), `final_bn` (pre-activation networks),
   `fc`. A ResNet-18 level at the standard widths also loads into `torchvision.models.resnet18`
-  when torchvision is installed (`--torchvision`).
+  when torchvision is installed (`--torchvision`);
+- transformers (`vit-*`, `text-*`, `lm-*`): pre-norm blocks `transformer.blocks.{i}` of
+  `norm_attention`, `attention.{query,key,value,output}`, `norm_feed_forward` and
+  `feed_forward.{inner,outer}` (GELU), a final `norm` and the classifier `head.shared`; the ViT
+  adds `patch_embedding` (a convolution with kernel = stride = patch), `class_token` and
+  `positions`; the text models put `embedding`, `positions`, `transformer` and `norm` under
+  `body.`. The head size comes from the metadata; heads = query rows / head size. The language
+  model attends causally and gives every position's logits; the text classifier masks the
+  padding id 256 and averages the real tokens' features.
 
     python3 scripts/load_exported.py core.safetensors --data-dir data/mnist10k   # accuracy
     python3 scripts/load_exported.py level.safetensors --check expected.safetensors
@@ -21,6 +29,7 @@ takes it as is. The network is rebuilt from the tensors' names and shapes alone:
 """
 import argparse
 import json
+import math
 import re
 import sys
 
@@ -125,13 +134,155 @@ class ResNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
+# The score a masked attention position gets before the softmax (Burn's, and nestednet's).
+MASKED_SCORE = -1.0e4
+# The id that pads a text classifier's short window (the byte tokenizer's separator).
+PAD_TOKEN = 256
+
+
+class Attention(nn.Module):
+    """Multi-head attention with separate query, key, value and output projections."""
+
+    def __init__(self, state, prefix, d_head):
+        super().__init__()
+        inner, width = state[prefix + "query.weight"].shape
+        self.query, self.key, self.value = (nn.Linear(width, inner) for _ in range(3))
+        self.output = nn.Linear(inner, width)
+        self.d_head = d_head
+
+    def forward(self, x, pad=None, causal=False):
+        b, n, _ = x.shape
+        split = lambda t: t.reshape(b, n, -1, self.d_head).transpose(1, 2)
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)
+        if pad is not None:
+            scores = scores.masked_fill(pad[:, None, None, :], MASKED_SCORE)
+        if causal:
+            later = torch.ones(n, n, dtype=torch.bool).triu(1)
+            scores = scores.masked_fill(later, MASKED_SCORE)
+        context = scores.softmax(-1) @ v
+        return self.output(context.transpose(1, 2).reshape(b, n, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, state, prefix):
+        super().__init__()
+        hidden, width = state[prefix + "inner.weight"].shape
+        self.inner, self.outer = nn.Linear(width, hidden), nn.Linear(hidden, width)
+
+    def forward(self, x):
+        return self.outer(F.gelu(self.inner(x)))
+
+
+class TransformerBlock(nn.Module):
+    """A pre-norm block: x + attention(norm(x)), then x + feed_forward(norm(x))."""
+
+    def __init__(self, state, prefix, d_head):
+        super().__init__()
+        width = state[prefix + "norm_attention.weight"].shape[0]
+        self.norm_attention, self.norm_feed_forward = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attention = Attention(state, prefix + "attention.", d_head)
+        self.feed_forward = FeedForward(state, prefix + "feed_forward.")
+
+    def forward(self, x, pad=None, causal=False):
+        x = x + self.attention(self.norm_attention(x), pad, causal)
+        return x + self.feed_forward(self.norm_feed_forward(x))
+
+
+class Stack(nn.Module):
+    """`transformer.blocks.{i}`."""
+
+    def __init__(self, state, prefix, d_head):
+        super().__init__()
+        depth = 1 + max(int(m[1]) for m in (re.match(re.escape(prefix) + r"blocks\.(\d+)\.", k) for k in state) if m)
+        self.blocks = nn.ModuleList(TransformerBlock(state, f"{prefix}blocks.{i}.", d_head) for i in range(depth))
+
+    def forward(self, x, pad=None, causal=False):
+        for block in self.blocks:
+            x = block(x, pad, causal)
+        return x
+
+
+class Head(nn.Module):
+    """`head.shared`: the classifier every level shares."""
+
+    def __init__(self, state):
+        super().__init__()
+        classes, width = state["head.shared.weight"].shape
+        self.shared = nn.Linear(width, classes)
+
+    def forward(self, x):
+        return self.shared(x)
+
+
+class Vit(nn.Module):
+    """A ViT level: patches (images zero-padded to a multiple of the patch), a class token,
+    learned positions, the blocks, a final norm and the classifier on the class token."""
+
+    def __init__(self, state, config):
+        super().__init__()
+        width, channels, patch, _ = state["patch_embedding.weight"].shape
+        self.patch = patch
+        self.patch_embedding = nn.Conv2d(channels, width, patch, stride=patch,
+                                         bias="patch_embedding.bias" in state)
+        self.class_token = nn.Embedding(1, width)
+        self.positions = nn.Embedding(state["positions.weight"].shape[0], width)
+        self.transformer = Stack(state, "transformer.", config["d_model"] // config["n_heads"])
+        self.norm = nn.LayerNorm(width)
+        self.head = Head(state)
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, -w % self.patch, 0, -h % self.patch))
+        x = self.patch_embedding(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.weight.expand(x.shape[0], 1, -1), x], 1)
+        x = self.transformer(x + self.positions.weight[: x.shape[1]])
+        return self.head(self.norm(x)[:, 0])
+
+
+class TextBody(nn.Module):
+    def __init__(self, state, config):
+        super().__init__()
+        vocabulary, width = state["body.embedding.weight"].shape
+        self.embedding = nn.Embedding(vocabulary, width)
+        self.positions = nn.Embedding(state["body.positions.weight"].shape[0], width)
+        self.transformer = Stack(state, "body.transformer.", config["d_model"] // config["n_heads"])
+        self.norm = nn.LayerNorm(width)
+
+
+class TextModel(nn.Module):
+    """A text level: token embedding plus learned positions, the blocks, a final norm; the
+    language model's head on every position, the classifier's on the mean of the real tokens."""
+
+    def __init__(self, state, config, causal):
+        super().__init__()
+        self.body, self.head, self.causal = TextBody(state, config["body"]), Head(state), causal
+
+    def forward(self, tokens):
+        n = tokens.shape[1]
+        x = self.body.embedding(tokens) + self.body.positions.weight[:n]
+        pad = None if self.causal else tokens == PAD_TOKEN
+        x = self.body.norm(self.body.transformer(x, pad, self.causal))
+        if self.causal:
+            return self.head(x)
+        real = (~pad).float().unsqueeze(-1)
+        return self.head((x * real).sum(1) / real.sum(1).clamp(min=1.0))
+
+
 def build(path):
     """The PyTorch module of an exported level, its weights loaded with strict=True."""
     state = load_file(path)
     with safe_open(path, framework="pt") as f:
         meta = f.metadata()
     manifest = json.loads(meta["nestednet.export"])
-    model = ResNet(state) if "fc.weight" in state else MnistCnn(state, manifest["input_shape"])
+    if "patch_embedding.weight" in state:
+        model = Vit(state, manifest["model"])
+    elif "body.embedding.weight" in state:
+        model = TextModel(state, manifest["model"], meta["nestednet.model"].startswith("lm"))
+    elif "fc.weight" in state:
+        model = ResNet(state)
+    else:
+        model = MnistCnn(state, manifest["input_shape"])
     model.load_state_dict(state, strict=True)
     return model.eval(), manifest, state
 
@@ -152,7 +303,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("file")
     p.add_argument("--data-dir", default="data/mnist10k")
-    p.add_argument("--check", help="safetensors file with `images` and nestednet's `logits`")
+    p.add_argument("--check", help="safetensors file with `images` (or `tokens`) and nestednet's `logits`")
     p.add_argument("--tolerance", type=float, default=1e-4)
     p.add_argument("--torchvision", action="store_true", help="also load into torchvision's resnet18")
     p.add_argument("--logits", help="safetensors file with `images`: print PyTorch's logits for them as JSON")
@@ -171,7 +322,9 @@ def main():
         worst = 0.0
         with torch.no_grad():
             for name, m in models.items():
-                diff = (m(expected["images"]) - expected["logits"]).abs().max().item()
+                inputs = expected["images"] if "images" in expected else expected["tokens"]
+                # nestednet's rows: one per target (a language model's, one per position).
+                diff = (m(inputs).reshape(expected["logits"].shape) - expected["logits"]).abs().max().item()
                 print(json.dumps({"file": a.file, "module": name, "max_abs_diff": diff}))
                 worst = max(worst, diff)
         sys.exit(0 if worst <= a.tolerance else 1)

@@ -17,9 +17,11 @@ use std::sync::Arc;
 use nestednet::burn::module::Module;
 use nestednet::burn::prelude::*;
 use nestednet::data::{ImageSet, Normalization, SplitMix64};
+use nestednet::models::NetworkOutput;
 use nestednet::models::{
-    ChannelImportance, LevelRequest, ModelFamily, ModelRequest, NestedMnistCnnConfig, NestedNetwork,
-    NestedResNetConfig,
+    ChannelImportance, LevelRequest, ModelFamily, ModelRequest, NestedLanguageModelConfig,
+    NestedMnistCnnConfig, NestedNetwork, NestedNetworkConfig, NestedResNetConfig, NestedTextClassifierConfig,
+    NestedVitConfig, TokenShape,
 };
 use nestednet::schedule::LevelSpec;
 use nestednet::train::export::{ExportFormat, export_level, nestify};
@@ -141,6 +143,89 @@ fn every_model_family_loads_into_pytorch() {
     check::<NestedResNetConfig>(&python, wrn, dir.path());
     // ImageNet stem; the full level is torchvision's resnet18.
     check::<NestedResNetConfig>(&python, request("resnet-18", [3, 32, 32], ratios(&[0.25, 1.0])), dir.path());
+    // Heads, feed-forward and model width nested; 13x13 images padded to patches of 2.
+    check::<NestedVitConfig>(
+        &python,
+        request("vit-tiny", [3, 13, 13], ratios(&[0.25, 0.5, 1.0])),
+        dir.path(),
+    );
+}
+
+/// The transformers over tokens: every level of the byte language model (causal; a width ×
+/// depth lattice, and the MatFormer setting with the model width whole) and of the text
+/// classifier (padding masked, coarse-to-fine heads) in a plain PyTorch module.
+#[test]
+#[ignore = "needs PyTorch: NESTEDNET_PYTHON=PATH cargo test --test pytorch_exports -- --ignored"]
+fn the_text_transformers_load_into_pytorch() {
+    let python = std::env::var("NESTEDNET_PYTHON").expect("set NESTEDNET_PYTHON to a python with torch");
+    let dir = tempfile::tempdir().unwrap();
+    let text = |name: &str, classes: usize, levels: LevelRequest| {
+        ModelRequest::new(name, TokenShape { length: 12, vocabulary: 257 }, classes, levels)
+    };
+    let ratios = |r: &[f64]| LevelRequest::Channels(LevelSpec::Ratios(r.to_vec()));
+    let lattice = text("lm-tiny", 257, LevelRequest::Lattice("0.5,1;2,4".parse().unwrap()));
+    check_tokens(
+        &python,
+        NestedLanguageModelConfig::from_request(&lattice).unwrap().unwrap(),
+        "lm-lattice",
+        dir.path(),
+    );
+    let mut matformer =
+        NestedLanguageModelConfig::from_request(&text("lm-tiny", 257, ratios(&[0.25, 0.5, 1.0])))
+            .unwrap()
+            .unwrap();
+    matformer.body.nest_model_width = false;
+    check_tokens(&python, matformer, "lm-matformer", dir.path());
+    let mut genres = text("text-tiny", 15, ratios(&[0.5, 1.0]));
+    genres.level_classes = vec![2, 15];
+    check_tokens(
+        &python,
+        NestedTextClassifierConfig::from_request(&genres).unwrap().unwrap(),
+        "text",
+        dir.path(),
+    );
+}
+
+/// Exports every level of `config`'s seeded model and checks its logits on random tokens
+/// (the last positions of the second window padded) in PyTorch.
+fn check_tokens<C>(python: &str, config: C, name: &str, dir: &Path)
+where
+    C: NestedNetworkConfig<Network: NestedNetwork<Input = Tensor<2, Int>>>,
+{
+    let device = Device::flex();
+    let model = nestednet::train::trainer::seeded_model(&config, None, 7, &device).unwrap();
+    let length = model.input_shape().length;
+    let mut rng = SplitMix64::new(9);
+    let mut ids: Vec<i64> = (0..2 * length).map(|_| rng.below(256) as i64).collect();
+    ids[2 * length - 3..].fill(256);
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [2, length]), &device);
+    let token_bytes: Vec<u8> = ids.iter().flat_map(|t| t.to_le_bytes()).collect();
+    for level in 0..model.num_levels() {
+        let file = dir.join(format!("{name}-{level}.safetensors"));
+        export_level(&model, &config, level, &file, ExportFormat::Safetensors).unwrap();
+        let logits = model.forward_level(tokens.clone(), level).into_logits();
+        let shape = logits.dims().to_vec();
+        let logit_bytes: Vec<u8> = logits.into_data().iter::<f32>().flat_map(f32::to_le_bytes).collect();
+        let views = vec![
+            ("tokens".to_string(), TensorView::new(Dtype::I64, vec![2, length], &token_bytes).unwrap()),
+            ("logits".to_string(), TensorView::new(Dtype::F32, shape, &logit_bytes).unwrap()),
+        ];
+        let expected = dir.join(format!("{name}-{level}.expected.safetensors"));
+        std::fs::write(
+            &expected,
+            safetensors::tensor::serialize(views, None::<HashMap<String, String>>).unwrap(),
+        )
+        .unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/load_exported.py");
+        let out = Command::new(python)
+            .args([script.to_str().unwrap(), file.to_str().unwrap(), "--check", expected.to_str().unwrap()])
+            .output()
+            .expect("python runs");
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        println!("{name} level {level}: {text}");
+        assert!(out.status.success(), "{name} level {level} in PyTorch:\n{text}");
+    }
 }
 
 /// The backend tests' stored reference (`tests/fixtures/pytorch_logits.json`): every level's

@@ -39,6 +39,33 @@ impl ModuleAdapter for NestedLinearPyTorchLayout {
     }
 }
 
+/// PyTorch's names for the nested layer norm's parameters (`weight` and `bias`, as
+/// `nn.LayerNorm`'s), which Burn's adapter gives only Burn's own `LayerNorm`. Exports only:
+/// reading goes back through the export's own map from each name to its module path.
+#[derive(Debug, Clone, Default)]
+struct NestedLayerNormPyTorchNames;
+
+impl ModuleAdapter for NestedLayerNormPyTorchNames {
+    fn adapt(&self, mut tensor: PackTensor, ctx: ModuleContext<'_>) -> PackTensor {
+        if ctx.module_type() != Some("Struct:NestedLayerNorm") {
+            return tensor;
+        }
+        let renamed = match tensor.name.rsplit('.').next() {
+            Some("gamma") => "weight",
+            Some("beta") => "bias",
+            _ => return tensor,
+        };
+        let keep = tensor.name.rfind('.').map_or(0, |i| i + 1);
+        tensor.name.truncate(keep);
+        tensor.name.push_str(renamed);
+        tensor
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
+
 /// The transpose of a 2-D tensor's data (any fixed-width dtype).
 fn transpose(data: TensorData) -> TensorData {
     let shape = data.shape().to_vec();
@@ -73,7 +100,7 @@ fn pytorch_tensors<L: NestedNetwork>(
     path: &Path,
 ) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)> {
     let bad = |message: String| TrainError::Safetensors { path: path.to_path_buf(), message };
-    let adapter = BurnToPyTorchAdapter.chain(NestedLinearPyTorchLayout);
+    let adapter = BurnToPyTorchAdapter.chain(NestedLinearPyTorchLayout).chain(NestedLayerNormPyTorchNames);
     // The same traversal twice: module paths, then the adapted tensors (same order).
     let paths: Vec<String> = level.collect(None, None, true).into_iter().map(|t| t.name).collect();
     let adapted = level.collect(None, Some(Box::new(adapter)), true);
