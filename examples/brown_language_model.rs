@@ -32,10 +32,10 @@ struct Args {
     /// Ratios of the heads and feed-forward width of the levels (core first).
     #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,1.0")]
     ratios: Vec<f64>,
-    /// Training windows of 128 bytes (the first ones of the training documents; 0: all 37,900).
+    /// Training windows of 128 bytes, spread evenly over the training documents (0: all 37,900).
     #[arg(long, default_value_t = 4000)]
     train_windows: usize,
-    /// Test windows (the first ones of the test documents; 0: all 8,693).
+    /// Test windows, spread evenly over the test documents (0: all 8,693).
     #[arg(long, default_value_t = 2000)]
     test_windows: usize,
     /// Passes over the training windows.

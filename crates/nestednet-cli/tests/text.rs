@@ -33,7 +33,7 @@ fn a_byte_language_model_trains_on_brown_and_reports_searches_and_exports_by_bit
         "--data-dir",
         &brown,
         "--context",
-        "32",
+        "16",
         "--levels",
         "0.5,1",
         "--train-limit",

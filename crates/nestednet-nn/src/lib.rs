@@ -72,7 +72,9 @@ pub use layer_norm::{NestedLayerNorm, NestedLayerNormConfig};
 pub use level_conv::{LevelConv2d, LevelConv2dConfig};
 pub use linear::{NestedLinear, NestedLinearConfig};
 pub use nestednet_prune::{NestedMask, PruneError};
-pub use probe::{RecordedCost, recalibrate_batch_norms, recalibrating, record_costs};
+pub use probe::{
+    RecordedCost, recalibrate_batch_norms, recalibrated_batch_norms, recalibrating, record_costs,
+};
 pub use reorder::{
     ChannelImportance, batch_norm_gamma, conv_filter_l1, importance_order, linear_unit_l1,
     permute_batch_norm, permute_conv_inputs, permute_conv_outputs, permute_linear_inputs,

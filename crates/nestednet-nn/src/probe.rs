@@ -113,6 +113,13 @@ pub fn recalibrating() -> bool {
     CALIBRATION.with(|c| c.borrow().is_some())
 }
 
+/// How many batch norms the active [`recalibrate_batch_norms`] call has updated so far on this
+/// thread (0 outside one): a forward pass that updated none has nothing to recalibrate, and a
+/// caller may skip its other calibration batches.
+pub fn recalibrated_batch_norms() -> usize {
+    CALIBRATION.with(|c| c.borrow().as_ref().map_or(0, |seen| seen.len()))
+}
+
 /// The momentum the batch norm whose scale is `id` uses for this batch, inside
 /// [`recalibrate_batch_norms`] (`1/i` for its `i`-th batch); `None` outside.
 pub(crate) fn calibration_momentum(id: ParamId) -> Option<f64> {

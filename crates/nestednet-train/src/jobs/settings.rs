@@ -301,7 +301,8 @@ pub struct TrainSettings {
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
-    /// Train on the first N training images only.
+    /// Train on N training samples only: the first N images, or N windows of text spread evenly
+    /// over the documents (which are stored genre by genre).
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_limit: Option<usize>,

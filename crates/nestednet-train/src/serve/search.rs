@@ -10,7 +10,7 @@
 use burn::prelude::*;
 use nestednet_data::SplitMix64;
 use nestednet_models::{NestedNetwork, NestedNetworkConfig};
-use nestednet_nn::recalibrate_batch_norms;
+use nestednet_nn::{recalibrate_batch_norms, recalibrated_batch_norms};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -256,17 +256,33 @@ pub fn calibrated_mix<N: NestedNetwork>(
 }
 
 /// `mixed` (a network [`NestedNetwork::mixed`] built) with the batch-norm statistics it sees
-/// on `calibration`.
+/// on `calibration` (one batch only when it has no batch norm: a transformer's layer norms keep
+/// no statistics).
 fn recalibrated<N: NestedNetwork>(mixed: N, calibration: &[N::Input]) -> Result<N> {
     recalibrate_batch_norms(|| {
         for input in calibration {
             let _ = mixed.forward_level(input.clone(), 0);
+            if recalibrated_batch_norms() == 0 {
+                break;
+            }
         }
     });
     // A fresh copy whose running statistics are read back in full (Burn's running state may
     // lag one update behind otherwise).
     let layers = mixed.mixable_layers().len();
     Ok(mixed.mixed(&vec![0; layers])?.valid())
+}
+
+/// Whether a copy of `network`'s core (its mix of `layers` layers all at level 0) updates a
+/// batch norm on the first of `calibration`.
+fn has_batch_norms<N: NestedNetwork>(network: &N, layers: usize, calibration: &[N::Input]) -> Result<bool> {
+    let copy = network.mixed(&vec![0; layers])?;
+    Ok(calibration.first().is_some_and(|input| {
+        recalibrate_batch_norms(|| {
+            let _ = copy.forward_level(input.clone(), 0);
+            recalibrated_batch_norms() > 0
+        })
+    }))
 }
 
 /// What a point is ranked by, higher better: its accuracy, or minus its bits per byte where
@@ -350,7 +366,7 @@ where
     } else {
         search.evolve(progress)?;
     }
-    let evaluated = search.evaluated;
+    let (evaluated, layers_len) = (std::mem::take(&mut search.evaluated), search.layers);
     if evaluated.is_empty() {
         return Err(TrainError::Budget(format!(
             "no sub-network meets {}",
@@ -358,16 +374,20 @@ where
         )));
     }
     let front = pareto_front(&evaluated);
+    let calibration_probe = search.calibration;
     Ok(SearchResults {
         layers: layers.into_iter().map(|l| l.name).collect(),
         evaluated_on: format!("{} {}", eval.len(), eval.sample_name()),
-        calibration: format!(
-            "batch norms of each mix recalibrated on {} batches of {} training {} (seed {})",
-            settings.calibration_batches,
-            settings.calibration_batch_size,
-            train.sample_name(),
-            settings.seed
-        ),
+        calibration: match has_batch_norms(network, layers_len, &calibration_probe)? {
+            true => format!(
+                "batch norms of each mix recalibrated on {} batches of {} training {} (seed {})",
+                settings.calibration_batches,
+                settings.calibration_batch_size,
+                train.sample_name(),
+                settings.seed
+            ),
+            false => "no batch norm to recalibrate".into(),
+        },
         calibration_batches: settings.calibration_batches,
         calibration_batch_size: settings.calibration_batch_size,
         seed: settings.seed,

@@ -86,7 +86,9 @@ pub trait LabelledSet: Clone + Send + Sync + 'static {
     /// the order alone, so that a resumed run sees the batches the uninterrupted one saw.
     fn batches(&self, order: BatchOrder, device: &Device) -> Result<Batches<Self::Input>>;
 
-    /// The first `n` samples only (quick runs: `train_limit`).
+    /// `n` samples only (quick runs: `train_limit`): the first `n` for sets in no particular
+    /// order (idx, CIFAR), or `n` spread evenly for sets stored class by class or document by
+    /// document (text, see `TextData::take`).
     fn take(&self, n: usize) -> Self;
 
     /// The same samples with target class `c` replaced by `map[c]`, of `classes` classes (a

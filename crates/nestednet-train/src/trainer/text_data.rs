@@ -21,8 +21,17 @@ use crate::trainer::data::{Batch, BatchOrder, Batches, LabelledSet};
 #[derive(Debug, Clone)]
 pub struct TextData {
     samples: TextSamples,
-    /// Windows used (the first `windows`; `take` lowers it).
-    windows: usize,
+    /// Windows used: every one, or those `take` chose.
+    windows: TextWindows,
+}
+
+/// Which windows of the samples a [`TextData`] uses.
+#[derive(Debug, Clone)]
+enum TextWindows {
+    /// The first `n` (all of them unless taken).
+    First(usize),
+    /// These, spread over the samples by [`TextData::take`].
+    Chosen(Arc<[usize]>),
 }
 
 #[derive(Debug, Clone)]
@@ -35,13 +44,14 @@ impl TextData {
     /// Every window of `set`, labelled by its class.
     pub fn classes(set: impl Into<Arc<TextSet>>) -> Self {
         let set = set.into();
-        Self { windows: set.len(), samples: TextSamples::Classes(set) }
+        Self { windows: TextWindows::First(set.len()), samples: TextSamples::Classes(set) }
     }
 
     /// The windows of `context` tokens of `stream`, each position labelled by its next token.
     pub fn next_tokens(stream: impl Into<Arc<TextStream>>, context: usize) -> Self {
         let stream = stream.into();
-        Self { windows: stream.num_windows(context), samples: TextSamples::NextTokens { stream, context } }
+        let windows = TextWindows::First(stream.num_windows(context));
+        Self { windows, samples: TextSamples::NextTokens { stream, context } }
     }
 
     /// Tokens per window.
@@ -73,8 +83,17 @@ impl TextData {
         matches!(self.samples, TextSamples::NextTokens { .. })
     }
 
+    /// The sample window behind window `index` of this data.
+    fn sample_window(&self, index: usize) -> usize {
+        match &self.windows {
+            TextWindows::First(_) => index,
+            TextWindows::Chosen(chosen) => chosen[index],
+        }
+    }
+
     /// The inputs and targets of window `index`, appended.
     fn push_window(&self, index: usize, ids: &mut Vec<i64>, targets: &mut Vec<i64>) {
+        let index = self.sample_window(index);
         match &self.samples {
             TextSamples::Classes(set) => {
                 ids.extend(set.window(index).iter().map(|&t| i64::from(t)));
@@ -93,7 +112,10 @@ impl LabelledSet for TextData {
     type Input = Tensor<2, Int>;
 
     fn len(&self) -> usize {
-        self.windows
+        match &self.windows {
+            TextWindows::First(n) => *n,
+            TextWindows::Chosen(chosen) => chosen.len(),
+        }
     }
 
     fn input_shape(&self) -> TokenShape {
@@ -120,7 +142,7 @@ impl LabelledSet for TextData {
         if order.batch_size == 0 {
             return Err(TrainError::Invalid("a batch size of 0".into()));
         }
-        let n = self.windows;
+        let n = self.len();
         let indices: Vec<usize> = match order.shuffle {
             true => SplitMix64::for_stream(&[order.seed, order.epoch, 0x7e47]).permutation(n),
             false => (0..n).collect(),
@@ -141,8 +163,16 @@ impl LabelledSet for TextData {
         })))
     }
 
+    /// `n` windows spread evenly over the data (window `⌊i·len/n⌋` for `i < n`), not the first
+    /// `n`: documents are stored genre by genre (class folders in order, a corpus document after
+    /// document), so the first windows would hold the first classes or documents only.
     fn take(&self, n: usize) -> Self {
-        Self { windows: n.min(self.windows), samples: self.samples.clone() }
+        let len = self.len();
+        if n >= len {
+            return self.clone();
+        }
+        let chosen: Arc<[usize]> = (0..n).map(|i| self.sample_window(i * len / n)).collect();
+        Self { windows: TextWindows::Chosen(chosen), samples: self.samples.clone() }
     }
 
     fn relabel(&self, map: &[usize], classes: usize) -> Result<Self> {
@@ -170,7 +200,7 @@ impl LabelledSet for TextData {
             coarse_class_names: Vec::new(),
             ..(**set).clone()
         };
-        Ok(Self { windows: self.windows, samples: TextSamples::Classes(Arc::new(relabelled)) })
+        Ok(Self { windows: self.windows.clone(), samples: TextSamples::Classes(Arc::new(relabelled)) })
     }
 
     fn sample_name(&self) -> &'static str {
@@ -213,6 +243,17 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, (0..9).collect::<Vec<_>>());
         assert_eq!(data.take(1).len(), 1);
+        // A taken set spreads its windows over the data: 3 of 10 windows are windows 0, 3, 6.
+        let long = TextData::next_tokens(stream((0..31).collect()), 3);
+        let firsts = |data: &TextData| -> Vec<i64> {
+            data.batches(BatchOrder::in_order(1), &device)
+                .unwrap()
+                .map(|b| b.unwrap().input.to_data().convert::<i64>().try_to_vec::<i64>().unwrap()[0])
+                .collect()
+        };
+        assert_eq!(firsts(&long.take(3)), [0, 9, 18]);
+        assert_eq!(firsts(&long.take(3).take(2)), [0, 9], "a taken set's own windows");
+        assert_eq!(data.take(5).len(), 3);
         assert!(data.relabel(&[0], 1).is_err());
     }
 
