@@ -140,3 +140,90 @@ fn the_transformer_configs_start_on_the_vendored_data() {
         assert!(out.status.success() && text.contains("stopped after 1 step(s)"), "{config}:\n{text}");
     }
 }
+
+/// A small generated text folder: 3 classes of 2 training and 1 test documents, each class's
+/// text drawn from its own letters.
+fn small_text_folder(dir: &std::path::Path) -> String {
+    for (c, letters) in ["abc", "lmn", "xyz"].iter().enumerate() {
+        for (split, docs) in [("train", 2), ("test", 1)] {
+            let folder = dir.join(split).join(format!("class-{c}"));
+            std::fs::create_dir_all(&folder).unwrap();
+            for d in 0..docs {
+                let text: String = (0..400)
+                    .map(|i| if i % 6 == 5 { ' ' } else { letters.as_bytes()[(i * 7 + d) % 3] as char })
+                    .collect();
+                std::fs::write(folder.join(format!("{d}.txt")), text).unwrap();
+            }
+        }
+    }
+    dir.display().to_string()
+}
+
+/// The tasks beyond plain nesting, each on the text transformer: learned nested weight masks on
+/// its attention and feed-forward weights (sparse export), in-place distillation, distillation
+/// from a teacher run, a run killed while it writes a checkpoint and resumed to the same bytes
+/// as the uninterrupted one, and `select`.
+#[test]
+fn masks_distillation_kills_and_select_work_on_a_text_transformer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_text_folder(&dir.path().join("data"));
+    let run = |name: &str| dir.path().join(name).display().to_string();
+    let base = ["--model", "text-tiny", "--dataset", "text-folder", "--data-dir", &data, "--context", "16"];
+    let train = |extra: &[&str]| ok(&[&["train"][..], &base[..], extra].concat());
+
+    let masked = run("masked");
+    let text = train(&["--method", "weights", "--densities", "0.5,1", "--epochs", "1", "--out", &masked]);
+    assert!(text.contains("total density"), "{text}");
+    let text = ok(&["inspect", "--run", &masked]);
+    for layer in ["attention.query", "feed_forward.inner"] {
+        assert!(text.contains(layer), "inspect lists no density of {layer}:\n{text}");
+    }
+    let sparse = dir.path().join("core.sparse.safetensors");
+    assert!(
+        ok(&["export", "--run", &masked, "--level", "0", "--out", sparse.to_str().unwrap()])
+            .contains("verified")
+    );
+
+    let teacher = run("teacher");
+    train(&["--task", "distillation", "--distill", "0.5", "--epochs", "1", "--out", &teacher]);
+    let student = run("student");
+    train(&["--levels", "0.25,1", "--teacher", &teacher, "--epochs", "1", "--out", &student]);
+    let config = std::fs::read_to_string(dir.path().join("student/config.json")).unwrap();
+    assert!(config.contains("teacher_run") && config.contains("teacher"), "{config}");
+
+    let args = ["--epochs", "3", "--batch-size", "4", "--seed", "5"];
+    let reference = run("reference");
+    train(&[&args[..], &["--out", &reference]].concat());
+    let killed = dir.path().join("killed");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nestednet"))
+        .args([&["train"][..], &base[..], &args[..], &["--out", killed.to_str().unwrap()]].concat())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let checkpoints = killed.join("checkpoints");
+    let writing = || {
+        std::fs::read_dir(&checkpoints)
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".tmp")))
+            .unwrap_or(false)
+    };
+    while child.try_wait().unwrap().is_none() && !writing() {
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the run ended before a checkpoint was written");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("report.json").exists(), "killed while writing a checkpoint, before its report");
+    train(&[&args[..], &["--out", killed.to_str().unwrap(), "--resume"]].concat());
+    let weights = |run: &std::path::Path| std::fs::read(run.join("model.bpk")).unwrap();
+    assert!(
+        weights(&killed) == weights(std::path::Path::new(&reference)),
+        "the resumed run's weights differ"
+    );
+
+    // Every level is right on every test window of this easy folder: the cheapest one is chosen.
+    let text = ok(&["select", "--run", &reference, "--budget", "macs=1e12"]);
+    assert!(text.contains("selected L0"), "{text}");
+    let err = fails(&["select", "--run", &reference, "--budget", "macs=1e4"]);
+    assert!(err.contains("no level fits"), "{err}");
+}
