@@ -86,6 +86,9 @@ fn a_byte_language_model_trains_on_brown_and_reports_searches_and_exports_by_bit
         "4",
     ]);
     assert!(text.contains("Pareto front of bits per byte vs MACs") && text.contains("bits/byte |"), "{text}");
+    // `select` ranks a language model's candidates by bits per byte too.
+    let text = ok(&["select", "--run", run_s, "--budget", "macs=1e12"]);
+    assert!(text.contains("bits/byte"), "{text}");
     let err = fails(&["search", "--run", run_s, "--objective", "accuracy"]);
     assert!(err.contains("bits per byte"), "{err}");
 }

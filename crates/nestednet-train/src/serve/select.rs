@@ -406,3 +406,43 @@ pub fn candidates_table(candidates: &[MeasuredCandidate], chosen: Option<&str>) 
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(name: &str, macs: usize, accuracy: f64, bits_per_byte: Option<f64>) -> MeasuredCandidate {
+        MeasuredCandidate {
+            candidate: Candidate {
+                name: name.into(),
+                level: Some(0),
+                mix: None,
+                accuracy,
+                bits_per_byte,
+                macs,
+                params: 1,
+                bytes: 1,
+            },
+            measurement: Measurement {
+                name: name.into(),
+                macs,
+                params: 1,
+                latency_ms: 1.0,
+                latency_p90_ms: 1.0,
+                calls: 30,
+                memory_bytes: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_language_models_candidates_are_ranked_by_bits_per_byte() {
+        let budget: Vec<Budget> = vec!["macs=100".parse().unwrap()];
+        // The more accurate next-byte guesser has the worse bits per byte: the bits decide.
+        let lm = [measured("L0", 10, 0.30, Some(3.9)), measured("L1", 20, 0.25, Some(3.6))];
+        assert_eq!(select_within(&lm, &budget).unwrap().candidate.name, "L1");
+        let classifier = [measured("L0", 10, 0.30, None), measured("L1", 20, 0.25, None)];
+        assert_eq!(select_within(&classifier, &budget).unwrap().candidate.name, "L0");
+        assert!(candidates_table(&lm, Some("L1")).contains("| 3.600 |"));
+    }
+}
