@@ -303,7 +303,7 @@ impl NestedMultiHeadAttention {
 /// Burn's softmax over the key positions (the last axis), with the scores less their row's
 /// maximum clamped at −80 before the exponential. A masked score (−1e4) or one far below the
 /// maximum then takes the exponential's ordinary path, not libm's underflow handling, which
-/// took a fifth of a causal language model's training step (perf, `lm-tiny`); it still weighs
+/// took a tenth of a causal language model's training step (perf, `lm-tiny`); it still weighs
 /// under 2e-35 against the maximum's 1, where Burn's weighs 0.
 fn clamped_softmax(scores: Tensor<4>) -> Tensor<4> {
     let shifted = (scores.clone() - scores.detach().max_dim(3)).clamp_min(-80.0);
