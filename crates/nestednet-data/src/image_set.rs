@@ -107,19 +107,42 @@ impl ImageSet {
         &self.pixels[index * size..(index + 1) * size]
     }
 
-    /// The first `n` images (all of them if `n` is larger), e.g. for quick runs and tests.
+    /// `n` images (all of them if `n` is larger), e.g. for quick runs and tests: the first `n`,
+    /// or, for a set stored class by class (an image folder), `n` spread evenly over it
+    /// (image `⌊i·len/n⌋`), whose first images would be its first classes only.
     pub fn take(&self, n: usize) -> Self {
-        let n = n.min(self.len());
-        Self {
-            pixels: self.pixels[..n * self.image_size()].to_vec(),
-            labels: self.labels[..n].to_vec(),
-            coarse_labels: self.coarse_labels.as_ref().map(|c| c[..n].to_vec()),
-            ..self.clone_meta()
+        let (n, len) = (n.min(self.len()), self.len());
+        match self.stored_by_class() {
+            true => self.select((0..n).map(|i| i * len / n)),
+            false => self.select(0..n),
         }
     }
 
+    /// Whether the images are stored class by class (labels never decreasing, at least two
+    /// classes), as an image folder is read; MNIST and CIFAR files are in random order.
+    fn stored_by_class(&self) -> bool {
+        self.labels.windows(2).all(|w| w[0] <= w[1]) && self.labels.first() != self.labels.last()
+    }
+
+    /// The images at `indices`, in their order.
+    fn select(&self, indices: impl Iterator<Item = usize>) -> Self {
+        let size = self.image_size();
+        let mut out = self.clone_meta();
+        let mut coarse = self.coarse_labels.as_ref().map(|_| Vec::new());
+        for i in indices {
+            out.pixels.extend_from_slice(&self.pixels[i * size..(i + 1) * size]);
+            out.labels.push(self.labels[i]);
+            if let (Some(all), Some(kept)) = (&self.coarse_labels, coarse.as_mut()) {
+                kept.push(all[i]);
+            }
+        }
+        out.coarse_labels = coarse;
+        out
+    }
+
     /// The first images for training and the last `fraction` of them for validation (the
-    /// order of the files: MNIST and CIFAR are stored in random order). Both parts keep this
+    /// order of the files: MNIST and CIFAR are stored in random order); for a set stored class
+    /// by class (an image folder), a `fraction` of the images spread evenly over it. Both parts keep this
     /// set's normalisation, and neither may be empty.
     pub fn split_validation(self, fraction: f64) -> crate::Result<(Self, Self)> {
         if !(fraction > 0.0 && fraction < 1.0) {
@@ -134,15 +157,15 @@ impl ImageSet {
                 self.len()
             )));
         }
-        let kept = self.len() - held;
-        let at = kept * self.image_size();
-        let validation = Self {
-            pixels: self.pixels[at..].to_vec(),
-            labels: self.labels[kept..].to_vec(),
-            coarse_labels: self.coarse_labels.as_ref().map(|c| c[kept..].to_vec()),
-            ..self.clone_meta()
-        };
-        Ok((self.take(kept), validation))
+        let len = self.len();
+        let mut is_held = vec![false; len];
+        match self.stored_by_class() {
+            // Spread over the classes (distinct, since `held < len`).
+            true => (0..held).for_each(|j| is_held[j * len / held] = true),
+            false => is_held[len - held..].fill(true),
+        }
+        let validation = self.select((0..len).filter(|&i| is_held[i]));
+        Ok((self.select((0..len).filter(|&i| !is_held[i])), validation))
     }
 
     /// The same images with every label `l` replaced by `map[l]`, out of `num_classes` classes
@@ -278,6 +301,30 @@ mod measure_tests {
             let e = set.clone().split_validation(bad).unwrap_err().to_string();
             assert!(e.contains("validation split"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_set_stored_class_by_class_is_taken_and_split_over_every_class() {
+        // An image folder's order: 3 classes of 4 images, image i holding the byte i.
+        let set = ImageSet {
+            pixels: (0..12u8).collect(),
+            labels: (0..12).map(|i| i / 4).collect(),
+            coarse_labels: Some((0..12).map(|i| i / 8).collect()),
+            channels: 1,
+            height: 1,
+            width: 1,
+            num_classes: 3,
+            num_coarse_classes: 2,
+            normalization: Normalization::mnist(),
+            class_names: Vec::new(),
+        };
+        let taken = set.take(3);
+        assert_eq!((taken.pixels, taken.labels), (vec![0, 4, 8], vec![0, 1, 2]), "not the first class only");
+        assert_eq!(taken.coarse_labels, Some(vec![0, 0, 1]));
+        let (train, validation) = set.clone().split_validation(0.25).unwrap();
+        assert_eq!((validation.pixels, validation.labels), (vec![0, 4, 8], vec![0, 1, 2]));
+        assert_eq!(train.len(), 9);
+        assert!(train.labels.windows(2).all(|w| w[0] <= w[1]) && !train.pixels.contains(&4));
     }
 
     #[test]

@@ -174,8 +174,9 @@ pub struct DataSource {
     /// Image folders: the size every image is resized to, `[height, width]` (default: the
     /// first training image's). Other formats have a fixed size and refuse this.
     pub image_size: Option<[usize; 2]>,
-    /// Hold out this fraction of the training set (its last images; for text, documents spread
-    /// evenly over the set, or the end of a corpus) as the evaluation set in place of the test
+    /// Hold out this fraction of the training set (the last images of idx and CIFAR files,
+    /// images spread over an image folder's classes; for text, documents spread evenly over
+    /// the set, or the end of a corpus) as the evaluation set in place of the test
     /// set, to choose settings without looking at the test set.
     #[serde(default)]
     pub validation_split: Option<f64>,

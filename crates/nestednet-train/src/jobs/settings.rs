@@ -285,7 +285,8 @@ pub struct TrainSettings {
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub teacher: Option<PathBuf>,
-    /// Hold out this fraction of the training set (its last images) and report on it in
+    /// Hold out this fraction of the training set (the last images of idx and CIFAR files;
+    /// spread over an image folder's classes or a text's documents) and report on it in
     /// place of the test set: to choose settings without looking at the test set.
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -301,8 +302,8 @@ pub struct TrainSettings {
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
-    /// Train on N training samples only: the first N images, or N windows of text spread evenly
-    /// over the documents (which are stored genre by genre).
+    /// Train on N training samples only: the first N images of idx or CIFAR files, or N spread
+    /// evenly over an image folder's classes or a text's documents (stored class by class).
     #[cfg_attr(feature = "clap", arg(long))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_limit: Option<usize>,
