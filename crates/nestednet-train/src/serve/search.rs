@@ -189,11 +189,7 @@ impl SearchResults {
             self.calibration,
         );
         for p in &self.front {
-            let bits = match (bits, p.bits_per_byte) {
-                (true, Some(b)) => format!(" {b:.3} |"),
-                (true, None) => " - |".into(),
-                (false, _) => String::new(),
-            };
+            let bits = bits_cell(bits, p.bits_per_byte);
             out += &format!(
                 "| {} | {} | {:.4} |{bits} {} | {} | {} | {} |\n",
                 p.name,
@@ -285,6 +281,16 @@ fn has_batch_norms<N: NestedNetwork>(network: &N, layers: usize, calibration: &[
     }))
 }
 
+/// A table's bits-per-byte cell (` 3.514 |`, ` - |` when not measured), or nothing when the
+/// table has no such column.
+pub(crate) fn bits_cell(column: bool, bits_per_byte: Option<f64>) -> String {
+    match (column, bits_per_byte) {
+        (true, Some(b)) => format!(" {b:.3} |"),
+        (true, None) => " - |".into(),
+        (false, _) => String::new(),
+    }
+}
+
 /// What a point is ranked by, higher better: its accuracy, or minus its bits per byte where
 /// those were measured (a language model's points, whose accuracy is a coarse next-token
 /// figure).
@@ -347,6 +353,7 @@ where
         settings.seed,
         device,
     )?;
+    let batch_norms = has_batch_norms(network, layers.len(), &calibration)?;
     let trained = evaluate(network, eval, 256, device, &LevelLabels::fine(levels))?;
     let mut search = MixSearch {
         network,
@@ -366,7 +373,7 @@ where
     } else {
         search.evolve(progress)?;
     }
-    let (evaluated, layers_len) = (std::mem::take(&mut search.evaluated), search.layers);
+    let evaluated = search.evaluated;
     if evaluated.is_empty() {
         return Err(TrainError::Budget(format!(
             "no sub-network meets {}",
@@ -374,11 +381,10 @@ where
         )));
     }
     let front = pareto_front(&evaluated);
-    let calibration_probe = search.calibration;
     Ok(SearchResults {
         layers: layers.into_iter().map(|l| l.name).collect(),
         evaluated_on: format!("{} {}", eval.len(), eval.sample_name()),
-        calibration: match has_batch_norms(network, layers_len, &calibration_probe)? {
+        calibration: match batch_norms {
             true => format!(
                 "batch norms of each mix recalibrated on {} batches of {} training {} (seed {})",
                 settings.calibration_batches,

@@ -385,11 +385,7 @@ pub fn candidates_table(candidates: &[MeasuredCandidate], chosen: Option<&str>) 
     );
     for c in candidates {
         let mark = if Some(c.candidate.name.as_str()) == chosen { " **←**" } else { "" };
-        let bits = match (bits, c.candidate.bits_per_byte) {
-            (true, Some(b)) => format!(" {b:.3} |"),
-            (true, None) => " - |".into(),
-            (false, _) => String::new(),
-        };
+        let bits = crate::serve::search::bits_cell(bits, c.candidate.bits_per_byte);
         out += &format!(
             "| {}{mark} | {:.4} |{bits} {} | {} | {} | {:.3} / {:.3} | {} |\n",
             c.candidate.name,
